@@ -1,0 +1,118 @@
+"""The ``gencore`` command line.
+
+    gencore --version
+    gencore info                 ops, compiled backends, torch / CUDA versions
+    gencore bench coupling       fused coupling op vs eager PyTorch and torch.compile
+    gencore demo                 the README's main job
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _info() -> dict:
+    import torch
+
+    import gencore
+    from gencore import _C
+
+    backends = ["cpu"] + (["cuda"] if _C.with_cuda else [])
+    ops = {}
+    for name in ("affine_coupling", "affine_coupling_backward"):
+        op = getattr(torch.ops.gencore, name).default
+        ops[name] = {
+            "schema": str(op._schema),
+            "kernels": [k for k in ("CPU", "CUDA") if torch._C._dispatch_has_kernel_for_dispatch_key(
+                op.name(), k)],
+        }
+    return {
+        "gencore": gencore.__version__,
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+        "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "compiled_backends": backends,
+        "openmp": _C.openmp_version,
+        "threads": torch.get_num_threads(),
+        "ops": ops,
+    }
+
+
+def cmd_info(args) -> int:
+    info = _info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"gencore {info['gencore']}  (torch {info['torch']}, CUDA {info['torch_cuda'] or 'none'})")
+    print(f"compiled backends: {', '.join(info['compiled_backends'])}; "
+          f"OpenMP {info['openmp']}, {info['threads']} threads")
+    print(f"CUDA devices: {', '.join(info['devices']) or 'none'}")
+    print("ops:")
+    for name, o in info["ops"].items():
+        print(f"  {o['schema']}")
+        print(f"      kernels: {', '.join(o['kernels'])}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from gencore.benchmarks import coupling
+
+    argv = ["--device", args.device, "--dtype", args.dtype]
+    if args.quick:
+        argv.append("--quick")
+    if args.out:
+        argv += ["--out", args.out]
+    return {"coupling": coupling.main}[args.op](argv)
+
+
+def cmd_demo(args) -> int:
+    from gencore import demo
+
+    return demo.main(quick=args.quick, out=args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import gencore
+
+    p = argparse.ArgumentParser(prog="gencore", description="gencore: fused kernels and models "
+                                "for unsupervised and generative learning")
+    p.add_argument("--version", action="version", version=f"gencore {gencore.__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pi = sub.add_parser("info", help="ops, compiled backends, torch and CUDA versions")
+    pi.add_argument("--json", action="store_true", help="machine-readable output")
+    pi.set_defaults(fn=cmd_info)
+
+    pb = sub.add_parser("bench", help="benchmark a fused op against eager PyTorch and torch.compile")
+    pb.add_argument("op", choices=["coupling"])
+    pb.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    pb.add_argument("--dtype", default="float32", choices=["float32", "float64", "float16", "bfloat16"])
+    pb.add_argument("--quick", action="store_true", help="small cases, few repetitions")
+    pb.add_argument("--out", default=None, help="folder for CSV and Markdown results")
+    pb.set_defaults(fn=cmd_bench)
+
+    pd = sub.add_parser("demo", help="show the library working end to end (the README's main job)")
+    pd.add_argument("--quick", action="store_true", help="a short smoke run")
+    pd.add_argument("--out", default="demo-out", help="folder for results (default: demo-out)")
+    pd.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "device", "x") is None:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        return args.fn(args)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        print(f"gencore {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

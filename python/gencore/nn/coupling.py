@@ -1,0 +1,160 @@
+"""Affine coupling layer: split, conditioner, fused affine op, merge."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gencore.ops.coupling import affine_coupling
+
+__all__ = ["AffineCoupling"]
+
+_MASKS = ("half", "alternate", "checkerboard", "channel")
+
+
+class AffineCoupling(nn.Module):
+    """RealNVP affine coupling layer over :func:`gencore.ops.affine_coupling`.
+
+    The input is split by ``mask`` into an identity part ``x_a`` and a transformed part
+    ``x_b``. The conditioner sees only ``x_a`` (and the optional context), so the map is
+    invertible whatever the conditioner is, and its Jacobian is triangular:
+
+    * forward:  ``y_a = x_a``, ``y_b = x_b * exp(s) + t``, ``(log_scale, t) = conditioner(x_a)``
+    * inverse:  ``x_b = (y_b - t) * exp(-s)``, with ``s = clamp * tanh(log_scale / clamp)``.
+
+    Masks (the split is along dim 1, the feature or channel dimension):
+
+    * ``"half"``: first ``n // 2`` entries are ``x_a``. Inputs ``(B, D)`` or ``(B, C, H, W)``.
+    * ``"alternate"``: even indices are ``x_a``. Inputs ``(B, D)`` or ``(B, C, H, W)``.
+    * ``"channel"``: ``"half"`` over the channels of ``(B, C, H, W)`` images.
+    * ``"checkerboard"``: pixels with ``(h + w)`` even are ``x_a``, for ``(B, C, H, W)``.
+
+    ``swap=True`` exchanges the roles of the two parts; alternate it between stacked
+    layers so every dimension gets transformed.
+
+    Conditioner contract: called as ``conditioner(x_a)`` or ``conditioner(x_a, context)``.
+    For ``half``/``alternate``/``channel`` it receives ``x_a`` of shape ``(B, n_a, ...)``
+    and returns ``(B, 2 * n_b, ...)`` (split into ``log_scale``, ``shift`` along dim 1) or
+    a ``(log_scale, shift)`` pair of shape ``(B, n_b, ...)``. For ``checkerboard`` it
+    receives the masked image ``x * mask`` of shape ``(B, C, H, W)`` and returns
+    ``(B, 2C, H, W)`` or a pair of ``(B, C, H, W)``; the masked pixels are left unchanged.
+
+    Args:
+        features_or_channels: ``D`` for vectors, ``C`` for images.
+        conditioner: any ``nn.Module`` following the contract above.
+        mask: one of ``"half"``, ``"alternate"``, ``"checkerboard"``, ``"channel"``.
+        clamp: soft clamp of the log-scale, ``>= 0`` (``0``: none).
+        swap: transform the other part.
+
+    Shapes:
+        ``forward(x) -> (y, logdet)``, ``inverse(y) -> (x, logdet)``: ``x, y`` of shape
+        ``(B, D)`` or ``(B, C, H, W)``, ``logdet`` of shape ``(B,)`` in nats.
+
+    Example::
+
+        >>> layer = AffineCoupling(6, MLP(3, 6, hidden=(32,)), mask="half")
+        >>> y, logdet = layer(torch.randn(8, 6))
+        >>> x, inv_logdet = layer.inverse(y)      # x == input, inv_logdet == -logdet
+    """
+
+    def __init__(
+        self,
+        features_or_channels: int,
+        conditioner: nn.Module,
+        *,
+        mask: str = "half",
+        clamp: float = 2.0,
+        swap: bool = False,
+    ) -> None:
+        super().__init__()
+        if mask not in _MASKS:
+            raise ValueError(f"AffineCoupling: mask must be one of {_MASKS}, got {mask!r}")
+        n = features_or_channels
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"AffineCoupling: features_or_channels must be a positive int, got {n!r}")
+        if mask in ("half", "alternate", "channel") and n < 2:
+            raise ValueError(f"AffineCoupling: mask={mask!r} needs at least 2 features/channels, got {n}")
+        if not isinstance(clamp, (int, float)) or not clamp >= 0 or clamp == float("inf"):
+            raise ValueError(f"AffineCoupling: clamp must be a finite number >= 0, got {clamp!r}")
+        if not isinstance(conditioner, nn.Module):
+            raise TypeError(f"AffineCoupling: conditioner must be an nn.Module, got {type(conditioner).__name__}")
+        self.features = n
+        self.conditioner = conditioner
+        self.mask = mask
+        self.clamp = float(clamp)
+        self.swap = bool(swap)
+        if mask in ("half", "channel"):
+            cut = n // 2
+            parts = (slice(0, cut), slice(cut, n))
+        elif mask == "alternate":
+            parts = (slice(0, n, 2), slice(1, n, 2))
+        else:
+            parts = (slice(0, n), slice(0, n))
+        self._id, self._tr = (parts[1], parts[0]) if swap else parts
+
+    def extra_repr(self) -> str:
+        return f"{self.features}, mask={self.mask!r}, clamp={self.clamp}, swap={self.swap}"
+
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x: (B, D)`` or ``(B, C, H, W)`` -> ``(y, logdet)``, ``logdet: (B,)`` in nats."""
+        return self._apply_coupling(x, context, reverse=False)
+
+    def inverse(
+        self, y: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``y: (B, D)`` or ``(B, C, H, W)`` -> ``(x, logdet)`` with ``logdet`` of the inverse map."""
+        return self._apply_coupling(y, context, reverse=True)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"AffineCoupling: expected a tensor, got {type(x).__name__}")
+        image = self.mask in ("checkerboard", "channel")
+        if (image and x.dim() != 4) or (not image and x.dim() not in (2, 4)):
+            want = "(B, C, H, W)" if image else "(B, D) or (B, C, H, W)"
+            raise ValueError(f"AffineCoupling(mask={self.mask!r}): input must be {want}, got shape {tuple(x.shape)}")
+        if x.shape[1] != self.features:
+            raise ValueError(
+                f"AffineCoupling: input has {x.shape[1]} features/channels in dim 1, expected {self.features}"
+            )
+        if x.shape[0] == 0:
+            raise ValueError("AffineCoupling: empty batch (B = 0)")
+
+    def _conditioner(self, x_a: torch.Tensor, context: torch.Tensor | None, n_out: int):
+        h = self.conditioner(x_a) if context is None else self.conditioner(x_a, context)
+        if isinstance(h, (tuple, list)):
+            log_scale, shift = h
+        else:
+            if h.dim() < 2 or h.shape[1] != 2 * n_out:
+                raise ValueError(
+                    f"AffineCoupling: conditioner must return (B, {2 * n_out}, ...) "
+                    f"(log_scale and shift stacked on dim 1), got {tuple(h.shape)}"
+                )
+            log_scale, shift = h.chunk(2, dim=1)
+        return log_scale, shift
+
+    def _apply_coupling(self, x, context, reverse):
+        self._check_input(x)
+        if self.mask == "checkerboard":
+            h, w = x.shape[-2:]
+            parity = (torch.arange(h, device=x.device)[:, None] + torch.arange(w, device=x.device)) % 2
+            keep = (parity == (1 if self.swap else 0)).to(x.dtype)  # 1 on the identity pixels
+            log_scale, shift = self._conditioner(x * keep, context, self.features)
+            free = 1.0 - keep
+            # Identity pixels get s = 0 and shift = 0: y = x there, and no log-det.
+            return affine_coupling(
+                x, log_scale * free, shift * free, clamp=self.clamp, reverse=reverse
+            )
+        x_a, x_b = x[:, self._id], x[:, self._tr]
+        log_scale, shift = self._conditioner(x_a, context, x_b.shape[1])
+        if log_scale.shape != x_b.shape or shift.shape != x_b.shape:
+            raise ValueError(
+                f"AffineCoupling: conditioner produced log_scale {tuple(log_scale.shape)} and "
+                f"shift {tuple(shift.shape)}, expected {tuple(x_b.shape)}"
+            )
+        y_b, logdet = affine_coupling(x_b, log_scale, shift, clamp=self.clamp, reverse=reverse)
+        y = torch.empty_like(x)
+        y[:, self._id] = x_a
+        y[:, self._tr] = y_b
+        return y, logdet

@@ -1,0 +1,45 @@
+"""gencore.data: the embedded digits dataset."""
+
+import pytest
+import torch
+
+from gencore.data import DIGITS_LEVELS, load_dataset
+
+
+def test_digits_split_sizes_and_range():
+    x_tr, y_tr = load_dataset("digits", "train")
+    x_te, y_te = load_dataset("digits", "test")
+    assert x_tr.shape == (1347, 64) and x_te.shape == (450, 64)
+    assert x_tr.dtype == torch.float32 and y_tr.dtype == torch.int64
+    for x in (x_tr, x_te):
+        assert x.min() >= 0 and x.max() < 1
+    # Stratified: every class has the same share (within one example) in both splits.
+    share_tr = torch.bincount(y_tr, minlength=10) / len(y_tr)
+    share_te = torch.bincount(y_te, minlength=10) / len(y_te)
+    assert (share_tr - share_te).abs().max() < 1 / 450 + 1e-6
+
+
+def test_dequantization_keeps_the_levels():
+    x, _ = load_dataset("digits", "train")
+    levels = torch.floor(x.double() * DIGITS_LEVELS)
+    assert levels.min() >= 0 and levels.max() <= 16
+    frac = x.double() * DIGITS_LEVELS - levels
+    assert 0.45 < frac.mean() < 0.55  # u ~ U[0, 1)
+
+
+def test_test_split_is_repeatable_and_train_follows_seed():
+    a, _ = load_dataset("digits", "test", seed=1)
+    b, _ = load_dataset("digits", "test", seed=2)
+    assert torch.equal(a, b)
+    c, _ = load_dataset("digits", "train", seed=1)
+    d, _ = load_dataset("digits", "train", seed=2)
+    e, _ = load_dataset("digits", "train", seed=1)
+    assert not torch.equal(c, d) and torch.equal(c, e)
+    assert torch.equal(torch.floor(c * 17), torch.floor(d * 17))
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
+        load_dataset("mnist")
+    with pytest.raises(ValueError, match="split must be 'train' or 'test'"):
+        load_dataset("digits", "valid")
