@@ -61,6 +61,41 @@ inline int64_t row_length(const at::Tensor& x) {
   return x.size(0) == 0 ? 0 : x.numel() / x.size(0);
 }
 
+// Contiguous inputs and freshly allocated outputs: what each backend's launcher works on.
+// The validation shared by both backends runs here; each backend adds its device check.
+struct ForwardTensors {
+  at::Tensor x, log_scale, shift;  // contiguous
+  at::Tensor y, logdet;            // outputs; logdet starts at 0 (rows of length 0)
+};
+
+inline ForwardTensors prepare_forward(const at::Tensor& x, const at::Tensor& log_scale,
+                                      const at::Tensor& shift, double clamp) {
+  check_affine_coupling_inputs(x, log_scale, shift, clamp);
+  ForwardTensors t{x.contiguous(), log_scale.contiguous(), shift.contiguous(), {}, {}};
+  t.y = at::empty_like(t.x);
+  t.logdet = at::zeros({x.size(0)}, x.options());
+  return t;
+}
+
+struct BackwardTensors {
+  at::Tensor grad_y, grad_logdet, x, log_scale, shift;  // contiguous, grad_logdet in x's dtype
+  at::Tensor grad_x, grad_log_scale;                    // outputs
+};
+
+inline BackwardTensors prepare_backward(const at::Tensor& grad_y, const at::Tensor& grad_logdet,
+                                        const at::Tensor& x, const at::Tensor& log_scale,
+                                        const at::Tensor& shift, double clamp) {
+  check_affine_coupling_backward_inputs(grad_y, grad_logdet, x, log_scale, shift, clamp);
+  BackwardTensors t{grad_y.contiguous(), grad_logdet.to(x.scalar_type()).contiguous(),
+                    x.contiguous(), log_scale.contiguous(), shift.contiguous(), {}, {}};
+  t.grad_x = at::empty_like(t.x);
+  t.grad_log_scale = at::empty_like(t.x);
+  return t;
+}
+
+// 1 / clamp, or 0 when the clamp is off; passed to the kernels to avoid a division.
+inline double inverse_clamp(double clamp) { return clamp > 0 ? 1.0 / clamp : 0.0; }
+
 std::tuple<at::Tensor, at::Tensor> affine_coupling_cpu(const at::Tensor& x,
                                                        const at::Tensor& log_scale,
                                                        const at::Tensor& shift, double clamp,

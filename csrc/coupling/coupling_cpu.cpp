@@ -111,48 +111,36 @@ std::tuple<at::Tensor, at::Tensor> affine_coupling_cpu(const at::Tensor& x,
                                                        const at::Tensor& log_scale,
                                                        const at::Tensor& shift, double clamp,
                                                        bool reverse) {
-  check_affine_coupling_inputs(x, log_scale, shift, clamp);
+  ForwardTensors t = prepare_forward(x, log_scale, shift, clamp);
   check_cpu(x, "x");
-  const auto xc = x.contiguous();
-  const auto lc = log_scale.contiguous();
-  const auto tc = shift.contiguous();
-  auto y = at::empty_like(xc);
-  auto logdet = at::empty({x.size(0)}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "affine_coupling_cpu", [&] {
     using T = scalar_t;
     dispatch_direction(reverse, clamp, [&](auto rev, auto clamped) {
       forward_impl<T, decltype(rev)::value, decltype(clamped)::value>(
-          xc.const_data_ptr<T>(), lc.const_data_ptr<T>(), tc.const_data_ptr<T>(),
-          y.mutable_data_ptr<T>(), logdet.mutable_data_ptr<T>(), x.size(0), row_length(x),
-          static_cast<T>(clamp), clamp > 0 ? static_cast<T>(1.0 / clamp) : T(0));
+          t.x.const_data_ptr<T>(), t.log_scale.const_data_ptr<T>(), t.shift.const_data_ptr<T>(),
+          t.y.mutable_data_ptr<T>(), t.logdet.mutable_data_ptr<T>(), x.size(0), row_length(x),
+          static_cast<T>(clamp), static_cast<T>(inverse_clamp(clamp)));
     });
   });
-  return {y, logdet};
+  return {t.y, t.logdet};
 }
 
 std::tuple<at::Tensor, at::Tensor> affine_coupling_backward_cpu(
     const at::Tensor& grad_y, const at::Tensor& grad_logdet, const at::Tensor& x,
     const at::Tensor& log_scale, const at::Tensor& shift, double clamp, bool reverse) {
-  check_affine_coupling_backward_inputs(grad_y, grad_logdet, x, log_scale, shift, clamp);
+  BackwardTensors t = prepare_backward(grad_y, grad_logdet, x, log_scale, shift, clamp);
   check_cpu(x, "x");
-  const auto gyc = grad_y.contiguous();
-  const auto glc = grad_logdet.to(x.scalar_type()).contiguous();
-  const auto xc = x.contiguous();
-  const auto lc = log_scale.contiguous();
-  const auto tc = shift.contiguous();
-  auto gx = at::empty_like(xc);
-  auto gls = at::empty_like(xc);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "affine_coupling_backward_cpu", [&] {
     using T = scalar_t;
     dispatch_direction(reverse, clamp, [&](auto rev, auto clamped) {
       backward_impl<T, decltype(rev)::value, decltype(clamped)::value>(
-          gyc.const_data_ptr<T>(), glc.const_data_ptr<T>(), xc.const_data_ptr<T>(),
-          lc.const_data_ptr<T>(), tc.const_data_ptr<T>(), gx.mutable_data_ptr<T>(),
-          gls.mutable_data_ptr<T>(), x.size(0), row_length(x), static_cast<T>(clamp),
-          clamp > 0 ? static_cast<T>(1.0 / clamp) : T(0));
+          t.grad_y.const_data_ptr<T>(), t.grad_logdet.const_data_ptr<T>(),
+          t.x.const_data_ptr<T>(), t.log_scale.const_data_ptr<T>(), t.shift.const_data_ptr<T>(),
+          t.grad_x.mutable_data_ptr<T>(), t.grad_log_scale.mutable_data_ptr<T>(), x.size(0),
+          row_length(x), static_cast<T>(clamp), static_cast<T>(inverse_clamp(clamp)));
     });
   });
-  return {gx, gls};
+  return {t.grad_x, t.grad_log_scale};
 }
 
 TORCH_LIBRARY_IMPL(gencore, CPU, m) {

@@ -53,20 +53,33 @@ struct Segments {
   int64_t total;    // rows * per_row
 };
 
+// The segment of the calling warp: elements [base + begin, base + end) of row `row`.
+struct WarpSegment {
+  int64_t index, row, begin, end, base;
+  int lane;
+};
+
+__device__ __forceinline__ WarpSegment warp_segment(const Segments& sg) {
+  WarpSegment w;
+  w.lane = threadIdx.x % kWarp;
+  w.index = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
+  w.row = w.index / sg.per_row;
+  w.begin = (w.index % sg.per_row) * sg.seg_len;
+  w.end = min(sg.n, w.begin + sg.seg_len);
+  w.base = w.row * sg.n;
+  return w;
+}
+
 template <typename T, typename A, int V, bool kReverse, bool kClamped>
 __global__ void affine_coupling_fwd_kernel(const T* __restrict__ x, const T* __restrict__ ls,
                                            const T* __restrict__ t, T* __restrict__ y,
                                            T* __restrict__ logdet, A* __restrict__ partial,
                                            Segments sg, A clamp, A inv_clamp) {
-  const int lane = threadIdx.x % kWarp;
-  const int64_t seg = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
-  if (seg >= sg.total) return;
-  const int64_t row = seg / sg.per_row;
-  const int64_t begin = (seg % sg.per_row) * sg.seg_len;
-  const int64_t end = min(sg.n, begin + sg.seg_len);
-  const int64_t base = row * sg.n;
+  const WarpSegment w = warp_segment(sg);
+  if (w.index >= sg.total) return;
+  const int64_t base = w.base;
   A acc = A(0);
-  for (int64_t j = begin + static_cast<int64_t>(lane) * V; j < end; j += kWarp * V) {
+  for (int64_t j = w.begin + static_cast<int64_t>(w.lane) * V; j < w.end; j += kWarp * V) {
     const auto xv = load_pack<T, V>(x + base + j);
     const auto lv = load_pack<T, V>(ls + base + j);
     const auto tv = load_pack<T, V>(t + base + j);
@@ -82,11 +95,11 @@ __global__ void affine_coupling_fwd_kernel(const T* __restrict__ x, const T* __r
     store_pack<T, V>(y + base + j, yv);
   }
   acc = warp_sum(acc);
-  if (lane == 0) {
+  if (w.lane == 0) {
     if (sg.per_row == 1) {
-      logdet[row] = static_cast<T>(acc);
+      logdet[w.row] = static_cast<T>(acc);
     } else {
-      partial[seg] = acc;
+      partial[w.index] = acc;
     }
   }
 }
@@ -109,15 +122,11 @@ __global__ void affine_coupling_bwd_kernel(const T* __restrict__ gy, const T* __
                                            const T* __restrict__ t, T* __restrict__ gx,
                                            T* __restrict__ gls, Segments sg, A clamp,
                                            A inv_clamp) {
-  const int lane = threadIdx.x % kWarp;
-  const int64_t seg = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
-  if (seg >= sg.total) return;
-  const int64_t row = seg / sg.per_row;
-  const int64_t begin = (seg % sg.per_row) * sg.seg_len;
-  const int64_t end = min(sg.n, begin + sg.seg_len);
-  const int64_t base = row * sg.n;
-  const A g_logdet = static_cast<A>(gl[row]);
-  for (int64_t j = begin + static_cast<int64_t>(lane) * V; j < end; j += kWarp * V) {
+  const WarpSegment w = warp_segment(sg);
+  if (w.index >= sg.total) return;
+  const int64_t base = w.base;
+  const A g_logdet = static_cast<A>(gl[w.row]);
+  for (int64_t j = w.begin + static_cast<int64_t>(w.lane) * V; j < w.end; j += kWarp * V) {
     const auto gyv = load_pack<T, V>(gy + base + j);
     const auto xv = load_pack<T, V>(x + base + j);
     const auto lv = load_pack<T, V>(ls + base + j);
@@ -166,45 +175,40 @@ unsigned grid_for(int64_t items) {
 }
 
 template <typename T, int V, bool kReverse, bool kClamped>
-void launch_forward(const at::Tensor& x, const at::Tensor& ls, const at::Tensor& t, at::Tensor& y,
-                    at::Tensor& logdet, double clamp) {
+void launch_forward(ForwardTensors& t, double clamp) {
   using A = at::opmath_type<T>;
-  const int64_t rows = x.size(0);
-  const Segments sg = make_segments(rows, row_length(x), V);
+  const int64_t rows = t.x.size(0);
+  const Segments sg = make_segments(rows, row_length(t.x), V);
   at::Tensor partial;
   if (sg.per_row > 1) {
-    partial = at::empty({sg.total}, x.options().dtype(c10::CppTypeToScalarType<A>::value));
+    partial = at::empty({sg.total}, t.x.options().dtype(c10::CppTypeToScalarType<A>::value));
   }
   auto stream = c10::cuda::getCurrentCUDAStream();
-  const A c = static_cast<A>(clamp);
-  const A inv_c = clamp > 0 ? static_cast<A>(1.0 / clamp) : A(0);
   affine_coupling_fwd_kernel<T, A, V, kReverse, kClamped>
       <<<grid_for(sg.total), kWarp * kWarpsPerBlock, 0, stream>>>(
-          x.const_data_ptr<T>(), ls.const_data_ptr<T>(), t.const_data_ptr<T>(),
-          y.mutable_data_ptr<T>(), logdet.mutable_data_ptr<T>(),
-          sg.per_row > 1 ? partial.mutable_data_ptr<A>() : nullptr, sg, c, inv_c);
+          t.x.const_data_ptr<T>(), t.log_scale.const_data_ptr<T>(), t.shift.const_data_ptr<T>(),
+          t.y.mutable_data_ptr<T>(), t.logdet.mutable_data_ptr<T>(),
+          sg.per_row > 1 ? partial.mutable_data_ptr<A>() : nullptr, sg, static_cast<A>(clamp),
+          static_cast<A>(inverse_clamp(clamp)));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   if (sg.per_row > 1) {
     row_partial_sum_kernel<T, A><<<grid_for(rows), kWarp * kWarpsPerBlock, 0, stream>>>(
-        partial.const_data_ptr<A>(), logdet.mutable_data_ptr<T>(), rows, sg.per_row);
+        partial.const_data_ptr<A>(), t.logdet.mutable_data_ptr<T>(), rows, sg.per_row);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 }
 
 template <typename T, int V, bool kReverse, bool kClamped>
-void launch_backward(const at::Tensor& gy, const at::Tensor& gl, const at::Tensor& x,
-                     const at::Tensor& ls, const at::Tensor& t, at::Tensor& gx, at::Tensor& gls,
-                     double clamp) {
+void launch_backward(BackwardTensors& t, double clamp) {
   using A = at::opmath_type<T>;
-  const Segments sg = make_segments(x.size(0), row_length(x), V);
+  const Segments sg = make_segments(t.x.size(0), row_length(t.x), V);
   auto stream = c10::cuda::getCurrentCUDAStream();
-  const A c = static_cast<A>(clamp);
-  const A inv_c = clamp > 0 ? static_cast<A>(1.0 / clamp) : A(0);
   affine_coupling_bwd_kernel<T, A, V, kReverse, kClamped>
       <<<grid_for(sg.total), kWarp * kWarpsPerBlock, 0, stream>>>(
-          gy.const_data_ptr<T>(), gl.const_data_ptr<T>(), x.const_data_ptr<T>(),
-          ls.const_data_ptr<T>(), t.const_data_ptr<T>(), gx.mutable_data_ptr<T>(),
-          gls.mutable_data_ptr<T>(), sg, c, inv_c);
+          t.grad_y.const_data_ptr<T>(), t.grad_logdet.const_data_ptr<T>(),
+          t.x.const_data_ptr<T>(), t.log_scale.const_data_ptr<T>(), t.shift.const_data_ptr<T>(),
+          t.grad_x.mutable_data_ptr<T>(), t.grad_log_scale.mutable_data_ptr<T>(), sg,
+          static_cast<A>(clamp), static_cast<A>(inverse_clamp(clamp)));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -235,59 +239,46 @@ std::tuple<at::Tensor, at::Tensor> affine_coupling_cuda(const at::Tensor& x,
                                                         const at::Tensor& log_scale,
                                                         const at::Tensor& shift, double clamp,
                                                         bool reverse) {
-  check_affine_coupling_inputs(x, log_scale, shift, clamp);
-  check_cuda(x, "x");
   const c10::cuda::CUDAGuard guard(x.device());
-  const auto xc = x.contiguous();
-  const auto lc = log_scale.contiguous();
-  const auto tc = shift.contiguous();
-  auto y = at::empty_like(xc);
-  auto logdet = at::empty({x.size(0)}, x.options());
-  if (x.numel() == 0) {
-    logdet.zero_();
-    return {y, logdet};
-  }
+  ForwardTensors t = prepare_forward(x, log_scale, shift, clamp);
+  check_cuda(x, "x");
+  if (x.numel() == 0) return {t.y, t.logdet};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "affine_coupling_cuda",
                                   [&] {
-    const int vec = pick_vec<scalar_t>(row_length(xc), {xc.const_data_ptr(), lc.const_data_ptr(),
-                                                        tc.const_data_ptr(), y.const_data_ptr()});
+    const int vec = pick_vec<scalar_t>(row_length(x), {t.x.const_data_ptr(),
+                                                       t.log_scale.const_data_ptr(),
+                                                       t.shift.const_data_ptr(), t.y.const_data_ptr()});
     dispatch_vec<scalar_t>(vec, [&](auto v) {
       dispatch_direction(reverse, clamp, [&](auto rev, auto clamped) {
         launch_forward<scalar_t, decltype(v)::value, decltype(rev)::value,
-                       decltype(clamped)::value>(xc, lc, tc, y, logdet, clamp);
+                       decltype(clamped)::value>(t, clamp);
       });
     });
   });
-  return {y, logdet};
+  return {t.y, t.logdet};
 }
 
 std::tuple<at::Tensor, at::Tensor> affine_coupling_backward_cuda(
     const at::Tensor& grad_y, const at::Tensor& grad_logdet, const at::Tensor& x,
     const at::Tensor& log_scale, const at::Tensor& shift, double clamp, bool reverse) {
-  check_affine_coupling_backward_inputs(grad_y, grad_logdet, x, log_scale, shift, clamp);
-  check_cuda(x, "x");
   const c10::cuda::CUDAGuard guard(x.device());
-  const auto gyc = grad_y.contiguous();
-  const auto glc = grad_logdet.to(x.scalar_type()).contiguous();
-  const auto xc = x.contiguous();
-  const auto lc = log_scale.contiguous();
-  const auto tc = shift.contiguous();
-  auto gx = at::empty_like(xc);
-  auto gls = at::empty_like(xc);
-  if (x.numel() == 0) return {gx, gls};
+  BackwardTensors t = prepare_backward(grad_y, grad_logdet, x, log_scale, shift, clamp);
+  check_cuda(x, "x");
+  if (x.numel() == 0) return {t.grad_x, t.grad_log_scale};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(),
                                   "affine_coupling_backward_cuda", [&] {
     const int vec = pick_vec<scalar_t>(
-        row_length(xc), {gyc.const_data_ptr(), xc.const_data_ptr(), lc.const_data_ptr(),
-                         tc.const_data_ptr(), gx.const_data_ptr(), gls.const_data_ptr()});
+        row_length(x), {t.grad_y.const_data_ptr(), t.x.const_data_ptr(),
+                        t.log_scale.const_data_ptr(), t.shift.const_data_ptr(),
+                        t.grad_x.const_data_ptr(), t.grad_log_scale.const_data_ptr()});
     dispatch_vec<scalar_t>(vec, [&](auto v) {
       dispatch_direction(reverse, clamp, [&](auto rev, auto clamped) {
         launch_backward<scalar_t, decltype(v)::value, decltype(rev)::value,
-                        decltype(clamped)::value>(gyc, glc, xc, lc, tc, gx, gls, clamp);
+                        decltype(clamped)::value>(t, clamp);
       });
     });
   });
-  return {gx, gls};
+  return {t.grad_x, t.grad_log_scale};
 }
 
 TORCH_LIBRARY_IMPL(gencore, CUDA, m) {
