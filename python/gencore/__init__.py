@@ -8,9 +8,8 @@ formulas, then the public modules.
 import torch  # noqa: F401  (loads libtorch before the extension that links against it)
 
 from gencore import _C  # noqa: F401  (registers the operator schemas and kernels)
-from gencore import ops, reference
-from gencore import nn
+from gencore import data, metrics, nn, ops, reference
 
 __version__ = "0.1.0"
 
-__all__ = ["ops", "nn", "reference", "__version__"]
+__all__ = ["ops", "nn", "reference", "data", "metrics", "__version__"]
