@@ -1,0 +1,52 @@
+"""PNG figures: image grids of samples, used by the demo and the CLI."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_image_grid(images, path, *, nrow: int | None = None, title: str | None = None,
+                    shape=(8, 8)) -> Path:
+    """Save ``(N, H*W)`` or ``(N, H, W)`` or ``(N, 1, H, W)`` images in ``[0, 1]`` as a grid PNG.
+
+    Values are clipped to ``[0, 1]`` for display only.
+    """
+    x = torch.as_tensor(images).detach().float().cpu()
+    if x.dim() == 2:
+        x = x.reshape(len(x), *shape)
+    elif x.dim() == 4 and x.shape[1] == 1:
+        x = x[:, 0]
+    if x.dim() != 3 or len(x) == 0:
+        raise ValueError(f"images must be (N, H*W), (N, H, W) or (N, 1, H, W), got {tuple(x.shape)}")
+    n = len(x)
+    nrow = nrow or math.ceil(math.sqrt(n))
+    ncol = math.ceil(n / nrow)
+    h, w = x.shape[1:]
+    canvas = torch.zeros(ncol * (h + 1) + 1, nrow * (w + 1) + 1)  # white gutters under gray_r
+    for i in range(n):
+        r, c = divmod(i, nrow)
+        canvas[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + c * (w + 1):1 + c * (w + 1) + w] = x[i].clamp(0, 1)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(nrow * 0.45 + 0.3, ncol * 0.45 + (0.5 if title else 0.3)), dpi=110)
+    ax.imshow(canvas.numpy(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
