@@ -8,8 +8,8 @@ formulas, then the public modules.
 import torch  # noqa: F401  (loads libtorch before the extension that links against it)
 
 from gencore import _C  # noqa: F401  (registers the operator schemas and kernels)
-from gencore import data, metrics, nn, ops, reference
+from gencore import data, metrics, models, nn, ops, reference, train
 
 __version__ = "0.1.0"
 
-__all__ = ["ops", "nn", "reference", "data", "metrics", "__version__"]
+__all__ = ["ops", "nn", "models", "reference", "data", "metrics", "train", "__version__"]

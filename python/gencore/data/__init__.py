@@ -1,5 +1,10 @@
 """Embedded datasets: nothing is downloaded.
 
+2-D toys (``8gaussians``, ``checkerboard``, ``moons``, ``rings``, ``2spirals``) are generated
+from a seed; ``toy_log_prob(name, x)`` gives the exact density where one exists
+(``8gaussians``, ``checkerboard``) and ``toy_entropy(name)`` the data's entropy in nats, so a
+model's test NLL can be set against the best achievable.
+
 ``digits`` is scikit-learn's 8x8 handwritten digits (1797 images, shipped inside the
 scikit-learn package), split 75/25 with a fixed stratified split. Pixel levels 0..16
 are dequantized as ``(x + u) / 17`` with ``u ~ U[0, 1)``, so values lie in ``[0, 1)``
@@ -13,10 +18,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["load_dataset", "DATASETS", "DIGITS_LEVELS"]
+from gencore.data.toys import TOYS, sample_toy, toy_entropy, toy_log_prob
+
+__all__ = ["load_dataset", "DATASETS", "DIGITS_LEVELS", "TOYS", "toy_log_prob", "toy_entropy",
+           "sample_toy"]
 
 DIGITS_LEVELS = 17
-DATASETS = ("digits",)
+DATASETS = ("digits",) + TOYS
+TOY_SIZES = {"train": 20000, "test": 5000}
 _SPLIT_SEED = 0
 _TEST_DEQUANT_SEED = 12345
 
@@ -34,29 +43,46 @@ def _digits_split():
     return d.data.astype(np.float64), d.target.astype(np.int64), train_idx, test_idx
 
 
-def load_dataset(name: str, split: str = "train", seed: int = 0, *, dtype=torch.float32):
+def load_dataset(name: str, split: str = "train", seed: int = 0, *, dtype=torch.float32,
+                 image: bool = False, n: int | None = None):
     """Load an embedded dataset.
 
     Args:
-        name: ``"digits"``.
-        split: ``"train"`` (1347 examples) or ``"test"`` (450 examples).
-        seed: seed of the train split's dequantization noise (the test split always
-            uses a fixed seed).
+        name: ``"digits"`` or a 2-D toy: ``"8gaussians"``, ``"checkerboard"``, ``"moons"``,
+            ``"rings"``, ``"2spirals"``.
+        split: ``"train"`` or ``"test"``. digits: 1347 / 450 examples; toys: 20000 / 5000.
+        seed: seed of the train split's randomness (digits: the dequantization noise; toys:
+            the samples). The test split always uses a fixed seed, so evaluations repeat.
         dtype: floating dtype of the returned data.
+        image: digits only: return ``(N, 1, 8, 8)`` images instead of ``(N, 64)`` vectors.
+        n: toys only: number of samples instead of the split's default.
 
     Returns:
-        ``(x, y)``: ``x`` of shape ``(N, 64)`` with values in ``[0, 1)``, ``y`` the
-        labels ``(N,)`` (int64, 0..9).
+        ``(x, y)``. digits: ``x`` of shape ``(N, 64)`` (or ``(N, 1, 8, 8)``) with values in
+        ``[0, 1)``, ``y`` the labels ``(N,)`` (int64, 0..9). toys: ``x`` of shape ``(N, 2)``,
+        ``y`` None.
 
     Raises:
-        ValueError: unknown ``name`` or ``split``.
+        ValueError: unknown ``name`` or ``split``, or options that do not apply.
     """
     if name not in DATASETS:
         raise ValueError(f"load_dataset: unknown dataset {name!r}; available: {', '.join(DATASETS)}")
     if split not in ("train", "test"):
         raise ValueError(f"load_dataset: split must be 'train' or 'test', got {split!r}")
+    if name in TOYS:
+        if image:
+            raise ValueError(f"load_dataset: image=True applies to digits, not to {name!r}")
+        count = TOY_SIZES[split] if n is None else n
+        if not isinstance(count, int) or count < 1:
+            raise ValueError(f"load_dataset: n must be a positive int, got {n!r}")
+        g = torch.Generator().manual_seed(seed if split == "train" else _TEST_DEQUANT_SEED)
+        return sample_toy(name, count, generator=g).to(dtype), None
+    if n is not None:
+        raise ValueError("load_dataset: n applies to the 2-D toys; digits has fixed splits")
     data, target, train_idx, test_idx = _digits_split()
     idx = train_idx if split == "train" else test_idx
     rng = np.random.default_rng(seed if split == "train" else _TEST_DEQUANT_SEED)
-    x = (data[idx] + rng.random(data[idx].shape)) / DIGITS_LEVELS
-    return torch.as_tensor(x, dtype=dtype), torch.as_tensor(target[idx])
+    x = torch.as_tensor((data[idx] + rng.random(data[idx].shape)) / DIGITS_LEVELS, dtype=dtype)
+    if image:
+        x = x.reshape(-1, 1, 8, 8)
+    return x, torch.as_tensor(target[idx])

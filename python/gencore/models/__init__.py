@@ -1,0 +1,26 @@
+"""Model classes for the methods of the lecture. Each trainable model has ``loss(batch)``
+and a JSON-serialisable ``config`` from which ``build(name, config)`` re-creates it."""
+
+from gencore.models.flows import NICE, Flow, RealNVP
+
+MODELS = {"nice": NICE, "realnvp": RealNVP}
+
+
+def build(name: str, config: dict):
+    """Instantiate the model ``name`` (a key of ``MODELS``) from its ``config``."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
+    try:
+        return MODELS[name](**config)
+    except TypeError as e:
+        raise ValueError(f"invalid config for {name}: {e}") from e
+
+
+def model_name(model) -> str:
+    for name, cls in MODELS.items():
+        if type(model) is cls:
+            return name
+    raise ValueError(f"{type(model).__name__} is not a registered gencore model")
+
+
+__all__ = ["Flow", "NICE", "RealNVP", "MODELS", "build", "model_name"]

@@ -1,0 +1,182 @@
+"""Normalizing flows: invertible maps with an exact log-likelihood by change of variables.
+
+Convention (DESIGN.md section 4): ``forward(x) -> (z, logdet)`` maps data to latent (the
+lecture's encoder E = D^-1), ``inverse(z) -> (x, logdet)`` generates, and
+
+    log p(x) = log N(z; 0, I) + log |det dz/dx|,   in nats per example.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from gencore.nn import MLP, ActNorm, AdditiveCoupling, AffineCoupling, DiagonalScale
+
+__all__ = ["Flow", "NICE", "RealNVP"]
+
+
+class Flow(nn.Module):
+    """A composition of invertible transforms with a standard normal base distribution.
+
+    Args:
+        transforms: modules with ``forward(x, context) -> (y, logdet)`` and
+            ``inverse(y, context) -> (x, logdet)``, applied in order from data to latent.
+        event_shape: shape of one example, e.g. ``(2,)`` or ``(1, 8, 8)``.
+        context_features: size of the conditioning vector (0: unconditional).
+    """
+
+    def __init__(self, transforms: Sequence[nn.Module], event_shape: Sequence[int],
+                 context_features: int = 0) -> None:
+        super().__init__()
+        self.transforms = nn.ModuleList(transforms)
+        self.event_shape = tuple(int(s) for s in event_shape)
+        self.context_features = int(context_features)
+        self.config: dict = {}
+
+    @property
+    def dims(self) -> int:
+        return math.prod(self.event_shape)
+
+    def _check(self, x: torch.Tensor, context: torch.Tensor | None, name: str = "x") -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{type(self).__name__}: {name} must be a tensor, got {type(x).__name__}")
+        if tuple(x.shape[1:]) != self.event_shape or x.dim() != len(self.event_shape) + 1:
+            raise ValueError(f"{type(self).__name__}: {name} must have shape (B, {', '.join(map(str, self.event_shape))}), "
+                             f"got {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            raise ValueError(f"{type(self).__name__}: empty batch")
+        if not x.dtype.is_floating_point:
+            raise TypeError(f"{type(self).__name__}: {name} must be floating point, got {x.dtype}")
+        if self.context_features:
+            if context is None:
+                raise ValueError(f"{type(self).__name__}: this flow is conditional: pass context of shape "
+                                 f"(B, {self.context_features})")
+            if context.shape != (x.shape[0], self.context_features):
+                raise ValueError(f"{type(self).__name__}: context must have shape ({x.shape[0]}, "
+                                 f"{self.context_features}), got {tuple(context.shape)}")
+        elif context is not None:
+            raise ValueError(f"{type(self).__name__}: this flow is unconditional; context must be None")
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None):
+        """Data to latent: ``x: (B, *event_shape) -> (z, logdet)``, ``logdet = log|det dz/dx|``."""
+        self._check(x, context)
+        logdet = x.new_zeros(x.shape[0])
+        for t in self.transforms:
+            x, ld = t(x, context)
+            logdet = logdet + ld
+        return x, logdet
+
+    def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None):
+        """Latent to data: ``z -> (x, logdet)``, ``logdet = log|det dx/dz|``."""
+        self._check(z, context, "z")
+        logdet = z.new_zeros(z.shape[0])
+        for t in reversed(self.transforms):
+            z, ld = t.inverse(z, context)
+            logdet = logdet + ld
+        return z, logdet
+
+    def base_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return -0.5 * z.pow(2).flatten(1).sum(1) - 0.5 * self.dims * math.log(2 * math.pi)
+
+    def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """``log p(x)`` in nats per example, ``(B,)``. NaN inputs raise."""
+        if isinstance(x, torch.Tensor) and torch.isnan(x).any():
+            raise ValueError(f"{type(self).__name__}: x contains NaN")
+        z, logdet = self(x, context)
+        return self.base_log_prob(z) + logdet
+
+    def rsample(self, n: int, generator: torch.Generator | None = None,
+                context: torch.Tensor | None = None) -> torch.Tensor:
+        """``n`` samples ``(n, *event_shape)``, differentiable w.r.t. the parameters."""
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"{type(self).__name__}: n must be a positive int, got {n!r}")
+        p = next(self.parameters())
+        z = torch.randn((n, *self.event_shape), generator=generator, dtype=p.dtype,
+                        device=generator.device if generator is not None else p.device).to(p.device)
+        return self.inverse(z, context)[0]
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None,
+               context: torch.Tensor | None = None) -> torch.Tensor:
+        """``n`` samples ``(n, *event_shape)`` (no gradient)."""
+        return self.rsample(n, generator, context)
+
+    def loss(self, batch) -> torch.Tensor:
+        """Mean negative log-likelihood (nats per example) of ``batch``: ``x`` or ``(x, context)``."""
+        if isinstance(batch, (tuple, list)):
+            x = batch[0]
+            context = batch[1] if self.context_features and len(batch) > 1 else None
+        else:
+            x, context = batch, None
+        return -self.log_prob(x, context).mean()
+
+
+def _check_int(name: str, v, low: int = 1) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or v < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
+    return v
+
+
+class RealNVP(Flow):
+    """RealNVP for vectors: ActNorm, then affine couplings with alternating masks.
+
+    Each coupling's conditioner is an MLP ``(D_a [+ context]) -> hidden -> 2 * D_b``,
+    zero-initialised so the flow starts as a standardization. The couplings run the fused
+    :func:`gencore.ops.affine_coupling`.
+
+    Args:
+        features: ``D`` (>= 2).
+        n_couplings: number of coupling layers.
+        hidden: hidden sizes of each conditioner.
+        clamp: soft clamp of the log-scales.
+        context_features: size of a conditioning vector fed to every conditioner (0: none).
+        actnorm: start with a data-initialised ActNorm (a learned standardization).
+    """
+
+    def __init__(self, features: int, n_couplings: int = 8, hidden: Sequence[int] = (256, 256), *,
+                 clamp: float = 2.0, context_features: int = 0, actnorm: bool = True) -> None:
+        _check_int("features", features, 2)
+        _check_int("n_couplings", n_couplings)
+        _check_int("context_features", context_features, 0)
+        layers: list[nn.Module] = [ActNorm(features)] if actnorm else []
+        for i in range(n_couplings):
+            swap = i % 2 == 1
+            n_a = len(range(features)[1::2] if swap else range(features)[0::2])
+            cond = MLP(n_a + context_features, 2 * (features - n_a), hidden, zero_init=True)
+            layers.append(AffineCoupling(features, cond, mask="alternate", clamp=clamp, swap=swap))
+        super().__init__(layers, (features,), context_features)
+        self.config = {"features": features, "n_couplings": n_couplings, "hidden": list(hidden),
+                       "clamp": clamp, "context_features": context_features, "actnorm": actnorm}
+
+
+class NICE(Flow):
+    """NICE (Dinh et al. 2014): additive couplings with alternating masks, then a learned
+    diagonal scaling, the only non-volume-preserving part.
+
+    Args:
+        features: ``D`` (>= 2).
+        n_couplings: number of additive couplings (the paper uses 4).
+        hidden: hidden sizes of each coupling's MLP.
+        context_features: size of a conditioning vector (0: none).
+        actnorm: start with a data-initialised ActNorm.
+    """
+
+    def __init__(self, features: int, n_couplings: int = 4, hidden: Sequence[int] = (256, 256), *,
+                 context_features: int = 0, actnorm: bool = True) -> None:
+        _check_int("features", features, 2)
+        _check_int("n_couplings", n_couplings)
+        _check_int("context_features", context_features, 0)
+        layers: list[nn.Module] = [ActNorm(features)] if actnorm else []
+        for i in range(n_couplings):
+            swap = i % 2 == 1
+            n_a = len(range(features)[1::2] if swap else range(features)[0::2])
+            cond = MLP(n_a + context_features, features - n_a, hidden, zero_init=True)
+            layers.append(AdditiveCoupling(features, cond, mask="alternate", swap=swap))
+        layers.append(DiagonalScale(features))
+        super().__init__(layers, (features,), context_features)
+        self.config = {"features": features, "n_couplings": n_couplings, "hidden": list(hidden),
+                       "context_features": context_features, "actnorm": actnorm}

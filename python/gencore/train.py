@@ -1,0 +1,289 @@
+"""One small training loop for every gencore model with a ``loss(batch)`` method.
+
+Progress (tqdm), periodic evaluation, checkpoints (safetensors for tensors, JSON for the
+config and the loop state: loading never unpickles) and exact resumption: a run stopped
+at step k and resumed reaches the same parameters as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = ["fit", "FitResult", "save_checkpoint", "load_checkpoint", "CheckpointError"]
+
+FORMAT = "gencore-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder is missing, incomplete, corrupted or does not match the model."""
+
+
+@dataclass
+class FitResult:
+    model: nn.Module
+    step: int
+    history: list[dict] = field(default_factory=list)
+
+
+def _as_tuple(data) -> tuple[torch.Tensor, ...]:
+    t = tuple(data) if isinstance(data, (tuple, list)) else (data,)
+    t = tuple(v for v in t if v is not None)
+    if not t or not all(isinstance(v, torch.Tensor) for v in t):
+        raise TypeError("data must be a tensor or a tuple of tensors")
+    n = t[0].shape[0]
+    if n == 0:
+        raise ValueError("data is empty")
+    if any(v.shape[0] != n for v in t):
+        raise ValueError(f"all tensors of data must share the first dimension: {[tuple(v.shape) for v in t]}")
+    if t[0].dtype.is_floating_point and not torch.isfinite(t[0]).all():
+        raise ValueError("data contains NaN or infinite values")
+    return t
+
+
+def _batch(t: tuple[torch.Tensor, ...], idx: torch.Tensor):
+    out = tuple(v[idx] for v in t)
+    return out[0] if len(out) == 1 else out
+
+
+class _Batches:
+    """Shuffled minibatches without replacement, a new permutation every epoch (last partial
+    batch dropped). The batch of step s depends only on (seed, s): resuming needs no state."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.bs, self.seed = n, min(batch_size, n), seed
+        self.per_epoch = max(1, n // self.bs)
+        self._epoch, self._perm = -1, None
+
+    def indices(self, step: int) -> torch.Tensor:
+        epoch, k = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm, self._epoch = torch.randperm(self.n, generator=g), epoch
+        return self._perm[k * self.bs:(k + 1) * self.bs]
+
+
+def _make_optimizer(model: nn.Module, lr: float, weight_decay: float):
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    try:  # PyTorch's fused Adam: one kernel for the whole update.
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)
+
+
+@torch.no_grad()
+def _evaluate(model: nn.Module, data: tuple[torch.Tensor, ...], batch: int = 2048) -> float:
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    n = data[0].shape[0]
+    for i in range(0, n, batch):
+        idx = torch.arange(i, min(n, i + batch))
+        b = len(idx)
+        total += model.loss(_batch(data, idx)).item() * b
+        count += b
+    model.train(was_training)
+    return total / count
+
+
+def _optimizer_tensors(opt) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors, meta = {}, {"param_groups": sd["param_groups"], "state": {}}
+    for pid, st in sd["state"].items():
+        meta["state"][str(pid)] = {}
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"state.{pid}.{k}"] = v.detach().contiguous().clone()
+                meta["state"][str(pid)][k] = "tensor"
+            else:
+                meta["state"][str(pid)][k] = v
+    return tensors, meta
+
+
+def _optimizer_state_dict(tensors: dict, meta: dict) -> dict:
+    state = {}
+    for pid, entries in meta["state"].items():
+        state[int(pid)] = {k: (tensors[f"state.{pid}.{k}"] if v == "tensor" else v) for k, v in entries.items()}
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(path, model: nn.Module, *, optimizer=None, step: int = 0, extra: dict | None = None) -> Path:
+    """Write ``model.safetensors``, ``optimizer.safetensors`` (when given) and ``checkpoint.json``.
+
+    The JSON holds the model's registered name and ``config`` (so :func:`load_checkpoint`
+    rebuilds it without code), the step, the RNG state's owner and ``extra``.
+    """
+    from safetensors.torch import save_file
+
+    from gencore.models import model_name
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    save_file(state, str(path / "model.safetensors"))
+    meta = {"format": FORMAT, "version": VERSION, "model": model_name(model),
+            "config": getattr(model, "config", {}), "step": step, "extra": extra or {}}
+    if optimizer is not None:
+        tensors, opt_meta = _optimizer_tensors(optimizer)
+        tensors["rng.torch"] = torch.get_rng_state()
+        save_file(tensors, str(path / "optimizer.safetensors"))
+        meta["optimizer"] = opt_meta
+    tmp = path / "checkpoint.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=1))
+    tmp.replace(path / "checkpoint.json")  # the JSON is written last: its presence marks completion
+    return path
+
+
+def _read_meta(path: Path) -> dict:
+    f = path / "checkpoint.json"
+    if not f.exists():
+        raise CheckpointError(f"no checkpoint in {path}: checkpoint.json is missing")
+    try:
+        meta = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"corrupted checkpoint {f}: not valid JSON ({e})") from e
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{f} is not a gencore checkpoint")
+    if meta.get("version") != VERSION:
+        raise CheckpointError(f"{f}: unsupported checkpoint version {meta.get('version')!r}")
+    return meta
+
+
+def _load_tensors(f: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    if not f.exists():
+        raise CheckpointError(f"corrupted checkpoint: {f.name} is missing in {f.parent}")
+    try:
+        return load_file(str(f))
+    except Exception as e:  # safetensors raises its own error types for bad headers/truncation
+        raise CheckpointError(f"corrupted checkpoint file {f}: {e}") from e
+
+
+def load_checkpoint(path, model: nn.Module | None = None, *, optimizer=None) -> tuple[nn.Module, dict]:
+    """Load a checkpoint folder written by :func:`save_checkpoint` or :func:`fit`.
+
+    Args:
+        path: the folder.
+        model: load into this model (its shapes must match); None rebuilds it from the JSON.
+        optimizer: if given, its state (and the torch RNG state) is restored too.
+
+    Returns:
+        ``(model, meta)`` with ``meta`` the checkpoint's JSON (step, config, history...).
+
+    Raises:
+        CheckpointError (a ValueError): missing, corrupted or mismatched checkpoint.
+    """
+    from gencore.models import build
+
+    path = Path(path)
+    meta = _read_meta(path)
+    if model is None:
+        model = build(meta["model"], meta["config"])
+    state = _load_tensors(path / "model.safetensors")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {path} does not match the model: {e}") from e
+    if optimizer is not None:
+        if "optimizer" not in meta:
+            raise CheckpointError(f"checkpoint {path} has no optimizer state to resume from")
+        tensors = _load_tensors(path / "optimizer.safetensors")
+        try:
+            optimizer.load_state_dict(_optimizer_state_dict(tensors, meta["optimizer"]))
+            torch.set_rng_state(tensors["rng.torch"])
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"checkpoint {path}: optimizer state does not match: {e}") from e
+    return model, meta
+
+
+def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
+        eval_data=None, eval_every: int | None = None, checkpoint_dir=None,
+        checkpoint_every: int | None = None, progress: bool = True, weight_decay: float = 0.0,
+        resume: bool = True) -> FitResult:
+    """Train ``model`` by minimising ``model.loss(batch)`` with AdamW.
+
+    Args:
+        model: any module with ``loss(batch) -> scalar``; ``batch`` is a tensor, or a tuple
+            when ``data`` is a tuple (e.g. ``(x, context)``).
+        data: ``(N, ...)`` tensor or tuple of tensors sharing the first dimension.
+        steps: total number of optimizer steps (a resumed run continues up to it).
+        batch_size, lr, weight_decay: minibatch size and AdamW settings.
+        seed: seeds the batch order and torch's global RNG (model-side randomness).
+        eval_data: held-out data of the same structure; its mean loss is recorded every
+            ``eval_every`` steps (default: 10 evaluations per run) and at the end.
+        checkpoint_dir: folder for checkpoints (written every ``checkpoint_every`` steps,
+            default at each evaluation, and at the end). With ``resume=True`` an existing
+            checkpoint there is loaded first and training continues from its step.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        :class:`FitResult` with the model (in eval mode), the final step and the history:
+        a list of ``{"step", "train_loss", "eval_loss", "seconds"}``.
+    """
+    if not hasattr(model, "loss"):
+        raise TypeError(f"{type(model).__name__} has no loss(batch) method")
+    for name, v in (("steps", steps), ("batch_size", batch_size)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+    if not (isinstance(weight_decay, (int, float)) and math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+    train_t = _as_tuple(data)
+    eval_t = _as_tuple(eval_data) if eval_data is not None else None
+    eval_every = eval_every or max(1, steps // 10)
+    checkpoint_every = checkpoint_every or eval_every
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+
+    torch.manual_seed(seed)
+    model.train()
+    optimizer = _make_optimizer(model, lr, weight_decay)
+    start, history = 0, []
+    if ckpt is not None and resume and (ckpt / "checkpoint.json").exists():
+        _, meta = load_checkpoint(ckpt, model, optimizer=optimizer)
+        start = int(meta["step"])
+        history = list(meta.get("extra", {}).get("history", []))
+    batches = _Batches(train_t[0].shape[0], batch_size, seed)
+
+    bar = None
+    if progress and start < steps:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, initial=start, desc=type(model).__name__, leave=False)
+    t0, running, count = time.perf_counter(), 0.0, 0
+    step = start
+    for step in range(start + 1, steps + 1):
+        loss = model.loss(_batch(train_t, batches.indices(step - 1)))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr or check the data")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        running += loss.item()
+        count += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4g}")
+        if step % eval_every == 0 or step == steps:
+            rec = {"step": step, "train_loss": running / count, "seconds": time.perf_counter() - t0}
+            if eval_t is not None:
+                rec["eval_loss"] = _evaluate(model, eval_t)
+            history.append(rec)
+            running, count = 0.0, 0
+        if ckpt is not None and (step % checkpoint_every == 0 or step == steps):
+            save_checkpoint(ckpt, model, optimizer=optimizer, step=step,
+                            extra={"history": history, "seed": seed, "batch_size": batch_size, "lr": lr})
+    if bar is not None:
+        bar.close()
+    model.eval()
+    return FitResult(model=model, step=max(step, start), history=history)

@@ -1,0 +1,114 @@
+"""gencore.train.fit: learning, evaluation history, checkpoints, exact resume, errors."""
+
+import json
+
+import pytest
+import torch
+
+from gencore.models import RealNVP
+from gencore.train import CheckpointError, fit, load_checkpoint, save_checkpoint
+
+
+MIX = torch.tensor([[1.0, 0.5, 0.0], [0.0, 1.0, 0.3], [0.0, 0.0, 0.2]])
+
+
+def data(n=512, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, generator=g) @ MIX
+
+
+def make_flow():
+    torch.manual_seed(1)
+    return RealNVP(3, n_couplings=4, hidden=(32,))
+
+
+def params(m):
+    return torch.cat([p.detach().flatten() for p in m.parameters()])
+
+
+def test_fit_learns_and_records_history():
+    x, xe = data(4096), data(1024, seed=1)
+    flow = make_flow()
+    with torch.no_grad():
+        nll0 = flow.eval().loss(xe).item()  # untrained: the identity map onto N(0, I)
+    res = fit(flow, x, steps=200, batch_size=256, lr=3e-3, eval_data=xe, eval_every=50, progress=False)
+    assert [h["step"] for h in res.history] == [50, 100, 150, 200]
+    # The data is Gaussian with covariance MIX^T MIX: the true density's NLL on the same
+    # test points is the best achievable (measured gap after 200 steps: 0.02 nats).
+    true = torch.distributions.MultivariateNormal(torch.zeros(3), MIX.T @ MIX)
+    best = -true.log_prob(xe).mean().item()
+    final = res.history[-1]["eval_loss"]
+    assert final < nll0 - 1.0 and final < best + 0.05
+    assert not flow.training
+
+
+def test_resume_gives_the_same_parameters(tmp_path):
+    x = data()
+    full = fit(make_flow(), x, steps=60, batch_size=64, lr=3e-3, seed=5, progress=False)
+    ckpt = tmp_path / "run"
+    fit(make_flow(), x, steps=30, batch_size=64, lr=3e-3, seed=5, checkpoint_dir=ckpt, progress=False)
+    assert json.loads((ckpt / "checkpoint.json").read_text())["step"] == 30
+    resumed = fit(make_flow(), x, steps=60, batch_size=64, lr=3e-3, seed=5, checkpoint_dir=ckpt, progress=False)
+    assert resumed.step == 60
+    assert torch.equal(params(resumed.model), params(full.model))
+
+
+def test_checkpoint_round_trip_rebuilds_the_model(tmp_path):
+    flow = make_flow()
+    fit(flow, data(), steps=20, batch_size=64, progress=False, checkpoint_dir=tmp_path)
+    loaded, meta = load_checkpoint(tmp_path)
+    assert isinstance(loaded, RealNVP) and meta["config"]["n_couplings"] == 4
+    x = data(16, seed=3)
+    torch.testing.assert_close(loaded.eval().log_prob(x), flow.log_prob(x), rtol=0, atol=0)
+
+
+class TestCorruptedCheckpoints:
+    def saved(self, tmp_path):
+        save_checkpoint(tmp_path, make_flow())
+        return tmp_path
+
+    def test_missing(self, tmp_path):
+        with pytest.raises(CheckpointError, match="checkpoint.json is missing"):
+            load_checkpoint(tmp_path)
+
+    def test_bad_json(self, tmp_path):
+        p = self.saved(tmp_path)
+        (p / "checkpoint.json").write_text("{not json")
+        with pytest.raises(CheckpointError, match="not valid JSON"):
+            load_checkpoint(p)
+
+    def test_truncated_tensors(self, tmp_path):
+        p = self.saved(tmp_path)
+        blob = (p / "model.safetensors").read_bytes()
+        (p / "model.safetensors").write_bytes(blob[: len(blob) // 2])
+        with pytest.raises(CheckpointError, match="corrupted checkpoint file"):
+            load_checkpoint(p)
+
+    def test_mismatched_model(self, tmp_path):
+        p = self.saved(tmp_path)
+        with pytest.raises(CheckpointError, match="does not match the model"):
+            load_checkpoint(p, RealNVP(3, n_couplings=2, hidden=(32,)))
+
+    def test_wrong_format(self, tmp_path):
+        p = self.saved(tmp_path)
+        (p / "checkpoint.json").write_text(json.dumps({"format": "other"}))
+        with pytest.raises(CheckpointError, match="not a gencore checkpoint"):
+            load_checkpoint(p)
+
+
+class TestBadArguments:
+    def test_bad_steps_lr(self):
+        with pytest.raises(ValueError, match="steps must be a positive int"):
+            fit(make_flow(), data(), steps=0, progress=False)
+        with pytest.raises(ValueError, match="lr must be a positive finite number"):
+            fit(make_flow(), data(), steps=1, lr=float("nan"), progress=False)
+
+    def test_bad_data(self):
+        with pytest.raises(ValueError, match="data is empty"):
+            fit(make_flow(), torch.empty(0, 3), steps=1, progress=False)
+        bad = data()
+        bad[3, 1] = float("nan")
+        with pytest.raises(ValueError, match="NaN"):
+            fit(make_flow(), bad, steps=1, progress=False)
+        with pytest.raises(TypeError, match="no loss"):
+            fit(torch.nn.Linear(3, 3), data(), steps=1, progress=False)
