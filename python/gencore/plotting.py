@@ -50,3 +50,39 @@ def save_image_grid(images, path, *, nrow: int | None = None, title: str | None 
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def save_density_scatter(points, path, *, density, true_density=None, title=None,
+                         extent=None, resolution: int = 200) -> Path:
+    """2-D samples as dots over a heat map of ``density(points) -> (N,)`` (the model's), with
+    the true density beside it when ``true_density`` is given."""
+    x = torch.as_tensor(points).detach().double().cpu()
+    if x.dim() != 2 or x.shape[1] != 2:
+        raise ValueError(f"points must be (N, 2), got {tuple(x.shape)}")
+    if extent is None:
+        lo, hi = x.quantile(0.005, 0).min().item(), x.quantile(0.995, 0).max().item()
+        pad = 0.15 * (hi - lo)
+        extent = (lo - pad, hi + pad)
+    g = torch.linspace(extent[0], extent[1], resolution, dtype=torch.float64)
+    gx, gy = torch.meshgrid(g, g, indexing="xy")
+    grid = torch.stack([gx.flatten(), gy.flatten()], 1)
+    maps = [("model density + samples", density(grid).reshape(resolution, resolution))]
+    if true_density is not None:
+        maps.append(("true density", true_density(grid).reshape(resolution, resolution)))
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(maps), figsize=(4 * len(maps), 4), dpi=110, squeeze=False)
+    for ax, (name, m) in zip(axes[0], maps):
+        ax.imshow(m.detach().cpu().numpy(), origin="lower", extent=(*extent, *extent), cmap="magma")
+        if name.startswith("model"):
+            ax.scatter(x[:, 0], x[:, 1], s=2, c="cyan", alpha=0.5)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlim(*extent)
+        ax.set_ylim(*extent)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -209,7 +209,7 @@ def load_checkpoint(path, model: nn.Module | None = None, *, optimizer=None) -> 
 def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
         eval_data=None, eval_every: int | None = None, checkpoint_dir=None,
         checkpoint_every: int | None = None, progress: bool = True, weight_decay: float = 0.0,
-        resume: bool = True) -> FitResult:
+        schedule: str = "constant", resume: bool = True) -> FitResult:
     """Train ``model`` by minimising ``model.loss(batch)`` with AdamW.
 
     Args:
@@ -225,6 +225,8 @@ def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float 
             default at each evaluation, and at the end). With ``resume=True`` an existing
             checkpoint there is loaded first and training continues from its step.
         progress: show a tqdm progress bar.
+        schedule: ``"constant"`` learning rate, or ``"cosine"``: ``lr * (1 + cos(pi t / steps)) / 2``
+            at step t (a function of the step alone, so resuming keeps it exact).
 
     Returns:
         :class:`FitResult` with the model (in eval mode), the final step and the history:
@@ -239,6 +241,8 @@ def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float 
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
     if not (isinstance(weight_decay, (int, float)) and math.isfinite(weight_decay) and weight_decay >= 0):
         raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
     train_t = _as_tuple(data)
     eval_t = _as_tuple(eval_data) if eval_data is not None else None
     eval_every = eval_every or max(1, steps // 10)
@@ -263,6 +267,9 @@ def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float 
     t0, running, count = time.perf_counter(), 0.0, 0
     step = start
     for step in range(start + 1, steps + 1):
+        if schedule == "cosine":
+            for group in optimizer.param_groups:
+                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * (step - 1) / steps))
         loss = model.loss(_batch(train_t, batches.indices(step - 1)))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr or check the data")

@@ -18,10 +18,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from gencore.data.toys import EXACT as EXACT_TOYS
 from gencore.data.toys import TOYS, sample_toy, toy_entropy, toy_log_prob
 
-__all__ = ["load_dataset", "DATASETS", "DIGITS_LEVELS", "TOYS", "toy_log_prob", "toy_entropy",
-           "sample_toy"]
+__all__ = ["load_dataset", "DATASETS", "DIGITS_LEVELS", "TOYS", "EXACT_TOYS", "toy_log_prob",
+           "toy_entropy", "sample_toy"]
 
 DIGITS_LEVELS = 17
 DATASETS = ("digits",) + TOYS
