@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from gencore.models import NICE, RealNVP
-from gencore.nn import ActNorm
+from gencore.models import NICE, Glow, RealNVP
+from gencore.nn import ActNorm, InvertibleLinear
+from gencore.nn.flow_layers import squeeze2x2, unsqueeze2x2
 
 
 def randomize(flow, scale=0.1, seed=0):
@@ -25,6 +26,12 @@ def randomize(flow, scale=0.1, seed=0):
 FLOWS = {
     "realnvp": lambda d, **kw: RealNVP(d, n_couplings=6, hidden=(32,), **kw),
     "nice": lambda d, **kw: NICE(d, n_couplings=4, hidden=(32,), **kw),
+    "glow": lambda d, **kw: Glow(d, steps=4, hidden=(32,), **kw),
+}
+
+IMAGE_FLOWS = {
+    "realnvp": lambda shape, **kw: RealNVP(shape, n_couplings=2, hidden=16, **kw),
+    "glow": lambda shape, **kw: Glow(shape, steps=2, n_levels=2, hidden=16, **kw),
 }
 
 
@@ -50,6 +57,53 @@ def test_log_prob_is_change_of_variables(name):
         want = (-0.5 * z.pow(2).sum() - 2 * math.log(2 * math.pi)
                 + torch.linalg.slogdet(jac).logabsdet)
         assert lp[i].item() == pytest.approx(want.item(), abs=1e-10)
+
+
+@pytest.mark.parametrize("name", IMAGE_FLOWS)
+def test_image_flow_inverts(name):
+    torch.manual_seed(0)
+    flow = randomize(IMAGE_FLOWS[name]((1, 8, 8)), 0.05).eval()
+    x = torch.rand(16, 1, 8, 8)
+    z, ld = flow(x)
+    assert z.shape == x.shape and (z - x).abs().max() > 0.1
+    x2, ld_inv = flow.inverse(z)
+    assert (x2 - x).abs().max().item() <= 1e-4
+    torch.testing.assert_close(ld_inv, -ld, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", IMAGE_FLOWS)
+def test_image_log_prob_is_change_of_variables(name):
+    torch.manual_seed(1)
+    flow = randomize(IMAGE_FLOWS[name]((1, 4, 4)), 0.05).double().eval()
+    x = torch.rand(3, 1, 4, 4, dtype=torch.float64)
+    lp = flow.log_prob(x)
+    for i in range(3):
+        jac = torch.autograd.functional.jacobian(lambda v: flow(v.view(1, 1, 4, 4))[0].reshape(-1),
+                                                 x[i].reshape(-1))
+        z = flow(x[i:i + 1])[0].reshape(-1)
+        want = -0.5 * z.pow(2).sum() - 8 * math.log(2 * math.pi) + torch.linalg.slogdet(jac).logabsdet
+        assert lp[i].item() == pytest.approx(want.item(), abs=1e-9)
+
+
+def test_squeeze_round_trip_and_invertible_linear_logdet():
+    x = torch.arange(2 * 3 * 4 * 6, dtype=torch.float32).reshape(2, 3, 4, 6)
+    s = squeeze2x2(x)
+    assert s.shape == (2, 12, 2, 3) and torch.equal(unsqueeze2x2(s), x)
+    assert torch.equal(s[0, :4, 0, 0], torch.tensor([0.0, 1.0, 6.0, 7.0]))  # one 2x2 patch
+    torch.manual_seed(2)
+    lin = InvertibleLinear(5).double()
+    with torch.no_grad():
+        lin.log_s.add_(0.3)
+        lin.upper.add_(0.2)
+    img = torch.randn(2, 5, 3, 3, dtype=torch.float64)
+    _, ld = lin(img)
+    assert ld[0].item() == pytest.approx(9 * torch.linalg.slogdet(lin.weight()).logabsdet.item(), abs=1e-10)
+    torch.testing.assert_close(lin.inverse(lin(img)[0])[0], img)
+
+
+def test_glow_rejects_indivisible_images():
+    with pytest.raises(ValueError, match="divisible by 2\\*\\*n_levels"):
+        Glow((1, 6, 6), n_levels=2)
 
 
 def test_log_prob_integrates_to_one_in_2d():

@@ -1,9 +1,9 @@
 """Model classes for the methods of the lecture. Each trainable model has ``loss(batch)``
 and a JSON-serialisable ``config`` from which ``build(name, config)`` re-creates it."""
 
-from gencore.models.flows import NICE, Flow, RealNVP
+from gencore.models.flows import NICE, Flow, Glow, RealNVP
 
-MODELS = {"nice": NICE, "realnvp": RealNVP}
+MODELS = {"nice": NICE, "realnvp": RealNVP, "glow": Glow}
 
 
 def build(name: str, config: dict):
@@ -23,4 +23,4 @@ def model_name(model) -> str:
     raise ValueError(f"{type(model).__name__} is not a registered gencore model")
 
 
-__all__ = ["Flow", "NICE", "RealNVP", "MODELS", "build", "model_name"]
+__all__ = ["Flow", "NICE", "RealNVP", "Glow", "MODELS", "build", "model_name"]

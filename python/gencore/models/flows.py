@@ -14,9 +14,19 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from gencore.nn import MLP, ActNorm, AdditiveCoupling, AffineCoupling, DiagonalScale
+from gencore.nn import (
+    MLP,
+    ActNorm,
+    AdditiveCoupling,
+    AffineCoupling,
+    ConvConditioner,
+    DiagonalScale,
+    FactorOut,
+    InvertibleLinear,
+    Squeeze,
+)
 
-__all__ = ["Flow", "NICE", "RealNVP"]
+__all__ = ["Flow", "NICE", "RealNVP", "Glow"]
 
 
 class Flow(nn.Module):
@@ -121,36 +131,147 @@ def _check_int(name: str, v, low: int = 1) -> int:
     return v
 
 
-class RealNVP(Flow):
-    """RealNVP for vectors: ActNorm, then affine couplings with alternating masks.
+def _event_shape(features) -> tuple[int, ...]:
+    """``D`` -> ``(D,)``; ``(C, H, W)`` stays."""
+    if isinstance(features, int) and not isinstance(features, bool):
+        _check_int("features", features, 2)
+        return (features,)
+    shape = tuple(features)
+    if len(shape) != 3 or not all(isinstance(v, int) and v >= 1 for v in shape):
+        raise ValueError(f"features must be an int D >= 2 or an image shape (C, H, W), got {features!r}")
+    return shape
 
-    Each coupling's conditioner is an MLP ``(D_a [+ context]) -> hidden -> 2 * D_b``,
-    zero-initialised so the flow starts as a standardization. The couplings run the fused
-    :func:`gencore.ops.affine_coupling`.
+
+def _first(hidden) -> int:
+    return hidden if isinstance(hidden, int) else int(list(hidden)[0])
+
+
+def _split_sizes(n: int, swap: bool) -> tuple[int, int]:
+    """(identity, transformed) channel counts of a "channel"/"half" coupling."""
+    a, b = n // 2, n - n // 2
+    return (b, a) if swap else (a, b)
+
+
+def _realnvp_scale(c, h, w, k, scales, hidden, clamp, ctx):
+    """RealNVP multi-scale block: k checkerboard couplings, then (if a scale is left)
+    squeeze, k channel couplings, and the next scale on half of the channels."""
+    last = scales == 1 or h % 2 or w % 2 or min(h, w) < 4
+    layers = [AffineCoupling(c, ConvConditioner(c, 2 * c, hidden, ctx), mask="checkerboard", clamp=clamp,
+                             swap=i % 2 == 1) for i in range(k + (1 if last else 0))]
+    if last:
+        return layers
+    c4 = 4 * c
+    inner = []
+    for i in range(k):
+        c_a, c_b = _split_sizes(c4, i % 2 == 1)
+        inner.append(AffineCoupling(c4, ConvConditioner(c_a, 2 * c_b, hidden, ctx), mask="channel",
+                                    clamp=clamp, swap=i % 2 == 1))
+    inner.append(FactorOut(_realnvp_scale(c4 - c4 // 2, h // 2, w // 2, k, scales - 1, hidden, clamp, ctx)))
+    return layers + [Squeeze(inner)]
+
+
+class RealNVP(Flow):
+    """RealNVP (Dinh et al. 2017) for vectors and images.
+
+    Vectors ``(B, D)``: ActNorm, then ``n_couplings`` affine couplings with alternating
+    masks; each conditioner is an MLP ``(D_a [+ context]) -> hidden -> 2 * D_b``.
+
+    Images ``(B, C, H, W)``: ActNorm, then the multi-scale architecture: per scale
+    ``n_couplings`` checkerboard couplings, a squeeze, ``n_couplings`` channel couplings and
+    half of the channels factored out; the last scale has ``n_couplings + 1`` checkerboard
+    couplings. Conditioners are small CNNs (:class:`gencore.nn.ConvConditioner`).
+
+    Conditioners are zero-initialised (the flow starts as the ActNorm standardization);
+    every coupling runs the fused :func:`gencore.ops.affine_coupling`.
 
     Args:
-        features: ``D`` (>= 2).
-        n_couplings: number of coupling layers.
-        hidden: hidden sizes of each conditioner.
+        features: ``D``, or the image shape ``(C, H, W)``.
+        n_couplings: couplings (vectors) or couplings per stage (images, 3 in the paper).
+        hidden: MLP hidden sizes (vectors) or CNN width (images: an int, or the first entry).
         clamp: soft clamp of the log-scales.
         context_features: size of a conditioning vector fed to every conditioner (0: none).
-        actnorm: start with a data-initialised ActNorm (a learned standardization).
+        actnorm: start with a data-initialised ActNorm.
+        n_scales: images: number of scales.
     """
 
-    def __init__(self, features: int, n_couplings: int = 8, hidden: Sequence[int] = (256, 256), *,
-                 clamp: float = 2.0, context_features: int = 0, actnorm: bool = True) -> None:
-        _check_int("features", features, 2)
+    def __init__(self, features, n_couplings: int = 8, hidden=(256, 256), *, clamp: float = 2.0,
+                 context_features: int = 0, actnorm: bool = True, n_scales: int = 2) -> None:
+        shape = _event_shape(features)
         _check_int("n_couplings", n_couplings)
         _check_int("context_features", context_features, 0)
-        layers: list[nn.Module] = [ActNorm(features)] if actnorm else []
-        for i in range(n_couplings):
-            swap = i % 2 == 1
-            n_a = len(range(features)[1::2] if swap else range(features)[0::2])
-            cond = MLP(n_a + context_features, 2 * (features - n_a), hidden, zero_init=True)
-            layers.append(AffineCoupling(features, cond, mask="alternate", clamp=clamp, swap=swap))
-        super().__init__(layers, (features,), context_features)
-        self.config = {"features": features, "n_couplings": n_couplings, "hidden": list(hidden),
-                       "clamp": clamp, "context_features": context_features, "actnorm": actnorm}
+        _check_int("n_scales", n_scales)
+        layers: list[nn.Module] = [ActNorm(shape[0])] if actnorm else []
+        if len(shape) == 1:
+            d = shape[0]
+            for i in range(n_couplings):
+                swap = i % 2 == 1
+                n_a = len(range(d)[1::2] if swap else range(d)[0::2])
+                cond = MLP(n_a + context_features, 2 * (d - n_a), hidden, zero_init=True)
+                layers.append(AffineCoupling(d, cond, mask="alternate", clamp=clamp, swap=swap))
+        else:
+            layers += _realnvp_scale(*shape, n_couplings, n_scales, _first(hidden), clamp, context_features)
+        super().__init__(layers, shape, context_features)
+        self.config = {"features": features if isinstance(features, int) else list(shape),
+                       "n_couplings": n_couplings, "hidden": hidden if isinstance(hidden, int) else list(hidden),
+                       "clamp": clamp, "context_features": context_features, "actnorm": actnorm,
+                       "n_scales": n_scales}
+
+
+def _glow_step(c, cond, clamp):
+    return [ActNorm(c), InvertibleLinear(c), AffineCoupling(c, cond, mask="half", clamp=clamp)]
+
+
+def _glow_level(c, h, w, k, levels, hidden, clamp, ctx):
+    """Squeeze, k steps of flow, then (if a level is left) half of the channels factored out."""
+    c4 = 4 * c
+    inner = []
+    for _ in range(k):
+        c_a, c_b = _split_sizes(c4, False)
+        inner += _glow_step(c4, ConvConditioner(c_a, 2 * c_b, hidden, ctx), clamp)
+    if levels > 1:
+        inner.append(FactorOut(_glow_level(c4 - c4 // 2, h // 2, w // 2, k, levels - 1, hidden, clamp, ctx)))
+    return [Squeeze(inner)]
+
+
+class Glow(Flow):
+    """Glow (Kingma & Dhariwal 2018): steps of ActNorm (data-initialised), an invertible
+    1x1 convolution in LU form and an affine coupling, inside a multi-scale architecture.
+
+    Images ``(B, C, H, W)`` (H and W divisible by ``2 ** n_levels``): ``n_levels`` levels of
+    squeeze, ``steps`` steps of flow, and half of the channels factored out between levels.
+    Vectors ``(B, D)``: ``steps`` steps with an invertible linear map in place of the 1x1
+    convolution and a half/half coupling with an MLP conditioner.
+
+    Args:
+        features: ``D``, or the image shape ``(C, H, W)``.
+        steps: steps of flow per level.
+        n_levels: images: number of levels.
+        hidden: CNN width (images) or MLP hidden sizes (vectors).
+        clamp: soft clamp of the log-scales.
+        context_features: size of a conditioning vector (0: none).
+    """
+
+    def __init__(self, features, steps: int = 8, n_levels: int = 2, hidden=(256, 256), *, clamp: float = 2.0,
+                 context_features: int = 0) -> None:
+        shape = _event_shape(features)
+        _check_int("steps", steps)
+        _check_int("n_levels", n_levels)
+        _check_int("context_features", context_features, 0)
+        if len(shape) == 1:
+            d = shape[0]
+            layers: list[nn.Module] = []
+            for _ in range(steps):
+                n_a, n_b = _split_sizes(d, False)
+                layers += _glow_step(d, MLP(n_a + context_features, 2 * n_b, hidden, zero_init=True), clamp)
+        else:
+            c, h, w = shape
+            if h % (2 ** n_levels) or w % (2 ** n_levels):
+                raise ValueError(f"Glow: H and W must be divisible by 2**n_levels = {2 ** n_levels}, got {shape}")
+            layers = _glow_level(c, h, w, steps, n_levels, _first(hidden), clamp, context_features)
+        super().__init__(layers, shape, context_features)
+        self.config = {"features": features if isinstance(features, int) else list(shape), "steps": steps,
+                       "n_levels": n_levels, "hidden": hidden if isinstance(hidden, int) else list(hidden),
+                       "clamp": clamp, "context_features": context_features}
 
 
 class NICE(Flow):

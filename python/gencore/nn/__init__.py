@@ -1,7 +1,17 @@
 """Drop-in ``torch.nn`` modules over the fused ops."""
 
 from gencore.nn.coupling import AffineCoupling
-from gencore.nn.flow_layers import ActNorm, AdditiveCoupling, DiagonalScale, Reverse
+from gencore.nn.flow_layers import (
+    ActNorm,
+    AdditiveCoupling,
+    ConvConditioner,
+    DiagonalScale,
+    FactorOut,
+    InvertibleLinear,
+    Reverse,
+    Squeeze,
+)
 from gencore.nn.layers import MLP
 
-__all__ = ["AffineCoupling", "AdditiveCoupling", "ActNorm", "DiagonalScale", "Reverse", "MLP"]
+__all__ = ["AffineCoupling", "AdditiveCoupling", "ActNorm", "DiagonalScale", "Reverse", "Squeeze",
+           "FactorOut", "InvertibleLinear", "ConvConditioner", "MLP"]

@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ActNorm", "AdditiveCoupling", "DiagonalScale", "Reverse"]
+__all__ = ["ActNorm", "AdditiveCoupling", "DiagonalScale", "Reverse", "Squeeze", "FactorOut",
+           "InvertibleLinear", "ConvConditioner", "squeeze2x2", "unsqueeze2x2"]
 
 
 def _spatial(x: torch.Tensor) -> int:
@@ -124,3 +125,132 @@ class AdditiveCoupling(nn.Module):
 
     def inverse(self, y, context=None):
         return self._couple(y, context, -1.0)
+
+
+def squeeze2x2(x: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W) -> (B, 4C, H/2, W/2)``: each 2x2 patch becomes 4 channels."""
+    b, c, h, w = x.shape
+    x = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
+    return x.reshape(b, 4 * c, h // 2, w // 2)
+
+
+def unsqueeze2x2(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`squeeze2x2`."""
+    b, c4, h, w = x.shape
+    x = x.reshape(b, c4 // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)
+    return x.reshape(b, c4 // 4, 2 * h, 2 * w)
+
+
+def _run(transforms, x, context, inverse: bool):
+    logdet = x.new_zeros(x.shape[0])
+    for t in (reversed(transforms) if inverse else transforms):
+        x, ld = t.inverse(x, context) if inverse else t(x, context)
+        logdet = logdet + ld
+    return x, logdet
+
+
+class Squeeze(nn.Module):
+    """Runs ``transforms`` on the squeezed image ``(B, 4C, H/2, W/2)`` and unsqueezes the result,
+    so the layer keeps the shape of its input (the unsqueeze is a fixed permutation: the
+    standard normal base, invariant to permutations, sees the same latent)."""
+
+    def __init__(self, transforms) -> None:
+        super().__init__()
+        self.transforms = nn.ModuleList(transforms)
+
+    def _check(self, x):
+        if x.dim() != 4 or x.shape[2] % 2 or x.shape[3] % 2:
+            raise ValueError(f"Squeeze needs (B, C, H, W) with even H and W, got {tuple(x.shape)}")
+
+    def forward(self, x, context=None):
+        self._check(x)
+        y, ld = _run(self.transforms, squeeze2x2(x), context, inverse=False)
+        return unsqueeze2x2(y), ld
+
+    def inverse(self, y, context=None):
+        self._check(y)
+        x, ld = _run(self.transforms, squeeze2x2(y), context, inverse=True)
+        return unsqueeze2x2(x), ld
+
+
+class FactorOut(nn.Module):
+    """Multi-scale architecture: the first half of the channels leaves the flow here (it is
+    already a latent, modelled by the base N(0, I)); ``transforms`` act on the second half."""
+
+    def __init__(self, transforms) -> None:
+        super().__init__()
+        self.transforms = nn.ModuleList(transforms)
+
+    def _split(self, x):
+        k = x.shape[1] // 2
+        return x[:, :k], x[:, k:]
+
+    def forward(self, x, context=None):
+        out, keep = self._split(x)
+        y, ld = _run(self.transforms, keep, context, inverse=False)
+        return torch.cat([out, y], 1), ld
+
+    def inverse(self, y, context=None):
+        out, keep = self._split(y)
+        x, ld = _run(self.transforms, keep, context, inverse=True)
+        return torch.cat([out, x], 1), ld
+
+
+class InvertibleLinear(nn.Module):
+    """Glow's invertible 1x1 convolution in LU form, ``W = P L (U + diag(sign * exp(log_s)))``.
+
+    Mixes dim 1 of ``(B, C, H, W)`` images (a 1x1 convolution) or ``(B, D)`` vectors (a
+    linear map). ``log|det W| = sum(log_s)`` per position costs O(C); P and the signs are
+    fixed buffers. Initialised at a random rotation (from torch's global RNG).
+    """
+
+    def __init__(self, features_or_channels: int) -> None:
+        super().__init__()
+        c = features_or_channels
+        w = torch.linalg.qr(torch.randn(c, c, dtype=torch.float64))[0]
+        p, lower, upper = torch.linalg.lu(w)
+        s = torch.diagonal(upper)
+        self.register_buffer("perm", p.float())
+        self.register_buffer("sign_s", torch.sign(s).float())
+        self.register_buffer("lower_mask", torch.tril(torch.ones(c, c), -1))
+        self.lower = nn.Parameter(lower.float() * self.lower_mask)
+        self.upper = nn.Parameter(torch.triu(upper, 1).float())
+        self.log_s = nn.Parameter(torch.log(s.abs()).float())
+
+    def weight(self) -> torch.Tensor:
+        eye = torch.eye(self.perm.shape[0], dtype=self.lower.dtype, device=self.lower.device)
+        lower = self.lower * self.lower_mask + eye
+        upper = torch.triu(self.upper, 1) + torch.diag(self.sign_s * torch.exp(self.log_s))
+        return self.perm @ lower @ upper
+
+    def _mix(self, x, w):
+        if x.dim() == 2:
+            return x @ w.T
+        return torch.einsum("ij,bjhw->bihw", w, x)
+
+    def forward(self, x, context=None):
+        return self._mix(x, self.weight()), (self.log_s.sum() * _spatial(x)).expand(x.shape[0])
+
+    def inverse(self, y, context=None):
+        return self._mix(y, torch.linalg.inv(self.weight())), (-self.log_s.sum() * _spatial(y)).expand(y.shape[0])
+
+
+class ConvConditioner(nn.Module):
+    """``conv3x3 -> ReLU -> conv1x1 -> ReLU -> conv3x3`` (last layer zero-initialised), for
+    image couplings: ``(B, c_in, H, W) -> (B, c_out, H, W)``. A context vector ``(B, K)``
+    is appended as ``K`` constant channels."""
+
+    def __init__(self, in_channels: int, out_channels: int, hidden: int = 64, context_features: int = 0) -> None:
+        super().__init__()
+        self.context_features = context_features
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels + context_features, hidden, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 1), nn.ReLU(),
+            nn.Conv2d(hidden, out_channels, 3, padding=1))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, x, context=None):
+        if context is not None:
+            x = torch.cat([x, context[:, :, None, None].expand(-1, -1, *x.shape[2:])], 1)
+        return self.net(x)
