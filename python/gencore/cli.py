@@ -77,8 +77,8 @@ def cmd_train(args) -> int:
     hidden = [int(v) for v in args.hidden.split(",")] if args.hidden else None
     res = tasks.train_model(args.model, args.data, steps=args.steps, out=args.out,
                             batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                            conditional=args.conditional, progress=not args.no_progress,
-                            n_couplings=args.couplings, hidden=hidden)
+                            conditional=args.conditional, image=args.image,
+                            progress=not args.no_progress, depth=args.couplings, hidden=hidden)
     print(json.dumps(res, indent=2))
     return 0
 
@@ -137,9 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--batch-size", type=int, default=256)
     pt.add_argument("--lr", type=float, default=1e-3)
     pt.add_argument("--seed", type=int, default=0)
-    pt.add_argument("--couplings", type=int, default=None, help="number of coupling layers")
+    pt.add_argument("--couplings", type=int, default=None,
+                    help="coupling layers (per stage for images; steps per level for glow)")
     pt.add_argument("--hidden", default=None, help="conditioner hidden sizes, e.g. 256,256")
     pt.add_argument("--conditional", action="store_true", help="condition on the class (digits)")
+    pt.add_argument("--image", action="store_true", help="digits as (1, 8, 8) images (realnvp, glow)")
     pt.add_argument("--no-progress", action="store_true")
     pt.set_defaults(fn=cmd_train)
 

@@ -17,19 +17,25 @@ from gencore.data import DIGITS_LEVELS, EXACT_TOYS, TOYS, load_dataset, toy_entr
 from gencore.models import MODELS, build
 from gencore.train import fit, load_checkpoint
 
-FLOW_MODELS = ("nice", "realnvp")
+FLOW_MODELS = ("nice", "realnvp", "glow")
 
-# Defaults per (model, data kind): sizes that reach the README's numbers on a 2-core CPU.
+# Defaults per (model, data kind).
 DEFAULTS = {
     ("realnvp", "toy"): {"n_couplings": 8, "hidden": [128, 128]},
     ("realnvp", "digits"): {"n_couplings": 8, "hidden": [256, 256]},
+    ("realnvp", "image"): {"n_couplings": 3, "hidden": 64},
     ("nice", "toy"): {"n_couplings": 4, "hidden": [128, 128]},
     ("nice", "digits"): {"n_couplings": 4, "hidden": [256, 256]},
+    ("glow", "toy"): {"steps": 8, "hidden": [128, 128]},
+    ("glow", "digits"): {"steps": 8, "hidden": [256, 256]},
+    ("glow", "image"): {"steps": 4, "n_levels": 2, "hidden": 64},
 }
+# The CLI's --couplings sets this config key.
+DEPTH_KEY = {"nice": "n_couplings", "realnvp": "n_couplings", "glow": "steps"}
 
 
-def _kind(data: str) -> str:
-    return "toy" if data in TOYS else "digits"
+def _kind(data: str, image: bool = False) -> str:
+    return "toy" if data in TOYS else ("image" if image else "digits")
 
 
 def _context(y: torch.Tensor | None, conditional: bool) -> torch.Tensor | None:
@@ -41,16 +47,27 @@ def _context(y: torch.Tensor | None, conditional: bool) -> torch.Tensor | None:
 
 
 def train_model(model: str, data: str, *, steps: int, out, batch_size: int = 256, lr: float = 1e-3,
-                seed: int = 0, conditional: bool = False, progress: bool = True, **model_kwargs) -> dict:
-    """Train a registered model on an embedded dataset; the run folder is ``out``."""
+                seed: int = 0, conditional: bool = False, image: bool = False, progress: bool = True,
+                depth: int | None = None, **model_kwargs) -> dict:
+    """Train a registered model on an embedded dataset; the run folder is ``out``.
+
+    ``image=True`` trains on digits as ``(1, 8, 8)`` images (RealNVP's and Glow's
+    convolutional multi-scale architectures); ``depth`` sets the number of couplings / steps.
+    """
     if model not in FLOW_MODELS:
         raise ValueError(f"train: model must be one of {', '.join(FLOW_MODELS)} (more arrive with later "
                          f"releases), got {model!r}")
-    x, y = load_dataset(data, "train", seed=seed)
-    xt, yt = load_dataset(data, "test")
-    config = dict(DEFAULTS[(model, _kind(data))])
+    if image and (data in TOYS or model == "nice"):
+        raise ValueError("train: --image applies to digits with realnvp or glow")
+    x, y = load_dataset(data, "train", seed=seed, image=image)
+    xt, yt = load_dataset(data, "test", image=image)
+    config = dict(DEFAULTS[(model, _kind(data, image))])
+    if depth is not None:
+        config[DEPTH_KEY[model]] = depth
     config.update({k: v for k, v in model_kwargs.items() if v is not None})
-    config["features"] = x.shape[1]
+    if image and isinstance(config.get("hidden"), list):
+        config["hidden"] = config["hidden"][0]
+    config["features"] = list(x.shape[1:]) if image else x.shape[1]
     if conditional:
         config["context_features"] = 10
     torch.manual_seed(seed)
@@ -63,7 +80,7 @@ def train_model(model: str, data: str, *, steps: int, out, batch_size: int = 256
     # Record what eval/sample need next to the checkpoint.
     meta_path = Path(out) / "checkpoint.json"
     meta = json.loads(meta_path.read_text())
-    meta["extra"].update({"data": data, "conditional": conditional})
+    meta["extra"].update({"data": data, "conditional": conditional, "image": image})
     meta_path.write_text(json.dumps(meta, indent=1))
     return {"model": model, "data": data, "steps": res.step, "final_eval_nll": res.history[-1]["eval_loss"]}
 
@@ -77,7 +94,7 @@ def evaluate(run, data: str | None = None) -> dict:
     if data is None:
         raise ValueError("eval: the checkpoint does not record its dataset; pass --data")
     net.eval()
-    xt, yt = load_dataset(data, "test")
+    xt, yt = load_dataset(data, "test", image=bool(extra.get("image")))
     if xt.shape[1:] != tuple(net.event_shape):
         raise ValueError(f"eval: the model expects examples of shape {net.event_shape}, "
                          f"{data} has {tuple(xt.shape[1:])}")
@@ -86,7 +103,7 @@ def evaluate(run, data: str | None = None) -> dict:
         nll = metrics.negative_log_likelihood(net.log_prob(xt, ctx)).item()
     out = {"model": meta["model"], "data": data, "step": meta["step"], "test_nll_nats": nll}
     if data == "digits":
-        out["bits_per_dim"] = metrics.bits_per_dim(nll, xt.shape[1], levels=DIGITS_LEVELS)
+        out["bits_per_dim"] = metrics.bits_per_dim(nll, xt[0].numel(), levels=DIGITS_LEVELS)
         out["uniform_bits_per_dim"] = math.log2(DIGITS_LEVELS)
     if data in EXACT_TOYS:
         h = toy_entropy(data)

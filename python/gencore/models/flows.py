@@ -29,6 +29,46 @@ from gencore.nn import (
 __all__ = ["Flow", "NICE", "RealNVP", "Glow"]
 
 
+class _InvertibleBackward(torch.autograd.Function):
+    """Runs the transforms without recording a graph; backward rebuilds each transform's
+    input from its output (``t.inverse``), re-runs that one transform with autograd and
+    propagates the gradient: activation memory independent of depth, one extra inverse and
+    forward per transform."""
+
+    @staticmethod
+    def forward(ctx, transforms, context, x, *params):
+        with torch.no_grad():
+            logdet = x.new_zeros(x.shape[0])
+            y = x
+            for t in transforms:
+                y, ld = t(y, context)
+                logdet = logdet + ld
+        ctx.transforms, ctx.context = transforms, context
+        ctx.save_for_backward(y)
+        return y, logdet
+
+    @staticmethod
+    def backward(ctx, grad_y, grad_logdet):
+        (y,) = ctx.saved_tensors
+        transforms, context = ctx.transforms, ctx.context
+        grads: dict[int, torch.Tensor] = {}
+        for t in reversed(transforms):
+            with torch.no_grad():
+                x = t.inverse(y, context)[0]
+            params = [p for p in t.parameters() if p.requires_grad]
+            with torch.enable_grad():
+                x = x.detach().requires_grad_()
+                out, ld = t(x, context)
+                g = torch.autograd.grad((out, ld), [x, *params], (grad_y, grad_logdet), allow_unused=True)
+            grad_y = g[0]
+            for p, gp in zip(params, g[1:]):
+                if gp is not None:
+                    grads[id(p)] = grads[id(p)] + gp if id(p) in grads else gp
+            y = x.detach()
+        all_params = [p for p in transforms.parameters()]
+        return (None, None, grad_y, *[grads.get(id(p)) for p in all_params])
+
+
 class Flow(nn.Module):
     """A composition of invertible transforms with a standard normal base distribution.
 
@@ -37,14 +77,19 @@ class Flow(nn.Module):
             ``inverse(y, context) -> (x, logdet)``, applied in order from data to latent.
         event_shape: shape of one example, e.g. ``(2,)`` or ``(1, 8, 8)``.
         context_features: size of the conditioning vector (0: unconditional).
+        memory_efficient: in training, keep no activations: backward rebuilds each
+            transform's input from its output (see :meth:`forward`). Gradients match the
+            ordinary path up to the rounding of the reconstruction; the context gets no
+            gradient in this mode.
     """
 
     def __init__(self, transforms: Sequence[nn.Module], event_shape: Sequence[int],
-                 context_features: int = 0) -> None:
+                 context_features: int = 0, memory_efficient: bool = False) -> None:
         super().__init__()
         self.transforms = nn.ModuleList(transforms)
         self.event_shape = tuple(int(s) for s in event_shape)
         self.context_features = int(context_features)
+        self.memory_efficient = bool(memory_efficient)
         self.config: dict = {}
 
     @property
@@ -72,8 +117,15 @@ class Flow(nn.Module):
             raise ValueError(f"{type(self).__name__}: this flow is unconditional; context must be None")
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None):
-        """Data to latent: ``x: (B, *event_shape) -> (z, logdet)``, ``logdet = log|det dz/dx|``."""
+        """Data to latent: ``x: (B, *event_shape) -> (z, logdet)``, ``logdet = log|det dz/dx|``.
+
+        With ``memory_efficient=True`` and gradients enabled, the transforms run inside one
+        autograd function that stores only ``z``."""
         self._check(x, context)
+        if self.memory_efficient and torch.is_grad_enabled():
+            ctx = context.detach() if context is not None else None
+            params = list(self.transforms.parameters())
+            return _InvertibleBackward.apply(self.transforms, ctx, x, *params)
         logdet = x.new_zeros(x.shape[0])
         for t in self.transforms:
             x, ld = t(x, context)
@@ -195,7 +247,8 @@ class RealNVP(Flow):
     """
 
     def __init__(self, features, n_couplings: int = 8, hidden=(256, 256), *, clamp: float = 2.0,
-                 context_features: int = 0, actnorm: bool = True, n_scales: int = 2) -> None:
+                 context_features: int = 0, actnorm: bool = True, n_scales: int = 2,
+                 memory_efficient: bool = False) -> None:
         shape = _event_shape(features)
         _check_int("n_couplings", n_couplings)
         _check_int("context_features", context_features, 0)
@@ -210,11 +263,11 @@ class RealNVP(Flow):
                 layers.append(AffineCoupling(d, cond, mask="alternate", clamp=clamp, swap=swap))
         else:
             layers += _realnvp_scale(*shape, n_couplings, n_scales, _first(hidden), clamp, context_features)
-        super().__init__(layers, shape, context_features)
+        super().__init__(layers, shape, context_features, memory_efficient)
         self.config = {"features": features if isinstance(features, int) else list(shape),
                        "n_couplings": n_couplings, "hidden": hidden if isinstance(hidden, int) else list(hidden),
                        "clamp": clamp, "context_features": context_features, "actnorm": actnorm,
-                       "n_scales": n_scales}
+                       "n_scales": n_scales, "memory_efficient": memory_efficient}
 
 
 def _glow_step(c, cond, clamp):
@@ -252,7 +305,7 @@ class Glow(Flow):
     """
 
     def __init__(self, features, steps: int = 8, n_levels: int = 2, hidden=(256, 256), *, clamp: float = 2.0,
-                 context_features: int = 0) -> None:
+                 context_features: int = 0, memory_efficient: bool = False) -> None:
         shape = _event_shape(features)
         _check_int("steps", steps)
         _check_int("n_levels", n_levels)
@@ -268,10 +321,11 @@ class Glow(Flow):
             if h % (2 ** n_levels) or w % (2 ** n_levels):
                 raise ValueError(f"Glow: H and W must be divisible by 2**n_levels = {2 ** n_levels}, got {shape}")
             layers = _glow_level(c, h, w, steps, n_levels, _first(hidden), clamp, context_features)
-        super().__init__(layers, shape, context_features)
+        super().__init__(layers, shape, context_features, memory_efficient)
         self.config = {"features": features if isinstance(features, int) else list(shape), "steps": steps,
                        "n_levels": n_levels, "hidden": hidden if isinstance(hidden, int) else list(hidden),
-                       "clamp": clamp, "context_features": context_features}
+                       "clamp": clamp, "context_features": context_features,
+                       "memory_efficient": memory_efficient}
 
 
 class NICE(Flow):
@@ -287,7 +341,7 @@ class NICE(Flow):
     """
 
     def __init__(self, features: int, n_couplings: int = 4, hidden: Sequence[int] = (256, 256), *,
-                 context_features: int = 0, actnorm: bool = True) -> None:
+                 context_features: int = 0, actnorm: bool = True, memory_efficient: bool = False) -> None:
         _check_int("features", features, 2)
         _check_int("n_couplings", n_couplings)
         _check_int("context_features", context_features, 0)
@@ -298,6 +352,7 @@ class NICE(Flow):
             cond = MLP(n_a + context_features, features - n_a, hidden, zero_init=True)
             layers.append(AdditiveCoupling(features, cond, mask="alternate", swap=swap))
         layers.append(DiagonalScale(features))
-        super().__init__(layers, (features,), context_features)
+        super().__init__(layers, (features,), context_features, memory_efficient)
         self.config = {"features": features, "n_couplings": n_couplings, "hidden": list(hidden),
-                       "context_features": context_features, "actnorm": actnorm}
+                       "context_features": context_features, "actnorm": actnorm,
+                       "memory_efficient": memory_efficient}
