@@ -42,6 +42,7 @@ test: install
 
 bench: install
 	$(VPY) bench/bench_coupling.py --out bench/results
+	$(VPY) bench/bench_flows.py --out bench/results
 	$(VPY) bench/update_readme.py
 
 # The whole extension built against a CUDA torch (DESIGN.md section 5): every .cu is

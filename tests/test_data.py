@@ -43,3 +43,14 @@ def test_bad_arguments():
         load_dataset("mnist")
     with pytest.raises(ValueError, match="split must be 'train' or 'test'"):
         load_dataset("digits", "valid")
+
+
+def test_levels_and_fresh_dequantization():
+    from gencore.data import dequantize
+
+    levels, _ = load_dataset("digits", "train", dequantized=False)
+    x, _ = load_dataset("digits", "train")
+    assert torch.equal(levels, torch.floor(x * 17))
+    a = dequantize(levels, torch.Generator().manual_seed(0))
+    b = dequantize(levels, torch.Generator().manual_seed(1))
+    assert torch.equal(torch.floor(a * 17), levels) and not torch.equal(a, b)

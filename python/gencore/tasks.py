@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from gencore import metrics
-from gencore.data import DIGITS_LEVELS, EXACT_TOYS, TOYS, load_dataset, toy_entropy, toy_log_prob
+from gencore.data import DIGITS_LEVELS, EXACT_TOYS, TOYS, dequantize, load_dataset, toy_entropy, toy_log_prob
 from gencore.models import MODELS, build
 from gencore.train import fit, load_checkpoint
 
@@ -59,7 +59,9 @@ def train_model(model: str, data: str, *, steps: int, out, batch_size: int = 256
                          f"releases), got {model!r}")
     if image and (data in TOYS or model == "nice"):
         raise ValueError("train: --image applies to digits with realnvp or glow")
-    x, y = load_dataset(data, "train", seed=seed, image=image)
+    digits = data not in TOYS
+    # Digits train on a fresh dequantization of every batch (levels in, noise per step).
+    x, y = load_dataset(data, "train", seed=seed, image=image, **({"dequantized": False} if digits else {}))
     xt, yt = load_dataset(data, "test", image=image)
     config = dict(DEFAULTS[(model, _kind(data, image))])
     if depth is not None:
@@ -75,8 +77,14 @@ def train_model(model: str, data: str, *, steps: int, out, batch_size: int = 256
     c, ct = _context(y, conditional), _context(yt, conditional)
     train_data = (x, c) if conditional else x
     eval_data = (xt, ct) if conditional else xt
+    def fresh_dequantization(batch, g):
+        if isinstance(batch, tuple):
+            return (dequantize(batch[0], g), *batch[1:])
+        return dequantize(batch, g)
+
     res = fit(net, train_data, steps=steps, batch_size=batch_size, lr=lr, seed=seed, eval_data=eval_data,
-              checkpoint_dir=out, progress=progress, schedule="cosine")
+              checkpoint_dir=out, progress=progress, schedule="cosine",
+              batch_transform=fresh_dequantization if digits else None)
     # Record what eval/sample need next to the checkpoint.
     meta_path = Path(out) / "checkpoint.json"
     meta = json.loads(meta_path.read_text())

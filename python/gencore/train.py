@@ -209,7 +209,7 @@ def load_checkpoint(path, model: nn.Module | None = None, *, optimizer=None) -> 
 def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
         eval_data=None, eval_every: int | None = None, checkpoint_dir=None,
         checkpoint_every: int | None = None, progress: bool = True, weight_decay: float = 0.0,
-        schedule: str = "constant", resume: bool = True) -> FitResult:
+        schedule: str = "constant", batch_transform=None, resume: bool = True) -> FitResult:
     """Train ``model`` by minimising ``model.loss(batch)`` with AdamW.
 
     Args:
@@ -227,6 +227,8 @@ def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float 
         progress: show a tqdm progress bar.
         schedule: ``"constant"`` learning rate, or ``"cosine"``: ``lr * (1 + cos(pi t / steps)) / 2``
             at step t (a function of the step alone, so resuming keeps it exact).
+        batch_transform: ``f(batch, generator) -> batch`` applied to each training batch
+            (e.g. a fresh dequantization), with a generator seeded by (seed, step).
 
     Returns:
         :class:`FitResult` with the model (in eval mode), the final step and the history:
@@ -270,7 +272,10 @@ def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float 
         if schedule == "cosine":
             for group in optimizer.param_groups:
                 group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * (step - 1) / steps))
-        loss = model.loss(_batch(train_t, batches.indices(step - 1)))
+        batch = _batch(train_t, batches.indices(step - 1))
+        if batch_transform is not None:
+            batch = batch_transform(batch, torch.Generator().manual_seed(seed * 1_000_003 + 7919 * step))
+        loss = model.loss(batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr or check the data")
         optimizer.zero_grad(set_to_none=True)

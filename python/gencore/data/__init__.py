@@ -21,7 +21,7 @@ import torch
 from gencore.data.toys import EXACT as EXACT_TOYS
 from gencore.data.toys import TOYS, sample_toy, toy_entropy, toy_log_prob
 
-__all__ = ["load_dataset", "DATASETS", "DIGITS_LEVELS", "TOYS", "EXACT_TOYS", "toy_log_prob",
+__all__ = ["load_dataset", "dequantize", "DATASETS", "DIGITS_LEVELS", "TOYS", "EXACT_TOYS", "toy_log_prob",
            "toy_entropy", "sample_toy"]
 
 DIGITS_LEVELS = 17
@@ -44,8 +44,17 @@ def _digits_split():
     return d.data.astype(np.float64), d.target.astype(np.int64), train_idx, test_idx
 
 
+def dequantize(levels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``(levels + u) / 17`` with fresh ``u ~ U[0, 1)``: integer digit levels to ``[0, 1)``.
+
+    Training on a new dequantization of each batch (``fit(..., batch_transform=...)``) keeps
+    a density model from overfitting one fixed draw of the noise.
+    """
+    return (levels + torch.rand(levels.shape, generator=generator, dtype=levels.dtype)) / DIGITS_LEVELS
+
+
 def load_dataset(name: str, split: str = "train", seed: int = 0, *, dtype=torch.float32,
-                 image: bool = False, n: int | None = None):
+                 image: bool = False, n: int | None = None, dequantized: bool = True):
     """Load an embedded dataset.
 
     Args:
@@ -57,6 +66,8 @@ def load_dataset(name: str, split: str = "train", seed: int = 0, *, dtype=torch.
         dtype: floating dtype of the returned data.
         image: digits only: return ``(N, 1, 8, 8)`` images instead of ``(N, 64)`` vectors.
         n: toys only: number of samples instead of the split's default.
+        dequantized: digits only: False returns the integer levels 0..16 (as floats), for
+            training with a fresh dequantization per batch (:func:`dequantize`).
 
     Returns:
         ``(x, y)``. digits: ``x`` of shape ``(N, 64)`` (or ``(N, 1, 8, 8)``) with values in
@@ -83,7 +94,8 @@ def load_dataset(name: str, split: str = "train", seed: int = 0, *, dtype=torch.
     data, target, train_idx, test_idx = _digits_split()
     idx = train_idx if split == "train" else test_idx
     rng = np.random.default_rng(seed if split == "train" else _TEST_DEQUANT_SEED)
-    x = torch.as_tensor((data[idx] + rng.random(data[idx].shape)) / DIGITS_LEVELS, dtype=dtype)
+    noise = rng.random(data[idx].shape) if dequantized else 0.0
+    x = torch.as_tensor((data[idx] + noise) / (DIGITS_LEVELS if dequantized else 1), dtype=dtype)
     if image:
         x = x.reshape(-1, 1, 8, 8)
     return x, torch.as_tensor(target[idx])

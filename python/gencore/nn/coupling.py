@@ -57,6 +57,9 @@ class AffineCoupling(nn.Module):
         >>> x, inv_logdet = layer.inverse(y)      # x == input, inv_logdet == -logdet
     """
 
+    # The elementwise transform; a pure-PyTorch baseline swaps in gencore.reference's.
+    coupling_fn = staticmethod(affine_coupling)
+
     def __init__(
         self,
         features_or_channels: int,
@@ -143,7 +146,7 @@ class AffineCoupling(nn.Module):
             log_scale, shift = self._conditioner(x * keep, context, self.features)
             free = 1.0 - keep
             # Identity pixels get s = 0 and shift = 0: y = x there, and no log-det.
-            return affine_coupling(
+            return self.coupling_fn(
                 x, log_scale * free, shift * free, clamp=self.clamp, reverse=reverse
             )
         x_a, x_b = x[:, self._id], x[:, self._tr]
@@ -153,7 +156,7 @@ class AffineCoupling(nn.Module):
                 f"AffineCoupling: conditioner produced log_scale {tuple(log_scale.shape)} and "
                 f"shift {tuple(shift.shape)}, expected {tuple(x_b.shape)}"
             )
-        y_b, logdet = affine_coupling(x_b, log_scale, shift, clamp=self.clamp, reverse=reverse)
+        y_b, logdet = self.coupling_fn(x_b, log_scale, shift, clamp=self.clamp, reverse=reverse)
         y = torch.empty_like(x)
         y[:, self._id] = x_a
         y[:, self._tr] = y_b
