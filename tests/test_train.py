@@ -125,3 +125,15 @@ def test_glow_image_checkpoint_round_trip(tmp_path):
     assert meta["model"] == "glow" and meta["config"]["features"] == [1, 8, 8]
     # The random 1x1-convolution permutations and signs are buffers: they come back too.
     torch.testing.assert_close(loaded.eval().log_prob(x), flow.log_prob(x), rtol=0, atol=0)
+
+
+def test_keep_best_restores_the_best_evaluation():
+    x, xe = data(256), data(64, seed=2)
+    flow = make_flow()
+    res = fit(flow, x, steps=120, batch_size=32, lr=1e-2, eval_data=xe, eval_every=10, keep_best=True,
+              progress=False)
+    best = min(h["eval_loss"] for h in res.history)
+    with torch.no_grad():
+        assert flow.loss(xe).item() == pytest.approx(best, rel=1e-6)
+    with pytest.raises(ValueError, match="keep_best needs eval_data"):
+        fit(make_flow(), x, steps=1, keep_best=True, progress=False)

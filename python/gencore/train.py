@@ -209,7 +209,8 @@ def load_checkpoint(path, model: nn.Module | None = None, *, optimizer=None) -> 
 def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
         eval_data=None, eval_every: int | None = None, checkpoint_dir=None,
         checkpoint_every: int | None = None, progress: bool = True, weight_decay: float = 0.0,
-        schedule: str = "constant", batch_transform=None, resume: bool = True) -> FitResult:
+        schedule: str = "constant", batch_transform=None, keep_best: bool = False,
+        resume: bool = True) -> FitResult:
     """Train ``model`` by minimising ``model.loss(batch)`` with AdamW.
 
     Args:
@@ -227,6 +228,8 @@ def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float 
         progress: show a tqdm progress bar.
         schedule: ``"constant"`` learning rate, or ``"cosine"``: ``lr * (1 + cos(pi t / steps)) / 2``
             at step t (a function of the step alone, so resuming keeps it exact).
+        keep_best: end with the parameters of the evaluation with the lowest ``eval_data``
+            loss (early stopping without stopping); the best state is checkpointed too.
         batch_transform: ``f(batch, generator) -> batch`` applied to each training batch
             (e.g. a fresh dequantization), with a generator seeded by (seed, step).
 
@@ -243,6 +246,8 @@ def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float 
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
     if not (isinstance(weight_decay, (int, float)) and math.isfinite(weight_decay) and weight_decay >= 0):
         raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+    if keep_best and eval_data is None:
+        raise ValueError("keep_best needs eval_data")
     if schedule not in ("constant", "cosine"):
         raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
     train_t = _as_tuple(data)
@@ -255,10 +260,14 @@ def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float 
     model.train()
     optimizer = _make_optimizer(model, lr, weight_decay)
     start, history = 0, []
+    best_loss, best_state = math.inf, None
     if ckpt is not None and resume and (ckpt / "checkpoint.json").exists():
         _, meta = load_checkpoint(ckpt, model, optimizer=optimizer)
         start = int(meta["step"])
         history = list(meta.get("extra", {}).get("history", []))
+        if keep_best and (ckpt / "best.safetensors").exists():
+            best_state = _load_tensors(ckpt / "best.safetensors")
+            best_loss = float(meta["extra"].get("best_eval_loss", math.inf))
     batches = _Batches(train_t[0].shape[0], batch_size, seed)
 
     bar = None
@@ -290,12 +299,23 @@ def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float 
             rec = {"step": step, "train_loss": running / count, "seconds": time.perf_counter() - t0}
             if eval_t is not None:
                 rec["eval_loss"] = _evaluate(model, eval_t)
+                if keep_best and rec["eval_loss"] < best_loss:
+                    best_loss = rec["eval_loss"]
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    if ckpt is not None:
+                        from safetensors.torch import save_file
+
+                        ckpt.mkdir(parents=True, exist_ok=True)
+                        save_file({k: v.contiguous() for k, v in best_state.items()}, str(ckpt / "best.safetensors"))
             history.append(rec)
             running, count = 0.0, 0
         if ckpt is not None and (step % checkpoint_every == 0 or step == steps):
             save_checkpoint(ckpt, model, optimizer=optimizer, step=step,
-                            extra={"history": history, "seed": seed, "batch_size": batch_size, "lr": lr})
+                            extra={"history": history, "seed": seed, "batch_size": batch_size, "lr": lr,
+                                   "best_eval_loss": best_loss if keep_best else None})
     if bar is not None:
         bar.close()
+    if keep_best and best_state is not None:
+        model.load_state_dict(best_state)
     model.eval()
     return FitResult(model=model, step=max(step, start), history=history)
