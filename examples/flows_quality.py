@@ -167,7 +167,7 @@ def conditional(steps: int, out: Path) -> dict:
     grid = torch.cat([tops, completions], 1).reshape(k, 6, 64)
     grid = torch.cat([torch.cat([te_top[:k], te_bottom[:k]], 1)[:, None], grid], 1).reshape(-1, 64)
     save_image_grid(grid, out / "flows-half-completion.png", nrow=7,
-                    title="first column: a test digit; then 6 bottoms sampled given its top")
+                    title="test digit | 6 bottoms given its top")
     res = {"class_conditional_test_nll_nats": nll_c, "class_conditional_bits_per_dim": bpd(nll_c),
            "samples_classified_as_their_class": agree,
            "bottom_half_nll_given_top_nats": nll_given_top, "bottom_half_nll_alone_nats": nll_alone,

@@ -8,13 +8,23 @@ from pathlib import Path
 import torch
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig, path) -> Path:
+    """Lay out, write (creating folders) and close a matplotlib figure."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    pyplot().close(fig)
+    return path
 
 
 def save_image_grid(images, path, *, nrow: int | None = None, title: str | None = None,
@@ -38,18 +48,13 @@ def save_image_grid(images, path, *, nrow: int | None = None, title: str | None 
     for i in range(n):
         r, c = divmod(i, nrow)
         canvas[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + c * (w + 1):1 + c * (w + 1) + w] = x[i].clamp(0, 1)
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(nrow * 0.45 + 0.3, ncol * 0.45 + (0.5 if title else 0.3)), dpi=110)
     ax.imshow(canvas.numpy(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
     ax.axis("off")
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def save_density_scatter(points, path, *, density, true_density=None, title=None,
@@ -69,7 +74,7 @@ def save_density_scatter(points, path, *, density, true_density=None, title=None
     maps = [("model density + samples", density(grid).reshape(resolution, resolution))]
     if true_density is not None:
         maps.append(("true density", true_density(grid).reshape(resolution, resolution)))
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(maps), figsize=(4 * len(maps), 4), dpi=110, squeeze=False)
     for ax, (name, m) in zip(axes[0], maps):
         ax.imshow(m.detach().cpu().numpy(), origin="lower", extent=(*extent, *extent), cmap="magma")
@@ -80,9 +85,4 @@ def save_density_scatter(points, path, *, density, true_density=None, title=None
         ax.set_ylim(*extent)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -94,11 +94,9 @@ def plot_pareto_front(points, path, *, front=None, labels=("L1", "L2"), annotati
         labels: axis labels.
         annotations: optional text per point (e.g. the lambda that produced it).
     """
-    import matplotlib
+    from gencore.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     p = as_tensor(points, "points").double().cpu()
     if p.dim() != 2 or p.shape[1] != 2:
         raise ValueError(f"plot_pareto_front needs (N, 2) points, got {tuple(p.shape)}")
@@ -114,9 +112,4 @@ def plot_pareto_front(points, path, *, front=None, labels=("L1", "L2"), annotati
     ax.set_ylabel(labels[1])
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -33,10 +33,18 @@ class _InvertibleBackward(torch.autograd.Function):
     """Runs the transforms without recording a graph; backward rebuilds each transform's
     input from its output (``t.inverse``), re-runs that one transform with autograd and
     propagates the gradient: activation memory independent of depth, one extra inverse and
-    forward per transform."""
+    forward per transform.
+
+    Parameter gradients are added straight into ``.grad`` as each transform is processed
+    (like ``torch.utils.checkpoint``'s reentrant mode): returning them through autograd
+    would hold a second copy of every parameter's gradient until the end of backward.
+    Gradient hooks on parameters (e.g. DistributedDataParallel's) therefore do not fire
+    in this mode. ``anchor`` is an empty tensor that requires grad, so backward runs even
+    when the data does not require grad.
+    """
 
     @staticmethod
-    def forward(ctx, transforms, context, x, *params):
+    def forward(ctx, transforms, context, anchor, x):
         with torch.no_grad():
             logdet = x.new_zeros(x.shape[0])
             y = x
@@ -51,7 +59,6 @@ class _InvertibleBackward(torch.autograd.Function):
     def backward(ctx, grad_y, grad_logdet):
         (y,) = ctx.saved_tensors
         transforms, context = ctx.transforms, ctx.context
-        grads: dict[int, torch.Tensor] = {}
         for t in reversed(transforms):
             with torch.no_grad():
                 x = t.inverse(y, context)[0]
@@ -61,12 +68,16 @@ class _InvertibleBackward(torch.autograd.Function):
                 out, ld = t(x, context)
                 g = torch.autograd.grad((out, ld), [x, *params], (grad_y, grad_logdet), allow_unused=True)
             grad_y = g[0]
-            for p, gp in zip(params, g[1:]):
-                if gp is not None:
-                    grads[id(p)] = grads[id(p)] + gp if id(p) in grads else gp
+            with torch.no_grad():
+                for p, gp in zip(params, g[1:]):
+                    if gp is None:
+                        continue
+                    if p.grad is None:
+                        p.grad = gp
+                    else:
+                        p.grad.add_(gp)
             y = x.detach()
-        all_params = [p for p in transforms.parameters()]
-        return (None, None, grad_y, *[grads.get(id(p)) for p in all_params])
+        return None, None, None, grad_y
 
 
 class Flow(nn.Module):
@@ -80,7 +91,8 @@ class Flow(nn.Module):
         memory_efficient: in training, keep no activations: backward rebuilds each
             transform's input from its output (see :meth:`forward`). Gradients match the
             ordinary path up to the rounding of the reconstruction; the context gets no
-            gradient in this mode.
+            gradient in this mode, and parameter gradients are accumulated directly into
+            ``.grad`` (parameter gradient hooks, as DistributedDataParallel's, do not fire).
     """
 
     def __init__(self, transforms: Sequence[nn.Module], event_shape: Sequence[int],
@@ -124,8 +136,8 @@ class Flow(nn.Module):
         self._check(x, context)
         if self.memory_efficient and torch.is_grad_enabled():
             ctx = context.detach() if context is not None else None
-            params = list(self.transforms.parameters())
-            return _InvertibleBackward.apply(self.transforms, ctx, x, *params)
+            anchor = torch.empty(0, device=x.device, requires_grad=True)
+            return _InvertibleBackward.apply(self.transforms, ctx, anchor, x)
         logdet = x.new_zeros(x.shape[0])
         for t in self.transforms:
             x, ld = t(x, context)
