@@ -76,9 +76,10 @@ cuda-compile: $(VENV)/.deps
 gpu-check:
 	GENCORE_CUDA=ON TORCH_CUDA_ARCH_LIST=9.0 $(PYTHON) -m pip install --no-build-isolation --no-deps -Cbuild-dir=build/gpu .
 	$(PYTHON) -m gencore.cli info
-	$(PYTHON) -m pytest -q tests
+	$(PYTHON) -m pytest -q -rs tests
 	$(PYTHON) bench/bench_coupling.py --device cuda --dtype float32 --out bench/results
 	$(PYTHON) bench/bench_coupling.py --device cuda --dtype bfloat16 --out bench/results
+	if [ -n "$$OUT" ]; then cp bench/results/*cuda* "$$OUT"/; fi
 
 clean:
 	rm -rf build dist $(VENV) .venv-cuda demo-out
