@@ -14,7 +14,7 @@ VPY       := $(VENV)/bin/python
 NVCC      ?= $(firstword $(wildcard /usr/local/cuda/bin/nvcc /usr/local/cuda-13.0/bin/nvcc) nvcc)
 CUDA_ARCHS ?= 80 90
 PYTEST_ARGS ?=
-SOURCES   := $(shell find csrc python -type f \( -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.py' \)) CMakeLists.txt pyproject.toml
+SOURCES   := $(shell find csrc python -type f \( -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh' -o -name '*.py' \)) CMakeLists.txt pyproject.toml
 
 .PHONY: demo test bench cuda-check cuda-compile gpu-check install clean
 

@@ -13,4 +13,15 @@ TORCH_LIBRARY(gencore, m) {
   m.def(
       "affine_coupling_backward(Tensor grad_y, Tensor grad_logdet, Tensor x, Tensor log_scale, "
       "Tensor shift, *, float clamp, bool reverse) -> (Tensor grad_x, Tensor grad_log_scale)");
+  // z = mu + exp(logvar / 2) * eps with eps from Philox4x32-10 at rng_state = (seed, offset)
+  // (an int64 tensor of shape (2,) on mu's device); n_samples = 0: z has mu's shape, else
+  // (n_samples, *mu.shape). kl = KL(N(mu, exp(logvar)) || N(0, I)) per row, shape (B,).
+  // log_q = log N(z; mu, exp(logvar)) per (sample, row) when with_log_q, else shape (0,).
+  m.def(
+      "reparameterize(Tensor mu, Tensor logvar, Tensor rng_state, *, int n_samples=0, "
+      "bool with_log_q=False) -> (Tensor z, Tensor kl, Tensor log_q)");
+  // eps is regenerated from rng_state; grad_log_q may be empty (log_q unused).
+  m.def(
+      "reparameterize_backward(Tensor grad_z, Tensor grad_kl, Tensor grad_log_q, Tensor mu, "
+      "Tensor logvar, Tensor rng_state, *, int n_samples) -> (Tensor grad_mu, Tensor grad_logvar)");
 }

@@ -14,37 +14,21 @@
 #include <cstdint>
 
 #include "common/coupling_math.h"
+#include "common/cuda_utils.cuh"
 #include "coupling/coupling.h"
 
 namespace gencore {
 namespace coupling {
 namespace {
 
-constexpr int kWarp = 32;
-constexpr int kWarpsPerBlock = 8;
+using cuda::kWarp;
+using cuda::kWarpsPerBlock;
+using cuda::load_pack;
+using cuda::Pack;
+using cuda::store_pack;
+using cuda::warp_sum;
+using cuda::grid_for;
 constexpr int kIters = 4;  // vectors per lane per segment
-
-template <typename T, int V>
-struct alignas(sizeof(T) * V) Pack {
-  T v[V];
-};
-
-template <typename T, int V>
-__device__ __forceinline__ Pack<T, V> load_pack(const T* p) {
-  return *reinterpret_cast<const Pack<T, V>*>(p);
-}
-
-template <typename T, int V>
-__device__ __forceinline__ void store_pack(T* p, const Pack<T, V>& v) {
-  *reinterpret_cast<Pack<T, V>*>(p) = v;
-}
-
-template <typename A>
-__device__ __forceinline__ A warp_sum(A v) {
-#pragma unroll
-  for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
 
 struct Segments {
   int64_t n;        // row length
@@ -168,11 +152,6 @@ Segments make_segments(int64_t rows, int64_t n, int vec) {
   return sg;
 }
 
-unsigned grid_for(int64_t items) {
-  const int64_t blocks = (items + kWarpsPerBlock - 1) / kWarpsPerBlock;
-  TORCH_CHECK(blocks < (int64_t{1} << 31), "gencore: tensor too large for one launch");
-  return static_cast<unsigned>(std::max<int64_t>(blocks, 1));
-}
 
 template <typename T, int V, bool kReverse, bool kClamped>
 void launch_forward(ForwardTensors& t, double clamp) {

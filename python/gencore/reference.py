@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["affine_coupling"]
+__all__ = ["affine_coupling", "reparameterize"]
 
 
 def affine_coupling(
@@ -38,3 +38,30 @@ def affine_coupling(
         y = x * torch.exp(s) + shift
         logdet = s.reshape(s.shape[0], -1).sum(1)
     return y, logdet
+
+
+def reparameterize(
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    *,
+    n_samples: int | None = None,
+    generator: torch.Generator | None = None,
+    eps: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference of :func:`gencore.ops.reparameterize`: ``randn_like`` noise (or the given
+    ``eps``), the sample, and the closed-form KL to N(0, I) per example, in nats.
+
+    Args:
+        mu, logvar: ``(B, ...)``.
+        n_samples: None, or ``k`` samples in a new leading dimension.
+        eps: the standard normals to use, of ``z``'s shape (tests pass gencore's).
+
+    Returns:
+        ``z`` of shape ``mu.shape`` or ``(k, *mu.shape)``, ``kl`` of shape ``(B,)``.
+    """
+    shape = mu.shape if n_samples is None else (n_samples, *mu.shape)
+    if eps is None:
+        eps = torch.randn(shape, dtype=mu.dtype, device=mu.device, generator=generator)
+    z = mu + torch.exp(0.5 * logvar) * eps
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).reshape(mu.shape[0], -1).sum(1)
+    return z, kl

@@ -1,9 +1,15 @@
 """Model classes for the methods of the lecture. Each trainable model has ``loss(batch)``
 and a JSON-serialisable ``config`` from which ``build(name, config)`` re-creates it."""
 
+from gencore.models.autoencoder import Autoencoder
 from gencore.models.flows import NICE, Flow, Glow, RealNVP
+from gencore.models.pca import PCA
+from gencore.models.vae import VAE
 
 MODELS = {"nice": NICE, "realnvp": RealNVP, "glow": Glow}
+MODELS["pca"] = PCA
+MODELS["ae"] = Autoencoder
+MODELS["vae"] = VAE
 
 
 def build(name: str, config: dict):
@@ -24,3 +30,4 @@ def model_name(model) -> str:
 
 
 __all__ = ["Flow", "NICE", "RealNVP", "Glow", "MODELS", "build", "model_name"]
+__all__ += ["PCA", "Autoencoder"]

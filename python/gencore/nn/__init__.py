@@ -12,6 +12,7 @@ from gencore.nn.flow_layers import (
     Squeeze,
 )
 from gencore.nn.layers import MLP
+from gencore.nn.reparam import Reparameterize
 
 __all__ = ["AffineCoupling", "AdditiveCoupling", "ActNorm", "DiagonalScale", "Reverse", "Squeeze",
-           "FactorOut", "InvertibleLinear", "ConvConditioner", "MLP"]
+           "FactorOut", "InvertibleLinear", "ConvConditioner", "MLP", "Reparameterize"]

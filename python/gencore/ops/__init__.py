@@ -1,5 +1,6 @@
 """Fused operators. Each wraps a ``torch.ops.gencore`` op with its fake kernel and autograd."""
 
 from gencore.ops.coupling import affine_coupling
+from gencore.ops.reparam import draw_rng_state, reparameterize
 
-__all__ = ["affine_coupling"]
+__all__ = ["affine_coupling", "reparameterize", "draw_rng_state"]

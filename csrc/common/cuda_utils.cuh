@@ -1,0 +1,53 @@
+// Small device helpers shared by the CUDA launchers: vector loads and stores, warp
+// reductions and grid sizing. Warp-per-segment kernels use kWarpsPerBlock warps a block.
+#pragma once
+
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <cstdint>
+
+namespace gencore {
+namespace cuda {
+
+constexpr int kWarp = 32;
+constexpr int kWarpsPerBlock = 8;
+
+template <typename T, int V>
+struct alignas(sizeof(T) * V) Pack {
+  T v[V];
+};
+
+template <typename T, int V>
+__device__ __forceinline__ Pack<T, V> load_pack(const T* p) {
+  return *reinterpret_cast<const Pack<T, V>*>(p);
+}
+
+template <typename T, int V>
+__device__ __forceinline__ void store_pack(T* p, const Pack<T, V>& v) {
+  *reinterpret_cast<Pack<T, V>*>(p) = v;
+}
+
+template <typename A>
+__device__ __forceinline__ A warp_sum(A v) {
+#pragma unroll
+  for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Blocks of kWarpsPerBlock warps for `items` warp-sized work items.
+inline unsigned grid_for(int64_t items) {
+  const int64_t blocks = (items + kWarpsPerBlock - 1) / kWarpsPerBlock;
+  TORCH_CHECK(blocks < (int64_t{1} << 31), "gencore: tensor too large for one launch");
+  return static_cast<unsigned>(std::max<int64_t>(blocks, 1));
+}
+
+// True when every pointer is aligned to `bytes`.
+inline bool aligned_to(int64_t bytes, std::initializer_list<const void*> ptrs) {
+  for (const void* p : ptrs)
+    if (reinterpret_cast<uintptr_t>(p) % bytes != 0) return false;
+  return true;
+}
+
+}  // namespace cuda
+}  // namespace gencore

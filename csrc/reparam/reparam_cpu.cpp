@@ -1,0 +1,214 @@
+// CPU launcher of the reparameterized sampler: at::parallel_for over (row, chunk)
+// tasks of common/cpu_loop.h. Each chunk is processed in blocks of kBlock columns: the
+// block's sigma = exp(logvar / 2) and KL terms are computed once, then for every sample
+// the block's normals are generated (Philox + Box-Muller, common/philox.h, vectorized)
+// into a stack buffer and z is written. Backward regenerates the same normals.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <vector>
+
+#include "common/cpu_loop.h"
+#include "common/fastmath.h"
+#include "common/philox.h"
+#include "reparam/reparam.h"
+
+namespace gencore {
+namespace reparam {
+namespace {
+
+constexpr int64_t kBlock = 256;  // columns per block; a multiple of 4
+
+// Normals of columns [col0, col0 + m) of (row, sample); col0 is a multiple of 4.
+template <typename T>
+GENCORE_CPU_CLONES void normals_block(philox::Stream st, uint64_t col0, uint64_t row,
+                                      uint64_t sample, int64_t m, T* __restrict out) {
+  const int64_t groups = (m + 3) / 4;
+  const uint64_t g0 = col0 / 4;
+#pragma omp simd
+  for (int64_t k = 0; k < groups; ++k) {
+    const philox::Normal4<T> n = philox::normals_at<T>(st, g0 + k, row, sample);
+    out[4 * k] = n.n[0];
+    out[4 * k + 1] = n.n[1];
+    out[4 * k + 2] = n.n[2];
+    out[4 * k + 3] = n.n[3];
+  }
+}
+
+template <typename T>
+GENCORE_CPU_CLONES void sigma_block(const T* __restrict mu, const T* __restrict lv,
+                                    T* __restrict sigma, int64_t m, T& kl, T& lvsum) {
+  T a = T(0), b = T(0);
+#pragma omp simd reduction(+ : a, b)
+  for (int64_t i = 0; i < m; ++i) {
+    const T s = fastmath::exp(T(0.5) * lv[i]);
+    sigma[i] = s;
+    a += mu[i] * mu[i] + (s * s - T(1)) - lv[i];
+    b += lv[i];
+  }
+  kl = a;
+  lvsum = b;
+}
+
+template <typename T>
+GENCORE_CPU_CLONES T sample_block(const T* __restrict mu, const T* __restrict sigma,
+                                  const T* __restrict eps, T* __restrict z, int64_t m) {
+  T sq = T(0);
+#pragma omp simd reduction(+ : sq)
+  for (int64_t i = 0; i < m; ++i) {
+    z[i] = mu[i] + sigma[i] * eps[i];
+    sq += eps[i] * eps[i];
+  }
+  return sq;
+}
+
+template <typename T>
+GENCORE_CPU_CLONES void accumulate_block(const T* __restrict gz, const T* __restrict eps,
+                                         T* __restrict acc_mu, T* __restrict acc_lv, int64_t m) {
+#pragma omp simd
+  for (int64_t i = 0; i < m; ++i) {
+    acc_mu[i] += gz[i];
+    acc_lv[i] += gz[i] * eps[i];
+  }
+}
+
+template <typename T>
+GENCORE_CPU_CLONES void finish_block(const T* __restrict mu, const T* __restrict lv,
+                                     const T* __restrict acc_mu, const T* __restrict acc_lv,
+                                     T gkl, T glq, T* __restrict gmu, T* __restrict glv,
+                                     int64_t m) {
+#pragma omp simd
+  for (int64_t i = 0; i < m; ++i) {
+    const T s = fastmath::exp(T(0.5) * lv[i]);
+    gmu[i] = acc_mu[i] + gkl * mu[i];
+    // dz/dlogvar = eps sigma / 2; dkl/dlogvar = (sigma^2 - 1) / 2; dlog_q/dlogvar = -1/2.
+    glv[i] = T(0.5) * s * acc_lv[i] + T(0.5) * gkl * (s * s - T(1)) + glq;
+  }
+}
+
+template <typename T>
+void forward_impl(Tensors& t, int64_t S_arg) {
+  const int64_t rows = t.mu.size(0), n = row_length(t.mu), numel = t.mu.numel();
+  const int64_t S = S_arg > 0 ? S_arg : 1;
+  const bool with_log_q = t.log_q.numel() > 0;
+  const int64_t* rs = t.rng_state.const_data_ptr<int64_t>();
+  const philox::Stream st = philox::make_stream(rs[0], rs[1]);
+  const T* mu = t.mu.const_data_ptr<T>();
+  const T* lv = t.logvar.const_data_ptr<T>();
+  T* z = t.z.mutable_data_ptr<T>();
+  const int64_t per_row = chunks_per_row(n), tasks = rows * per_row;
+  // Per task: [kl, sum logvar, sum eps^2 of sample 0, 1, ...]; added in a fixed order.
+  const int64_t width = 2 + (with_log_q ? S : 0);
+  std::vector<T> partial(tasks * width, T(0));
+  for_each_row_chunk(rows, n, [&](int64_t task, int64_t row, int64_t begin, int64_t end) {
+    alignas(64) T sigma[kBlock];
+    alignas(64) T eps[kBlock];
+    T* part = partial.data() + task * width;
+    for (int64_t b = begin; b < end; b += kBlock) {
+      const int64_t m = std::min(kBlock, end - b), off = row * n + b;
+      T kl, lvs;
+      sigma_block<T>(mu + off, lv + off, sigma, m, kl, lvs);
+      part[0] += kl;
+      part[1] += lvs;
+      for (int64_t s = 0; s < S; ++s) {
+        normals_block<T>(st, b, row, s, m, eps);
+        const T sq = sample_block<T>(mu + off, sigma, eps, z + s * numel + off, m);
+        if (with_log_q) part[2 + s] += sq;
+      }
+    }
+  });
+  T* kl = t.kl.mutable_data_ptr<T>();
+  T* lq = with_log_q ? t.log_q.mutable_data_ptr<T>() : nullptr;
+  const T half_log_2pi_n = static_cast<T>(0.5 * kLog2Pi * static_cast<double>(n));
+  for (int64_t row = 0; row < rows; ++row) {
+    T a = T(0), l = T(0);
+    for (int64_t k = 0; k < per_row; ++k) {
+      a += partial[(row * per_row + k) * width];
+      l += partial[(row * per_row + k) * width + 1];
+    }
+    kl[row] = T(0.5) * a;
+    for (int64_t s = 0; with_log_q && s < S; ++s) {
+      T sq = T(0);
+      for (int64_t k = 0; k < per_row; ++k) sq += partial[(row * per_row + k) * width + 2 + s];
+      lq[s * rows + row] = T(-0.5) * (sq + l) - half_log_2pi_n;
+    }
+  }
+}
+
+template <typename T>
+void backward_impl(BackwardTensors& t, int64_t S_arg) {
+  const int64_t rows = t.mu.size(0), n = row_length(t.mu), numel = t.mu.numel();
+  const int64_t S = S_arg > 0 ? S_arg : 1;
+  const int64_t* rs = t.rng_state.const_data_ptr<int64_t>();
+  const philox::Stream st = philox::make_stream(rs[0], rs[1]);
+  const T* mu = t.mu.const_data_ptr<T>();
+  const T* lv = t.logvar.const_data_ptr<T>();
+  const T* gz = t.grad_z.const_data_ptr<T>();
+  const T* gkl = t.grad_kl.const_data_ptr<T>();
+  // d log_q[s, b] / d logvar[b, j] = -1/2 for every j: one constant per row.
+  std::vector<T> glq(rows, T(0));
+  if (t.grad_log_q.numel() > 0) {
+    const T* g = t.grad_log_q.const_data_ptr<T>();
+    for (int64_t s = 0; s < S; ++s)
+      for (int64_t row = 0; row < rows; ++row) glq[row] += T(-0.5) * g[s * rows + row];
+  }
+  T* gmu = t.grad_mu.mutable_data_ptr<T>();
+  T* glv = t.grad_logvar.mutable_data_ptr<T>();
+  for_each_row_chunk(rows, n, [&](int64_t, int64_t row, int64_t begin, int64_t end) {
+    alignas(64) T eps[kBlock];
+    alignas(64) T acc_mu[kBlock];
+    alignas(64) T acc_lv[kBlock];
+    for (int64_t b = begin; b < end; b += kBlock) {
+      const int64_t m = std::min(kBlock, end - b), off = row * n + b;
+      std::fill(acc_mu, acc_mu + m, T(0));
+      std::fill(acc_lv, acc_lv + m, T(0));
+      for (int64_t s = 0; s < S; ++s) {
+        normals_block<T>(st, b, row, s, m, eps);
+        accumulate_block<T>(gz + s * numel + off, eps, acc_mu, acc_lv, m);
+      }
+      finish_block<T>(mu + off, lv + off, acc_mu, acc_lv, gkl[row], glq[row], gmu + off,
+                      glv + off, m);
+    }
+  });
+}
+
+void check_cpu(const at::Tensor& t, const char* name) {
+  TORCH_CHECK_VALUE(t.device().is_cpu(), "gencore: ", name, " must be a CPU tensor here, got ",
+                    t.device());
+  check_dtype_supported_cpu(t, name);
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> reparameterize_cpu(const at::Tensor& mu,
+                                                                  const at::Tensor& logvar,
+                                                                  const at::Tensor& rng_state,
+                                                                  int64_t n_samples,
+                                                                  bool with_log_q) {
+  Tensors t = prepare_forward(mu, logvar, rng_state, n_samples, with_log_q);
+  check_cpu(mu, "mu");
+  AT_DISPATCH_FLOATING_TYPES(mu.scalar_type(), "reparameterize_cpu",
+                             [&] { forward_impl<scalar_t>(t, n_samples); });
+  return {t.z, t.kl, t.log_q};
+}
+
+std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cpu(
+    const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& grad_log_q,
+    const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& rng_state,
+    int64_t n_samples) {
+  BackwardTensors t =
+      prepare_backward(grad_z, grad_kl, grad_log_q, mu, logvar, rng_state, n_samples);
+  check_cpu(mu, "mu");
+  AT_DISPATCH_FLOATING_TYPES(mu.scalar_type(), "reparameterize_backward_cpu",
+                             [&] { backward_impl<scalar_t>(t, n_samples); });
+  return {t.grad_mu, t.grad_logvar};
+}
+
+TORCH_LIBRARY_IMPL(gencore, CPU, m) {
+  m.impl("reparameterize", &reparameterize_cpu);
+  m.impl("reparameterize_backward", &reparameterize_backward_cpu);
+}
+
+}  // namespace reparam
+}  // namespace gencore

@@ -1,0 +1,338 @@
+"""gencore.ops.reparameterize: the Philox stream, the normals, reference agreement,
+gradients, registration and bad inputs."""
+
+import math
+
+import pytest
+import torch
+
+from gencore import _C, ops, reference
+
+KAT = [  # Random123 kat_vectors, "philox4x32 10": counter, key -> output
+    ([0, 0, 0, 0], [0, 0], [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]),
+    ([0xFFFFFFFF] * 4, [0xFFFFFFFF] * 2, [0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD]),
+    ([0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344], [0xA4093822, 0x299F31D0],
+     [0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1]),
+]
+
+SHAPES = [(1, 1), (3, 5), (2, 3, 5), (7, 4099), (1, 9001), (9,), (4, 256), (5, 3, 1)]
+
+
+def state(seed=1234, offset=5678, device="cpu"):
+    return torch.tensor([seed, offset], dtype=torch.int64, device=device)
+
+
+def eps_of(shape, rng_state, n_samples=0, dtype=torch.float64, device="cpu"):
+    """The kernel's normals: z at mu = 0, logvar = 0."""
+    zero = torch.zeros(shape, dtype=dtype, device=device)
+    return torch.ops.gencore.reparameterize(zero, zero, rng_state.to(device), n_samples=n_samples)[0]
+
+
+def inputs(shape, dtype=torch.float64, device="cpu", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    mu = torch.randn(shape, generator=g, dtype=torch.float64)
+    lv = torch.randn(shape, generator=g, dtype=torch.float64) * 0.7
+    return mu.to(device, dtype), lv.to(device, dtype)
+
+
+@pytest.mark.parametrize("ctr,key,out", KAT)
+def test_philox_known_answers(ctr, key, out):
+    assert list(_C.philox4x32_10(ctr, key)) == out
+
+
+def test_box_muller_float_matches_double():
+    g = torch.Generator().manual_seed(0)
+    words = torch.randint(0, 2**32, (2000, 4), generator=g, dtype=torch.int64).tolist()
+    for w in words:
+        f, d = _C.box_muller4(w, False), _C.box_muller4(w, True)
+        for a, b in zip(f, d):
+            assert abs(a - b) <= 2e-6 * max(1.0, abs(b)), (w, f, d)
+
+
+def test_box_muller_double_matches_libm():
+    # The polynomial ln / sincos against Python's libm on the same uniforms.
+    g = torch.Generator().manual_seed(1)
+    for w in torch.randint(0, 2**32, (2000, 4), generator=g, dtype=torch.int64).tolist():
+        u = [((v >> 9) + 0.5) / 2**23 for v in w]
+        r0, r1 = math.sqrt(-2 * math.log(u[0])), math.sqrt(-2 * math.log(u[2]))
+        want = [r0 * math.cos(2 * math.pi * u[1]), r0 * math.sin(2 * math.pi * u[1]),
+                r1 * math.cos(2 * math.pi * u[3]), r1 * math.sin(2 * math.pi * u[3])]
+        got = _C.box_muller4(w, True)
+        for a, b in zip(got, want):
+            assert abs(a - b) <= 1e-14 * max(1.0, abs(b))
+
+
+def test_moments_of_eps():
+    e = eps_of((1000, 1000), state(), dtype=torch.float32).double().flatten()
+    n = e.numel()
+    mean, var = e.mean().item(), e.var().item()
+    kurt = (((e - e.mean()) ** 4).mean() / e.var() ** 2).item()
+    skew = (((e - e.mean()) ** 3).mean() / e.var() ** 1.5).item()
+    # Five standard errors of each statistic under N(0, 1) at n = 10^6.
+    assert abs(mean) < 5 / math.sqrt(n)
+    assert abs(var - 1) < 5 * math.sqrt(2 / n)
+    assert abs(skew) < 5 * math.sqrt(6 / n)
+    assert abs(kurt - 3) < 5 * math.sqrt(24 / n)
+    # Tail mass against the normal's: P(|eps| > 2) = 0.0455, P(|eps| > 3) = 0.0027.
+    for t, p in ((2.0, 0.0455003), (3.0, 0.0026998)):
+        frac = (e.abs() > t).double().mean().item()
+        assert abs(frac - p) < 5 * math.sqrt(p * (1 - p) / n)
+
+
+def _corr(a, b):
+    a, b = a - a.mean(), b - b.mean()
+    return ((a * b).mean() / (a.std() * b.std())).item()
+
+
+def test_no_correlation_between_neighbours_and_calls():
+    e = eps_of((512, 1024), state(), dtype=torch.float64)
+    bound = 5 / math.sqrt(e.numel())
+    for lag in (1, 2, 3, 4, 5):  # within a Philox output (1-3) and across outputs
+        assert abs(_corr(e[:, :-lag].flatten(), e[:, lag:].flatten())) < 2 * bound
+    assert abs(_corr(e[:-1].flatten(), e[1:].flatten())) < 2 * bound  # neighbouring rows
+    # The squares too: Box-Muller pairs share a radius.
+    assert abs(_corr(e[:, 0::2].pow(2).flatten(), e[:, 1::2].pow(2).flatten())) < 4 * bound
+    # Consecutive calls of the public op (the generator advances).
+    torch.manual_seed(0)
+    zero = torch.zeros(512, 1024, dtype=torch.float64)
+    a, _ = ops.reparameterize(zero, zero)
+    b, _ = ops.reparameterize(zero, zero)
+    assert abs(_corr(a.flatten(), b.flatten())) < 2 * bound
+    # Samples of one call with n_samples.
+    s = eps_of((64, 1024), state(), n_samples=4)
+    assert abs(_corr(s[0].flatten(), s[1].flatten())) < 2 * 5 / math.sqrt(s[0].numel())
+
+
+def test_stream_layout_is_per_element():
+    # The normal of an element depends only on (row, column, sample, rng_state): a prefix
+    # of the columns or rows gives the same numbers.
+    st = state()
+    full = eps_of((6, 4099), st, n_samples=3)
+    assert torch.equal(eps_of((6, 37), st, n_samples=3), full[:, :, :37])
+    assert torch.equal(eps_of((2, 4099), st, n_samples=2), full[:2, :2])
+    # A 3-D mu is its (B, rest) flattening.
+    assert torch.equal(eps_of((6, 1, 4099), st).squeeze(1), eps_of((6, 4099), st))
+    # Seed and offset both change the stream.
+    assert not torch.equal(eps_of((6, 37), state(1, 2)), eps_of((6, 37), state(1, 3)))
+    assert not torch.equal(eps_of((6, 37), state(1, 2)), eps_of((6, 37), state(2, 2)))
+
+
+def test_seed_reproduces_and_offset_changes(device):
+    mu, lv = inputs((8, 33), torch.float32, device)
+    torch.manual_seed(7)
+    z1, kl1 = ops.reparameterize(mu, lv)
+    z2, _ = ops.reparameterize(mu, lv)
+    torch.manual_seed(7)
+    z3, kl3 = ops.reparameterize(mu, lv)
+    assert torch.equal(z1, z3) and torch.equal(kl1, kl3)
+    assert not torch.equal(z1, z2)
+    g1, g2 = torch.Generator(device).manual_seed(3), torch.Generator(device).manual_seed(3)
+    assert torch.equal(ops.reparameterize(mu, lv, generator=g1)[0], ops.reparameterize(mu, lv, generator=g2)[0])
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("n_samples", [None, 1, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_matches_reference(device, shape, n_samples, dtype):
+    mu, lv = inputs(shape, dtype, device)
+    st = state(device=device)
+    z, kl, log_q = torch.ops.gencore.reparameterize(mu, lv, st, n_samples=n_samples or 0, with_log_q=True)
+    eps = eps_of(shape, st, n_samples or 0, dtype=torch.float64, device=device)
+    z_ref, kl_ref = reference.reparameterize(mu.double(), lv.double(), n_samples=n_samples, eps=eps)
+    lead = (n_samples,) if n_samples else ()
+    assert z.shape == (*lead, *shape) and z.dtype == dtype
+    assert kl.shape == (shape[0],) and log_q.shape == (*lead, shape[0])
+    tol = 1e-12 if dtype == torch.float64 else 3e-6
+    # float32 normals differ from float64's by the rounding of the transform.
+    torch.testing.assert_close(z.double(), z_ref, atol=tol * 10, rtol=tol)
+    n = math.prod(shape[1:])
+    torch.testing.assert_close(kl.double(), kl_ref, atol=tol * 10 * max(1, n) ** 0.5, rtol=tol * 10)
+    q = torch.distributions.Normal(mu.double(), torch.exp(0.5 * lv.double()))
+    lq_ref = q.log_prob(z_ref).reshape(*lead, shape[0], -1).sum(-1)
+    torch.testing.assert_close(log_q.double(), lq_ref, atol=tol * 100 * max(1, n) ** 0.5, rtol=tol * 100)
+
+
+def test_kl_matches_torch_distributions():
+    mu, lv = inputs((16, 10))
+    _, kl = ops.reparameterize(mu, lv)
+    p = torch.distributions.Normal(mu, torch.exp(0.5 * lv))
+    want = torch.distributions.kl_divergence(p, torch.distributions.Normal(0.0, 1.0)).sum(1)
+    torch.testing.assert_close(kl, want, atol=1e-12, rtol=1e-12)
+
+
+def test_log_q_accurate_for_tiny_sigma():
+    # sigma = 1e-9 around mu = 1: (z - mu) / sigma loses every digit in float32, the fused
+    # log_q (from eps) does not.
+    mu = torch.ones(4, 8)
+    lv = torch.full((4, 8), 2 * math.log(1e-9))
+    z, _, lq = ops.reparameterize(mu, lv, generator=torch.Generator().manual_seed(0), return_log_q=True)
+    g = torch.Generator().manual_seed(0)
+    st = ops.draw_rng_state("cpu", g)
+    e = eps_of((4, 8), st)
+    want = (-0.5 * e.pow(2) - 0.5 * lv.double() - 0.5 * math.log(2 * math.pi)).sum(1)
+    torch.testing.assert_close(lq.double(), want, rtol=1e-6, atol=1e-4)
+    assert torch.equal(z, torch.ones(4, 8))  # sigma * eps vanishes next to mu in float32
+
+
+@pytest.mark.parametrize("n_samples", [None, 4])
+def test_gradients_match_reference(device, n_samples):
+    shape = (5, 301)
+    mu, lv = inputs(shape, torch.float64, device, seed=3)
+    st = state(device=device)
+    lead = (n_samples,) if n_samples else ()
+    gz = torch.randn((*lead, *shape), dtype=torch.float64, device=device)
+    gk = torch.randn(shape[0], dtype=torch.float64, device=device)
+    gq = torch.randn((*lead, shape[0]), dtype=torch.float64, device=device)
+    eps = eps_of(shape, st, n_samples or 0, device=device)
+
+    m1, l1 = mu.clone().requires_grad_(), lv.clone().requires_grad_()
+    z, kl, lq = torch.ops.gencore.reparameterize(m1, l1, st, n_samples=n_samples or 0, with_log_q=True)
+    got = torch.autograd.grad((z, kl, lq), (m1, l1), (gz, gk, gq))
+
+    m2, l2 = mu.clone().requires_grad_(), lv.clone().requires_grad_()
+    z2, kl2 = reference.reparameterize(m2, l2, n_samples=n_samples, eps=eps)
+    lq2 = (-0.5 * eps.pow(2) - 0.5 * l2 - 0.5 * math.log(2 * math.pi)).reshape(*lead, shape[0], -1).sum(-1)
+    want = torch.autograd.grad((z2, kl2, lq2), (m2, l2), (gz, gk, gq))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=1e-11, rtol=1e-11)
+
+
+def test_unused_outputs_get_no_gradient_terms():
+    mu, lv = inputs((4, 9))
+    m, lvr = mu.clone().requires_grad_(), lv.clone().requires_grad_()
+    _, kl = ops.reparameterize(m, lvr)
+    gm, glv = torch.autograd.grad(kl.sum(), (m, lvr))
+    torch.testing.assert_close(gm, mu)
+    torch.testing.assert_close(glv, 0.5 * (lv.exp() - 1))
+
+
+@pytest.mark.parametrize("n_samples", [None, 2])
+def test_gradcheck_float64_fixed_seed(n_samples):
+    mu, lv = inputs((3, 7), torch.float64, seed=5)
+
+    def f(m, l):
+        g = torch.Generator().manual_seed(11)
+        return ops.reparameterize(m, l, n_samples=n_samples, generator=g, return_log_q=True)
+
+    assert torch.autograd.gradcheck(f, (mu.requires_grad_(), lv.requires_grad_()))
+
+
+@pytest.mark.parametrize("n_samples,with_log_q", [(0, False), (3, True), (1, False)])
+def test_opcheck(n_samples, with_log_q):
+    mu, lv = inputs((4, 10), torch.float32)
+    args = (mu.requires_grad_(), lv.requires_grad_(), state())
+    torch.library.opcheck(torch.ops.gencore.reparameterize.default, args,
+                          {"n_samples": n_samples, "with_log_q": with_log_q})
+
+
+def test_compile_fullgraph_matches_eager():
+    mu, lv = inputs((32, 16), torch.float32)
+
+    def step(m, l, st):
+        z, kl, _ = torch.ops.gencore.reparameterize(m, l, st)
+        return (z.pow(2).sum(1) + kl).mean()
+
+    st = state()
+    eager = step(mu, lv, st)
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")(mu, lv, st)
+    torch.testing.assert_close(compiled, eager)
+
+
+def test_public_op_compiles_fullgraph():
+    mu, lv = inputs((32, 16), torch.float32)
+
+    def f(m, l):
+        z, kl = ops.reparameterize(m, l)
+        return z.sum() + kl.sum()
+
+    torch.manual_seed(0)
+    out = torch.compile(f, fullgraph=True, backend="aot_eager")(mu, lv)
+    assert torch.isfinite(out)
+
+
+def test_non_contiguous_and_empty_inputs():
+    mu, lv = inputs((6, 40))
+    st = state()
+    a = torch.ops.gencore.reparameterize(mu[:, ::2], lv[:, ::2], st)
+    b = torch.ops.gencore.reparameterize(mu[:, ::2].contiguous(), lv[:, ::2].contiguous(), st)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    z, kl = ops.reparameterize(torch.zeros(0, 5), torch.zeros(0, 5))
+    assert z.shape == (0, 5) and kl.shape == (0,)
+    z, kl = ops.reparameterize(torch.zeros(3, 0), torch.zeros(3, 0))
+    assert z.shape == (3, 0) and torch.equal(kl, torch.zeros(3))
+
+
+def test_sample_statistics_follow_mu_and_sigma():
+    mu = torch.tensor([[-2.0, 0.0, 3.0, 1.0]]).expand(50000, 4).contiguous()
+    lv = torch.tensor([[0.0, math.log(4.0), math.log(0.01), -1.0]]).expand(50000, 4).contiguous()
+    torch.manual_seed(0)
+    z, _ = ops.reparameterize(mu, lv)
+    torch.testing.assert_close(z.mean(0), mu[0], atol=0.05, rtol=0)
+    torch.testing.assert_close(z.std(0), torch.exp(0.5 * lv[0]), atol=0, rtol=0.02)
+
+
+def test_bad_inputs():
+    mu = torch.zeros(4, 5)
+    with pytest.raises(ValueError, match="logvar must have the shape of mu"):
+        ops.reparameterize(mu, torch.zeros(4, 6))
+    with pytest.raises(TypeError, match="floating"):
+        ops.reparameterize(torch.zeros(4, 5, dtype=torch.int64), torch.zeros(4, 5, dtype=torch.int64))
+    with pytest.raises(TypeError, match="same dtype"):
+        ops.reparameterize(mu, torch.zeros(4, 5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="n_samples must be >= 1"):
+        ops.reparameterize(mu, mu, n_samples=0)
+    with pytest.raises(TypeError, match="n_samples"):
+        ops.reparameterize(mu, mu, n_samples=2.0)
+    with pytest.raises(ValueError, match="batch first"):
+        ops.reparameterize(torch.tensor(1.0), torch.tensor(1.0))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        ops.reparameterize(mu.half(), mu.half())
+    with pytest.raises(TypeError, match="rng_state must be int64"):
+        torch.ops.gencore.reparameterize(mu, mu, torch.zeros(2))
+    with pytest.raises(ValueError, match="rng_state must have shape"):
+        torch.ops.gencore.reparameterize(mu, mu, torch.zeros(3, dtype=torch.int64))
+
+
+@pytest.mark.cuda
+def test_cuda_generator_on_cpu_tensor_is_rejected():
+    with pytest.raises(ValueError, match="generator is on"):
+        ops.reparameterize(torch.zeros(2, 3), torch.zeros(2, 3), generator=torch.Generator("cuda"))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("n_samples", [0, 3])
+def test_cuda_normals_equal_cpu_normals(shape, n_samples):
+    # One (seed, offset): the same eps on both devices (same Philox, same transform).
+    st = state()
+    for dtype, tol in ((torch.float64, 1e-13), (torch.float32, 2e-6)):
+        cpu = eps_of(shape, st, n_samples, dtype=dtype)
+        gpu = eps_of(shape, st, n_samples, dtype=dtype, device="cuda").cpu()
+        torch.testing.assert_close(gpu, cpu, atol=tol * 10, rtol=tol)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_half_types(dtype):
+    shape = (37, 1001)
+    mu, lv = inputs(shape, torch.float64, "cuda")
+    st = state(device="cuda")
+    z, kl, lq = torch.ops.gencore.reparameterize(mu.to(dtype), lv.to(dtype), st, n_samples=2, with_log_q=True)
+    eps = eps_of(shape, st, 2, device="cuda")
+    z_ref, kl_ref = reference.reparameterize(mu.to(dtype).double(), lv.to(dtype).double(), n_samples=2, eps=eps)
+    # The error of gencore's half output against float64 is at most twice that of the
+    # reference computed in the half type.
+    z_half, kl_half = reference.reparameterize(mu.to(dtype), lv.to(dtype), n_samples=2, eps=eps.to(dtype))
+    err = (z.double() - z_ref).abs().max()
+    err_ref = (z_half.double() - z_ref).abs().max()
+    assert err <= 2 * err_ref
+    assert (kl.double() - kl_ref).abs().max() <= 2 * (kl_half.double() - kl_ref).abs().max() + 1e-2
+    # Gradients in the half type against float64 ones on the same eps.
+    m, l = mu.to(dtype).requires_grad_(), lv.to(dtype).requires_grad_()
+    zz, kk, _ = torch.ops.gencore.reparameterize(m, l, st, n_samples=2, with_log_q=True)
+    gm, gl = torch.autograd.grad(zz.float().sum() + kk.float().sum(), (m, l))
+    m64, l64 = mu.to(dtype).double().requires_grad_(), lv.to(dtype).double().requires_grad_()
+    z64, k64 = reference.reparameterize(m64, l64, n_samples=2, eps=eps)
+    gm64, gl64 = torch.autograd.grad(z64.sum() + k64.sum(), (m64, l64))
+    torch.testing.assert_close(gm.double(), gm64, atol=0.05, rtol=0.02)
+    torch.testing.assert_close(gl.double(), gl64, atol=0.05, rtol=0.02)
