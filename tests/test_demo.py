@@ -26,7 +26,7 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| Normalizing flow (RealNVP, 8 couplings) |" in out
     assert "| Class-conditional flow (RealNVP) |" in out
-    assert "not built yet (issue 4)" in out  # unbuilt families are listed, never faked
+    assert "| VAE (r=16, categorical decoder) |" in out and "| Auto-encoder (MLP, r=8) |" in out
     import json
     res = json.loads((tmp_path / "demo.json").read_text())
     flow = next(r for r in res["table"] if r["family"].startswith("Normalizing flow"))
@@ -37,4 +37,9 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     assert float(cond["tstr"].rstrip("%")) > 50  # classifier trained on samples, tested on real digits
     for png in ("digits_real.png", "flow_samples.png", "flow_class_samples.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
-    assert (tmp_path / "coupling-cpu-float32.md").exists()
+    assert (tmp_path / "coupling-cpu-float32.md").exists() and (tmp_path / "reparam-cpu-float32.md").exists()
+    vae = next(r for r in res["table"] if r["family"].startswith("VAE"))
+    pca = next(r for r in res["table"] if r["family"].startswith("PCA"))
+    ae = next(r for r in res["table"] if r["family"].startswith("Auto-encoder"))
+    assert vae["test_nll_nats"] < pca["test_nll_nats"]  # the VAE is the better density
+    assert ae["recon"] < pca["recon"]  # the non-linear auto-encoder beats PCA at r = 8

@@ -3,9 +3,13 @@
     gencore --version
     gencore info                 ops, compiled backends, torch / CUDA versions
     gencore bench coupling       fused coupling op vs eager PyTorch and torch.compile
+    gencore bench reparam        fused reparameterized sampling + KL, the same way
     gencore train realnvp --data 8gaussians --steps 5000 --out runs/rnvp
     gencore eval runs/rnvp       test NLL (nats), bits/dim, gap to the true entropy
     gencore sample runs/rnvp -n 512 --out samples.png
+    gencore train gan --data 8gaussians --steps 2000 --out runs/gan
+    gencore eval runs/gan        modes covered, MMD^2 vs a collapsed generator (2-D); inception-style
+                                 score, train-on-synthetic accuracy, memorization (digits)
     gencore demo                 the README's main job
 """
 
@@ -24,7 +28,7 @@ def _info() -> dict:
 
     backends = ["cpu"] + (["cuda"] if _C.with_cuda else [])
     ops = {}
-    for name in ("affine_coupling", "affine_coupling_backward"):
+    for name in ("affine_coupling", "affine_coupling_backward", "reparameterize", "reparameterize_backward"):
         op = getattr(torch.ops.gencore, name).default
         ops[name] = {
             "schema": str(op._schema),
@@ -61,24 +65,30 @@ def cmd_info(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from gencore.benchmarks import coupling
+    from gencore.benchmarks import coupling, reparam
 
     argv = ["--device", args.device, "--dtype", args.dtype]
     if args.quick:
         argv.append("--quick")
     if args.out:
         argv += ["--out", args.out]
-    return {"coupling": coupling.main}[args.op](argv)
+    return {"coupling": coupling.main, "reparam": reparam.main}[args.op](argv)
 
 
 def cmd_train(args) -> int:
     from gencore import tasks
 
     hidden = [int(v) for v in args.hidden.split(",")] if args.hidden else None
+    gan_args = {"loss": args.loss, "n_critic": args.n_critic, "latent_dim": args.latent_dim,
+                "gp_weight": args.gp_weight, "r1_weight": args.r1_weight, "spectral_norm": args.spectral_norm,
+                "ema_decay": args.ema}
+    gan_args = {k: v for k, v in gan_args.items() if v is not None}
+    if gan_args and args.model not in tasks.GAN_MODELS:
+        raise ValueError(f"--{next(iter(gan_args)).replace('_', '-')} applies to gan only")
     res = tasks.train_model(args.model, args.data, steps=args.steps, out=args.out,
                             batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                             conditional=args.conditional, image=args.image,
-                            progress=not args.no_progress, depth=args.couplings, hidden=hidden)
+                            progress=not args.no_progress, depth=args.couplings, hidden=hidden, **gan_args)
     print(json.dumps(res, indent=2))
     return 0
 
@@ -97,6 +107,8 @@ def cmd_sample(args) -> int:
 
     path = tasks.sample(args.run, args.n, args.out, seed=args.seed)
     print(f"wrote {path}")
+    for extra in tasks.training_figures(args.run, args.out):
+        print(f"wrote {extra}")
     return 0
 
 
@@ -119,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     pi.set_defaults(fn=cmd_info)
 
     pb = sub.add_parser("bench", help="benchmark a fused op against eager PyTorch and torch.compile")
-    pb.add_argument("op", choices=["coupling"])
+    pb.add_argument("op", choices=["coupling", "reparam"])
     pb.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     pb.add_argument("--dtype", default="float32", choices=["float32", "float64", "float16", "bfloat16"])
     pb.add_argument("--quick", action="store_true", help="small cases, few repetitions")
@@ -127,30 +139,40 @@ def build_parser() -> argparse.ArgumentParser:
     pb.set_defaults(fn=cmd_bench)
 
     from gencore.data import DATASETS
-    from gencore.tasks import FLOW_MODELS
+    from gencore.tasks import FLOW_MODELS, GAN_MODELS
 
     pt = sub.add_parser("train", help="train a model on an embedded dataset (checkpoints in --out)")
-    pt.add_argument("model", choices=FLOW_MODELS)
+    pt.add_argument("model", choices=FLOW_MODELS + GAN_MODELS)
     pt.add_argument("--data", required=True, choices=DATASETS)
     pt.add_argument("--steps", type=int, required=True)
     pt.add_argument("--out", required=True, help="run folder (resumes if it holds a checkpoint)")
     pt.add_argument("--batch-size", type=int, default=256)
-    pt.add_argument("--lr", type=float, default=1e-3)
+    pt.add_argument("--lr", type=float, default=None, help="default: 1e-3 (flows), 2e-4 (gan)")
     pt.add_argument("--seed", type=int, default=0)
     pt.add_argument("--couplings", type=int, default=None,
                     help="coupling layers (per stage for images; steps per level for glow)")
     pt.add_argument("--hidden", default=None, help="conditioner hidden sizes, e.g. 256,256")
     pt.add_argument("--conditional", action="store_true", help="condition on the class (digits)")
-    pt.add_argument("--image", action="store_true", help="digits as (1, 8, 8) images (realnvp, glow)")
+    pt.add_argument("--image", action="store_true", help="digits as (1, 8, 8) images (realnvp, glow, gan)")
+    pt.add_argument("--loss", default=None, choices=["non_saturating", "wasserstein_gp", "hinge"],
+                    help="gan: the game's loss (default: non_saturating on 2-D toys, wasserstein_gp on digits)")
+    pt.add_argument("--n-critic", type=int, default=None, help="gan: discriminator updates per generator update")
+    pt.add_argument("--latent-dim", type=int, default=None, help="gan: size of z")
+    pt.add_argument("--gp-weight", type=float, default=None, help="gan: gradient penalty weight (wasserstein_gp)")
+    pt.add_argument("--r1-weight", type=float, default=None, help="gan: R1 penalty weight on real data")
+    pt.add_argument("--spectral-norm", action="store_true", default=None, help="gan: spectral norm in the critic")
+    pt.add_argument("--ema", type=float, default=None, help="gan: EMA decay of the generator used for sampling")
     pt.add_argument("--no-progress", action="store_true")
     pt.set_defaults(fn=cmd_train)
 
-    pe = sub.add_parser("eval", help="test NLL (nats), bits/dim, gap to the true entropy; JSON")
+    pe = sub.add_parser("eval", help="test NLL (nats), bits/dim, gap to the true entropy; for a gan sample "
+                        "quality (modes, MMD^2, inception-style score, TSTR, memorization); JSON")
     pe.add_argument("run", help="run folder written by `gencore train`")
     pe.add_argument("--data", default=None, choices=DATASETS, help="default: the training dataset")
     pe.set_defaults(fn=cmd_eval)
 
-    ps = sub.add_parser("sample", help="draw samples into a PNG (image grid or 2-D density plot)")
+    ps = sub.add_parser("sample", help="draw samples into a PNG (image grid or 2-D density plot); for a gan "
+                        "also <out>-ipm.png and, for 2-D data, <out>-snapshots.png")
     ps.add_argument("run")
     ps.add_argument("-n", type=int, default=64)
     ps.add_argument("--out", required=True, help="PNG file")

@@ -9,19 +9,10 @@ set against a device-to-device copy.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import torch
 
 from gencore import ops, reference
-from gencore.benchmarks.harness import (
-    Measurement,
-    machine_info,
-    peak_memory,
-    time_interleaved,
-    write_results,
-)
+from gencore.benchmarks.harness import Measurement, copy_bandwidth_gbs, measure_op, op_bench_main
 
 CASES = [(256, 64), (4096, 512), (65536, 256), (64, 16, 32, 32)]
 QUICK_CASES = [(256, 64), (4096, 512)]
@@ -30,12 +21,6 @@ QUICK_CASES = [(256, 64), (4096, 512)]
 def _providers():
     compiled = torch.compile(reference.affine_coupling, dynamic=False)
     return {"gencore": ops.affine_coupling, "eager": reference.affine_coupling, "compile": compiled}
-
-
-def _copy_bandwidth_gbs(x: torch.Tensor) -> float:
-    y = torch.empty_like(x)
-    t = time_interleaved({"copy": lambda: y.copy_(x)}, x.device, warmup=5, reps=50)["copy"][0]
-    return 2 * x.numel() * x.element_size() / (t * 1e-3) / 1e9
 
 
 def run(device: str = "cpu", dtype: torch.dtype = torch.float32, cases=CASES, reps: int = 25,
@@ -49,77 +34,20 @@ def run(device: str = "cpu", dtype: torch.dtype = torch.float32, cases=CASES, re
         x, ls, t = (torch.randn(shape, generator=gen).to(dev, dtype).requires_grad_() for _ in range(3))
         gy = torch.randn(shape, generator=gen).to(dev, dtype)
         gl = torch.randn(shape[0], generator=gen).to(dev, dtype)
-        inputs = (x, ls, t)
-
-        def forward(f):
-            return lambda: f(x, ls, t, clamp=clamp)
-
-        def full(f):
-            def step():
-                y, logdet = f(x, ls, t, clamp=clamp)
-                return torch.autograd.grad((y, logdet), inputs, (gy, gl))
-            return step
-
-        graphs = {}
-
-        def make_graph():
-            for n, f in providers.items():
-                graphs[n] = f(x, ls, t, clamp=clamp)
-
-        def backward(n):
-            return lambda: torch.autograd.grad(graphs[n], inputs, (gy, gl), retain_graph=True)
-
-        for mode, fns, setup in (
-            ("forward", {n: forward(f) for n, f in providers.items()}, None),
-            ("backward", {n: backward(n) for n in providers}, None),
-            ("full", {n: full(f) for n, f in providers.items()}, None),
-        ):
-            if mode == "backward":
-                make_graph()
-            times = time_interleaved(fns, dev, reps=reps, setup=setup)
-            for n, (med, p20, p80) in times.items():
-                peak = peak_memory(fns[n], dev) if mode == "full" else None
-                rows.append(Measurement(case, mode, n, med, p20, p80, peak))
-        graphs.clear()
+        case_rows = measure_op(case, providers, lambda f: f(x, ls, t, clamp=clamp), (x, ls, t), (gy, gl),
+                               dev, reps)
+        rows += case_rows
         if dev.type == "cuda":
-            g_full = next(m for m in rows if m.case == case and m.mode == "forward" and m.provider == "gencore")
+            fwd = next(m for m in case_rows if m.mode == "forward" and m.provider == "gencore")
             # forward moves 4 tensors (3 reads, 1 write); compare with a copy (1 read, 1 write).
-            moved = 4 * x.numel() * x.element_size()
-            achieved = moved / (g_full.median_ms * 1e-3) / 1e9
-            copy_bw = _copy_bandwidth_gbs(x.detach())
-            g_full.extra = {"GB/s": achieved, "copy GB/s": copy_bw, "fraction": achieved / copy_bw}
+            achieved = 4 * x.numel() * x.element_size() / (fwd.median_ms * 1e-3) / 1e9
+            copy_bw = copy_bandwidth_gbs(x.detach())
+            fwd.extra = {"GB/s": achieved, "copy GB/s": copy_bw, "fraction": achieved / copy_bw}
     return rows
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64", "float16", "bfloat16"])
-    p.add_argument("--reps", type=int, default=25)
-    p.add_argument("--quick", action="store_true", help="two small cases, few repetitions")
-    p.add_argument("--out", type=Path, default=None, help="results folder (default: print only)")
-    a = p.parse_args(argv)
-    dtype = getattr(torch, a.dtype)
-    cases = QUICK_CASES if a.quick else CASES
-    rows = run(a.device, dtype, cases, reps=5 if a.quick else a.reps)
-    info = machine_info(torch.device(a.device))
-    info["dtype"] = a.dtype
-    notes = []
-    for m in rows:
-        if m.extra:
-            notes.append(
-                f"- {m.case} forward: {m.extra['GB/s']:.0f} GB/s achieved, device-to-device copy "
-                f"{m.extra['copy GB/s']:.0f} GB/s ({100 * m.extra['fraction']:.0f}%)"
-            )
-    from gencore.benchmarks.harness import markdown_table
-
-    text = markdown_table(rows, info, "\n".join(notes))
-    print(text)
-    if a.out is not None:
-        stem = f"coupling-{a.device}-{a.dtype}"
-        write_results(rows, a.out, stem, info, "\n".join(notes))
-        print(f"wrote {a.out / stem}.csv and .md")
-    return 0
+    return op_bench_main(argv, doc=__doc__, name="coupling", run=run, cases=CASES, quick_cases=QUICK_CASES)
 
 
 if __name__ == "__main__":

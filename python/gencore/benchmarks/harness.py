@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["Measurement", "peak_memory", "time_interleaved", "write_results", "machine_info"]
+__all__ = ["Measurement", "peak_memory", "time_interleaved", "write_results", "machine_info", "measure_op",
+           "copy_bandwidth_gbs", "op_bench_main"]
 
 
 @dataclass
@@ -188,3 +189,71 @@ def markdown_table(rows: Sequence[Measurement], info: dict[str, str], notes: str
     if notes:
         lines += ["", notes]
     return "\n".join(lines) + "\n"
+
+
+def measure_op(case: str, providers: dict[str, Callable], call: Callable, inputs: Sequence[torch.Tensor],
+               grads: Sequence[torch.Tensor], device: torch.device, reps: int) -> list[Measurement]:
+    """Forward, backward and forward+backward of every provider on one case.
+
+    ``call(f)`` runs provider ``f`` on the case's inputs and returns its outputs (a tuple
+    matching ``grads``); backward takes the gradients w.r.t. ``inputs``. Peak memory is
+    measured for forward+backward.
+    """
+    def full(f):
+        return lambda: torch.autograd.grad(call(f), inputs, grads)
+
+    graphs = {}
+    rows: list[Measurement] = []
+    for mode in ("forward", "backward", "full"):
+        if mode == "forward":
+            fns = {n: (lambda f=f: call(f)) for n, f in providers.items()}
+        elif mode == "backward":
+            for n, f in providers.items():
+                graphs[n] = call(f)
+            fns = {n: (lambda n=n: torch.autograd.grad(graphs[n], inputs, grads, retain_graph=True))
+                   for n in providers}
+        else:
+            graphs.clear()
+            fns = {n: full(f) for n, f in providers.items()}
+        for n, (med, p20, p80) in time_interleaved(fns, device, reps=reps).items():
+            peak = peak_memory(fns[n], device) if mode == "full" else None
+            rows.append(Measurement(case, mode, n, med, p20, p80, peak))
+    return rows
+
+
+def copy_bandwidth_gbs(x: torch.Tensor) -> float:
+    """Device-to-device copy bandwidth (GB/s, read + write) on a tensor like ``x``."""
+    y = torch.empty_like(x)
+    t = time_interleaved({"copy": lambda: y.copy_(x)}, x.device, warmup=5, reps=50)["copy"][0]
+    return 2 * x.numel() * x.element_size() / (t * 1e-3) / 1e9
+
+
+def bandwidth_notes(rows: Sequence[Measurement]) -> str:
+    return "\n".join(
+        f"- {m.case} forward: {m.extra['GB/s']:.0f} GB/s achieved, device-to-device copy "
+        f"{m.extra['copy GB/s']:.0f} GB/s ({100 * m.extra['fraction']:.0f}%)"
+        for m in rows if m.extra
+    )
+
+
+def op_bench_main(argv, *, doc: str, name: str, run: Callable, cases, quick_cases, notes=bandwidth_notes) -> int:
+    """The command line shared by the op benchmarks: parse, run, print, write results."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64", "float16", "bfloat16"])
+    p.add_argument("--reps", type=int, default=25)
+    p.add_argument("--quick", action="store_true", help="small cases, few repetitions")
+    p.add_argument("--out", type=Path, default=None, help="results folder (default: print only)")
+    a = p.parse_args(argv)
+    rows = run(a.device, getattr(torch, a.dtype), quick_cases if a.quick else cases, reps=5 if a.quick else a.reps)
+    info = machine_info(torch.device(a.device))
+    info["dtype"] = a.dtype
+    text = markdown_table(rows, info, notes(rows))
+    print(text)
+    if a.out is not None:
+        stem = f"{name}-{a.device}-{a.dtype}"
+        write_results(rows, a.out, stem, info, notes(rows))
+        print(f"wrote {a.out / stem}.csv and .md")
+    return 0

@@ -1,0 +1,57 @@
+"""Benchmark of ``gencore.ops.reparameterize`` against the pure-PyTorch reference.
+
+Providers: ``gencore`` (the fused op: Philox noise in the kernel, KL fused, eps
+regenerated in backward), ``eager`` (:func:`gencore.reference.reparameterize`:
+``mu + exp(0.5 logvar) * randn_like(mu)`` plus the closed-form KL) and ``compile`` (the
+same reference under ``torch.compile``). Modes: forward, backward (gradients w.r.t. mu
+and logvar of z and kl), full. Cases are ``(B, D)`` or ``(B, D, n_samples)``. On CUDA the
+achieved bandwidth of the forward pass is set against a device-to-device copy.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gencore import ops, reference
+from gencore.benchmarks.harness import Measurement, copy_bandwidth_gbs, measure_op, op_bench_main
+
+CASES = [(256, 32), (65536, 64), (4096, 1024), (4096, 64, 64)]
+QUICK_CASES = [(256, 32), (4096, 256)]
+
+
+def _providers():
+    compiled = torch.compile(reference.reparameterize, dynamic=False)
+    return {"gencore": ops.reparameterize, "eager": reference.reparameterize, "compile": compiled}
+
+
+def run(device: str = "cpu", dtype: torch.dtype = torch.float32, cases=CASES, reps: int = 25):
+    dev = torch.device(device)
+    providers = _providers()
+    rows: list[Measurement] = []
+    for case_shape in cases:
+        b, d = case_shape[:2]
+        k = case_shape[2] if len(case_shape) > 2 else None
+        case = f"{b}×{d}" + (f", {k} samples" if k else "")
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        mu = torch.randn(b, d, generator=gen).to(dev, dtype).requires_grad_()
+        lv = (0.3 * torch.randn(b, d, generator=gen)).to(dev, dtype).requires_grad_()
+        gz = torch.randn((k, b, d) if k else (b, d), generator=gen).to(dev, dtype)
+        gk = torch.randn(b, generator=gen).to(dev, dtype)
+        case_rows = measure_op(case, providers, lambda f: f(mu, lv, n_samples=k), (mu, lv), (gz, gk), dev, reps)
+        rows += case_rows
+        if dev.type == "cuda":
+            fwd = next(m for m in case_rows if m.mode == "forward" and m.provider == "gencore")
+            # forward reads mu and logvar and writes z (k samples): (2 + k) tensors of (B, D).
+            moved = (2 + (k or 1)) * mu.numel() * mu.element_size()
+            achieved = moved / (fwd.median_ms * 1e-3) / 1e9
+            copy_bw = copy_bandwidth_gbs(gz)
+            fwd.extra = {"GB/s": achieved, "copy GB/s": copy_bw, "fraction": achieved / copy_bw}
+    return rows
+
+
+def main(argv=None) -> int:
+    return op_bench_main(argv, doc=__doc__, name="reparam", run=run, cases=CASES, quick_cases=QUICK_CASES)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
