@@ -35,7 +35,7 @@ def test_errors_are_reported(tmp_path, capsys):
     assert cli.main(["eval", str(tmp_path)]) == 2
     assert "checkpoint.json is missing" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        cli.main(["train", "gan", "--data", "digits", "--steps", "1", "--out", str(tmp_path)])
+        cli.main(["train", "nosuchmodel", "--data", "digits", "--steps", "1", "--out", str(tmp_path)])
     assert cli.main(["train", "realnvp", "--data", "moons", "--steps", "1", "--out", str(tmp_path / "m"),
                      "--conditional", "--no-progress"]) == 2
     assert "labelled dataset" in capsys.readouterr().err

@@ -47,6 +47,22 @@ Geometry make_geometry(const at::Tensor& mu, int64_t n_samples) {
   return g;
 }
 
+// The calling warp's segment: columns [begin, end) of row `row`; index >= segments: none.
+struct WarpSegment {
+  int64_t index, row, begin, end;
+  int lane;
+};
+
+__device__ __forceinline__ WarpSegment warp_segment(const Geometry& g) {
+  WarpSegment w;
+  w.lane = threadIdx.x % kWarp;
+  w.index = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
+  w.row = w.index / g.per_row;
+  w.begin = (w.index % g.per_row) * kSegLen;
+  w.end = min(g.n, w.begin + kSegLen);
+  return w;
+}
+
 // Loads the 4 columns [c, c + 4) of a row (fewer at the row's end) as opmath values.
 template <typename T, typename A, bool kVec>
 __device__ __forceinline__ void load4(const T* p, int64_t c, int64_t n, A (&out)[4]) {
@@ -79,12 +95,10 @@ template <typename T, typename A, bool kVec, bool kLogQ>
 __global__ void reparam_fwd_kernel(const T* __restrict__ mu, const T* __restrict__ lv,
                                    const int64_t* __restrict__ rng, T* __restrict__ z,
                                    A* __restrict__ partial, Geometry g) {
-  const int lane = threadIdx.x % kWarp;
-  const int64_t seg = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
-  if (seg >= g.segments) return;
-  const int64_t row = seg / g.per_row;
-  const int64_t begin = (seg % g.per_row) * kSegLen;
-  const int64_t end = min(g.n, begin + kSegLen);
+  const WarpSegment w = warp_segment(g);
+  if (w.index >= g.segments) return;
+  const int lane = w.lane;
+  const int64_t seg = w.index, row = w.row, begin = w.begin, end = w.end;
   const T* mur = mu + row * g.n;
   const T* lvr = lv + row * g.n;
   const philox::Stream st = philox::make_stream(rng[0], rng[1]);
@@ -154,12 +168,10 @@ __global__ void reparam_bwd_kernel(const T* __restrict__ gz, const T* __restrict
                                    const A* __restrict__ glq_row, const T* __restrict__ mu,
                                    const T* __restrict__ lv, const int64_t* __restrict__ rng,
                                    T* __restrict__ gmu, T* __restrict__ glv, Geometry g) {
-  const int lane = threadIdx.x % kWarp;
-  const int64_t seg = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
-  if (seg >= g.segments) return;
-  const int64_t row = seg / g.per_row;
-  const int64_t begin = (seg % g.per_row) * kSegLen;
-  const int64_t end = min(g.n, begin + kSegLen);
+  const WarpSegment w = warp_segment(g);
+  if (w.index >= g.segments) return;
+  const int lane = w.lane;
+  const int64_t row = w.row, begin = w.begin, end = w.end;
   const int64_t base = row * g.n;
   const philox::Stream st = philox::make_stream(rng[0], rng[1]);
   const A gk = static_cast<A>(gkl[row]);

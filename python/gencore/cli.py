@@ -8,6 +8,7 @@
     gencore eval runs/rnvp       test NLL (nats), bits/dim, gap to the true entropy
     gencore sample runs/rnvp -n 512 --out samples.png
     gencore train gan --data 8gaussians --steps 2000 --out runs/gan
+    gencore train vae --data digits --steps 4000 --out runs/vae      (also pca, ae)
     gencore eval runs/gan        modes covered, MMD^2 vs a collapsed generator (2-D); inception-style
                                  score, train-on-synthetic accuracy, memorization (digits)
     gencore demo                 the README's main job
@@ -83,7 +84,9 @@ def cmd_train(args) -> int:
                 "gp_weight": args.gp_weight, "r1_weight": args.r1_weight, "spectral_norm": args.spectral_norm,
                 "ema_decay": args.ema}
     gan_args = {k: v for k, v in gan_args.items() if v is not None}
-    if gan_args and args.model not in tasks.GAN_MODELS:
+    if args.model in tasks.LATENT_MODELS and set(gan_args) <= {"latent_dim"}:
+        pass  # --latent-dim also sets the latent size of pca / ae / vae
+    elif gan_args and args.model not in tasks.GAN_MODELS:
         raise ValueError(f"--{next(iter(gan_args)).replace('_', '-')} applies to gan only")
     res = tasks.train_model(args.model, args.data, steps=args.steps, out=args.out,
                             batch_size=args.batch_size, lr=args.lr, seed=args.seed,
@@ -139,15 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
     pb.set_defaults(fn=cmd_bench)
 
     from gencore.data import DATASETS
-    from gencore.tasks import FLOW_MODELS, GAN_MODELS
+    from gencore.tasks import FLOW_MODELS, GAN_MODELS, LATENT_MODELS
 
     pt = sub.add_parser("train", help="train a model on an embedded dataset (checkpoints in --out)")
-    pt.add_argument("model", choices=FLOW_MODELS + GAN_MODELS)
+    pt.add_argument("model", choices=FLOW_MODELS + GAN_MODELS + LATENT_MODELS)
     pt.add_argument("--data", required=True, choices=DATASETS)
     pt.add_argument("--steps", type=int, required=True)
     pt.add_argument("--out", required=True, help="run folder (resumes if it holds a checkpoint)")
     pt.add_argument("--batch-size", type=int, default=256)
-    pt.add_argument("--lr", type=float, default=None, help="default: 1e-3 (flows), 2e-4 (gan)")
+    pt.add_argument("--lr", type=float, default=None, help="default: 1e-3 (flows); gan: 1e-3 on 2-D toys, 5e-4 on digits")
     pt.add_argument("--seed", type=int, default=0)
     pt.add_argument("--couplings", type=int, default=None,
                     help="coupling layers (per stage for images; steps per level for glow)")
@@ -157,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--loss", default=None, choices=["non_saturating", "wasserstein_gp", "hinge"],
                     help="gan: the game's loss (default: non_saturating on 2-D toys, wasserstein_gp on digits)")
     pt.add_argument("--n-critic", type=int, default=None, help="gan: discriminator updates per generator update")
-    pt.add_argument("--latent-dim", type=int, default=None, help="gan: size of z")
+    pt.add_argument("--latent-dim", type=int, default=None, help="gan, pca, ae, vae: size of z")
     pt.add_argument("--gp-weight", type=float, default=None, help="gan: gradient penalty weight (wasserstein_gp)")
     pt.add_argument("--r1-weight", type=float, default=None, help="gan: R1 penalty weight on real data")
     pt.add_argument("--spectral-norm", action="store_true", default=None, help="gan: spectral norm in the critic")

@@ -3,6 +3,12 @@
 Progress (tqdm), periodic evaluation, checkpoints (safetensors for tensors, JSON for the
 config and the loop state: loading never unpickles) and exact resumption: a run stopped
 at step k and resumed reaches the same parameters as one that never stopped.
+
+Two-player (or any multi-optimizer) models such as :class:`gencore.models.GAN` define
+``configure_optimizers(lr, weight_decay) -> {name: optimizer}`` and
+``train_step(batch, optimizers, step) -> {name: float}``; ``fit`` then calls ``train_step``
+in place of loss / backward / step, records the running mean of every returned number as
+``train_<name>``, and checkpoints every optimizer.
 """
 
 from __future__ import annotations
@@ -80,7 +86,19 @@ def _make_optimizer(model: nn.Module, lr: float, weight_decay: float):
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)
 
 
+def _loss_step(model: nn.Module, optimizer, batch, step: int) -> dict[str, float]:
+    """One step of minimising ``model.loss(batch)``: ``{"loss": value before the update}``."""
+    loss = model.loss(batch)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr or check the data")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return {"loss": loss.item()}
+
+
 @torch.no_grad()
+@torch.random.fork_rng()  # a loss that samples (a GAN's) must not shift the training RNG stream
 def _evaluate(model: nn.Module, data: tuple[torch.Tensor, ...], batch: int = 2048) -> float:
     was_training = model.training
     model.eval()
@@ -119,6 +137,8 @@ def _optimizer_state_dict(tensors: dict, meta: dict) -> dict:
 def save_checkpoint(path, model: nn.Module, *, optimizer=None, step: int = 0, extra: dict | None = None) -> Path:
     """Write ``model.safetensors``, ``optimizer.safetensors`` (when given) and ``checkpoint.json``.
 
+    ``optimizer`` is one optimizer or a dict ``{name: optimizer}`` (each saved under its name).
+
     The JSON holds the model's registered name and ``config`` (so :func:`load_checkpoint`
     rebuilds it without code), the step, the RNG state's owner and ``extra``.
     """
@@ -132,7 +152,14 @@ def save_checkpoint(path, model: nn.Module, *, optimizer=None, step: int = 0, ex
     save_file(state, str(path / "model.safetensors"))
     meta = {"format": FORMAT, "version": VERSION, "model": model_name(model),
             "config": getattr(model, "config", {}), "step": step, "extra": extra or {}}
-    if optimizer is not None:
+    if isinstance(optimizer, dict):
+        tensors, meta["optimizers"] = {}, {}
+        for name, opt in optimizer.items():
+            t, meta["optimizers"][name] = _optimizer_tensors(opt)
+            tensors.update({f"{name}/{k}": v for k, v in t.items()})
+        tensors["rng.torch"] = torch.get_rng_state()
+        save_file(tensors, str(path / "optimizer.safetensors"))
+    elif optimizer is not None:
         tensors, opt_meta = _optimizer_tensors(optimizer)
         tensors["rng.torch"] = torch.get_rng_state()
         save_file(tensors, str(path / "optimizer.safetensors"))
@@ -175,7 +202,8 @@ def load_checkpoint(path, model: nn.Module | None = None, *, optimizer=None) -> 
     Args:
         path: the folder.
         model: load into this model (its shapes must match); None rebuilds it from the JSON.
-        optimizer: if given, its state (and the torch RNG state) is restored too.
+        optimizer: if given, its state (and the torch RNG state) is restored too; a dict
+            ``{name: optimizer}`` restores each one saved under that name.
 
     Returns:
         ``(model, meta)`` with ``meta`` the checkpoint's JSON (step, config, history...).
@@ -194,7 +222,21 @@ def load_checkpoint(path, model: nn.Module | None = None, *, optimizer=None) -> 
         model.load_state_dict(state)
     except RuntimeError as e:
         raise CheckpointError(f"checkpoint {path} does not match the model: {e}") from e
-    if optimizer is not None:
+    if isinstance(optimizer, dict):
+        saved = meta.get("optimizers", {})
+        if set(saved) != set(optimizer):
+            raise CheckpointError(f"checkpoint {path} holds optimizers {sorted(saved)}, the model has "
+                                  f"{sorted(optimizer)}")
+        tensors = _load_tensors(path / "optimizer.safetensors")
+        try:
+            for name, opt in optimizer.items():
+                pre = f"{name}/"
+                own = {k[len(pre):]: v for k, v in tensors.items() if k.startswith(pre)}
+                opt.load_state_dict(_optimizer_state_dict(own, saved[name]))
+            torch.set_rng_state(tensors["rng.torch"])
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"checkpoint {path}: optimizer state does not match: {e}") from e
+    elif optimizer is not None:
         if "optimizer" not in meta:
             raise CheckpointError(f"checkpoint {path} has no optimizer state to resume from")
         tensors = _load_tensors(path / "optimizer.safetensors")
@@ -210,8 +252,13 @@ def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float 
         eval_data=None, eval_every: int | None = None, checkpoint_dir=None,
         checkpoint_every: int | None = None, progress: bool = True, weight_decay: float = 0.0,
         schedule: str = "constant", batch_transform=None, keep_best: bool = False,
-        resume: bool = True) -> FitResult:
+        resume: bool = True, callback=None) -> FitResult:
     """Train ``model`` by minimising ``model.loss(batch)`` with AdamW.
+
+    A model with ``configure_optimizers(lr, weight_decay)`` and ``train_step(batch,
+    optimizers, step)`` (a GAN) is trained by its own step instead, with its own optimizers
+    (``lr`` and ``weight_decay`` are passed to it; ``schedule`` scales each optimizer's
+    learning rates); ``loss(batch)`` is then only the evaluation loss.
 
     Args:
         model: any module with ``loss(batch) -> scalar``; ``batch`` is a tensor, or a tuple
@@ -232,10 +279,15 @@ def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float 
             loss (early stopping without stopping); the best state is checkpointed too.
         batch_transform: ``f(batch, generator) -> batch`` applied to each training batch
             (e.g. a fresh dequantization), with a generator seeded by (seed, step).
+        callback: ``callback(model, record)`` after each evaluation (e.g. sample snapshots);
+            it may add entries to ``record`` and runs with the RNG state forked, so it does
+            not change the training run.
 
     Returns:
         :class:`FitResult` with the model (in eval mode), the final step and the history:
-        a list of ``{"step", "train_loss", "eval_loss", "seconds"}``.
+        a list of ``{"step", "train_loss", "eval_loss", "seconds"}`` (two-player models:
+        ``train_<name>`` for each number their ``train_step`` returns, in place of
+        ``train_loss``).
     """
     if not hasattr(model, "loss"):
         raise TypeError(f"{type(model).__name__} has no loss(batch) method")
@@ -256,9 +308,17 @@ def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float 
     checkpoint_every = checkpoint_every or eval_every
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
 
+    two_player = callable(getattr(model, "train_step", None)) and callable(getattr(model, "configure_optimizers", None))
+
     torch.manual_seed(seed)
     model.train()
-    optimizer = _make_optimizer(model, lr, weight_decay)
+    if two_player:
+        optimizer = model.configure_optimizers(lr, weight_decay)
+        if not isinstance(optimizer, dict) or not optimizer:
+            raise TypeError(f"{type(model).__name__}.configure_optimizers must return a non-empty dict of optimizers")
+        base_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in optimizer.items()}
+    else:
+        optimizer = _make_optimizer(model, lr, weight_decay)
     start, history = 0, []
     best_loss, best_state = math.inf, None
     if ckpt is not None and resume and (ckpt / "checkpoint.json").exists():
@@ -275,28 +335,33 @@ def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float 
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, initial=start, desc=type(model).__name__, leave=False)
-    t0, running, count = time.perf_counter(), 0.0, 0
+    t0, count, sums = time.perf_counter(), 0, {}
     step = start
     for step in range(start + 1, steps + 1):
         if schedule == "cosine":
-            for group in optimizer.param_groups:
-                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * (step - 1) / steps))
+            factor = 0.5 * (1 + math.cos(math.pi * (step - 1) / steps))
+            if two_player:
+                for name, opt in optimizer.items():
+                    for group, base in zip(opt.param_groups, base_lrs[name]):
+                        group["lr"] = base * factor
+            else:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr * factor
         batch = _batch(train_t, batches.indices(step - 1))
         if batch_transform is not None:
             batch = batch_transform(batch, torch.Generator().manual_seed(seed * 1_000_003 + 7919 * step))
-        loss = model.loss(batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr or check the data")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        running += loss.item()
+        stats = model.train_step(batch, optimizer, step) if two_player else _loss_step(model, optimizer, batch, step)
+        for k, v in stats.items():
+            if not math.isfinite(v):
+                raise FloatingPointError(f"{k} became {v} at step {step}; lower lr or check the data")
+            sums[k] = sums.get(k, 0.0) + v
         count += 1
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4g}")
+            bar.set_postfix({k: f"{v:.4g}" for k, v in list(stats.items())[:3]})
         if step % eval_every == 0 or step == steps:
-            rec = {"step": step, "train_loss": running / count, "seconds": time.perf_counter() - t0}
+            rec = {"step": step, **{f"train_{k}": v / count for k, v in sums.items()},
+                   "seconds": time.perf_counter() - t0}
             if eval_t is not None:
                 rec["eval_loss"] = _evaluate(model, eval_t)
                 if keep_best and rec["eval_loss"] < best_loss:
@@ -307,8 +372,11 @@ def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float 
 
                         ckpt.mkdir(parents=True, exist_ok=True)
                         save_file({k: v.contiguous() for k, v in best_state.items()}, str(ckpt / "best.safetensors"))
+            if callback is not None:
+                with torch.random.fork_rng():
+                    callback(model, rec)
             history.append(rec)
-            running, count = 0.0, 0
+            count, sums = 0, {}
         if ckpt is not None and (step % checkpoint_every == 0 or step == steps):
             save_checkpoint(ckpt, model, optimizer=optimizer, step=step,
                             extra={"history": history, "seed": seed, "batch_size": batch_size, "lr": lr,

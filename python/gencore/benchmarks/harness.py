@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 __all__ = ["Measurement", "peak_memory", "time_interleaved", "write_results", "machine_info", "measure_op",
-           "copy_bandwidth_gbs", "op_bench_main"]
+           "copy_bandwidth_gbs", "attach_bandwidth", "op_bench_main"]
 
 
 @dataclass
@@ -226,6 +226,17 @@ def copy_bandwidth_gbs(x: torch.Tensor) -> float:
     y = torch.empty_like(x)
     t = time_interleaved({"copy": lambda: y.copy_(x)}, x.device, warmup=5, reps=50)["copy"][0]
     return 2 * x.numel() * x.element_size() / (t * 1e-3) / 1e9
+
+
+def attach_bandwidth(case_rows: Sequence[Measurement], moved_bytes: int, like: torch.Tensor) -> None:
+    """On CUDA, records on gencore's forward row the achieved bandwidth (``moved_bytes`` per
+    call) and its fraction of a device-to-device copy of a tensor like ``like``."""
+    if like.device.type != "cuda":
+        return
+    fwd = next(m for m in case_rows if m.mode == "forward" and m.provider == "gencore")
+    achieved = moved_bytes / (fwd.median_ms * 1e-3) / 1e9
+    copy_bw = copy_bandwidth_gbs(like.detach())
+    fwd.extra = {"GB/s": achieved, "copy GB/s": copy_bw, "fraction": achieved / copy_bw}
 
 
 def bandwidth_notes(rows: Sequence[Measurement]) -> str:

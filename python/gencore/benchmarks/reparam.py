@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from gencore import ops, reference
-from gencore.benchmarks.harness import Measurement, copy_bandwidth_gbs, measure_op, op_bench_main
+from gencore.benchmarks.harness import Measurement, attach_bandwidth, measure_op, op_bench_main
 
 CASES = [(256, 32), (65536, 64), (4096, 1024), (4096, 64, 64)]
 QUICK_CASES = [(256, 32), (4096, 256)]
@@ -39,13 +39,8 @@ def run(device: str = "cpu", dtype: torch.dtype = torch.float32, cases=CASES, re
         gk = torch.randn(b, generator=gen).to(dev, dtype)
         case_rows = measure_op(case, providers, lambda f: f(mu, lv, n_samples=k), (mu, lv), (gz, gk), dev, reps)
         rows += case_rows
-        if dev.type == "cuda":
-            fwd = next(m for m in case_rows if m.mode == "forward" and m.provider == "gencore")
-            # forward reads mu and logvar and writes z (k samples): (2 + k) tensors of (B, D).
-            moved = (2 + (k or 1)) * mu.numel() * mu.element_size()
-            achieved = moved / (fwd.median_ms * 1e-3) / 1e9
-            copy_bw = copy_bandwidth_gbs(gz)
-            fwd.extra = {"GB/s": achieved, "copy GB/s": copy_bw, "fraction": achieved / copy_bw}
+        # forward reads mu and logvar and writes z (k samples): (2 + k) tensors of (B, D).
+        attach_bandwidth(case_rows, (2 + (k or 1)) * mu.numel() * mu.element_size(), gz)
     return rows
 
 

@@ -90,7 +90,8 @@ def train_classifier(x, y, *, n_classes: int | None = None, steps: int = 600, ba
     if (y < 0).any() or (y >= k).any():
         raise ValueError(f"labels must lie in [0, {k})")
     g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng():
+    # enable_grad: the classifier may first be asked for inside a caller's no_grad block.
+    with torch.random.fork_rng(), torch.enable_grad():
         torch.manual_seed(seed)
         model = _Classifier(x.shape[1], k)
         opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)

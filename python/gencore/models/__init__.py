@@ -3,10 +3,12 @@ and a JSON-serialisable ``config`` from which ``build(name, config)`` re-creates
 
 from gencore.models.autoencoder import Autoencoder
 from gencore.models.flows import NICE, Flow, Glow, RealNVP
+from gencore.models.gan import GAN
 from gencore.models.pca import PCA
 from gencore.models.vae import VAE
 
 MODELS = {"nice": NICE, "realnvp": RealNVP, "glow": Glow}
+MODELS["gan"] = GAN
 MODELS["pca"] = PCA
 MODELS["ae"] = Autoencoder
 MODELS["vae"] = VAE
@@ -30,4 +32,5 @@ def model_name(model) -> str:
 
 
 __all__ = ["Flow", "NICE", "RealNVP", "Glow", "MODELS", "build", "model_name"]
-__all__ += ["PCA", "Autoencoder"]
+__all__ += ["GAN"]
+__all__ += ["PCA", "Autoencoder", "VAE"]
