@@ -43,6 +43,9 @@ test: install
 bench: install
 	$(VPY) bench/bench_coupling.py --out bench/results
 	$(VPY) bench/bench_flows.py --out bench/results
+	$(VPY) bench/bench_reparam.py --out bench/results
+	$(VPY) -m pip install --quiet -r requirements-bench.txt
+	$(VPY) bench/bench_flow_libraries.py --out bench/results
 	$(VPY) bench/update_readme.py
 
 # The whole extension built against a CUDA torch (DESIGN.md section 5): every .cu is
