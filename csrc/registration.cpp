@@ -1,6 +1,7 @@
 // Every gencore op schema, in one place. Backend kernels register themselves at the
-// end of their own files (TORCH_LIBRARY_IMPL); fake kernels and autograd are
-// registered in Python (python/gencore/ops/).
+// end of their own files (TORCH_LIBRARY_IMPL); fake kernels are registered in Python
+// (python/gencore/ops/), and so is autograd, except affine_coupling's
+// (csrc/coupling/coupling_autograd.cpp: per-call overhead).
 #include <torch/library.h>
 
 TORCH_LIBRARY(gencore, m) {

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from gencore.nn import MLP, AffineCoupling
+from gencore.ops import affine_coupling
 
 
 class ConvConditioner(nn.Module):
@@ -105,6 +106,32 @@ def test_16_layer_image_stack_inverts(mask):
     x2, ld_inv = stack_inverse(layers, y)
     assert (x2 - x).abs().max().item() <= 1e-5
     torch.testing.assert_close(ld_inv, -ld, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mask", ["half", "alternate"])
+@pytest.mark.parametrize("swap", [False, True])
+@pytest.mark.parametrize("shape", [(5, 8), (5, 7), (3, 6, 2, 3), (3, 5, 2, 3)])
+def test_parts_land_where_the_mask_says(mask, swap, shape):
+    """y keeps the identity part in place and puts the op's output on the other part,
+    for even and odd sizes (the merge takes a different path for each)."""
+    torch.manual_seed(6)
+    n = shape[1]
+    layer = (vector_layer(n, mask, swap) if len(shape) == 2 else image_layer(n, mask, swap))
+    layer = perturb(layer, 0.3)
+    x = torch.randn(shape)
+    idx = torch.arange(n)
+    if mask == "half":
+        ident, trans = idx[: n // 2], idx[n // 2:]
+    else:
+        ident, trans = idx[0::2], idx[1::2]
+    if swap:
+        ident, trans = trans, ident
+    log_scale, shift = layer._conditioner(x[:, ident], None, len(trans))
+    y_b, ld_b = affine_coupling(x[:, trans], log_scale, shift, clamp=layer.clamp)
+    y, ld = layer(x)
+    assert torch.equal(y[:, ident], x[:, ident])
+    torch.testing.assert_close(y[:, trans], y_b, atol=0, rtol=0)
+    torch.testing.assert_close(ld, ld_b, atol=0, rtol=0)
 
 
 def exact_logdet(layer, x):

@@ -71,6 +71,51 @@ def test_non_contiguous_inputs(device):
     torch.testing.assert_close(y.double(), ref64(xt, xt, xt)[0], atol=2e-6, rtol=2e-6)
 
 
+def _views(device):
+    """Strided views as models produce them: a chunk of a conditioner output (row stride
+    2N), a stride-2 slice, a channel slice of an image, a row broadcast (row stride 0)."""
+    g = torch.Generator().manual_seed(7)
+    h = torch.randn(6, 2 * 37, generator=g, dtype=torch.float64).to(device)
+    wide = torch.randn(6, 3 * 37, generator=g, dtype=torch.float64).to(device)
+    img = torch.randn(6, 5, 3, 4, generator=g, dtype=torch.float64).to(device)
+    row = torch.randn(1, 37, generator=g, dtype=torch.float64).to(device)
+    ls, t = h.chunk(2, dim=1)
+    return [
+        (wide[:, 37:74], ls, t),
+        (wide[:, ::3], ls, row.expand(6, 37)),
+        (img[:, 2:], img[:, :3], img[:, 1:4]),
+    ]
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_strided_views_match_reference(device, reverse):
+    for x, ls, t in _views(device):
+        inp = [v.detach().clone().requires_grad_() for v in (x, ls, t)]
+        gy = torch.randn(x.shape[0], 2 * x[0].numel(), dtype=x.dtype, device=device)
+        gy = gy[:, ::2].reshape(x.shape)  # a strided output gradient
+        gl = torch.tensor(0.7, dtype=x.dtype, device=device).expand(x.shape[0])  # stride 0
+        y, ld = ops.affine_coupling(x, ls, t, clamp=1.5, reverse=reverse)
+        y_ref, ld_ref = reference.affine_coupling(*inp, clamp=1.5, reverse=reverse)
+        assert y.is_contiguous()
+        torch.testing.assert_close(y, y_ref, atol=1e-12, rtol=1e-12)
+        torch.testing.assert_close(ld, ld_ref, atol=1e-12, rtol=1e-12)
+        views = [v.detach().requires_grad_() for v in (x, ls, t)]
+        got = torch.autograd.grad(ops.affine_coupling(*views, clamp=1.5, reverse=reverse), views,
+                                  (gy, gl))
+        want = torch.autograd.grad((y_ref, ld_ref), inp, (gy, gl))
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+
+
+def test_cpu_reads_strided_views_without_copies():
+    x, ls, t = (v.detach().requires_grad_() for v in _views("cpu")[1])
+    with torch.profiler.profile() as prof:
+        y, ld = ops.affine_coupling(x, ls, t)
+        torch.autograd.grad(y.sum() + ld.sum(), (x, ls, t))
+    copies = [e.name for e in prof.events() if e.name in ("aten::copy_", "aten::clone", "aten::contiguous")]
+    assert copies == []
+
+
 @pytest.mark.parametrize("clamp", [2.0, 0.0])
 def test_inverse_recovers_input(device, clamp):
     x, ls, t = make((16, 129), torch.float32, device)

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/TensorUtils.h>
 
 #include <tuple>
 #include <type_traits>
@@ -61,35 +62,64 @@ inline int64_t row_length(const at::Tensor& x) {
   return x.size(0) == 0 ? 0 : x.numel() / x.size(0);
 }
 
-// Contiguous inputs and freshly allocated outputs: what each backend's launcher works on.
-// The validation shared by both backends runs here; each backend adds its device check.
+// A (B, N) view of a (B, ...) input: element (r, j) lies at data + r * row + j * col.
+// Models feed the op views (x[:, 1::2], chunks of a conditioner's output): reading them
+// in place saves a copy per input and call. `t` keeps the data alive: the input itself
+// when its non-batch dims flatten to one stride (and, with unit_col, that stride is 1),
+// else a contiguous copy.
+struct RowView {
+  at::Tensor t;
+  int64_t row, col;
+};
+
+inline RowView row_view(const at::Tensor& t, bool unit_col) {
+  const int64_t n = row_length(t);
+  if (t.numel() > 0) {
+    const auto st = at::detail::computeStride(t.sizes(), t.strides(),
+                                              at::DimVector{t.size(0), n});
+    if (st.has_value()) {
+      const int64_t col = n == 1 ? 1 : (*st)[1];
+      if (!unit_col || col == 1) return {t, (*st)[0], col};
+    }
+  }
+  return {t.contiguous(), n, 1};
+}
+
+// Input views and freshly allocated (contiguous) outputs: what each backend's launcher
+// works on. The validation shared by both backends runs here; each backend adds its
+// device check. unit_col: the backend needs unit-stride rows (vector loads on CUDA).
 struct ForwardTensors {
-  at::Tensor x, log_scale, shift;  // contiguous
-  at::Tensor y, logdet;            // outputs; logdet starts at 0 (rows of length 0)
+  RowView x, log_scale, shift;
+  at::Tensor y, logdet;  // outputs; logdet starts at 0 (rows of length 0)
 };
 
 inline ForwardTensors prepare_forward(const at::Tensor& x, const at::Tensor& log_scale,
-                                      const at::Tensor& shift, double clamp) {
+                                      const at::Tensor& shift, double clamp, bool unit_col) {
   check_affine_coupling_inputs(x, log_scale, shift, clamp);
-  ForwardTensors t{x.contiguous(), log_scale.contiguous(), shift.contiguous(), {}, {}};
-  t.y = at::empty_like(t.x);
+  ForwardTensors t{row_view(x, unit_col), row_view(log_scale, unit_col),
+                   row_view(shift, unit_col), {}, {}};
+  t.y = at::empty(x.sizes(), x.options());
   t.logdet = at::zeros({x.size(0)}, x.options());
   return t;
 }
 
 struct BackwardTensors {
-  at::Tensor grad_y, grad_logdet, x, log_scale, shift;  // contiguous, grad_logdet in x's dtype
-  at::Tensor grad_x, grad_log_scale;                    // outputs
+  RowView grad_y, x, log_scale, shift;
+  at::Tensor grad_logdet;  // in x's dtype; often an expanded scalar gradient (stride 0)
+  int64_t grad_logdet_stride;
+  at::Tensor grad_x, grad_log_scale;  // outputs, contiguous
 };
 
 inline BackwardTensors prepare_backward(const at::Tensor& grad_y, const at::Tensor& grad_logdet,
                                         const at::Tensor& x, const at::Tensor& log_scale,
-                                        const at::Tensor& shift, double clamp) {
+                                        const at::Tensor& shift, double clamp, bool unit_col) {
   check_affine_coupling_backward_inputs(grad_y, grad_logdet, x, log_scale, shift, clamp);
-  BackwardTensors t{grad_y.contiguous(), grad_logdet.to(x.scalar_type()).contiguous(),
-                    x.contiguous(), log_scale.contiguous(), shift.contiguous(), {}, {}};
-  t.grad_x = at::empty_like(t.x);
-  t.grad_log_scale = at::empty_like(t.x);
+  BackwardTensors t{row_view(grad_y, unit_col), row_view(x, unit_col),
+                    row_view(log_scale, unit_col), row_view(shift, unit_col),
+                    grad_logdet.to(x.scalar_type()), 0, {}, {}};
+  t.grad_logdet_stride = t.grad_logdet.stride(0);
+  t.grad_x = at::empty(x.sizes(), x.options());
+  t.grad_log_scale = at::empty(x.sizes(), x.options());
   return t;
 }
 

@@ -1,5 +1,6 @@
 // CPU launcher of the affine coupling op: at::parallel_for over (row, chunk) tasks,
-// one pass over memory; the per-element math is common/coupling_math.h.
+// one pass over memory; the per-element math is common/coupling_math.h. Inputs are read
+// in place with any row and column stride (coupling.h, RowView); outputs are contiguous.
 //
 // Each chunk is processed in blocks of kBlock elements in two vectorized loops: the
 // soft clamp (a tanh) into a stack buffer, then the transform (an exp). Measured on
@@ -20,20 +21,46 @@ namespace {
 
 constexpr int64_t kBlock = 256;
 
+// The elements [0, m) of a strided input block: in place when its stride is 1, else
+// gathered into `buf` (in L1), so the math loops always run on unit-stride data.
+template <typename T>
+inline const T* unit_stride(const T* p, int64_t stride, int64_t m, T* buf) {
+  if (stride == 1) return p;
+  for (int64_t i = 0; i < m; ++i) buf[i] = p[i * stride];
+  return buf;
+}
+
+// A row of an input: its first element of the chunk and its column stride.
+template <typename T>
+struct Strided {
+  const T* p;
+  int64_t col;
+};
+
+template <typename T>
+Strided<T> at_chunk(const T* base, const RowView& v, int64_t row, int64_t begin) {
+  return {base + row * v.row + begin * v.col, v.col};
+}
+
 // The inner loops are plain functions (not lambdas) so that GCC can clone them per ISA.
 template <typename T, bool kReverse, bool kClamped>
-GENCORE_CPU_CLONES T forward_chunk(const T* __restrict x, const T* __restrict ls,
-                                   const T* __restrict t, T* __restrict y, int64_t len, T clamp,
-                                   T inv_clamp) {
+GENCORE_CPU_CLONES T forward_chunk(Strided<T> x, Strided<T> ls, Strided<T> t, T* __restrict y,
+                                   int64_t len, T clamp, T inv_clamp) {
   alignas(64) T s[kBlock];
+  alignas(64) T xbuf[kBlock];
+  alignas(64) T lbuf[kBlock];
+  alignas(64) T tbuf[kBlock];
   T acc = T(0);
   for (int64_t b = 0; b < len; b += kBlock) {
     const int64_t m = std::min(kBlock, len - b);
+    const T* __restrict xb = unit_stride(x.p + b * x.col, x.col, m, xbuf);
+    const T* __restrict lb = unit_stride(ls.p + b * ls.col, ls.col, m, lbuf);
+    const T* __restrict tb = unit_stride(t.p + b * t.col, t.col, m, tbuf);
 #pragma omp simd
-    for (int64_t i = 0; i < m; ++i) s[i] = soft_clamp<T, kClamped>(ls[b + i], clamp, inv_clamp).s;
+    for (int64_t i = 0; i < m; ++i) s[i] = soft_clamp<T, kClamped>(lb[i], clamp, inv_clamp).s;
 #pragma omp simd reduction(+ : acc)
     for (int64_t i = 0; i < m; ++i) {
-      const auto r = coupling_forward_given_s<T, kReverse>(x[b + i], s[i], t[b + i]);
+      const auto r = coupling_forward_given_s<T, kReverse>(xb[i], s[i], tb[i]);
       y[b + i] = r.y;
       acc += r.logdet;
     }
@@ -42,24 +69,31 @@ GENCORE_CPU_CLONES T forward_chunk(const T* __restrict x, const T* __restrict ls
 }
 
 template <typename T, bool kReverse, bool kClamped>
-GENCORE_CPU_CLONES void backward_chunk(const T* __restrict gy, T gl, const T* __restrict x,
-                                       const T* __restrict ls, const T* __restrict t,
-                                       T* __restrict gx, T* __restrict gls, int64_t len, T clamp,
-                                       T inv_clamp) {
+GENCORE_CPU_CLONES void backward_chunk(Strided<T> gy, T gl, Strided<T> x, Strided<T> ls,
+                                       Strided<T> t, T* __restrict gx, T* __restrict gls,
+                                       int64_t len, T clamp, T inv_clamp) {
   alignas(64) T s[kBlock];
   alignas(64) T ds[kBlock];
+  alignas(64) T gybuf[kBlock];
+  alignas(64) T xbuf[kBlock];
+  alignas(64) T lbuf[kBlock];
+  alignas(64) T tbuf[kBlock];
   for (int64_t b = 0; b < len; b += kBlock) {
     const int64_t m = std::min(kBlock, len - b);
+    const T* __restrict gyb = unit_stride(gy.p + b * gy.col, gy.col, m, gybuf);
+    const T* __restrict xb = unit_stride(x.p + b * x.col, x.col, m, xbuf);
+    const T* __restrict lb = unit_stride(ls.p + b * ls.col, ls.col, m, lbuf);
+    const T* __restrict tb = unit_stride(t.p + b * t.col, t.col, m, tbuf);
 #pragma omp simd
     for (int64_t i = 0; i < m; ++i) {
-      const auto sc = soft_clamp<T, kClamped>(ls[b + i], clamp, inv_clamp);
+      const auto sc = soft_clamp<T, kClamped>(lb[i], clamp, inv_clamp);
       s[i] = sc.s;
       ds[i] = sc.ds;
     }
 #pragma omp simd
     for (int64_t i = 0; i < m; ++i) {
-      const auto r = coupling_backward_given_s<T, kReverse>(gy[b + i], gl, x[b + i],
-                                                            SoftClamp<T>{s[i], ds[i]}, t[b + i]);
+      const auto r = coupling_backward_given_s<T, kReverse>(gyb[i], gl, xb[i],
+                                                            SoftClamp<T>{s[i], ds[i]}, tb[i]);
       gx[b + i] = r.grad_x;
       gls[b + i] = r.grad_log_scale;
     }
@@ -67,14 +101,17 @@ GENCORE_CPU_CLONES void backward_chunk(const T* __restrict gy, T gl, const T* __
 }
 
 template <typename T, bool kReverse, bool kClamped>
-void forward_impl(const T* x, const T* ls, const T* t, T* y, T* logdet, int64_t rows, int64_t n,
-                  T clamp, T inv_clamp) {
+void forward_impl(const ForwardTensors& ft, T* y, T* logdet, int64_t rows, int64_t n, T clamp,
+                  T inv_clamp) {
+  const T* x = ft.x.t.const_data_ptr<T>();
+  const T* ls = ft.log_scale.t.const_data_ptr<T>();
+  const T* t = ft.shift.t.const_data_ptr<T>();
   const int64_t per_row = chunks_per_row(n);
   std::vector<T> partial(per_row > 1 ? rows * per_row : 0);
   for_each_row_chunk(rows, n, [&](int64_t task, int64_t row, int64_t begin, int64_t end) {
-    const int64_t off = row * n + begin;
-    const T sum = forward_chunk<T, kReverse, kClamped>(x + off, ls + off, t + off, y + off,
-                                                       end - begin, clamp, inv_clamp);
+    const T sum = forward_chunk<T, kReverse, kClamped>(
+        at_chunk(x, ft.x, row, begin), at_chunk(ls, ft.log_scale, row, begin),
+        at_chunk(t, ft.shift, row, begin), y + row * n + begin, end - begin, clamp, inv_clamp);
     if (per_row == 1) {
       logdet[row] = sum;
     } else {
@@ -90,12 +127,20 @@ void forward_impl(const T* x, const T* ls, const T* t, T* y, T* logdet, int64_t 
 }
 
 template <typename T, bool kReverse, bool kClamped>
-void backward_impl(const T* gy, const T* gl, const T* x, const T* ls, const T* t, T* gx, T* gls,
-                   int64_t rows, int64_t n, T clamp, T inv_clamp) {
+void backward_impl(const BackwardTensors& bt, T* gx, T* gls, int64_t rows, int64_t n, T clamp,
+                   T inv_clamp) {
+  const T* gy = bt.grad_y.t.const_data_ptr<T>();
+  const T* gl = bt.grad_logdet.const_data_ptr<T>();
+  const T* x = bt.x.t.const_data_ptr<T>();
+  const T* ls = bt.log_scale.t.const_data_ptr<T>();
+  const T* t = bt.shift.t.const_data_ptr<T>();
+  const int64_t gl_stride = bt.grad_logdet_stride;
   for_each_row_chunk(rows, n, [&](int64_t, int64_t row, int64_t begin, int64_t end) {
     const int64_t off = row * n + begin;
-    backward_chunk<T, kReverse, kClamped>(gy + off, gl[row], x + off, ls + off, t + off,
-                                          gx + off, gls + off, end - begin, clamp, inv_clamp);
+    backward_chunk<T, kReverse, kClamped>(
+        at_chunk(gy, bt.grad_y, row, begin), gl[row * gl_stride], at_chunk(x, bt.x, row, begin),
+        at_chunk(ls, bt.log_scale, row, begin), at_chunk(t, bt.shift, row, begin), gx + off,
+        gls + off, end - begin, clamp, inv_clamp);
   });
 }
 
@@ -111,14 +156,13 @@ std::tuple<at::Tensor, at::Tensor> affine_coupling_cpu(const at::Tensor& x,
                                                        const at::Tensor& log_scale,
                                                        const at::Tensor& shift, double clamp,
                                                        bool reverse) {
-  ForwardTensors t = prepare_forward(x, log_scale, shift, clamp);
+  ForwardTensors t = prepare_forward(x, log_scale, shift, clamp, /*unit_col=*/false);
   check_cpu(x, "x");
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "affine_coupling_cpu", [&] {
     using T = scalar_t;
     dispatch_direction(reverse, clamp, [&](auto rev, auto clamped) {
       forward_impl<T, decltype(rev)::value, decltype(clamped)::value>(
-          t.x.const_data_ptr<T>(), t.log_scale.const_data_ptr<T>(), t.shift.const_data_ptr<T>(),
-          t.y.mutable_data_ptr<T>(), t.logdet.mutable_data_ptr<T>(), x.size(0), row_length(x),
+          t, t.y.mutable_data_ptr<T>(), t.logdet.mutable_data_ptr<T>(), x.size(0), row_length(x),
           static_cast<T>(clamp), static_cast<T>(inverse_clamp(clamp)));
     });
   });
@@ -128,15 +172,14 @@ std::tuple<at::Tensor, at::Tensor> affine_coupling_cpu(const at::Tensor& x,
 std::tuple<at::Tensor, at::Tensor> affine_coupling_backward_cpu(
     const at::Tensor& grad_y, const at::Tensor& grad_logdet, const at::Tensor& x,
     const at::Tensor& log_scale, const at::Tensor& shift, double clamp, bool reverse) {
-  BackwardTensors t = prepare_backward(grad_y, grad_logdet, x, log_scale, shift, clamp);
+  BackwardTensors t =
+      prepare_backward(grad_y, grad_logdet, x, log_scale, shift, clamp, /*unit_col=*/false);
   check_cpu(x, "x");
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "affine_coupling_backward_cpu", [&] {
     using T = scalar_t;
     dispatch_direction(reverse, clamp, [&](auto rev, auto clamped) {
       backward_impl<T, decltype(rev)::value, decltype(clamped)::value>(
-          t.grad_y.const_data_ptr<T>(), t.grad_logdet.const_data_ptr<T>(),
-          t.x.const_data_ptr<T>(), t.log_scale.const_data_ptr<T>(), t.shift.const_data_ptr<T>(),
-          t.grad_x.mutable_data_ptr<T>(), t.grad_log_scale.mutable_data_ptr<T>(), x.size(0),
+          t, t.grad_x.mutable_data_ptr<T>(), t.grad_log_scale.mutable_data_ptr<T>(), x.size(0),
           row_length(x), static_cast<T>(clamp), static_cast<T>(inverse_clamp(clamp)));
     });
   });

@@ -3,7 +3,8 @@
 // one vector instruction, computes in float32 (float64 for double) with the math of
 // common/coupling_math.h, and reduces s with warp shuffles for the log-determinant.
 // Long rows write per-segment partial sums that a second kernel adds in a fixed
-// order, so the result is deterministic (no atomics).
+// order, so the result is deterministic (no atomics). Inputs are read in place with
+// any row stride (unit column stride, coupling.h RowView); outputs are contiguous.
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAException.h>
@@ -37,7 +38,14 @@ struct Segments {
   int64_t total;    // rows * per_row
 };
 
-// The segment of the calling warp: elements [base + begin, base + end) of row `row`.
+// Row strides (in elements) of the inputs; gl: of grad_logdet (often 0, an expanded
+// scalar gradient).
+struct InputStrides {
+  int64_t gy, x, ls, t, gl;
+};
+
+// The segment of the calling warp: elements [begin, end) of row `row`, which starts at
+// `base` in the (contiguous) outputs.
 struct WarpSegment {
   int64_t index, row, begin, end, base;
   int lane;
@@ -58,15 +66,18 @@ template <typename T, typename A, int V, bool kReverse, bool kClamped>
 __global__ void affine_coupling_fwd_kernel(const T* __restrict__ x, const T* __restrict__ ls,
                                            const T* __restrict__ t, T* __restrict__ y,
                                            T* __restrict__ logdet, A* __restrict__ partial,
-                                           Segments sg, A clamp, A inv_clamp) {
+                                           Segments sg, InputStrides st, A clamp, A inv_clamp) {
   const WarpSegment w = warp_segment(sg);
   if (w.index >= sg.total) return;
   const int64_t base = w.base;
+  x += w.row * st.x;
+  ls += w.row * st.ls;
+  t += w.row * st.t;
   A acc = A(0);
   for (int64_t j = w.begin + static_cast<int64_t>(w.lane) * V; j < w.end; j += kWarp * V) {
-    const auto xv = load_pack<T, V>(x + base + j);
-    const auto lv = load_pack<T, V>(ls + base + j);
-    const auto tv = load_pack<T, V>(t + base + j);
+    const auto xv = load_pack<T, V>(x + j);
+    const auto lv = load_pack<T, V>(ls + j);
+    const auto tv = load_pack<T, V>(t + j);
     Pack<T, V> yv;
 #pragma unroll
     for (int k = 0; k < V; ++k) {
@@ -104,17 +115,21 @@ template <typename T, typename A, int V, bool kReverse, bool kClamped>
 __global__ void affine_coupling_bwd_kernel(const T* __restrict__ gy, const T* __restrict__ gl,
                                            const T* __restrict__ x, const T* __restrict__ ls,
                                            const T* __restrict__ t, T* __restrict__ gx,
-                                           T* __restrict__ gls, Segments sg, A clamp,
-                                           A inv_clamp) {
+                                           T* __restrict__ gls, Segments sg, InputStrides st,
+                                           A clamp, A inv_clamp) {
   const WarpSegment w = warp_segment(sg);
   if (w.index >= sg.total) return;
   const int64_t base = w.base;
-  const A g_logdet = static_cast<A>(gl[w.row]);
+  const A g_logdet = static_cast<A>(gl[w.row * st.gl]);
+  gy += w.row * st.gy;
+  x += w.row * st.x;
+  ls += w.row * st.ls;
+  t += w.row * st.t;
   for (int64_t j = w.begin + static_cast<int64_t>(w.lane) * V; j < w.end; j += kWarp * V) {
-    const auto gyv = load_pack<T, V>(gy + base + j);
-    const auto xv = load_pack<T, V>(x + base + j);
-    const auto lv = load_pack<T, V>(ls + base + j);
-    const auto tv = load_pack<T, V>(t + base + j);
+    const auto gyv = load_pack<T, V>(gy + j);
+    const auto xv = load_pack<T, V>(x + j);
+    const auto lv = load_pack<T, V>(ls + j);
+    const auto tv = load_pack<T, V>(t + j);
     Pack<T, V> gxv, glsv;
 #pragma unroll
     for (int k = 0; k < V; ++k) {
@@ -129,13 +144,15 @@ __global__ void affine_coupling_bwd_kernel(const T* __restrict__ gy, const T* __
   }
 }
 
-// Widest vector (up to 16 bytes) that divides the row length and the alignment of
-// every pointer, so each row starts on a vector boundary.
+// Widest vector (up to 16 bytes) that divides the row length, every row stride and the
+// alignment of every pointer, so each row starts on a vector boundary.
 template <typename T>
-int pick_vec(int64_t n, std::initializer_list<const void*> ptrs) {
+int pick_vec(int64_t n, std::initializer_list<int64_t> row_strides,
+             std::initializer_list<const void*> ptrs) {
   int v = static_cast<int>(16 / sizeof(T));
   while (v > 1) {
     bool ok = n % v == 0;
+    for (int64_t r : row_strides) ok = ok && r % v == 0;
     for (const void* p : ptrs) ok = ok && reinterpret_cast<uintptr_t>(p) % (v * sizeof(T)) == 0;
     if (ok) break;
     v /= 2;
@@ -156,18 +173,19 @@ Segments make_segments(int64_t rows, int64_t n, int vec) {
 template <typename T, int V, bool kReverse, bool kClamped>
 void launch_forward(ForwardTensors& t, double clamp) {
   using A = at::opmath_type<T>;
-  const int64_t rows = t.x.size(0);
-  const Segments sg = make_segments(rows, row_length(t.x), V);
+  const int64_t rows = t.y.size(0);
+  const Segments sg = make_segments(rows, row_length(t.y), V);
+  const InputStrides st{0, t.x.row, t.log_scale.row, t.shift.row, 0};
   at::Tensor partial;
   if (sg.per_row > 1) {
-    partial = at::empty({sg.total}, t.x.options().dtype(c10::CppTypeToScalarType<A>::value));
+    partial = at::empty({sg.total}, t.y.options().dtype(c10::CppTypeToScalarType<A>::value));
   }
   auto stream = c10::cuda::getCurrentCUDAStream();
   affine_coupling_fwd_kernel<T, A, V, kReverse, kClamped>
       <<<grid_for(sg.total), kWarp * kWarpsPerBlock, 0, stream>>>(
-          t.x.const_data_ptr<T>(), t.log_scale.const_data_ptr<T>(), t.shift.const_data_ptr<T>(),
-          t.y.mutable_data_ptr<T>(), t.logdet.mutable_data_ptr<T>(),
-          sg.per_row > 1 ? partial.mutable_data_ptr<A>() : nullptr, sg, static_cast<A>(clamp),
+          t.x.t.const_data_ptr<T>(), t.log_scale.t.const_data_ptr<T>(),
+          t.shift.t.const_data_ptr<T>(), t.y.mutable_data_ptr<T>(), t.logdet.mutable_data_ptr<T>(),
+          sg.per_row > 1 ? partial.mutable_data_ptr<A>() : nullptr, sg, st, static_cast<A>(clamp),
           static_cast<A>(inverse_clamp(clamp)));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   if (sg.per_row > 1) {
@@ -180,14 +198,17 @@ void launch_forward(ForwardTensors& t, double clamp) {
 template <typename T, int V, bool kReverse, bool kClamped>
 void launch_backward(BackwardTensors& t, double clamp) {
   using A = at::opmath_type<T>;
-  const Segments sg = make_segments(t.x.size(0), row_length(t.x), V);
+  const Segments sg = make_segments(t.grad_x.size(0), row_length(t.grad_x), V);
+  const InputStrides st{t.grad_y.row, t.x.row, t.log_scale.row, t.shift.row,
+                        t.grad_logdet_stride};
   auto stream = c10::cuda::getCurrentCUDAStream();
   affine_coupling_bwd_kernel<T, A, V, kReverse, kClamped>
       <<<grid_for(sg.total), kWarp * kWarpsPerBlock, 0, stream>>>(
-          t.grad_y.const_data_ptr<T>(), t.grad_logdet.const_data_ptr<T>(),
-          t.x.const_data_ptr<T>(), t.log_scale.const_data_ptr<T>(), t.shift.const_data_ptr<T>(),
-          t.grad_x.mutable_data_ptr<T>(), t.grad_log_scale.mutable_data_ptr<T>(), sg,
-          static_cast<A>(clamp), static_cast<A>(inverse_clamp(clamp)));
+          t.grad_y.t.const_data_ptr<T>(), t.grad_logdet.const_data_ptr<T>(),
+          t.x.t.const_data_ptr<T>(), t.log_scale.t.const_data_ptr<T>(),
+          t.shift.t.const_data_ptr<T>(), t.grad_x.mutable_data_ptr<T>(),
+          t.grad_log_scale.mutable_data_ptr<T>(), sg, st, static_cast<A>(clamp),
+          static_cast<A>(inverse_clamp(clamp)));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -219,14 +240,15 @@ std::tuple<at::Tensor, at::Tensor> affine_coupling_cuda(const at::Tensor& x,
                                                         const at::Tensor& shift, double clamp,
                                                         bool reverse) {
   const c10::cuda::CUDAGuard guard(x.device());
-  ForwardTensors t = prepare_forward(x, log_scale, shift, clamp);
+  ForwardTensors t = prepare_forward(x, log_scale, shift, clamp, /*unit_col=*/true);
   check_cuda(x, "x");
   if (x.numel() == 0) return {t.y, t.logdet};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "affine_coupling_cuda",
                                   [&] {
-    const int vec = pick_vec<scalar_t>(row_length(x), {t.x.const_data_ptr(),
-                                                       t.log_scale.const_data_ptr(),
-                                                       t.shift.const_data_ptr(), t.y.const_data_ptr()});
+    const int vec = pick_vec<scalar_t>(
+        row_length(x), {t.x.row, t.log_scale.row, t.shift.row},
+        {t.x.t.const_data_ptr(), t.log_scale.t.const_data_ptr(), t.shift.t.const_data_ptr(),
+         t.y.const_data_ptr()});
     dispatch_vec<scalar_t>(vec, [&](auto v) {
       dispatch_direction(reverse, clamp, [&](auto rev, auto clamped) {
         launch_forward<scalar_t, decltype(v)::value, decltype(rev)::value,
@@ -241,15 +263,17 @@ std::tuple<at::Tensor, at::Tensor> affine_coupling_backward_cuda(
     const at::Tensor& grad_y, const at::Tensor& grad_logdet, const at::Tensor& x,
     const at::Tensor& log_scale, const at::Tensor& shift, double clamp, bool reverse) {
   const c10::cuda::CUDAGuard guard(x.device());
-  BackwardTensors t = prepare_backward(grad_y, grad_logdet, x, log_scale, shift, clamp);
+  BackwardTensors t =
+      prepare_backward(grad_y, grad_logdet, x, log_scale, shift, clamp, /*unit_col=*/true);
   check_cuda(x, "x");
   if (x.numel() == 0) return {t.grad_x, t.grad_log_scale};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(),
                                   "affine_coupling_backward_cuda", [&] {
     const int vec = pick_vec<scalar_t>(
-        row_length(x), {t.grad_y.const_data_ptr(), t.x.const_data_ptr(),
-                        t.log_scale.const_data_ptr(), t.shift.const_data_ptr(),
-                        t.grad_x.const_data_ptr(), t.grad_log_scale.const_data_ptr()});
+        row_length(x), {t.grad_y.row, t.x.row, t.log_scale.row, t.shift.row},
+        {t.grad_y.t.const_data_ptr(), t.x.t.const_data_ptr(), t.log_scale.t.const_data_ptr(),
+         t.shift.t.const_data_ptr(), t.grad_x.const_data_ptr(),
+         t.grad_log_scale.const_data_ptr()});
     dispatch_vec<scalar_t>(vec, [&](auto v) {
       dispatch_direction(reverse, clamp, [&](auto rev, auto clamped) {
         launch_backward<scalar_t, decltype(v)::value, decltype(rev)::value,

@@ -157,7 +157,18 @@ class AffineCoupling(nn.Module):
                 f"shift {tuple(shift.shape)}, expected {tuple(x_b.shape)}"
             )
         y_b, logdet = self.coupling_fn(x_b, log_scale, shift, clamp=self.clamp, reverse=reverse)
-        y = torch.empty_like(x)
-        y[:, self._id] = x_a
+        return self._merge(x_a, y_b), logdet
+
+    def _merge(self, y_a: torch.Tensor, y_b: torch.Tensor) -> torch.Tensor:
+        """Inverse of the split ``x[:, self._id], x[:, self._tr]``, in one pass (cat or
+        stack): writing both parts into an empty output would cost two copies forward and,
+        through autograd's CopySlices, a clone of the whole gradient per part backward."""
+        first, second = (y_b, y_a) if self.swap else (y_a, y_b)
+        if self.mask in ("half", "channel"):
+            return torch.cat((first, second), dim=1)
+        if first.shape[1] == second.shape[1]:  # alternate, even n: interleave the halves
+            return torch.stack((first, second), dim=2).flatten(1, 2)
+        y = first.new_empty((first.shape[0], self.features, *first.shape[2:]))
+        y[:, self._id] = y_a
         y[:, self._tr] = y_b
-        return y, logdet
+        return y

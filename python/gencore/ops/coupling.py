@@ -1,7 +1,9 @@
 """Affine coupling: ``y = x * exp(s) + shift`` with the log-determinant fused in.
 
-The op, its fake (meta) kernel and its autograd formula live side by side here; the
-schema is in ``csrc/registration.cpp`` and the kernels in ``csrc/coupling/``.
+The op and its fake (meta) kernels live here; the schema is in ``csrc/registration.cpp``,
+the kernels in ``csrc/coupling/``, and the autograd formula in
+``csrc/coupling/coupling_autograd.cpp`` (in C++: a Python autograd function around every
+call cost more than the kernels at the batch sizes flows train with).
 """
 
 from __future__ import annotations
@@ -102,26 +104,3 @@ def _(grad_y, grad_logdet, x, log_scale, shift, *, clamp, reverse):
         return torch.empty_like(x, memory_format=torch.contiguous_format)
 
     return new(), new()
-
-
-def _setup_context(ctx, inputs, keyword_only_inputs, output):
-    x, log_scale, shift = inputs
-    ctx.clamp = keyword_only_inputs.get("clamp", 2.0)
-    ctx.reverse = keyword_only_inputs.get("reverse", False)
-    # Inputs only: s and exp(s) are recomputed in the backward kernel.
-    ctx.save_for_backward(x, log_scale, shift)
-
-
-def _backward(ctx, grad_y, grad_logdet):
-    x, log_scale, shift = ctx.saved_tensors
-    grad_x, grad_log_scale = _op_backward(
-        grad_y, grad_logdet, x, log_scale, shift, clamp=ctx.clamp, reverse=ctx.reverse
-    )
-    # dy/dshift is the identity (forward) or -exp(-s) (reverse): no kernel output needed.
-    grad_shift = -grad_x if ctx.reverse else grad_y
-    return grad_x, grad_log_scale, grad_shift
-
-
-torch.library.register_autograd(
-    "gencore::affine_coupling", _backward, setup_context=_setup_context
-)

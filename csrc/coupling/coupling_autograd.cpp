@@ -1,0 +1,87 @@
+// Autograd of the affine coupling op, registered for the Autograd dispatch key. It is
+// in C++ rather than Python (torch.library.register_autograd) because a flow runs the
+// op once per coupling at small batch sizes, where the Python autograd.Function around
+// each call (forward and backward) cost more than the kernels themselves. The fake
+// kernels stay in python/gencore/ops/coupling.py; torch.compile traces through this
+// function with them.
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/library.h>
+
+#include <tuple>
+
+namespace gencore {
+namespace coupling {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+std::tuple<at::Tensor, at::Tensor> call_forward(const at::Tensor& x, const at::Tensor& log_scale,
+                                                const at::Tensor& shift, double clamp,
+                                                bool reverse) {
+  static const auto op = c10::Dispatcher::singleton()
+                              .findSchemaOrThrow("gencore::affine_coupling", "")
+                              .typed<std::tuple<at::Tensor, at::Tensor>(
+                                  const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                  double, bool)>();
+  return op.call(x, log_scale, shift, clamp, reverse);
+}
+
+std::tuple<at::Tensor, at::Tensor> call_backward(const at::Tensor& grad_y,
+                                                 const at::Tensor& grad_logdet,
+                                                 const at::Tensor& x, const at::Tensor& log_scale,
+                                                 const at::Tensor& shift, double clamp,
+                                                 bool reverse) {
+  static const auto op = c10::Dispatcher::singleton()
+                              .findSchemaOrThrow("gencore::affine_coupling_backward", "")
+                              .typed<std::tuple<at::Tensor, at::Tensor>(
+                                  const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                  const at::Tensor&, const at::Tensor&, double, bool)>();
+  return op.call(grad_y, grad_logdet, x, log_scale, shift, clamp, reverse);
+}
+
+class AffineCouplingFunction : public torch::autograd::Function<AffineCouplingFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x,
+                               const at::Tensor& log_scale, const at::Tensor& shift,
+                               double clamp, bool reverse) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [y, logdet] = call_forward(x, log_scale, shift, clamp, reverse);
+    // Inputs only: s and exp(s) are recomputed in the backward kernel.
+    ctx->save_for_backward({x, log_scale, shift});
+    ctx->saved_data["clamp"] = clamp;
+    ctx->saved_data["reverse"] = reverse;
+    return {y, logdet};
+  }
+
+  // Undefined output gradients arrive as zeros (the context materializes them).
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const double clamp = ctx->saved_data["clamp"].toDouble();
+    const bool reverse = ctx->saved_data["reverse"].toBool();
+    auto [grad_x, grad_log_scale] =
+        call_backward(grads[0], grads[1], saved[0], saved[1], saved[2], clamp, reverse);
+    // dy/dshift is the identity (forward) or -exp(-s) (reverse): no kernel output needed.
+    at::Tensor grad_shift = reverse ? -grad_x : grads[0];
+    return {grad_x, grad_log_scale, grad_shift, at::Tensor(), at::Tensor()};
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor> affine_coupling_autograd(const at::Tensor& x,
+                                                            const at::Tensor& log_scale,
+                                                            const at::Tensor& shift,
+                                                            double clamp, bool reverse) {
+  const variable_list out = AffineCouplingFunction::apply(x, log_scale, shift, clamp, reverse);
+  return {out[0], out[1]};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(gencore, Autograd, m) {
+  m.impl("affine_coupling", &affine_coupling_autograd);
+}
+
+}  // namespace coupling
+}  // namespace gencore
