@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from gencore.models._common import event_shape
 from gencore.nn import MLP
 
 __all__ = ["Autoencoder"]
@@ -25,17 +26,7 @@ KINDS = ("mlp", "conv")
 
 
 def _event_shape(features) -> tuple[int, ...]:
-    if isinstance(features, int) and not isinstance(features, bool):
-        if features < 1:
-            raise ValueError(f"Autoencoder: features must be >= 1, got {features!r}")
-        return (features,)
-    try:
-        shape = tuple(features)
-    except TypeError:
-        shape = ()
-    if len(shape) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape):
-        raise ValueError(f"Autoencoder: features must be an int D or an image shape (C, H, W), got {features!r}")
-    return shape
+    return event_shape(features, "Autoencoder")
 
 
 def _conv_encoder(shape, widths, latent_dim, act) -> nn.Sequential:

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from gencore.models._common import event_shape
 from gencore.nn import MLP
 
 __all__ = [
@@ -263,16 +264,7 @@ def _number(name: str, v, low: float, high: float = math.inf, *, open_high: bool
 
 
 def _event_shape(features) -> tuple[int, ...]:
-    if isinstance(features, int) and not isinstance(features, bool):
-        _int("features", features, 1)
-        return (features,)
-    try:
-        shape = tuple(features)
-    except TypeError:
-        shape = ()
-    if len(shape) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape):
-        raise ValueError(f"GAN: features must be an int D >= 1 or an image shape (C, H, W), got {features!r}")
-    return shape
+    return event_shape(features, "GAN")
 
 
 @contextmanager

@@ -1,0 +1,22 @@
+"""Small helpers shared by the model classes."""
+
+from __future__ import annotations
+
+
+def event_shape(features, owner: str) -> tuple[int, ...]:
+    """``features`` as an event shape: an int ``D`` -> ``(D,)``, or an image shape ``(C, H, W)``.
+
+    Raises:
+        ValueError: naming ``owner`` (the model) when it is neither.
+    """
+    if isinstance(features, int) and not isinstance(features, bool):
+        if features < 1:
+            raise ValueError(f"{owner}: features must be >= 1, got {features!r}")
+        return (features,)
+    try:
+        shape = tuple(features)
+    except TypeError:
+        shape = ()
+    if len(shape) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape):
+        raise ValueError(f"{owner}: features must be an int D >= 1 or an image shape (C, H, W), got {features!r}")
+    return shape
