@@ -17,3 +17,13 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(params=DEVICES)
 def device(request):
     return torch.device(request.param)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small models gain nothing from intra-op threads, and on a shared, busy CPU two spinning
+    OpenMP threads slow them down many times over: one thread for the module."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

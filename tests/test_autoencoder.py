@@ -22,14 +22,6 @@ def digits():
     return x, xt
 
 
-@pytest.fixture
-def one_thread():
-    # Small matmuls gain nothing from intra-op threads, and on a shared CPU two spinning
-    # OpenMP threads slow training down many times over.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_autoencoder_beats_pca_at_r8(digits, one_thread):

@@ -8,12 +8,7 @@ import torch
 from gencore import cli
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_gan_on_8gaussians_train_eval_sample(tmp_path, capsys):
@@ -50,8 +45,10 @@ def test_conditional_digits_gan_eval_reports_quality_and_memorization(tmp_path):
     assert cli.main(["eval", str(run)]) == 0
     res = json.loads((run / "eval.json").read_text())
     ref = res["real_reference"]
-    assert 1 <= res["inception_score"] <= 10 and ref["inception_score"] > 8
-    assert 0 <= res["tstr_accuracy"] <= 1 and ref["tstr_accuracy"] > 0.9
+    # 60 steps exercise the report, not learning (asserted in test_gan.py): the barely trained
+    # GAN (measured: score 1.01, accuracy 8%) must score below the real digits it is set against.
+    assert ref["inception_score"] > 8 and ref["tstr_accuracy"] > 0.9
+    assert res["inception_score"] < ref["inception_score"] and res["tstr_accuracy"] < ref["tstr_accuracy"]
     mem = res["memorization"]
     assert mem["near_copy_fraction"] < 0.05 and mem["sample_nn_median"] > 0
     assert cli.main(["sample", str(run), "-n", "20", "--out", str(tmp_path / "g.png")]) == 0

@@ -22,13 +22,7 @@ from gencore.tasks import collapsed_8gaussians, eight_gaussians_modes
 from gencore.train import CheckpointError, fit, load_checkpoint
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny networks: one thread is as fast, and much faster on a shared, busy machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def softplus(v):

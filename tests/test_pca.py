@@ -21,13 +21,7 @@ def digits():
     return x, xt
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny SVDs gain nothing from intra-op threads; on a shared CPU spinning threads cost seconds.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def rel(a, b):

@@ -35,6 +35,25 @@ __device__ __forceinline__ A warp_sum(A v) {
   return v;
 }
 
+// Warp-per-segment kernels: a row of n elements is cut into per_row segments of seg_len;
+// the calling warp owns elements [begin, end) of row `row`, which starts at `base` in a
+// contiguous (rows, n) tensor. index >= rows * per_row: the warp has nothing to do.
+struct WarpSegment {
+  int64_t index, row, begin, end, base;
+  int lane;
+};
+
+__device__ __forceinline__ WarpSegment warp_segment(int64_t n, int64_t seg_len, int64_t per_row) {
+  WarpSegment w;
+  w.lane = threadIdx.x % kWarp;
+  w.index = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
+  w.row = w.index / per_row;
+  w.begin = (w.index % per_row) * seg_len;
+  w.end = min(n, w.begin + seg_len);
+  w.base = w.row * n;
+  return w;
+}
+
 // Blocks of kWarpsPerBlock warps for `items` warp-sized work items.
 inline unsigned grid_for(int64_t items) {
   const int64_t blocks = (items + kWarpsPerBlock - 1) / kWarpsPerBlock;

@@ -44,22 +44,10 @@ struct InputStrides {
   int64_t gy, x, ls, t, gl;
 };
 
-// The segment of the calling warp: elements [begin, end) of row `row`, which starts at
-// `base` in the (contiguous) outputs.
-struct WarpSegment {
-  int64_t index, row, begin, end, base;
-  int lane;
-};
+using cuda::WarpSegment;
 
 __device__ __forceinline__ WarpSegment warp_segment(const Segments& sg) {
-  WarpSegment w;
-  w.lane = threadIdx.x % kWarp;
-  w.index = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
-  w.row = w.index / sg.per_row;
-  w.begin = (w.index % sg.per_row) * sg.seg_len;
-  w.end = min(sg.n, w.begin + sg.seg_len);
-  w.base = w.row * sg.n;
-  return w;
+  return cuda::warp_segment(sg.n, sg.seg_len, sg.per_row);
 }
 
 template <typename T, typename A, int V, bool kReverse, bool kClamped>

@@ -47,20 +47,8 @@ Geometry make_geometry(const at::Tensor& mu, int64_t n_samples) {
   return g;
 }
 
-// The calling warp's segment: columns [begin, end) of row `row`; index >= segments: none.
-struct WarpSegment {
-  int64_t index, row, begin, end;
-  int lane;
-};
-
-__device__ __forceinline__ WarpSegment warp_segment(const Geometry& g) {
-  WarpSegment w;
-  w.lane = threadIdx.x % kWarp;
-  w.index = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
-  w.row = w.index / g.per_row;
-  w.begin = (w.index % g.per_row) * kSegLen;
-  w.end = min(g.n, w.begin + kSegLen);
-  return w;
+__device__ __forceinline__ cuda::WarpSegment warp_segment(const Geometry& g) {
+  return cuda::warp_segment(g.n, kSegLen, g.per_row);
 }
 
 // Loads the 4 columns [c, c + 4) of a row (fewer at the row's end) as opmath values.
@@ -95,7 +83,7 @@ template <typename T, typename A, bool kVec, bool kLogQ>
 __global__ void reparam_fwd_kernel(const T* __restrict__ mu, const T* __restrict__ lv,
                                    const int64_t* __restrict__ rng, T* __restrict__ z,
                                    A* __restrict__ partial, Geometry g) {
-  const WarpSegment w = warp_segment(g);
+  const cuda::WarpSegment w = warp_segment(g);
   if (w.index >= g.segments) return;
   const int lane = w.lane;
   const int64_t seg = w.index, row = w.row, begin = w.begin, end = w.end;
@@ -168,7 +156,7 @@ __global__ void reparam_bwd_kernel(const T* __restrict__ gz, const T* __restrict
                                    const A* __restrict__ glq_row, const T* __restrict__ mu,
                                    const T* __restrict__ lv, const int64_t* __restrict__ rng,
                                    T* __restrict__ gmu, T* __restrict__ glv, Geometry g) {
-  const WarpSegment w = warp_segment(g);
+  const cuda::WarpSegment w = warp_segment(g);
   if (w.index >= g.segments) return;
   const int lane = w.lane;
   const int64_t row = w.row, begin = w.begin, end = w.end;

@@ -84,10 +84,10 @@ def cmd_train(args) -> int:
                 "gp_weight": args.gp_weight, "r1_weight": args.r1_weight, "spectral_norm": args.spectral_norm,
                 "ema_decay": args.ema}
     gan_args = {k: v for k, v in gan_args.items() if v is not None}
-    if args.model in tasks.LATENT_MODELS and set(gan_args) <= {"latent_dim"}:
-        pass  # --latent-dim also sets the latent size of pca / ae / vae
-    elif gan_args and args.model not in tasks.GAN_MODELS:
-        raise ValueError(f"--{next(iter(gan_args)).replace('_', '-')} applies to gan only")
+    # --latent-dim also sets the latent size of pca / ae / vae; the other GAN flags are GAN-only.
+    gan_only = [k for k in gan_args if not (k == "latent_dim" and args.model in tasks.LATENT_MODELS)]
+    if gan_only and args.model not in tasks.GAN_MODELS:
+        raise ValueError(f"--{gan_only[0].replace('_', '-')} applies to gan only")
     res = tasks.train_model(args.model, args.data, steps=args.steps, out=args.out,
                             batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                             conditional=args.conditional, image=args.image,

@@ -40,6 +40,17 @@ def _kind(data: str, image: bool = False) -> str:
     return "toy" if data in TOYS else ("image" if image else "digits")
 
 
+def _config(defaults: dict, overrides: dict, x: torch.Tensor, image: bool) -> dict:
+    """A model config: the defaults, the overrides that are set, and the data's feature size
+    (``(C, H, W)`` for images, whose convolutional networks take one hidden width)."""
+    config = dict(defaults)
+    config.update({k: v for k, v in overrides.items() if v is not None})
+    if image and isinstance(config.get("hidden"), list):
+        config["hidden"] = config["hidden"][0]
+    config["features"] = list(x.shape[1:]) if image else x.shape[1]
+    return config
+
+
 def _context(y: torch.Tensor | None, conditional: bool) -> torch.Tensor | None:
     if not conditional:
         return None
@@ -78,13 +89,9 @@ def train_model(model: str, data: str, *, steps: int, out, batch_size: int = 256
     # Digits train on a fresh dequantization of every batch (levels in, noise per step).
     x, y = load_dataset(data, "train", seed=seed, image=image, **({"dequantized": False} if digits else {}))
     xt, yt = load_dataset(data, "test", image=image)
-    config = dict(DEFAULTS[(model, _kind(data, image))])
+    config = _config(DEFAULTS[(model, _kind(data, image))], model_kwargs, x, image)
     if depth is not None:
         config[DEPTH_KEY[model]] = depth
-    config.update({k: v for k, v in model_kwargs.items() if v is not None})
-    if image and isinstance(config.get("hidden"), list):
-        config["hidden"] = config["hidden"][0]
-    config["features"] = list(x.shape[1:]) if image else x.shape[1]
     if conditional:
         config["context_features"] = 10
     torch.manual_seed(seed)
@@ -218,13 +225,9 @@ def train_gan(data: str, *, steps: int, out, batch_size: int = 256, lr: float | 
     x, y = load_dataset(data, "train", seed=seed, image=image, **({"dequantized": False} if digits else {}))
     xt, yt = load_dataset(data, "test", image=image)
     kind = _kind(data, image)
-    config = dict(GAN_DEFAULTS[kind])
-    config.update({k: v for k, v in gan_kwargs.items() if v is not None})
+    config = _config(GAN_DEFAULTS[kind], gan_kwargs, x, image)
     if config.get("loss") == "wasserstein_gp" and gan_kwargs.get("n_critic") is None:
         config["n_critic"] = 5
-    if image and isinstance(config.get("hidden"), list):
-        config["hidden"] = config["hidden"][0]
-    config["features"] = list(x.shape[1:]) if image else x.shape[1]
     if conditional:
         config["n_classes"] = 10
     torch.manual_seed(seed)
