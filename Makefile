@@ -44,6 +44,7 @@ bench: install
 	$(VPY) bench/bench_coupling.py --out bench/results
 	$(VPY) bench/bench_flows.py --out bench/results
 	$(VPY) bench/bench_reparam.py --out bench/results
+	$(VPY) bench/bench_contrastive.py --out bench/results
 	$(VPY) -m pip install --quiet -r requirements-bench.txt
 	$(VPY) bench/bench_flow_libraries.py --out bench/results
 	$(VPY) bench/update_readme.py
@@ -82,6 +83,9 @@ gpu-check:
 	$(PYTHON) -m pytest -q -rs tests
 	$(PYTHON) bench/bench_coupling.py --device cuda --dtype float32 --out bench/results
 	$(PYTHON) bench/bench_coupling.py --device cuda --dtype bfloat16 --out bench/results
+	$(PYTHON) bench/bench_reparam.py --device cuda --dtype float32 --out bench/results
+	$(PYTHON) bench/bench_contrastive.py --device cuda --dtype float32 --out bench/results
+	$(PYTHON) bench/bench_contrastive.py --device cuda --dtype bfloat16 --out bench/results
 	if [ -n "$$OUT" ]; then cp bench/results/*cuda* "$$OUT"/; fi
 
 clean:

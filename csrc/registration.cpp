@@ -25,4 +25,29 @@ TORCH_LIBRARY(gencore, m) {
   m.def(
       "reparameterize_backward(Tensor grad_z, Tensor grad_kl, Tensor grad_log_q, Tensor mu, "
       "Tensor logvar, Tensor rng_state, *, int n_samples) -> (Tensor grad_mu, Tensor grad_logvar)");
+  // Contrastive losses, tiled with an online log-sum-exp (csrc/contrastive/contrastive.h):
+  // the (N, N) logits are never stored. The *_lse outputs are the row / column
+  // log-sum-exps (accumulation dtype) the backward needs; the public wrappers return
+  // only the loss. loss = mean of the row and column CEs of logit_scale * a b^T.
+  m.def(
+      "clip_loss(Tensor image_features, Tensor text_features, Tensor logit_scale) -> "
+      "(Tensor loss, Tensor row_lse, Tensor col_lse)");
+  m.def(
+      "clip_loss_backward(Tensor grad_loss, Tensor image_features, Tensor text_features, "
+      "Tensor logit_scale, Tensor row_lse, Tensor col_lse) -> (Tensor grad_image_features, "
+      "Tensor grad_text_features, Tensor grad_logit_scale)");
+  // SimCLR's NT-Xent on normalize(cat(z1, z2)) with logits z z^T / temperature.
+  m.def("nt_xent_loss(Tensor z1, Tensor z2, Tensor temperature) -> (Tensor loss, Tensor lse)");
+  m.def(
+      "nt_xent_loss_backward(Tensor grad_loss, Tensor z1, Tensor z2, Tensor temperature, "
+      "Tensor lse) -> (Tensor grad_z1, Tensor grad_z2, Tensor grad_temperature)");
+  // Per-row loss[i] = lse_{j != exclude[i]}(scale q_i.k_j) - scale q_i.k_positive[i]
+  // (exclude[i] = -1: none): the local rows of the distributed losses.
+  m.def(
+      "contrastive_rows(Tensor query, Tensor keys, Tensor scale, Tensor positive, "
+      "Tensor exclude) -> (Tensor loss, Tensor lse)");
+  m.def(
+      "contrastive_rows_backward(Tensor grad_loss, Tensor query, Tensor keys, Tensor scale, "
+      "Tensor positive, Tensor exclude, Tensor lse) -> (Tensor grad_query, Tensor grad_keys, "
+      "Tensor grad_scale)");
 }

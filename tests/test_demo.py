@@ -28,7 +28,7 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     assert "| Class-conditional flow (RealNVP) |" in out
     assert "| VAE (r=16, categorical decoder) |" in out and "| Auto-encoder (MLP, r=8) |" in out
     assert "| Class-conditional GAN (WGAN-GP) |" in out
-    assert "not built yet (issue 5)" in out  # unbuilt families are listed, never faked
+    assert "| SimCLR (conv encoder, 128 features) |" in out and "| CLIP (conv image + token text encoder) |" in out
     import json
     res = json.loads((tmp_path / "demo.json").read_text())
     flow = next(r for r in res["table"] if r["family"].startswith("Normalizing flow"))
@@ -45,3 +45,6 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     ae = next(r for r in res["table"] if r["family"].startswith("Auto-encoder"))
     assert vae["test_nll_nats"] < pca["test_nll_nats"]  # the VAE is the better density
     assert ae["recon"] < pca["recon"]  # the non-linear auto-encoder beats PCA at r = 8
+    clip = next(r for r in res["representation"] if r["family"].startswith("CLIP"))
+    assert clip["zero_shot"] > 0.3  # 60 steps; chance is 10%
+    assert (tmp_path / "contrastive-cpu-float32.md").exists()

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 from gencore.models import NICE, Glow, RealNVP
 from gencore.nn import ActNorm, InvertibleLinear

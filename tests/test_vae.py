@@ -1,7 +1,6 @@
 """gencore.models.VAE: ELBO, importance-weighted likelihood, training on digits, the
 conditional variants, generation, checkpoints and bad inputs."""
 
-import math
 
 import pytest
 import torch

@@ -4,11 +4,15 @@
     gencore info                 ops, compiled backends, torch / CUDA versions
     gencore bench coupling       fused coupling op vs eager PyTorch and torch.compile
     gencore bench reparam        fused reparameterized sampling + KL, the same way
+    gencore bench contrastive    tiled CLIP / NT-Xent losses vs the materialized ones
     gencore train realnvp --data 8gaussians --steps 5000 --out runs/rnvp
     gencore eval runs/rnvp       test NLL (nats), bits/dim, gap to the true entropy
     gencore sample runs/rnvp -n 512 --out samples.png
     gencore train gan --data 8gaussians --steps 2000 --out runs/gan
     gencore train vae --data digits --steps 4000 --out runs/vae      (also pca, ae)
+    gencore train simclr --data digits --steps 2000 --out runs/simclr
+    gencore train clip --data digits-captions --steps 1500 --out runs/clip
+    gencore eval runs/clip       linear probe, kNN, zero-shot, retrieval recall@1/@5 (simclr, clip)
     gencore eval runs/gan        modes covered, MMD^2 vs a collapsed generator (2-D); inception-style
                                  score, train-on-synthetic accuracy, memorization (digits)
     gencore demo                 the README's main job
@@ -29,7 +33,9 @@ def _info() -> dict:
 
     backends = ["cpu"] + (["cuda"] if _C.with_cuda else [])
     ops = {}
-    for name in ("affine_coupling", "affine_coupling_backward", "reparameterize", "reparameterize_backward"):
+    # Every schema of csrc/registration.cpp, as the dispatcher knows it.
+    names = sorted(n.split("::", 1)[1] for n in torch._C._dispatch_get_all_op_names() if n.startswith("gencore::"))
+    for name in names:
         op = getattr(torch.ops.gencore, name).default
         ops[name] = {
             "schema": str(op._schema),
@@ -66,14 +72,14 @@ def cmd_info(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from gencore.benchmarks import coupling, reparam
+    from gencore.benchmarks import contrastive, coupling, reparam
 
     argv = ["--device", args.device, "--dtype", args.dtype]
     if args.quick:
         argv.append("--quick")
     if args.out:
         argv += ["--out", args.out]
-    return {"coupling": coupling.main, "reparam": reparam.main}[args.op](argv)
+    return {"coupling": coupling.main, "reparam": reparam.main, "contrastive": contrastive.main}[args.op](argv)
 
 
 def cmd_train(args) -> int:
@@ -92,7 +98,10 @@ def cmd_train(args) -> int:
                             batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                             conditional=args.conditional, image=args.image,
                             progress=not args.no_progress, depth=args.couplings, hidden=hidden, **gan_args)
-    print(json.dumps(res, indent=2))
+    from gencore import distributed
+
+    if distributed.rank() == 0:  # under torchrun, one report
+        print(json.dumps(res, indent=2))
     return 0
 
 
@@ -134,19 +143,20 @@ def build_parser() -> argparse.ArgumentParser:
     pi.set_defaults(fn=cmd_info)
 
     pb = sub.add_parser("bench", help="benchmark a fused op against eager PyTorch and torch.compile")
-    pb.add_argument("op", choices=["coupling", "reparam"])
+    pb.add_argument("op", choices=["coupling", "reparam", "contrastive"])
     pb.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     pb.add_argument("--dtype", default="float32", choices=["float32", "float64", "float16", "bfloat16"])
     pb.add_argument("--quick", action="store_true", help="small cases, few repetitions")
     pb.add_argument("--out", default=None, help="folder for CSV and Markdown results")
     pb.set_defaults(fn=cmd_bench)
 
-    from gencore.data import DATASETS
-    from gencore.tasks import FLOW_MODELS, GAN_MODELS, LATENT_MODELS
+    from gencore.data import DATASETS, PAIRED_DATASETS
+    from gencore.tasks import CONTRASTIVE_MODELS, FLOW_MODELS, GAN_MODELS, LATENT_MODELS
 
     pt = sub.add_parser("train", help="train a model on an embedded dataset (checkpoints in --out)")
-    pt.add_argument("model", choices=FLOW_MODELS + GAN_MODELS + LATENT_MODELS)
-    pt.add_argument("--data", required=True, choices=DATASETS)
+    pt.add_argument("model", choices=FLOW_MODELS + GAN_MODELS + LATENT_MODELS + CONTRASTIVE_MODELS)
+    pt.add_argument("--data", required=True, choices=DATASETS + PAIRED_DATASETS,
+                    help="digits-captions (image-caption pairs) is for clip")
     pt.add_argument("--steps", type=int, required=True)
     pt.add_argument("--out", required=True, help="run folder (resumes if it holds a checkpoint)")
     pt.add_argument("--batch-size", type=int, default=256)
@@ -154,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--seed", type=int, default=0)
     pt.add_argument("--couplings", type=int, default=None,
                     help="coupling layers (per stage for images; steps per level for glow)")
-    pt.add_argument("--hidden", default=None, help="conditioner hidden sizes, e.g. 256,256")
+    pt.add_argument("--hidden", default=None, help="conditioner hidden sizes, e.g. 256,256 (simclr, clip: the "
+                    "image encoder's widths)")
     pt.add_argument("--conditional", action="store_true", help="condition on the class (digits)")
     pt.add_argument("--image", action="store_true", help="digits as (1, 8, 8) images (realnvp, glow, gan)")
     pt.add_argument("--loss", default=None, choices=["non_saturating", "wasserstein_gp", "hinge"],
@@ -169,9 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     pt.set_defaults(fn=cmd_train)
 
     pe = sub.add_parser("eval", help="test NLL (nats), bits/dim, gap to the true entropy; for a gan sample "
-                        "quality (modes, MMD^2, inception-style score, TSTR, memorization); JSON")
+                        "quality (modes, MMD^2, inception-style score, TSTR, memorization); for simclr / clip "
+                        "linear probe, kNN, zero-shot and retrieval; JSON")
     pe.add_argument("run", help="run folder written by `gencore train`")
-    pe.add_argument("--data", default=None, choices=DATASETS, help="default: the training dataset")
+    pe.add_argument("--data", default=None, choices=DATASETS + PAIRED_DATASETS, help="default: the training dataset")
     pe.set_defaults(fn=cmd_eval)
 
     ps = sub.add_parser("sample", help="draw samples into a PNG (image grid or 2-D density plot); for a gan "

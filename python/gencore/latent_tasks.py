@@ -27,7 +27,7 @@ import torch
 from gencore import metrics
 from gencore.data import DIGITS_LEVELS, dequantize, load_dataset
 from gencore.models import PCA, build
-from gencore.train import fit, save_checkpoint
+from gencore.train import fit, record_run_extra, save_checkpoint
 
 LATENT_MODELS = ("pca", "ae", "vae")
 DEFAULTS = {
@@ -39,13 +39,6 @@ DEFAULTS = {
 
 def _onehot(y: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.one_hot(y, 10).float()
-
-
-def _record(out, extra: dict) -> None:
-    meta_path = Path(out) / "checkpoint.json"
-    meta = json.loads(meta_path.read_text())
-    meta["extra"].update(extra)
-    meta_path.write_text(json.dumps(meta, indent=1))
 
 
 def train_latent(model: str, data: str, *, steps: int, out, batch_size: int = 128, lr: float | None = None,
@@ -73,7 +66,7 @@ def train_latent(model: str, data: str, *, steps: int, out, batch_size: int = 12
         config.pop("hidden", None)
         net = PCA(**config).fit(dequantize(x_levels, torch.Generator().manual_seed(seed)))
         save_checkpoint(out, net, step=0)
-        _record(out, {"data": data, "conditional": False, "image": False})
+        record_run_extra(out, {"data": data, "conditional": False, "image": False})
         return {"model": model, "data": data, "n_components": net.n_components_,
                 "test_nll_nats": -net.score(xt)}
     config["features"] = list(x_levels.shape[1:]) if image else x_levels.shape[1]
@@ -95,7 +88,7 @@ def train_latent(model: str, data: str, *, steps: int, out, batch_size: int = 12
               batch_transform=fresh_dequantization, keep_best=model == "vae")
     if model == "vae":  # the checkpoint holds the best evaluation's parameters
         save_checkpoint(out, net, step=res.step, extra=json.loads((Path(out) / "checkpoint.json").read_text())["extra"])
-    _record(out, {"data": data, "conditional": conditional, "image": image})
+    record_run_extra(out, {"data": data, "conditional": conditional, "image": image})
     return {"model": model, "data": data, "steps": res.step, "final_eval_loss": res.history[-1]["eval_loss"]}
 
 

@@ -8,8 +8,9 @@ user would write them in plain PyTorch, with no fusion tricks.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["affine_coupling", "reparameterize"]
+__all__ = ["affine_coupling", "reparameterize", "clip_loss", "nt_xent_loss", "contrastive_cross_entropy"]
 
 
 def affine_coupling(
@@ -65,3 +66,43 @@ def reparameterize(
     z = mu + torch.exp(0.5 * logvar) * eps
     kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).reshape(mu.shape[0], -1).sum(1)
     return z, kl
+
+
+def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale) -> torch.Tensor:
+    """Reference of :func:`gencore.ops.clip_loss`, materializing the ``(N, N)`` logits.
+
+    ``logits = logit_scale * image_features @ text_features.T``; the loss is the mean of the
+    row and column cross-entropies with the positives on the diagonal, in nats.
+    """
+    logits = logit_scale * image_features @ text_features.T
+    labels = torch.arange(logits.shape[0], device=logits.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+
+def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, *, temperature=0.5) -> torch.Tensor:
+    """Reference of :func:`gencore.ops.nt_xent_loss` (SimCLR), materializing ``(2N, 2N)``.
+
+    ``z = normalize(cat(z1, z2))``, logits ``z @ z.T / temperature`` with the diagonal
+    removed; the positive of row ``i`` is its other view; mean over the ``2N`` rows, in nats.
+    """
+    n = z1.shape[0]
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    logits = z @ z.T / temperature
+    eye = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(eye, float("-inf"))
+    labels = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(logits, labels)
+
+
+def contrastive_cross_entropy(query: torch.Tensor, keys: torch.Tensor, scale, positive: torch.Tensor,
+                              exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """Reference of :func:`gencore.ops.contrastive_cross_entropy`, materializing ``(n, m)``.
+
+    ``loss[i] = logsumexp_{j != exclude[i]}(scale * q_i . k_j) - scale * q_i . k_{positive[i]}``
+    (``exclude[i] = -1``: nothing excluded), shape ``(n,)``, in nats.
+    """
+    logits = scale * query @ keys.T
+    if exclude is not None:
+        cols = torch.arange(keys.shape[0], device=keys.device)
+        logits = logits.masked_fill(cols[None, :] == exclude[:, None], float("-inf"))
+    return torch.logsumexp(logits, 1) - logits.gather(1, positive[:, None]).squeeze(1)

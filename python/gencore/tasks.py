@@ -13,10 +13,20 @@ from pathlib import Path
 import torch
 
 from gencore import metrics
-from gencore.data import DIGITS_LEVELS, EXACT_TOYS, TOYS, dequantize, load_dataset, toy_entropy, toy_log_prob
+from gencore.contrastive_tasks import CONTRASTIVE_MODELS, evaluate_contrastive, train_contrastive
+from gencore.data import (
+    DIGITS_LEVELS,
+    EXACT_TOYS,
+    PAIRED_DATASETS,
+    TOYS,
+    dequantize,
+    load_dataset,
+    toy_entropy,
+    toy_log_prob,
+)
 from gencore.models import MODELS, build
 from gencore.latent_tasks import LATENT_MODELS, evaluate_latent, sample_latent, train_latent
-from gencore.train import fit, load_checkpoint
+from gencore.train import fit, load_checkpoint, record_run_extra
 
 FLOW_MODELS = ("nice", "realnvp", "glow")
 GAN_MODELS = ("gan",)
@@ -67,8 +77,15 @@ def train_model(model: str, data: str, *, steps: int, out, batch_size: int = 256
     ``image=True`` trains on digits as ``(1, 8, 8)`` images (RealNVP's and Glow's
     convolutional multi-scale architectures; the GAN's convolutional pair); ``depth`` sets
     the number of couplings / steps. ``lr`` defaults to 1e-3 (flows) or :data:`GAN_LR`.
-    ``pca``, ``ae`` and ``vae`` go to :func:`gencore.latent_tasks.train_latent`.
+    ``pca``, ``ae`` and ``vae`` go to :func:`gencore.latent_tasks.train_latent`; ``simclr`` and
+    ``clip`` to :func:`gencore.contrastive_tasks.train_contrastive`.
     """
+    if model in CONTRASTIVE_MODELS:
+        return train_contrastive(model, data, steps=steps, out=out, batch_size=batch_size, lr=lr, seed=seed,
+                                 conditional=conditional, image=image, progress=progress, depth=depth,
+                                 **model_kwargs)
+    if data in PAIRED_DATASETS:
+        raise ValueError(f"train: --data {data} is image-caption pairs, for clip; {model} trains on digits")
     if model in LATENT_MODELS:
         if depth is not None:
             raise ValueError(f"train: --couplings applies to flows, not to {model}")
@@ -108,10 +125,7 @@ def train_model(model: str, data: str, *, steps: int, out, batch_size: int = 256
               checkpoint_dir=out, progress=progress, schedule="cosine",
               batch_transform=fresh_dequantization if digits else None)
     # Record what eval/sample need next to the checkpoint.
-    meta_path = Path(out) / "checkpoint.json"
-    meta = json.loads(meta_path.read_text())
-    meta["extra"].update({"data": data, "conditional": conditional, "image": image})
-    meta_path.write_text(json.dumps(meta, indent=1))
+    record_run_extra(out, {"data": data, "conditional": conditional, "image": image})
     return {"model": model, "data": data, "steps": res.step, "final_eval_nll": res.history[-1]["eval_loss"]}
 
 
@@ -128,6 +142,8 @@ def evaluate(run, data: str | None = None) -> dict:
         return evaluate_gan(run, net, meta, data)
     if meta["model"] in LATENT_MODELS:
         return evaluate_latent(run, net, meta)
+    if meta["model"] in CONTRASTIVE_MODELS:
+        return evaluate_contrastive(run, net, meta)
     xt, yt = load_dataset(data, "test", image=bool(extra.get("image")))
     if xt.shape[1:] != tuple(net.event_shape):
         raise ValueError(f"eval: the model expects examples of shape {net.event_shape}, "
@@ -161,6 +177,8 @@ def sample(run, n: int, out_png, *, seed: int = 0) -> Path:
         return sample_gan(net, meta, n, out_png, g)
     if meta["model"] in LATENT_MODELS:
         return sample_latent(net, meta, n, out_png, g)
+    if meta["model"] in CONTRASTIVE_MODELS:
+        raise ValueError(f"sample: {meta['model']} learns representations and has no generator to sample from")
     ctx = None
     if extra.get("conditional"):
         labels = torch.arange(n) % 10
@@ -250,10 +268,7 @@ def train_gan(data: str, *, steps: int, out, batch_size: int = 256, lr: float | 
     res = fit(net, (x, y) if conditional else x, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
               eval_data=(xt, yt) if conditional else xt, checkpoint_dir=out, progress=progress,
               batch_transform=_fresh_dequantization if digits else None, callback=snapshot)
-    meta_path = Path(out) / "checkpoint.json"
-    meta = json.loads(meta_path.read_text())
-    meta["extra"].update({"data": data, "conditional": conditional, "image": image})
-    meta_path.write_text(json.dumps(meta, indent=1))
+    record_run_extra(out, {"data": data, "conditional": conditional, "image": image})
     last = res.history[-1]
     return {"model": "gan", "data": data, "steps": res.step, "loss": net.loss_kind,
             "final_eval_ipm": last.get("eval_loss"), "final_train_ipm": last.get("train_ipm")}
@@ -514,7 +529,7 @@ def save_ipm_history(histories: dict, path, *, title: str | None = None) -> Path
 
 
 
-__all__ = ["train_model", "evaluate", "sample", "MODELS", "FLOW_MODELS"]
+__all__ = ["train_model", "evaluate", "sample", "MODELS", "FLOW_MODELS", "CONTRASTIVE_MODELS"]
 __all__ += ["GAN_MODELS", "train_gan", "evaluate_gan", "sample_gan", "training_figures", "eight_gaussians_modes",
             "collapsed_8gaussians", "ring_8gaussians", "toy_sample_report", "digits_sample_report",
             "digits_real_reference", "save_scatter_over_data", "save_snapshots", "save_ipm_history"]

@@ -9,6 +9,16 @@ Two-player (or any multi-optimizer) models such as :class:`gencore.models.GAN` d
 ``train_step(batch, optimizers, step) -> {name: float}``; ``fit`` then calls ``train_step``
 in place of loss / backward / step, records the running mean of every returned number as
 ``train_<name>``, and checkpoints every optimizer.
+
+Data-parallel training: under ``torchrun`` (or in any process with an initialized
+``torch.distributed`` group of several ranks) ``fit`` wraps the model in
+``DistributedDataParallel``; every rank draws the same global batches as one process with the
+same ``batch_size`` and trains on its contiguous shard of each, so a run on ``W`` ranks follows
+the single-process run for a loss that is a mean over the batch or a
+:mod:`gencore.nn.contrastive` loss with ``distributed=True`` (gradients equal up to the order
+of floating-point sums; Adam's normalisation can amplify those last-bit differences for
+parameters whose gradient is near zero, so float32 runs drift apart slowly, float64 runs agree
+to ~1e-10).
 """
 
 from __future__ import annotations
@@ -22,7 +32,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["fit", "FitResult", "save_checkpoint", "load_checkpoint", "CheckpointError"]
+from gencore import distributed as gdist
+
+__all__ = ["fit", "FitResult", "save_checkpoint", "load_checkpoint", "record_run_extra", "CheckpointError"]
 
 FORMAT = "gencore-checkpoint"
 VERSION = 1
@@ -95,6 +107,83 @@ def _loss_step(model: nn.Module, optimizer, batch, step: int) -> dict[str, float
     loss.backward()
     optimizer.step()
     return {"loss": loss.item()}
+
+
+class _LossModule(nn.Module):
+    """``forward(batch) = model.loss(batch)``: DistributedDataParallel runs its hooks around
+    ``forward``, so the loss must be reached through it."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch):
+        return self.model.loss(batch)
+
+
+def _collective_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if torch.distributed.get_backend() == "nccl" \
+        else torch.device("cpu")
+
+
+def _ddp_loss_step(ddp: nn.Module, optimizer, batch, step: int, world: int) -> dict[str, float]:
+    """:func:`_loss_step` on this rank's shard; the recorded loss is the mean over ranks (the
+    global batch's loss), checked before backward so that every rank stops together."""
+    loss = ddp(batch)
+    value = loss.detach().to(_collective_device(), torch.float64).reshape(1).clone()
+    torch.distributed.all_reduce(value)
+    value = value.item() / world
+    if not math.isfinite(value):
+        raise FloatingPointError(f"loss became {value} at step {step}; lower lr or check the data")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return {"loss": value}
+
+
+def _broadcast_float(value: float) -> float:
+    t = torch.tensor([value], dtype=torch.float64, device=_collective_device())
+    torch.distributed.broadcast(t, 0)
+    return t.item()
+
+
+def _shard(batch, r: int, world: int):
+    """Rows ``[r m, (r + 1) m)`` of every tensor of ``batch`` (``m`` = rows / world)."""
+    def part(v):
+        m = v.shape[0] // world
+        return v[r * m:(r + 1) * m]
+    return tuple(part(v) for v in batch) if isinstance(batch, tuple) else part(batch)
+
+
+def _check_data_parallel(model: nn.Module, two_player: bool, batch_size: int, world: int) -> None:
+    if two_player:
+        raise ValueError(f"fit: {type(model).__name__} trains by its own train_step, which fit cannot run "
+                         "data-parallel; train it in one process (torch.distributed is initialized with "
+                         f"{world} ranks)")
+    if any(getattr(m, "memory_efficient", False) for m in model.modules()):
+        raise ValueError(f"fit: {type(model).__name__} has memory_efficient=True, whose backward accumulates "
+                         "parameter gradients in place, so DistributedDataParallel never averages them; "
+                         "use memory_efficient=False for data-parallel training")
+    if batch_size % world:
+        raise ValueError(f"fit: batch_size {batch_size} (the global batch) must be divisible by the "
+                         f"{world} ranks of the process group")
+
+
+def _rank_seed(seed: int, r: int, step: int) -> int:
+    """Model-side RNG of ranks r > 0 at a step: its own stream, a function of (seed, rank, step)
+    so that a resumed run draws the same numbers (rank 0 keeps the checkpointed RNG state)."""
+    return (seed * 1_000_003 + 7_368_787 * r + 104_729 * step) % (2 ** 63)
+
+
+def _initialize_data_dependent(model: nn.Module, batch) -> None:
+    """Run ActNorm's data-dependent initialisation on the first *global* batch on every rank,
+    as one process would, before DDP takes over (each rank's shard would give other values)."""
+    from gencore.nn.flow_layers import ActNorm
+
+    if not any(isinstance(m, ActNorm) and not bool(m.initialized) for m in model.modules()):
+        return
+    with torch.no_grad(), torch.random.fork_rng(), gdist.local_only():
+        model.loss(batch)
 
 
 @torch.no_grad()
@@ -196,6 +285,18 @@ def _load_tensors(f: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"corrupted checkpoint file {f}: {e}") from e
 
 
+def record_run_extra(path, extra: dict) -> None:
+    """Adds ``extra`` (JSON-serialisable) to the ``extra`` record of the checkpoint in folder
+    ``path``, e.g. the dataset a run was trained on, for ``gencore eval`` / ``sample``. Under
+    ``torch.distributed`` only rank 0 writes, as only rank 0 writes checkpoints."""
+    if gdist.rank() != 0:
+        return
+    meta_path = Path(path) / "checkpoint.json"
+    meta = json.loads(meta_path.read_text())
+    meta["extra"].update(extra)
+    meta_path.write_text(json.dumps(meta, indent=1))
+
+
 def load_checkpoint(path, model: nn.Module | None = None, *, optimizer=None) -> tuple[nn.Module, dict]:
     """Load a checkpoint folder written by :func:`save_checkpoint` or :func:`fit`.
 
@@ -283,6 +384,24 @@ def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float 
             it may add entries to ``record`` and runs with the RNG state forked, so it does
             not change the training run.
 
+    Data-parallel (an initialized process group of ``W > 1`` ranks; ``fit`` initializes it
+    itself from ``torchrun``'s environment, gloo for a CPU model, nccl for a CUDA one):
+
+    - the model is wrapped in ``DistributedDataParallel`` (starting from rank 0's
+      parameters); ``batch_size`` is the global batch, divisible by ``W``; every rank forms
+      the same global batch as one process (``batch_transform`` applied to the whole batch
+      with the same generator) and trains on its contiguous ``batch_size / W`` rows;
+    - ``train_loss`` is the mean over ranks (the global batch's loss for a mean loss);
+    - evaluation runs on rank 0 alone, with distributed losses acting locally
+      (:func:`gencore.distributed.local_only`), and its result is broadcast; ``callback``,
+      the progress bar and checkpoints are rank 0's alone; every rank loads the checkpoint
+      to resume (a shared folder) and returns once the last one is written;
+    - model-side randomness: rank 0 keeps the single-process stream, rank ``r > 0`` draws
+      from a stream reseeded from ``(seed, r, step)`` at each step (resumable);
+    - ActNorm's data-dependent initialisation sees the first global batch, as in one process;
+    - not supported (``ValueError``): two-player models (``train_step``) and
+      ``memory_efficient=True`` flows, whose in-place gradient accumulation bypasses DDP.
+
     Returns:
         :class:`FitResult` with the model (in eval mode), the final step and the history:
         a list of ``{"step", "train_loss", "eval_loss", "seconds"}`` (two-player models:
@@ -309,6 +428,11 @@ def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float 
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
 
     two_player = callable(getattr(model, "train_step", None)) and callable(getattr(model, "configure_optimizers", None))
+    first = next(model.parameters(), None)
+    gdist.init_from_env(first.device if first is not None else "cpu")
+    world, rank = gdist.world_size(), gdist.rank()
+    if world > 1:
+        _check_data_parallel(model, two_player, min(batch_size, train_t[0].shape[0]), world)
 
     torch.manual_seed(seed)
     model.train()
@@ -330,8 +454,23 @@ def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float 
             best_loss = float(meta["extra"].get("best_eval_loss", math.inf))
     batches = _Batches(train_t[0].shape[0], batch_size, seed)
 
+    def global_batch(step: int):
+        batch = _batch(train_t, batches.indices(step - 1))
+        if batch_transform is not None:
+            batch = batch_transform(batch, torch.Generator().manual_seed(seed * 1_000_003 + 7919 * step))
+        return batch
+
+    ddp = None
+    if world > 1:
+        if start < steps:
+            _initialize_data_dependent(model, global_batch(start + 1))
+        on_cuda = first is not None and first.device.type == "cuda"
+        # static_graph: tolerates parameters that the loss never uses.
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            _LossModule(model), device_ids=[first.device.index] if on_cuda else None, static_graph=True)
+
     bar = None
-    if progress and start < steps:
+    if progress and start < steps and rank == 0:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, initial=start, desc=type(model).__name__, leave=False)
@@ -347,10 +486,14 @@ def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float 
             else:
                 for group in optimizer.param_groups:
                     group["lr"] = lr * factor
-        batch = _batch(train_t, batches.indices(step - 1))
-        if batch_transform is not None:
-            batch = batch_transform(batch, torch.Generator().manual_seed(seed * 1_000_003 + 7919 * step))
-        stats = model.train_step(batch, optimizer, step) if two_player else _loss_step(model, optimizer, batch, step)
+        if ddp is not None:
+            if rank > 0:
+                torch.manual_seed(_rank_seed(seed, rank, step))
+            stats = _ddp_loss_step(ddp, optimizer, _shard(global_batch(step), rank, world), step, world)
+        elif two_player:
+            stats = model.train_step(global_batch(step), optimizer, step)
+        else:
+            stats = _loss_step(model, optimizer, global_batch(step), step)
         for k, v in stats.items():
             if not math.isfinite(v):
                 raise FloatingPointError(f"{k} became {v} at step {step}; lower lr or check the data")
@@ -363,26 +506,33 @@ def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float 
             rec = {"step": step, **{f"train_{k}": v / count for k, v in sums.items()},
                    "seconds": time.perf_counter() - t0}
             if eval_t is not None:
-                rec["eval_loss"] = _evaluate(model, eval_t)
+                if ddp is None:
+                    rec["eval_loss"] = _evaluate(model, eval_t)
+                else:  # ranks hold equal parameters: one evaluation serves all
+                    with gdist.local_only():
+                        value = _evaluate(model, eval_t) if rank == 0 else math.nan
+                    rec["eval_loss"] = _broadcast_float(value)
                 if keep_best and rec["eval_loss"] < best_loss:
                     best_loss = rec["eval_loss"]
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    if ckpt is not None:
+                    if ckpt is not None and rank == 0:
                         from safetensors.torch import save_file
 
                         ckpt.mkdir(parents=True, exist_ok=True)
                         save_file({k: v.contiguous() for k, v in best_state.items()}, str(ckpt / "best.safetensors"))
-            if callback is not None:
+            if callback is not None and rank == 0:
                 with torch.random.fork_rng():
                     callback(model, rec)
             history.append(rec)
             count, sums = 0, {}
-        if ckpt is not None and (step % checkpoint_every == 0 or step == steps):
+        if ckpt is not None and rank == 0 and (step % checkpoint_every == 0 or step == steps):
             save_checkpoint(ckpt, model, optimizer=optimizer, step=step,
                             extra={"history": history, "seed": seed, "batch_size": batch_size, "lr": lr,
                                    "best_eval_loss": best_loss if keep_best else None})
     if bar is not None:
         bar.close()
+    if world > 1:
+        torch.distributed.barrier()  # the last checkpoint is complete when fit returns on any rank
     if keep_best and best_state is not None:
         model.load_state_dict(best_state)
     model.eval()

@@ -11,6 +11,11 @@ are dequantized as ``(x + u) / 17`` with ``u ~ U[0, 1)``, so values lie in ``[0,
 and a density model's NLL converts to bits/dim with
 ``(nll_nats + D * ln 17) / (D * ln 2)`` (a uniform model scores log2(17) = 4.09).
 The test split is dequantized with a fixed seed, so evaluations are repeatable.
+
+``digits-captions`` is the same split with a three-word caption per digit (class, stroke
+mass, slant; :mod:`gencore.data.captions`): ``load_dataset("digits-captions", split)``
+returns ``(x, tokens, y)``. :mod:`gencore.data.augment` holds the random views of digits
+that SimCLR trains on.
 """
 
 from __future__ import annotations
@@ -18,14 +23,30 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from gencore.data.augment import (
+    DEFAULT_AUGMENT,
+    add_noise,
+    augment_digits,
+    digit_views,
+    intensity_jitter,
+    random_affine,
+    random_erase,
+    random_shift,
+)
+from gencore.data.captions import VOCAB, class_prompts, decode_caption, encode_caption, load_captioned_digits
 from gencore.data.toys import EXACT as EXACT_TOYS
 from gencore.data.toys import TOYS, sample_toy, toy_entropy, toy_log_prob
 
 __all__ = ["load_dataset", "dequantize", "DATASETS", "DIGITS_LEVELS", "TOYS", "EXACT_TOYS", "toy_log_prob",
            "toy_entropy", "sample_toy"]
+__all__ += ["PAIRED_DATASETS", "digit_views", "augment_digits", "random_shift", "random_affine", "intensity_jitter",
+            "add_noise", "random_erase", "DEFAULT_AUGMENT", "VOCAB", "encode_caption", "decode_caption",
+            "class_prompts", "load_captioned_digits"]
 
 DIGITS_LEVELS = 17
 DATASETS = ("digits",) + TOYS
+# Datasets of (image, caption) pairs: load_dataset returns (x, tokens, y).
+PAIRED_DATASETS = ("digits-captions",)
 TOY_SIZES = {"train": 20000, "test": 5000}
 _SPLIT_SEED = 0
 _TEST_DEQUANT_SEED = 12345
@@ -58,8 +79,8 @@ def load_dataset(name: str, split: str = "train", seed: int = 0, *, dtype=torch.
     """Load an embedded dataset.
 
     Args:
-        name: ``"digits"`` or a 2-D toy: ``"8gaussians"``, ``"checkerboard"``, ``"moons"``,
-            ``"rings"``, ``"2spirals"``.
+        name: ``"digits"``, ``"digits-captions"`` (digits with caption tokens) or a 2-D toy:
+            ``"8gaussians"``, ``"checkerboard"``, ``"moons"``, ``"rings"``, ``"2spirals"``.
         split: ``"train"`` or ``"test"``. digits: 1347 / 450 examples; toys: 20000 / 5000.
         seed: seed of the train split's randomness (digits: the dequantization noise; toys:
             the samples). The test split always uses a fixed seed, so evaluations repeat.
@@ -71,14 +92,22 @@ def load_dataset(name: str, split: str = "train", seed: int = 0, *, dtype=torch.
 
     Returns:
         ``(x, y)``. digits: ``x`` of shape ``(N, 64)`` (or ``(N, 1, 8, 8)``) with values in
-        ``[0, 1)``, ``y`` the labels ``(N,)`` (int64, 0..9). toys: ``x`` of shape ``(N, 2)``,
-        ``y`` None.
+        ``[0, 1)``, ``y`` the labels ``(N,)`` (int64, 0..9). digits-captions: ``(x, tokens, y)``
+        with ``tokens (N, 3)`` int64 captions (:mod:`gencore.data.captions`). toys: ``x`` of
+        shape ``(N, 2)``, ``y`` None.
 
     Raises:
         ValueError: unknown ``name`` or ``split``, or options that do not apply.
     """
+    if name in PAIRED_DATASETS:
+        if n is not None:
+            raise ValueError("load_dataset: n applies to the 2-D toys; digits-captions has fixed splits")
+        if split not in ("train", "test"):
+            raise ValueError(f"load_dataset: split must be 'train' or 'test', got {split!r}")
+        return load_captioned_digits(split, seed, dtype=dtype, image=image, dequantized=dequantized)
     if name not in DATASETS:
-        raise ValueError(f"load_dataset: unknown dataset {name!r}; available: {', '.join(DATASETS)}")
+        raise ValueError(f"load_dataset: unknown dataset {name!r}; available: "
+                         f"{', '.join(DATASETS + PAIRED_DATASETS)}")
     if split not in ("train", "test"):
         raise ValueError(f"load_dataset: split must be 'train' or 'test', got {split!r}")
     if name in TOYS:

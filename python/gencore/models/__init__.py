@@ -2,6 +2,7 @@
 and a JSON-serialisable ``config`` from which ``build(name, config)`` re-creates it."""
 
 from gencore.models.autoencoder import Autoencoder
+from gencore.models.contrastive import CLIP, SimCLR
 from gencore.models.flows import NICE, Flow, Glow, RealNVP
 from gencore.models.gan import GAN
 from gencore.models.pca import PCA
@@ -12,6 +13,8 @@ MODELS["gan"] = GAN
 MODELS["pca"] = PCA
 MODELS["ae"] = Autoencoder
 MODELS["vae"] = VAE
+MODELS["simclr"] = SimCLR
+MODELS["clip"] = CLIP
 
 
 def build(name: str, config: dict):
@@ -34,3 +37,4 @@ def model_name(model) -> str:
 __all__ = ["Flow", "NICE", "RealNVP", "Glow", "MODELS", "build", "model_name"]
 __all__ += ["GAN"]
 __all__ += ["PCA", "Autoencoder", "VAE"]
+__all__ += ["SimCLR", "CLIP"]

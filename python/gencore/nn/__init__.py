@@ -1,5 +1,6 @@
 """Drop-in ``torch.nn`` modules over the fused ops."""
 
+from gencore.nn.contrastive import CLIPLoss, NTXentLoss
 from gencore.nn.coupling import AffineCoupling
 from gencore.nn.flow_layers import (
     ActNorm,
@@ -15,4 +16,5 @@ from gencore.nn.layers import MLP
 from gencore.nn.reparam import Reparameterize
 
 __all__ = ["AffineCoupling", "AdditiveCoupling", "ActNorm", "DiagonalScale", "Reverse", "Squeeze",
-           "FactorOut", "InvertibleLinear", "ConvConditioner", "MLP", "Reparameterize"]
+           "FactorOut", "InvertibleLinear", "ConvConditioner", "MLP", "Reparameterize",
+           "NTXentLoss", "CLIPLoss"]

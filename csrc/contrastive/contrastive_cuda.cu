@@ -1,0 +1,667 @@
+// CUDA backend of the contrastive losses (contrastive.h): the O(n m D) passes over the
+// matrix of logits L = scale * q k^T, tiled so that L is never stored.
+//
+// Every kernel has the same shape. A block of 256 threads owns kTile = 64 rows of one
+// operand X and loops over 64-row tiles of the other operand Y; a tile R = X Y^T
+// (64 x 64) is built from shared-memory slices over D, each thread holding a 4 x 4 piece
+// of it in registers (rows ty + 16 i, columns tx + 16 j, ty = tid / 16, tx = tid % 16).
+// The slice products are SIMT fused multiply-adds in float32 (float64 for double), or,
+// for float16 and bfloat16, nvcuda::wmma 16x16x16 tensor-core products with float32
+// accumulators (GENCORE_CONTRASTIVE_SIMT=1 forces the SIMT path, for comparisons).
+//   forward: X = q (rows) or X = k (columns), an online (max, sum) per owned row.
+//   backward: W of the tile is recomputed from the forward's log-sum-exps, staged in
+//   shared memory, and W Y is added into the owned rows of grad_x (grad_q with X = q,
+//   grad_k with X = k); only the block owning those rows touches them, so no atomics.
+// When X has too few row blocks to fill the GPU, the Y tiles are split over gridDim.y;
+// the splits' partial results are combined in a fixed order, as are the per-block
+// partial sums of grad_scale: every result is deterministic (on one GPU model: the
+// split count follows the number of SMs).
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <mma.h>
+#include <torch/library.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <limits>
+#include <type_traits>
+
+#include "common/cuda_utils.cuh"
+#include "contrastive/contrastive.h"
+
+namespace gencore {
+namespace contrastive {
+namespace {
+
+using cuda::kWarp;
+using cuda::warp_sum;
+
+constexpr int kTile = 64;        // rows of X per block, rows of Y per tile
+constexpr int kThreads = 256;    // a 16 x 16 grid of threads over the 64 x 64 tile
+constexpr int kSide = 16;        // threads along each side of the tile
+constexpr int kMicro = 4;        // rows (and columns) of the tile per thread
+constexpr int kBlocksPerSm = 4;  // target resident blocks when choosing the Y split
+// The backward's split partials of grad_x live in a (splits, nx, D) buffer: capped.
+constexpr int64_t kMaxSplitBytes = int64_t{256} << 20;
+
+static_assert(kSide * kMicro == kTile && kSide * kSide == kThreads, "tile geometry");
+
+// D slice per shared-memory step of the SIMT product: 16 (float), 8 (double), which
+// keeps the backward's static shared memory under 48 KiB for double.
+template <typename A>
+constexpr int simt_slice() {
+  return sizeof(A) == 8 ? 8 : 16;
+}
+
+__device__ __forceinline__ float dev_exp(float v) { return expf(v); }
+__device__ __forceinline__ double dev_exp(double v) { return exp(v); }
+__device__ __forceinline__ float dev_log(float v) { return logf(v); }
+__device__ __forceinline__ double dev_log(double v) { return log(v); }
+
+template <typename A>
+__device__ __forceinline__ A neg_inf() {
+  return -std::numeric_limits<A>::infinity();
+}
+
+// Merges the log-sum-exp state (m2, s2) into (m, s), where lse = m + log(s) and
+// (-inf, 0) is the empty state.
+template <typename A>
+__device__ __forceinline__ void lse_merge(A& m, A& s, A m2, A s2) {
+  const A mx = m2 > m ? m2 : m;
+  if (mx == neg_inf<A>()) return;  // both empty: exp(-inf - -inf) would be NaN
+  s = s * dev_exp(m - mx) + s2 * dev_exp(m2 - mx);
+  m = mx;
+}
+
+// ------------------------------------------------------------------ tile products ------
+// Dot::run(sm, x, nx, a0, y, ny, b0, D, acc): acc[i][j] = <x[a0 + ty + 16 i], y[b0 + tx +
+// 16 j]> over all D, rows past nx / ny read as zeros. Called by every thread of the
+// block (it synchronizes); it writes only its own shared memory `sm`.
+
+template <typename T, typename A>
+struct SimtDot {
+  static constexpr int kK = simt_slice<A>();
+  // Slices stored transposed, [d][row], so the 4 x 4 reads are conflict-free; the + 1
+  // pad spreads the transposing stores over the banks.
+  struct Smem {
+    A x[kK][kTile + 1];
+    A y[kK][kTile + 1];
+  };
+
+  __device__ __forceinline__ static void run(Smem& sm, const T* __restrict__ x, int64_t nx,
+                                             int64_t a0, const T* __restrict__ y, int64_t ny,
+                                             int64_t b0, int64_t D, A (&acc)[kMicro][kMicro]) {
+    const int tid = threadIdx.x, tx = tid % kSide, ty = tid / kSide;
+#pragma unroll
+    for (int i = 0; i < kMicro; ++i)
+#pragma unroll
+      for (int j = 0; j < kMicro; ++j) acc[i][j] = A(0);
+    for (int64_t d0 = 0; d0 < D; d0 += kK) {
+      // Consecutive threads read consecutive d of one row: coalesced.
+#pragma unroll
+      for (int l = 0; l < kTile * kK / kThreads; ++l) {
+        const int e = tid + l * kThreads, r = e / kK, c = e % kK;
+        const int64_t d = d0 + c;
+        sm.x[c][r] = (a0 + r < nx && d < D) ? static_cast<A>(x[(a0 + r) * D + d]) : A(0);
+        sm.y[c][r] = (b0 + r < ny && d < D) ? static_cast<A>(y[(b0 + r) * D + d]) : A(0);
+      }
+      __syncthreads();
+#pragma unroll
+      for (int c = 0; c < kK; ++c) {
+        A xv[kMicro], yv[kMicro];
+#pragma unroll
+        for (int i = 0; i < kMicro; ++i) xv[i] = sm.x[c][ty + kSide * i];
+#pragma unroll
+        for (int j = 0; j < kMicro; ++j) yv[j] = sm.y[c][tx + kSide * j];
+#pragma unroll
+        for (int i = 0; i < kMicro; ++i)
+#pragma unroll
+          for (int j = 0; j < kMicro; ++j) acc[i][j] += xv[i] * yv[j];
+      }
+      __syncthreads();
+    }
+  }
+};
+
+template <typename T>
+struct MmaElement;
+template <>
+struct MmaElement<c10::Half> {
+  using type = __half;
+};
+template <>
+struct MmaElement<c10::BFloat16> {
+  using type = __nv_bfloat16;
+};
+
+// Tensor cores for float16 / bfloat16: warp w computes the 16 x 32 sub-tile at rows
+// 16 (w / 2), columns 32 (w % 2) as two 16x16 float accumulators, over D slices of 32.
+// The accumulators go through shared memory into the threads' 4 x 4 layout.
+template <typename T>
+struct MmaDot {
+  using E = typename MmaElement<T>::type;  // same bits as T
+  static constexpr int kK = 32;
+  static constexpr int kLd = kK + 8;       // halves: a multiple of 8, rows 32-byte aligned
+  static constexpr int kOutLd = kTile + 4;  // floats: a multiple of 4
+  struct alignas(32) Smem {
+    T x[kTile][kLd];  // [row][d]: wmma's row-major A and column-major B
+    T y[kTile][kLd];
+    float out[kTile][kOutLd];
+  };
+
+  __device__ __forceinline__ static void run(Smem& sm, const T* __restrict__ x, int64_t nx,
+                                             int64_t a0, const T* __restrict__ y, int64_t ny,
+                                             int64_t b0, int64_t D,
+                                             float (&acc)[kMicro][kMicro]) {
+    const int tid = threadIdx.x, tx = tid % kSide, ty = tid / kSide;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+    // No bfloat16 wmma before sm_80: the same slices, multiplied one by one.
+#pragma unroll
+    for (int i = 0; i < kMicro; ++i)
+#pragma unroll
+      for (int j = 0; j < kMicro; ++j) acc[i][j] = 0.0f;
+#else
+    namespace wmma = nvcuda::wmma;
+    const int warp = tid / kWarp, wr = warp / 2, wc = (warp % 2) * 2;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> c_frag[2];
+    wmma::fill_fragment(c_frag[0], 0.0f);
+    wmma::fill_fragment(c_frag[1], 0.0f);
+#endif
+    for (int64_t d0 = 0; d0 < D; d0 += kK) {
+#pragma unroll
+      for (int l = 0; l < kTile * kK / kThreads; ++l) {
+        const int e = tid + l * kThreads, r = e / kK, c = e % kK;
+        const int64_t d = d0 + c;
+        sm.x[r][c] = (a0 + r < nx && d < D) ? x[(a0 + r) * D + d] : T(0.0f);
+        sm.y[r][c] = (b0 + r < ny && d < D) ? y[(b0 + r) * D + d] : T(0.0f);
+      }
+      __syncthreads();
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+      for (int c = 0; c < kK; ++c)
+#pragma unroll
+        for (int i = 0; i < kMicro; ++i)
+#pragma unroll
+          for (int j = 0; j < kMicro; ++j)
+            acc[i][j] += static_cast<float>(sm.x[ty + kSide * i][c]) *
+                         static_cast<float>(sm.y[tx + kSide * j][c]);
+#else
+#pragma unroll
+      for (int kk = 0; kk < kK; kk += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, E, wmma::row_major> a_frag;
+        wmma::load_matrix_sync(a_frag, reinterpret_cast<const E*>(&sm.x[16 * wr][kk]), kLd);
+#pragma unroll
+        for (int f = 0; f < 2; ++f) {
+          // y stored [row][d] is the column-major (d, row) operand B = y^T.
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, E, wmma::col_major> b_frag;
+          wmma::load_matrix_sync(b_frag, reinterpret_cast<const E*>(&sm.y[16 * (wc + f)][kk]),
+                                 kLd);
+          wmma::mma_sync(c_frag[f], a_frag, b_frag, c_frag[f]);
+        }
+      }
+#endif
+      __syncthreads();
+    }
+#if !(defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800)
+    // For D == 0 the loop above has no barrier: the previous call's readers of sm.out
+    // must be done before it is overwritten.
+    __syncthreads();
+#pragma unroll
+    for (int f = 0; f < 2; ++f)
+      wmma::store_matrix_sync(&sm.out[16 * wr][16 * (wc + f)], c_frag[f], kOutLd,
+                              wmma::mem_row_major);
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < kMicro; ++i)
+#pragma unroll
+      for (int j = 0; j < kMicro; ++j) acc[i][j] = sm.out[ty + kSide * i][tx + kSide * j];
+#endif
+  }
+};
+
+// ------------------------------------------------------------------ kernels ------------
+// X (nx, D) is owned by the blocks, Y (ny, D) is looped over. kXIsQuery: X = q, Y = k
+// (row i of L is row a of the block); otherwise X = k, Y = q (L transposed).
+template <typename T, typename A>
+struct Pair {
+  const T* x;
+  const T* y;
+  int64_t nx, ny, d;
+  const A* scale;            // 0-d, on the device
+  const int64_t* exclude;    // (n_query,): masked key of each query row; nullptr: none
+  int64_t tiles_per_split;   // Y tiles per blockIdx.y
+};
+
+// Y tiles [begin, end) of this block's split.
+struct TileRange {
+  int64_t begin, end;
+};
+
+__device__ __forceinline__ TileRange tile_range(int64_t ny, int64_t tiles_per_split) {
+  const int64_t tiles = (ny + kTile - 1) / kTile;
+  const int64_t begin = static_cast<int64_t>(blockIdx.y) * tiles_per_split;
+  const int64_t end = begin + tiles_per_split;
+  return {begin, end < tiles ? end : tiles};
+}
+
+// Log-sum-exp over Y of each row of X: row_lse (kXIsQuery) or col_lse. One split: lse
+// written directly; several: the (max, sum) states go to part_m / part_s (splits, nx).
+template <typename T, typename A, class Dot, bool kXIsQuery>
+__global__ void __launch_bounds__(kThreads)
+    lse_kernel(Pair<T, A> p, A* __restrict__ lse, A* __restrict__ part_m,
+               A* __restrict__ part_s) {
+  __shared__ typename Dot::Smem dot_sm;
+  const int tid = threadIdx.x, tx = tid % kSide, ty = tid / kSide;
+  const int64_t a0 = static_cast<int64_t>(blockIdx.x) * kTile;
+  const A scale = *p.scale;
+  int64_t own_ex[kMicro];  // kXIsQuery: the masked key of each owned row
+#pragma unroll
+  for (int i = 0; i < kMicro; ++i) {
+    const int64_t a = a0 + ty + kSide * i;
+    own_ex[i] = (kXIsQuery && p.exclude != nullptr && a < p.nx) ? p.exclude[a] : -1;
+  }
+  A m[kMicro], s[kMicro];
+#pragma unroll
+  for (int i = 0; i < kMicro; ++i) {
+    m[i] = neg_inf<A>();
+    s[i] = A(0);
+  }
+  const TileRange tr = tile_range(p.ny, p.tiles_per_split);
+  for (int64_t t = tr.begin; t < tr.end; ++t) {
+    const int64_t b0 = t * kTile;
+    A acc[kMicro][kMicro];
+    Dot::run(dot_sm, p.x, p.nx, a0, p.y, p.ny, b0, p.d, acc);
+#pragma unroll
+    for (int j = 0; j < kMicro; ++j) {
+      const int64_t b = b0 + tx + kSide * j;
+      if (b >= p.ny) continue;
+      // !kXIsQuery: column b of the tile is query row b, which masks key exclude[b].
+      const int64_t oth_ex = (!kXIsQuery && p.exclude != nullptr) ? p.exclude[b] : -1;
+#pragma unroll
+      for (int i = 0; i < kMicro; ++i) {
+        const int64_t a = a0 + ty + kSide * i;
+        if (kXIsQuery ? own_ex[i] == b : oth_ex == a) continue;
+        const A l = scale * acc[i][j];
+        if (l > m[i]) {
+          s[i] = s[i] * dev_exp(m[i] - l) + A(1);
+          m[i] = l;
+        } else {
+          s[i] += dev_exp(l - m[i]);
+        }
+      }
+    }
+  }
+  // The 16 threads of a row (tx = 0..15) are 16 consecutive lanes of one warp.
+#pragma unroll
+  for (int i = 0; i < kMicro; ++i) {
+#pragma unroll
+    for (int o = kSide / 2; o > 0; o /= 2) {
+      const A m2 = __shfl_xor_sync(0xffffffffu, m[i], o);
+      const A s2 = __shfl_xor_sync(0xffffffffu, s[i], o);
+      lse_merge(m[i], s[i], m2, s2);
+    }
+    const int64_t a = a0 + ty + kSide * i;
+    if (tx == 0 && a < p.nx) {
+      if (gridDim.y == 1) {
+        lse[a] = m[i] + dev_log(s[i]);
+      } else {
+        part_m[blockIdx.y * p.nx + a] = m[i];
+        part_s[blockIdx.y * p.nx + a] = s[i];
+      }
+    }
+  }
+}
+
+// lse[a] from the (splits, n) partial states, merged in split order.
+template <typename A>
+__global__ void lse_split_merge_kernel(const A* __restrict__ part_m, const A* __restrict__ part_s,
+                                       int64_t n, int64_t splits, A* __restrict__ lse) {
+  const int64_t a = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (a >= n) return;
+  A m = neg_inf<A>(), s = A(0);
+  for (int64_t k = 0; k < splits; ++k) lse_merge(m, s, part_m[k * n + a], part_s[k * n + a]);
+  lse[a] = m + dev_log(s);
+}
+
+// The backward's per-row statistics: query side (row_lse, alpha, exclude via Pair) and
+// key side (col_lse, beta; nullptr: no column term).
+template <typename A>
+struct Stats {
+  const A* row_lse;
+  const A* alpha;
+  const A* col_lse;
+  const A* beta;
+};
+
+template <typename A>
+struct QueryStat {
+  A lse, coef;
+  int64_t ex;
+};
+
+template <typename A>
+struct KeyStat {
+  A lse, coef;
+};
+
+template <typename A>
+__device__ __forceinline__ QueryStat<A> query_stat(const Stats<A>& st, const int64_t* exclude,
+                                                   int64_t i, bool in_range) {
+  if (!in_range) return {A(0), A(0), -1};
+  return {st.row_lse[i], st.alpha[i], exclude != nullptr ? exclude[i] : -1};
+}
+
+template <typename A>
+__device__ __forceinline__ KeyStat<A> key_stat(const Stats<A>& st, int64_t j, bool in_range) {
+  if (!in_range || st.col_lse == nullptr) return {A(0), A(0)};
+  return {st.col_lse[j], st.beta[j]};
+}
+
+// out[a] += scale * sum_b W(a, b) y[b] for the owned rows a: W = W (kXIsQuery, out =
+// grad_q) or W^T (out = grad_k). out: (nx, D), offset by blockIdx.y * nx * D when Y is
+// split. scale_partial (kXIsQuery only; nullptr: not wanted): the block's sum(W * R).
+// At least two resident blocks per SM: registers capped at 128. Uncapped, ptxas takes
+// 174 for the float16 tensor-core grad_k variant (one block per SM); capped, it spills a
+// few hundred bytes on sm_80, as does the float64 variant on sm_90.
+template <typename T, typename A, class Dot, bool kXIsQuery>
+__global__ void __launch_bounds__(kThreads, 2)
+    grad_kernel(Pair<T, A> p, Stats<A> st, A* __restrict__ out, A* __restrict__ scale_partial) {
+  constexpr int kK = simt_slice<A>();
+  __shared__ typename Dot::Smem dot_sm;
+  __shared__ A w_tile[kTile][kTile + 1];  // [a][b]
+  __shared__ A y_slice[kK][kTile + 1];    // [b][d]: rows b0 + c0 .. of y, a 64-wide d slice
+  __shared__ A red[kThreads / kWarp];
+  const int tid = threadIdx.x, tx = tid % kSide, ty = tid / kSide;
+  const int64_t a0 = static_cast<int64_t>(blockIdx.x) * kTile;
+  const int64_t D = p.d;
+  const A scale = *p.scale;
+  out += static_cast<int64_t>(blockIdx.y) * p.nx * D;
+
+  QueryStat<A> own_q[kMicro];
+  KeyStat<A> own_k[kMicro];
+#pragma unroll
+  for (int i = 0; i < kMicro; ++i) {
+    const int64_t a = a0 + ty + kSide * i;
+    if (kXIsQuery) {
+      own_q[i] = query_stat(st, p.exclude, a, a < p.nx);
+    } else {
+      own_k[i] = key_stat(st, a, a < p.nx);
+    }
+  }
+  A scale_sum = A(0);
+
+  const TileRange tr = tile_range(p.ny, p.tiles_per_split);
+  for (int64_t t = tr.begin; t < tr.end; ++t) {
+    const int64_t b0 = t * kTile;
+    A acc[kMicro][kMicro];
+    Dot::run(dot_sm, p.x, p.nx, a0, p.y, p.ny, b0, D, acc);
+#pragma unroll
+    for (int j = 0; j < kMicro; ++j) {
+      const int64_t b = b0 + tx + kSide * j;
+      QueryStat<A> oth_q;
+      KeyStat<A> oth_k;
+      if (kXIsQuery) {
+        oth_k = key_stat(st, b, b < p.ny);
+      } else {
+        oth_q = query_stat(st, p.exclude, b, b < p.ny);
+      }
+#pragma unroll
+      for (int i = 0; i < kMicro; ++i) {
+        const int64_t a = a0 + ty + kSide * i;
+        const QueryStat<A>& qs = kXIsQuery ? own_q[i] : oth_q;
+        const KeyStat<A>& ks = kXIsQuery ? oth_k : own_k[i];
+        const int64_t key = kXIsQuery ? b : a;
+        A w = A(0);
+        if (a < p.nx && b < p.ny && qs.ex != key) {
+          const A l = scale * acc[i][j];
+          w = qs.coef * dev_exp(l - qs.lse);
+          if (st.col_lse != nullptr) w += ks.coef * dev_exp(l - ks.lse);
+        }
+        scale_sum += w * acc[i][j];
+        w_tile[ty + kSide * i][tx + kSide * j] = w;
+      }
+    }
+    // out[a, d0:d0+64] += scale * W[a, :] y[b0:b0+64, d0:d0+64], y in kK-row slices. The
+    // first barrier below also publishes w_tile; the last one retires its readers before
+    // the next tile rewrites it.
+    const int rows = p.ny - b0 < kTile ? static_cast<int>(p.ny - b0) : kTile;
+    for (int64_t d0 = 0; d0 < D; d0 += kTile) {
+      A acc2[kMicro][kMicro];
+#pragma unroll
+      for (int i = 0; i < kMicro; ++i)
+#pragma unroll
+        for (int j = 0; j < kMicro; ++j) acc2[i][j] = A(0);
+      for (int c0 = 0; c0 < rows; c0 += kK) {
+#pragma unroll
+        for (int l = 0; l < kK * kTile / kThreads; ++l) {
+          const int e = tid + l * kThreads, c = e / kTile, dd = e % kTile;
+          const int64_t b = b0 + c0 + c, d = d0 + dd;
+          y_slice[c][dd] = (b < p.ny && d < D) ? static_cast<A>(p.y[b * D + d]) : A(0);
+        }
+        __syncthreads();
+#pragma unroll
+        for (int c = 0; c < kK; ++c) {
+          A wv[kMicro], yv[kMicro];
+#pragma unroll
+          for (int i = 0; i < kMicro; ++i) wv[i] = w_tile[ty + kSide * i][c0 + c];
+#pragma unroll
+          for (int j = 0; j < kMicro; ++j) yv[j] = y_slice[c][tx + kSide * j];
+#pragma unroll
+          for (int i = 0; i < kMicro; ++i)
+#pragma unroll
+            for (int j = 0; j < kMicro; ++j) acc2[i][j] += wv[i] * yv[j];
+        }
+        __syncthreads();
+      }
+#pragma unroll
+      for (int i = 0; i < kMicro; ++i) {
+        const int64_t a = a0 + ty + kSide * i;
+        if (a >= p.nx) continue;
+#pragma unroll
+        for (int j = 0; j < kMicro; ++j) {
+          const int64_t d = d0 + tx + kSide * j;
+          if (d < D) out[a * D + d] += scale * acc2[i][j];
+        }
+      }
+    }
+  }
+
+  if (scale_partial != nullptr) {  // uniform over the block
+    scale_sum = warp_sum(scale_sum);
+    if (tid % kWarp == 0) red[tid / kWarp] = scale_sum;
+    __syncthreads();
+    if (tid == 0) {
+      A total = A(0);
+      for (int w = 0; w < kThreads / kWarp; ++w) total += red[w];
+      scale_partial[static_cast<int64_t>(blockIdx.y) * gridDim.x + blockIdx.x] = total;
+    }
+  }
+}
+
+// ------------------------------------------------------------------ launchers ----------
+struct Grid {
+  dim3 blocks;
+  int64_t splits, tiles_per_split;
+};
+
+// Row blocks of X times splits of Y's tiles, enough blocks to fill the device when X
+// alone is too short; no more than max_splits splits, none of them empty.
+Grid make_grid(int64_t nx, int64_t ny, int64_t max_splits, int device) {
+  const int64_t row_blocks = (nx + kTile - 1) / kTile;
+  const int64_t tiles = (ny + kTile - 1) / kTile;
+  TORCH_CHECK(row_blocks < (int64_t{1} << 31), "gencore: contrastive: too many rows (", nx,
+              ") for one launch");
+  int sms = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int64_t target = static_cast<int64_t>(sms) * kBlocksPerSm;
+  int64_t splits = (target + row_blocks - 1) / row_blocks;
+  splits = std::max<int64_t>(1, std::min({splits, tiles, max_splits, int64_t{65535}}));
+  const int64_t per = (tiles + splits - 1) / splits;
+  splits = (tiles + per - 1) / per;
+  return {dim3(static_cast<unsigned>(row_blocks), static_cast<unsigned>(splits)), splits, per};
+}
+
+template <typename T, typename A>
+Pair<T, A> make_pair(const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
+                     const at::Tensor& exclude, int64_t tiles_per_split) {
+  return {x.const_data_ptr<T>(),
+          y.const_data_ptr<T>(),
+          x.size(0),
+          y.size(0),
+          x.size(1),
+          scale.const_data_ptr<A>(),
+          exclude.defined() ? exclude.const_data_ptr<int64_t>() : nullptr,
+          tiles_per_split};
+}
+
+// lse (nx,) = log-sum-exp over y of each row of x (kXIsQuery: rows of L, else columns).
+template <typename T, class Dot, bool kXIsQuery>
+void launch_lse(const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
+                const at::Tensor& exclude, const at::Tensor& lse) {
+  using A = at::opmath_type<T>;
+  const int64_t nx = x.size(0), ny = y.size(0);
+  const Grid g = make_grid(nx, ny, /*max_splits=*/ny, x.get_device());
+  const Pair<T, A> p = make_pair<T, A>(x, y, scale, exclude, g.tiles_per_split);
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  if (g.splits == 1) {
+    lse_kernel<T, A, Dot, kXIsQuery>
+        <<<g.blocks, kThreads, 0, stream>>>(p, lse.mutable_data_ptr<A>(), nullptr, nullptr);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return;
+  }
+  const at::Tensor part = at::empty({2, g.splits, nx}, lse.options());
+  A* part_m = part.mutable_data_ptr<A>();
+  A* part_s = part_m + g.splits * nx;
+  lse_kernel<T, A, Dot, kXIsQuery><<<g.blocks, kThreads, 0, stream>>>(p, nullptr, part_m, part_s);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  const int64_t merge_blocks = (nx + kThreads - 1) / kThreads;
+  lse_split_merge_kernel<A><<<static_cast<unsigned>(merge_blocks), kThreads, 0, stream>>>(
+      part_m, part_s, nx, g.splits, lse.mutable_data_ptr<A>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// out (nx, D) += scale * W y (kXIsQuery: x = q, W as is; else x = k, W^T); with
+// grad_scale defined also grad_scale += sum(W * R).
+template <typename T, class Dot, bool kXIsQuery>
+void launch_grad(const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
+                 const at::Tensor& exclude, const Stats<at::opmath_type<T>>& st,
+                 const at::Tensor& out, const at::Tensor& grad_scale) {
+  using A = at::opmath_type<T>;
+  const int64_t nx = x.size(0), ny = y.size(0), d = x.size(1);
+  const int64_t split_bytes = std::max<int64_t>(1, nx * d * static_cast<int64_t>(sizeof(A)));
+  const int64_t max_splits = std::max<int64_t>(1, kMaxSplitBytes / split_bytes);
+  const Grid g = make_grid(nx, ny, max_splits, x.get_device());
+  const Pair<T, A> p = make_pair<T, A>(x, y, scale, exclude, g.tiles_per_split);
+  const at::Tensor target = g.splits == 1 ? out : at::zeros({g.splits, nx, d}, out.options());
+  at::Tensor partial;
+  if (grad_scale.defined()) {
+    partial = at::empty({static_cast<int64_t>(g.blocks.x) * g.splits}, out.options());
+  }
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  grad_kernel<T, A, Dot, kXIsQuery><<<g.blocks, kThreads, 0, stream>>>(
+      p, st, target.mutable_data_ptr<A>(),
+      partial.defined() ? partial.mutable_data_ptr<A>() : nullptr);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (g.splits > 1) out.add_(target.sum(0));
+  if (partial.defined()) grad_scale.add_(partial.sum());
+}
+
+template <typename T>
+constexpr bool has_tensor_core_path() {
+  return std::is_same_v<T, c10::Half> || std::is_same_v<T, c10::BFloat16>;
+}
+
+// fn(Dot{}) with the tile product for T: tensor cores for float16 / bfloat16 unless
+// GENCORE_CONTRASTIVE_SIMT=1, SIMT otherwise.
+template <typename T, typename Fn>
+void dispatch_dot(const Fn& fn) {
+  if constexpr (has_tensor_core_path<T>()) {
+    const char* simt = std::getenv("GENCORE_CONTRASTIVE_SIMT");
+    if (simt == nullptr || simt[0] != '1') {
+      fn(MmaDot<T>{});
+      return;
+    }
+  }
+  fn(SimtDot<T, at::opmath_type<T>>{});
+}
+
+void check_backend_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& scale) {
+  TORCH_CHECK_VALUE(q.is_cuda() && k.is_cuda() && scale.is_cuda(),
+                    "gencore: contrastive CUDA backend needs CUDA tensors, got ", q.device(),
+                    ", ", k.device(), ", ", scale.device());
+  TORCH_CHECK(q.is_contiguous() && k.is_contiguous(),
+              "gencore: contrastive CUDA backend needs contiguous features");
+  TORCH_CHECK(scale.scalar_type() == acc_type(q.scalar_type()) && scale.numel() == 1,
+              "gencore: contrastive CUDA backend: scale must be one ",
+              acc_type(q.scalar_type()), " value, got ", scale.scalar_type(), " ", scale.sizes());
+}
+
+template <typename A>
+const A* ptr_or_null(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<A>() : nullptr;
+}
+
+}  // namespace
+
+struct CudaBackend {
+  static void forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& scale,
+                      const at::Tensor& exclude, bool symmetric, const at::Tensor& row_lse,
+                      const at::Tensor& col_lse) {
+    (void)symmetric;  // the full matrix is visited either way
+    const c10::cuda::CUDAGuard guard(q.device());
+    check_backend_inputs(q, k, scale);
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(),
+                                    "contrastive_forward_cuda", [&] {
+      dispatch_dot<scalar_t>([&](auto dot) {
+        using Dot = decltype(dot);
+        launch_lse<scalar_t, Dot, true>(q, k, scale, exclude, row_lse);
+        if (col_lse.defined()) launch_lse<scalar_t, Dot, false>(k, q, scale, exclude, col_lse);
+      });
+    });
+  }
+
+  static void backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& scale,
+                       const at::Tensor& exclude, bool symmetric, const at::Tensor& row_lse,
+                       const at::Tensor& alpha, const at::Tensor& col_lse,
+                       const at::Tensor& beta, const at::Tensor& grad_q,
+                       const at::Tensor& grad_k, const at::Tensor& grad_scale) {
+    const c10::cuda::CUDAGuard guard(q.device());
+    check_backend_inputs(q, k, scale);
+    TORCH_CHECK(grad_q.is_contiguous() && (!grad_k.defined() || grad_k.is_contiguous()),
+                "gencore: contrastive CUDA backend needs contiguous gradient accumulators");
+    TORCH_CHECK(!col_lse.defined() || beta.defined(),
+                "gencore: contrastive CUDA backend: col_lse given without beta");
+    // symmetric: q is k, so (W + W^T) q = grad_q's W k plus a grad_k-style W^T q.
+    const at::Tensor gk = symmetric ? at::zeros_like(grad_q) : grad_k;
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(),
+                                    "contrastive_backward_cuda", [&] {
+      using A = at::opmath_type<scalar_t>;
+      const Stats<A> st{ptr_or_null<A>(row_lse), ptr_or_null<A>(alpha),
+                        ptr_or_null<A>(col_lse), ptr_or_null<A>(beta)};
+      dispatch_dot<scalar_t>([&](auto dot) {
+        using Dot = decltype(dot);
+        launch_grad<scalar_t, Dot, true>(q, k, scale, exclude, st, grad_q, grad_scale);
+        if (gk.defined()) {
+          launch_grad<scalar_t, Dot, false>(k, q, scale, exclude, st, gk, at::Tensor());
+        }
+      });
+    });
+    if (symmetric) grad_q.add_(gk);
+  }
+};
+
+TORCH_LIBRARY_IMPL(gencore, CUDA, m) {
+  m.impl("clip_loss", &clip_loss_impl<CudaBackend>);
+  m.impl("clip_loss_backward", &clip_loss_backward_impl<CudaBackend>);
+  m.impl("nt_xent_loss", &nt_xent_loss_impl<CudaBackend>);
+  m.impl("nt_xent_loss_backward", &nt_xent_loss_backward_impl<CudaBackend>);
+  m.impl("contrastive_rows", &contrastive_rows_impl<CudaBackend>);
+  m.impl("contrastive_rows_backward", &contrastive_rows_backward_impl<CudaBackend>);
+}
+
+}  // namespace contrastive
+}  // namespace gencore

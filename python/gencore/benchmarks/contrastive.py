@@ -1,0 +1,207 @@
+"""Benchmark of the tiled contrastive losses against the materialized references.
+
+Providers: ``gencore`` (:func:`gencore.ops.clip_loss` / :func:`gencore.ops.nt_xent_loss`:
+tiles with an online log-sum-exp, no ``N x N`` matrix), ``eager``
+(:func:`gencore.reference.clip_loss` / ``nt_xent_loss``: the logits materialized, then
+``F.cross_entropy``) and ``compile`` (the same references under ``torch.compile``).
+Cases are ``(N, D)``; NT-Xent's similarity matrix is ``2N x 2N``. Small and medium cases
+report forward, backward and forward+backward; large ones forward+backward only (one
+call of the materialized loss takes tens of seconds there). Each row also gives the
+GEMM throughput gencore reaches (the matrix products it executes, per second) against
+the rate of one large ``torch.mm`` measured in the same process, and a run at a batch
+size the materialized losses cannot hold in memory.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+
+import torch
+import torch.nn.functional as F
+
+from gencore import ops, reference
+from gencore.benchmarks.harness import Measurement, measure_op, peak_memory, time_interleaved
+
+CASES = [(1024, 128), (8192, 256), (32768, 128)]
+QUICK_CASES = [(1024, 128), (4096, 64)]
+FULL_ONLY_FROM = 16384  # N at and above which only forward+backward is timed
+HUGE = (65536, 128)     # gencore alone: one materialized float32 65536^2 matrix is 16 GiB
+
+
+def _losses():
+    def g_clip(a, b, s):
+        return ops.clip_loss(a, b, s)
+
+    def e_clip(a, b, s):
+        return reference.clip_loss(a, b, s)
+
+    def g_nt(a, b, t):
+        return ops.nt_xent_loss(a, b, temperature=t)
+
+    def e_nt(a, b, t):
+        return reference.nt_xent_loss(a, b, temperature=t)
+
+    return {
+        "clip": (g_clip, e_clip, torch.compile(e_clip, dynamic=False), 14.3),
+        "nt_xent": (g_nt, e_nt, torch.compile(e_nt, dynamic=False), 0.5),
+    }
+
+
+def gemm_flops(loss: str, n: int, d: int) -> float:
+    """Floating-point operations of the matrix products gencore runs for forward+backward.
+
+    CLIP: the ``N x N x D`` product once forward, three times backward (recompute, ``W k``,
+    ``W^T q``). NT-Xent on ``M = 2N`` rows visits only the tiles on and above the diagonal:
+    half of the ``M x M x D`` product forward and half backward, plus the two gradient
+    products on those tiles.
+    """
+    if loss == "clip":
+        return 4 * 2.0 * n * n * d
+    m = 2 * n
+    return (0.5 + 0.5 + 1.0) * 2.0 * m * m * d
+
+
+def matmul_rate(d: int, device: torch.device, dtype: torch.dtype) -> float:
+    """FLOP/s of ``(4096, d) @ (d, 4096)``, the shape of the tile products, best of 5."""
+    a = torch.randn(4096, d, device=device, dtype=dtype)
+    b = torch.randn(4096, d, device=device, dtype=dtype)
+    t = time_interleaved({"mm": lambda: a @ b.T}, device, warmup=2, reps=5)["mm"][1]
+    return 2.0 * 4096 * 4096 * d / (t * 1e-3)
+
+
+def _inputs(n, d, device, dtype, scale):
+    g = torch.Generator().manual_seed(0)
+    a = F.normalize(torch.randn(n, d, generator=g), dim=1)
+    b = F.normalize(a + 0.5 * torch.randn(n, d, generator=g), dim=1)
+    a = a.to(device, dtype).requires_grad_()
+    b = b.to(device, dtype).requires_grad_()
+    s = torch.tensor(scale, device=device, dtype=torch.float32 if dtype != torch.float64 else dtype,
+                     requires_grad=True)
+    return a, b, s
+
+
+def run(device: str = "cpu", dtype: torch.dtype = torch.float32, cases=CASES, reps: int = 10,
+        huge: bool | None = None):
+    dev = torch.device(device)
+    rows: list[Measurement] = []
+    SKIPPED.clear()
+    losses = _losses()
+    rates = {}
+    for n, d in cases:
+        if d not in rates:
+            rates[d] = matmul_rate(d, dev, dtype)
+        for name, (g, e, c, scale) in losses.items():
+            a, b, s = _inputs(n, d, dev, dtype, scale)
+            case = f"{name} {n}×{d}"
+            providers = {"gencore": g, "eager": e, "compile": c}
+            for provider, need in _materialized_need(name, n, dtype).items():
+                if need > 0.7 * _available_bytes(dev):
+                    del providers[provider]
+                    SKIPPED.append(f"{case}: {provider} skipped, it would need about {need / 2**30:.0f} GiB "
+                                   f"(several {_materialized_gib(name, n, dtype):.0f} GiB matrices)")
+            one = torch.ones((), device=dev, dtype=dtype)
+            if n < FULL_ONLY_FROM:
+                case_rows = measure_op(case, providers, lambda f: (f(a, b, s),), (a, b, s), (one,), dev, reps)
+            else:
+                case_rows = _full_only(case, providers, (a, b, s), dev)
+            full = next(m for m in case_rows if m.mode == "full" and m.provider == "gencore")
+            achieved = gemm_flops(name, n, d) / (full.median_ms * 1e-3)
+            full.extra = {"GFLOP/s": achieved / 1e9, "mm GFLOP/s": rates[d] / 1e9, "fraction": achieved / rates[d]}
+            rows += case_rows
+    if huge is None:
+        huge = list(cases) == CASES  # the full benchmark, not --quick
+    if huge:
+        rows += _huge(dev, dtype)
+    return rows
+
+
+def _full_only(case, providers, inputs, dev):
+    fns = {n: (lambda f=f: torch.autograd.grad(f(*inputs), inputs)) for n, f in providers.items()}
+    rows = []
+    for n, (med, p20, p80) in time_interleaved(fns, dev, warmup=1, reps=3).items():
+        rows.append(Measurement(case, "full", n, med, p20, p80, peak_memory(fns[n], dev)))
+    return rows
+
+
+def _huge(dev, dtype):
+    """gencore alone at N = 65536: time and extra memory (the process's peak resident set
+    on CPU, the allocator's peak on CUDA) of one forward+backward of each loss."""
+    n, d = HUGE
+    rows = []
+    for name, (g, _, _, scale) in _losses().items():
+        a, b, s = _inputs(n, d, dev, dtype, scale)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+            base = torch.cuda.memory_allocated(dev)
+            torch.cuda.reset_peak_memory_stats(dev)
+        else:
+            base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        t0 = time.perf_counter()
+        loss = g(a, b, s)
+        grads = torch.autograd.grad(loss, (a, b, s))
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+            extra = (torch.cuda.max_memory_allocated(dev) - base) / 2**20
+        else:
+            # ru_maxrss never decreases: the increase is an upper bound of this call's
+            # extra memory (everything before it in the process was smaller).
+            extra = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+        ms = (time.perf_counter() - t0) * 1e3
+        finite = bool(torch.isfinite(loss)) and all(bool(torch.isfinite(x).all()) for x in grads)
+        m = Measurement(f"{name} {n}×{d}", "full", "gencore", ms, ms, ms, extra,
+                        {"loss": loss.item(), "finite": finite,
+                         "materialized_gib": _materialized_gib(name, n, dtype)})
+        rows.append(m)
+    return rows
+
+
+SKIPPED: list[str] = []
+
+
+def _materialized_gib(name, n, dtype=torch.float32):
+    m = n if name == "clip" else 2 * n
+    return m * m * torch.finfo(dtype).bits / 8 / 2**30
+
+
+def _materialized_need(name, n, dtype) -> dict[str, float]:
+    """Bytes the materialized providers hold at their peak: measured here at N = 8192,
+    eager keeps about four ``M x M`` matrices alive, torch.compile about two."""
+    one = _materialized_gib(name, n, dtype) * 2**30
+    return {"eager": 4 * one, "compile": 2 * one}
+
+
+def _available_bytes(dev) -> float:
+    if dev.type == "cuda":
+        return float(torch.cuda.mem_get_info(dev)[0])
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    return float("inf")
+
+
+def notes(rows) -> str:
+    lines = list(SKIPPED)
+    for m in rows:
+        if "GFLOP/s" in m.extra:
+            lines.append(f"- {m.case}: gencore's products run at {m.extra['GFLOP/s']:.0f} GFLOP/s, "
+                         f"{100 * m.extra['fraction']:.0f}% of one large torch.mm here "
+                         f"({m.extra['mm GFLOP/s']:.0f} GFLOP/s)")
+        if "materialized_gib" in m.extra:
+            lines.append(f"- {m.case}, gencore only: forward+backward {m.median_ms / 1e3:.1f} s, "
+                         f"{m.peak_mib:.0f} MiB of extra memory (peak resident set increase), "
+                         f"finite loss and gradients: {m.extra['finite']}; one float32 matrix of "
+                         f"the materialized logits alone would take {m.extra['materialized_gib']:.0f} GiB")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    from gencore.benchmarks.harness import op_bench_main
+
+    return op_bench_main(argv, doc=__doc__, name="contrastive", run=run, cases=CASES, quick_cases=QUICK_CASES,
+                         notes=notes)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

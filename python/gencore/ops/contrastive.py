@@ -1,0 +1,243 @@
+"""Contrastive similarity-matrix losses (CLIP, SimCLR's NT-Xent) that never store the matrix.
+
+The logits ``scale * a @ b.T`` are visited tile by tile with an online log-sum-exp: the
+forward keeps only the row (and column) log-sum-exps, ``O(N)`` numbers; the backward
+recomputes each tile and turns it into its gradient weights in place. Memory is
+``O(N * D)`` for any batch size, where the materialized loss needs several ``N x N``
+matrices (``N = 65536``: 16 GiB each in float32). The schemas are in
+``csrc/registration.cpp``, the tiling in ``csrc/contrastive/``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["clip_loss", "nt_xent_loss", "contrastive_cross_entropy"]
+
+_clip = torch.ops.gencore.clip_loss
+_clip_backward = torch.ops.gencore.clip_loss_backward
+_ntxent = torch.ops.gencore.nt_xent_loss
+_ntxent_backward = torch.ops.gencore.nt_xent_loss_backward
+_rows = torch.ops.gencore.contrastive_rows
+_rows_backward = torch.ops.gencore.contrastive_rows_backward
+
+
+def _as_scale(value, name: str, like: torch.Tensor) -> torch.Tensor:
+    """A positive, finite hyper-parameter as a 0-d tensor on ``like``'s device."""
+    if isinstance(value, torch.Tensor):
+        if value.dim() != 0 and value.numel() == 1:
+            value = value.reshape(())
+        if value.dim() != 0:
+            raise ValueError(f"gencore: {name} must be a scalar (0-d tensor), got shape {tuple(value.shape)}")
+        if not value.dtype.is_floating_point:
+            raise TypeError(f"gencore: {name} must be a floating-point tensor, got {value.dtype}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"gencore: {name} must be a float or a 0-d tensor, got {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"gencore: {name} must be finite and > 0, got {value}")
+    dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
+    return torch.tensor(float(value), dtype=dtype, device=like.device)
+
+
+def _check_tensor(x, name: str):
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"gencore: {name} must be a tensor, got {type(x).__name__}")
+
+
+def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale) -> torch.Tensor:
+    """CLIP's symmetric contrastive loss, without materializing the ``(N, N)`` logits.
+
+    ``logits = logit_scale * image_features @ text_features.T``; row ``i``'s positive is
+    column ``i``; ``loss = (CE(logits, arange N) + CE(logits.T, arange N)) / 2``, each
+    cross-entropy a mean over rows, in nats. The features are used as given (normalize
+    them first for cosine logits).
+
+    Args:
+        image_features: ``(N, D)``. CPU: float32/float64; CUDA: also float16/bfloat16
+            (float32 accumulation).
+        text_features: ``(N, D)``, same dtype and device.
+        logit_scale: the multiplier, already exponentiated: a 0-d tensor (differentiable,
+            e.g. ``log_scale.exp()``) or a positive float.
+
+    Returns:
+        0-d loss in the features' dtype. Differentiable in both feature tensors and in
+        ``logit_scale``.
+
+    Raises:
+        ValueError: shapes differ or are not ``(N, D)``, empty batch, ``logit_scale`` not
+            finite and positive, tensors on different devices.
+        TypeError: non-floating or mismatched dtypes.
+    """
+    _check_tensor(image_features, "image_features")
+    _check_tensor(text_features, "text_features")
+    scale = _as_scale(logit_scale, "logit_scale", image_features)
+    loss, _, _ = _clip(image_features, text_features, scale)
+    return loss
+
+
+def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, *, temperature=0.5) -> torch.Tensor:
+    """SimCLR's NT-Xent loss, without materializing the ``(2N, 2N)`` similarities.
+
+    ``z = normalize(cat(z1, z2))`` (rows to unit length), logits ``z @ z.T / temperature``
+    with each row's self-similarity excluded; row ``i``'s positive is the other view of
+    the same example (``i + N`` or ``i - N``); mean cross-entropy over the ``2N`` rows, in
+    nats.
+
+    Args:
+        z1, z2: ``(N, D)`` projections of two views of the same ``N`` examples. CPU:
+            float32/float64; CUDA: also float16/bfloat16 (float32 accumulation).
+        temperature: a positive float or a 0-d tensor (differentiable).
+
+    Returns:
+        0-d loss in the inputs' dtype, differentiable in ``z1``, ``z2`` and ``temperature``.
+
+    Raises:
+        ValueError: shapes differ or are not ``(N, D)``, empty batch, temperature not
+            finite and positive.
+        TypeError: non-floating or mismatched dtypes.
+    """
+    _check_tensor(z1, "z1")
+    _check_tensor(z2, "z2")
+    t = _as_scale(temperature, "temperature", z1)
+    loss, _ = _ntxent(z1, z2, t)
+    return loss
+
+
+def contrastive_cross_entropy(query: torch.Tensor, keys: torch.Tensor, scale, positive: torch.Tensor,
+                              exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-row contrastive cross-entropy of queries against a set of keys, tiled.
+
+    ``loss[i] = logsumexp_{j != exclude[i]}(scale * q_i . k_j) - scale * q_i . k_{positive[i]}``
+    in nats. This is the building block of the distributed losses (each rank's rows against
+    the gathered keys), and of InfoNCE with any positive assignment.
+
+    Args:
+        query: ``(n, D)``; keys: ``(m, D)``, same dtype and device.
+        scale: positive float or 0-d tensor (differentiable), multiplies the dot products.
+        positive: ``(n,)`` int64 indices into ``keys``.
+        exclude: ``(n,)`` int64 index of a key left out of row ``i``'s normalizer (its own
+            copy, for self-similarity), ``-1`` for none; ``None``: nothing excluded.
+
+    Returns:
+        ``(n,)`` losses in the query's dtype, differentiable in ``query``, ``keys``, ``scale``.
+    """
+    _check_tensor(query, "query")
+    _check_tensor(keys, "keys")
+    _check_tensor(positive, "positive")
+    s = _as_scale(scale, "scale", query)
+    if exclude is None:
+        exclude = torch.full((query.shape[0] if query.dim() > 0 else 0,), -1, dtype=torch.int64,
+                             device=query.device)
+    loss, _ = _rows(query, keys, s, positive, exclude)
+    return loss
+
+
+# ----------------------------------------------------------------- fake kernels -----------
+def _acc(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _check_pair_fake(a, b, same_rows, names):
+    torch._check_value(a.dim() == 2 and b.dim() == 2, lambda: f"gencore: {names} must have shape (N, D)")
+    torch._check_type(a.dtype == b.dtype, lambda: f"gencore: {names} must have the same dtype")
+    torch._check_type(a.dtype.is_floating_point, lambda: f"gencore: {names} must be floating-point")
+    torch._check_value(a.device == b.device, lambda: f"gencore: {names} must be on one device")
+    torch._check_value(a.shape[1] == b.shape[1], lambda: f"gencore: {names} must have the same D")
+    if same_rows:
+        torch._check_value(a.shape[0] == b.shape[0], lambda: f"gencore: {names} must have the same N")
+
+
+def _check_scale_fake(s, name):
+    torch._check_value(s.dim() == 0, lambda: f"gencore: {name} must be a 0-d tensor")
+    torch._check_type(s.dtype.is_floating_point, lambda: f"gencore: {name} must be floating-point")
+
+
+@torch.library.register_fake("gencore::clip_loss")
+def _(image_features, text_features, logit_scale):
+    _check_pair_fake(image_features, text_features, True, "image_features and text_features")
+    _check_scale_fake(logit_scale, "logit_scale")
+    n = image_features.shape[0]
+    acc = _acc(image_features.dtype)
+    return (image_features.new_empty(()), image_features.new_empty((n,), dtype=acc),
+            image_features.new_empty((n,), dtype=acc))
+
+
+@torch.library.register_fake("gencore::clip_loss_backward")
+def _(grad_loss, image_features, text_features, logit_scale, row_lse, col_lse):
+    _check_pair_fake(image_features, text_features, True, "image_features and text_features")
+    return (torch.empty_like(image_features, memory_format=torch.contiguous_format),
+            torch.empty_like(text_features, memory_format=torch.contiguous_format),
+            torch.empty_like(logit_scale))
+
+
+@torch.library.register_fake("gencore::nt_xent_loss")
+def _(z1, z2, temperature):
+    _check_pair_fake(z1, z2, True, "z1 and z2")
+    _check_scale_fake(temperature, "temperature")
+    return z1.new_empty(()), z1.new_empty((2 * z1.shape[0],), dtype=_acc(z1.dtype))
+
+
+@torch.library.register_fake("gencore::nt_xent_loss_backward")
+def _(grad_loss, z1, z2, temperature, lse):
+    _check_pair_fake(z1, z2, True, "z1 and z2")
+    return (torch.empty_like(z1, memory_format=torch.contiguous_format),
+            torch.empty_like(z2, memory_format=torch.contiguous_format), torch.empty_like(temperature))
+
+
+@torch.library.register_fake("gencore::contrastive_rows")
+def _(query, keys, scale, positive, exclude):
+    _check_pair_fake(query, keys, False, "query and keys")
+    _check_scale_fake(scale, "scale")
+    n = query.shape[0]
+    return query.new_empty((n,)), query.new_empty((n,), dtype=_acc(query.dtype))
+
+
+@torch.library.register_fake("gencore::contrastive_rows_backward")
+def _(grad_loss, query, keys, scale, positive, exclude, lse):
+    _check_pair_fake(query, keys, False, "query and keys")
+    return (torch.empty_like(query, memory_format=torch.contiguous_format),
+            torch.empty_like(keys, memory_format=torch.contiguous_format), torch.empty_like(scale))
+
+
+# ----------------------------------------------------------------- autograd ---------------
+def _clip_setup(ctx, inputs, output):
+    image, text, scale = inputs
+    _, row_lse, col_lse = output
+    ctx.save_for_backward(image, text, scale, row_lse, col_lse)
+
+
+def _clip_bwd(ctx, grad_loss, _grad_row_lse, _grad_col_lse):
+    image, text, scale, row_lse, col_lse = ctx.saved_tensors
+    ga, gb, gs = _clip_backward(grad_loss, image, text, scale, row_lse, col_lse)
+    return ga, gb, gs
+
+
+def _ntxent_setup(ctx, inputs, output):
+    z1, z2, t = inputs
+    ctx.save_for_backward(z1, z2, t, output[1])
+
+
+def _ntxent_bwd(ctx, grad_loss, _grad_lse):
+    z1, z2, t, lse = ctx.saved_tensors
+    return _ntxent_backward(grad_loss, z1, z2, t, lse)
+
+
+def _rows_setup(ctx, inputs, output):
+    query, keys, scale, positive, exclude = inputs
+    ctx.save_for_backward(query, keys, scale, positive, exclude, output[1])
+
+
+def _rows_bwd(ctx, grad_loss, _grad_lse):
+    query, keys, scale, positive, exclude, lse = ctx.saved_tensors
+    gq, gk, gs = _rows_backward(grad_loss, query, keys, scale, positive, exclude, lse)
+    return gq, gk, gs, None, None
+
+
+# The log-sum-exp outputs are the backward's saved statistics, not part of the loss: the
+# wrappers never return them, and their incoming gradients are ignored.
+torch.library.register_autograd("gencore::clip_loss", _clip_bwd, setup_context=_clip_setup)
+torch.library.register_autograd("gencore::nt_xent_loss", _ntxent_bwd, setup_context=_ntxent_setup)
+torch.library.register_autograd("gencore::contrastive_rows", _rows_bwd, setup_context=_rows_setup)
