@@ -17,3 +17,16 @@ def test_readme_example():
     torch.testing.assert_close(scope["inv_logdet"], -scope["logdet"])
     assert torch.isfinite(scope["loss"])
     assert all(p.grad is not None for p in scope["layers"].parameters())
+
+
+def test_readme_contrastive_example():
+    # The contrastive section's code, shortened (fewer steps, a smaller batch) so it runs in CI.
+    block = next(b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "SimCLR(" in b)
+    short = block.replace("steps=2000", "steps=30").replace("steps=1500", "steps=30").replace("8192", "300")
+    assert short.count("steps=30") == 2 and "300, 256" in short
+    scope: dict = {}
+    torch.manual_seed(0)
+    exec(short, scope)  # noqa: S102 - our own documentation
+    assert torch.isfinite(scope["loss"]) and scope["a"].grad is not None
+    pred = scope["clip"].zero_shot_classify(scope["xt"], __import__("gencore").data.class_prompts("class"))
+    assert pred.shape == scope["yt"].shape and (pred == scope["yt"]).float().mean() > 0.2  # chance: 0.1
