@@ -323,3 +323,42 @@ def test_cuda_device_mismatch():
         clip_loss(a, torch.randn(4, 3), 1.0)
     with pytest.raises(ValueError, match="device"):
         clip_loss(a, a, torch.tensor(1.0))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_tensor_core_path_matches_simt_path(monkeypatch, dtype):
+    # GENCORE_CONTRASTIVE_SIMT=1 forces the SIMT tile products: the two paths of the same
+    # kernels must agree to float32-accumulation rounding of the same low-precision inputs.
+    a, b = _feats(333, 72, torch.float32, "cuda", seed=12, normalize=True)
+    x, y = a.detach().to(dtype), b.detach().to(dtype)
+
+    def run():
+        xx, yy = x.clone().requires_grad_(), y.clone().requires_grad_()
+        loss = clip_loss(xx, yy, 20.0) + nt_xent_loss(xx, yy, temperature=0.2)
+        return (loss.float(), *(g.float() for g in torch.autograd.grad(loss, (xx, yy))))
+
+    mma = run()
+    monkeypatch.setenv("GENCORE_CONTRASTIVE_SIMT", "1")
+    simt = run()
+    for m_, s_ in zip(mma, simt):
+        torch.testing.assert_close(m_, s_, atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.cuda
+def test_cuda_few_query_rows_many_keys():
+    # Few row blocks and many keys: the kernels split the key tiles over the grid.
+    g = torch.Generator().manual_seed(13)
+    q = torch.randn(70, 40, generator=g, dtype=torch.float64)
+    k = torch.randn(5000, 40, generator=g, dtype=torch.float64)
+    pos = torch.randint(0, 5000, (70,), generator=g)
+    ex = torch.where(torch.arange(70) % 2 == 0, -1, (pos + 7) % 5000)
+    w = torch.randn(70, generator=g, dtype=torch.float64)
+    out = []
+    for dev in ("cpu", "cuda"):
+        qq, kk = q.to(dev).requires_grad_(), k.to(dev).requires_grad_()
+        s = torch.tensor(0.8, dtype=torch.float64, device=dev, requires_grad=True)
+        loss = contrastive_cross_entropy(qq, kk, s, pos.to(dev), ex.to(dev))
+        out.append((loss.detach().cpu(), *(t.cpu() for t in torch.autograd.grad((loss * w.to(dev)).sum(), (qq, kk, s)))))
+    for c, d in zip(*out):
+        torch.testing.assert_close(d, c, atol=1e-10, rtol=1e-9)
