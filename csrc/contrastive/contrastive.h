@@ -113,18 +113,29 @@ inline at::Tensor row_dots(const at::Tensor& a, const at::Tensor& b, at::ScalarT
   return (a.to(acc) * b.to(acc)).sum(1);
 }
 
+// The checked, contiguous operands of one op call and its accumulation dtype.
+struct Operands {
+  at::Tensor a, b, s;  // a, b contiguous in the input dtype; s: 0-d, accumulation dtype
+  at::ScalarType acc;
+  int64_t n;  // rows of a
+};
+
+inline Operands prepare(const at::Tensor& a, const char* a_name, const at::Tensor& b, const char* b_name,
+                        const at::Tensor& scale, const char* scale_name, bool same_rows) {
+  check_pair(a, a_name, b, b_name, same_rows);
+  check_scale(scale, scale_name, a.device());
+  const auto acc = acc_type(a.scalar_type());
+  return {a.contiguous(), b.contiguous(), acc_scalar(scale, acc), acc, a.size(0)};
+}
+
 // ---------------------------------------------------------------- CLIP ------------------
 // loss = (CE(L, arange N) + CE(L^T, arange N)) / 2, L = logit_scale * a b^T.
 template <class Backend>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> clip_loss_impl(const at::Tensor& image,
                                                               const at::Tensor& text,
                                                               const at::Tensor& logit_scale) {
-  check_pair(image, "image_features", text, "text_features", /*same_rows=*/true);
-  check_scale(logit_scale, "logit_scale", image.device());
-  const auto acc = acc_type(image.scalar_type());
-  const at::Tensor a = image.contiguous(), b = text.contiguous();
-  const at::Tensor s = acc_scalar(logit_scale, acc);
-  const int64_t n = a.size(0);
+  const auto [a, b, s, acc, n] =
+      prepare(image, "image_features", text, "text_features", logit_scale, "logit_scale", true);
   const auto opts = a.options().dtype(acc);
   at::Tensor row_lse = at::empty({n}, opts), col_lse = at::empty({n}, opts);
   Backend::forward(a, b, s, at::Tensor(), false, row_lse, col_lse);
@@ -137,12 +148,8 @@ template <class Backend>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> clip_loss_backward_impl(
     const at::Tensor& grad_loss, const at::Tensor& image, const at::Tensor& text,
     const at::Tensor& logit_scale, const at::Tensor& row_lse, const at::Tensor& col_lse) {
-  check_pair(image, "image_features", text, "text_features", /*same_rows=*/true);
-  check_scale(logit_scale, "logit_scale", image.device());
-  const auto acc = acc_type(image.scalar_type());
-  const at::Tensor a = image.contiguous(), b = text.contiguous();
-  const at::Tensor s = acc_scalar(logit_scale, acc);
-  const int64_t n = a.size(0);
+  const auto [a, b, s, acc, n] =
+      prepare(image, "image_features", text, "text_features", logit_scale, "logit_scale", true);
   // d loss / d L = g / (2N) (P + C - 2 I): W carries the P and C terms, the identity
   // (positive) term is added here.
   const at::Tensor w = to_acc(grad_loss, acc) / (2.0 * n);  // 0-d
@@ -176,13 +183,10 @@ inline at::Tensor positive_partner(int64_t n, const at::TensorOptions& opts) {
 template <class Backend>
 std::tuple<at::Tensor, at::Tensor> nt_xent_loss_impl(const at::Tensor& z1, const at::Tensor& z2,
                                                      const at::Tensor& temperature) {
-  check_pair(z1, "z1", z2, "z2", /*same_rows=*/true);
-  check_scale(temperature, "temperature", z1.device());
-  const auto acc = acc_type(z1.scalar_type());
-  const int64_t n = z1.size(0);
-  const at::Tensor zhat = normalize_rows(at::cat({z1, z2}), acc);
+  const auto [z1c, z2c, t, acc, n] = prepare(z1, "z1", z2, "z2", temperature, "temperature", true);
+  const at::Tensor zhat = normalize_rows(at::cat({z1c, z2c}), acc);
   const at::Tensor zk = zhat.to(z1.scalar_type()).contiguous();
-  const at::Tensor inv_t = acc_scalar(temperature, acc).reciprocal();
+  const at::Tensor inv_t = t.reciprocal();
   const at::Tensor self = at::arange(2 * n, z1.options().dtype(at::kLong));
   at::Tensor lse = at::empty({2 * n}, z1.options().dtype(acc));
   Backend::forward(zk, zk, inv_t, self, true, lse, at::Tensor());
@@ -195,15 +199,11 @@ template <class Backend>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> nt_xent_loss_backward_impl(
     const at::Tensor& grad_loss, const at::Tensor& z1, const at::Tensor& z2,
     const at::Tensor& temperature, const at::Tensor& lse) {
-  check_pair(z1, "z1", z2, "z2", /*same_rows=*/true);
-  check_scale(temperature, "temperature", z1.device());
-  const auto acc = acc_type(z1.scalar_type());
-  const int64_t n = z1.size(0);
-  const at::Tensor zraw = at::cat({z1, z2}).to(acc);
+  const auto [z1c, z2c, t, acc, n] = prepare(z1, "z1", z2, "z2", temperature, "temperature", true);
+  const at::Tensor zraw = at::cat({z1c, z2c}).to(acc);
   const at::Tensor norm = zraw.norm(2, 1, true).clamp_min(1e-12);
   const at::Tensor zhat = zraw / norm;
   const at::Tensor zk = zhat.to(z1.scalar_type()).contiguous();
-  const at::Tensor t = acc_scalar(temperature, acc);
   const at::Tensor inv_t = t.reciprocal();
   const at::Tensor self = at::arange(2 * n, z1.options().dtype(at::kLong));
   const at::Tensor w = to_acc(grad_loss, acc) / (2.0 * n);
@@ -236,10 +236,9 @@ std::tuple<at::Tensor, at::Tensor> contrastive_rows_impl(const at::Tensor& query
                                                          const at::Tensor& scale,
                                                          const at::Tensor& positive,
                                                          const at::Tensor& exclude) {
-  check_pair(query, "query", keys, "keys", /*same_rows=*/false);
-  check_scale(scale, "scale", query.device());
-  check_index(positive, "positive", query.size(0), query.device());
-  check_index(exclude, "exclude", query.size(0), query.device());
+  const auto [q, k, s, acc, n] = prepare(query, "query", keys, "keys", scale, "scale", false);
+  check_index(positive, "positive", n, query.device());
+  check_index(exclude, "exclude", n, query.device());
   if (!query.is_cuda()) {
     const int64_t m = keys.size(0);
     TORCH_CHECK_VALUE(positive.min().item<int64_t>() >= 0 && positive.max().item<int64_t>() < m,
@@ -249,9 +248,6 @@ std::tuple<at::Tensor, at::Tensor> contrastive_rows_impl(const at::Tensor& query
     TORCH_CHECK_VALUE(!positive.eq(exclude).any().item<bool>(),
                       "gencore: a row's positive must not be its excluded column");
   }
-  const auto acc = acc_type(query.scalar_type());
-  const at::Tensor q = query.contiguous(), k = keys.contiguous();
-  const at::Tensor s = acc_scalar(scale, acc);
   at::Tensor lse = at::empty({q.size(0)}, q.options().dtype(acc));
   Backend::forward(q, k, s, exclude.contiguous(), false, lse, at::Tensor());
   const at::Tensor loss = lse - s * row_dots(q, k.index_select(0, positive), acc);
@@ -263,15 +259,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastive_rows_backward_impl(
     const at::Tensor& grad_loss, const at::Tensor& query, const at::Tensor& keys,
     const at::Tensor& scale, const at::Tensor& positive, const at::Tensor& exclude,
     const at::Tensor& lse) {
-  check_pair(query, "query", keys, "keys", /*same_rows=*/false);
-  check_scale(scale, "scale", query.device());
-  check_index(positive, "positive", query.size(0), query.device());
-  check_index(exclude, "exclude", query.size(0), query.device());
+  const auto [q, k, s, acc, n] = prepare(query, "query", keys, "keys", scale, "scale", false);
+  check_index(positive, "positive", n, query.device());
+  check_index(exclude, "exclude", n, query.device());
   TORCH_CHECK_VALUE(grad_loss.dim() == 1 && grad_loss.size(0) == query.size(0),
                     "gencore: grad_loss must have shape (n,), got ", grad_loss.sizes());
-  const auto acc = acc_type(query.scalar_type());
-  const at::Tensor q = query.contiguous(), k = keys.contiguous();
-  const at::Tensor s = acc_scalar(scale, acc);
   const at::Tensor g = to_acc(grad_loss, acc);
   at::Tensor gq = at::zeros({q.size(0), q.size(1)}, q.options().dtype(acc));
   at::Tensor gk = at::zeros({k.size(0), k.size(1)}, k.options().dtype(acc));
