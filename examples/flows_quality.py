@@ -125,13 +125,19 @@ def digit_flows(steps: int) -> list[dict]:
 
 
 def conditional(steps: int, out: Path) -> dict:
-    levels, y = load_dataset("digits", "train", dequantized=False)
+    """Conditional flows, trained like :func:`digit_flows`: on the train split minus 200
+    validation digits, keeping the parameters with the best validation NLL (without it,
+    3000 steps overfit the 1147 digits into a test NLL of +418 nats, measured)."""
+    levels, y, lv_val, y_val = _split_train()
+    g = torch.Generator().manual_seed(3)
+    x_val = dequantize(lv_val, g)
     x_te, y_te = load_dataset("digits", "test")
     onehot = torch.nn.functional.one_hot(y, 10).float()
+    early = dict(eval_every=50, keep_best=True)
     torch.manual_seed(0)
     cls_flow = RealNVP(64, n_couplings=8, hidden=(256, 256), context_features=10)
     fit(cls_flow, (levels, onehot), steps=steps, batch_size=256, lr=1e-3, schedule="cosine", progress=False,
-        batch_transform=_fresh)
+        batch_transform=_fresh, eval_data=(x_val, torch.nn.functional.one_hot(y_val, 10).float()), **early)
     labels = torch.arange(100) % 10
     samples = cls_flow.sample(100, generator=torch.Generator().manual_seed(0),
                               context=torch.nn.functional.one_hot(labels, 10).float())
@@ -152,11 +158,11 @@ def conditional(steps: int, out: Path) -> dict:
     torch.manual_seed(0)
     cond = RealNVP(32, n_couplings=8, hidden=(256, 256), context_features=32)
     fit(cond, (bottom, top), steps=steps, batch_size=256, lr=1e-3, schedule="cosine", progress=False,
-        batch_transform=both)
+        batch_transform=both, eval_data=(x_val[:, 32:], x_val[:, :32]), **early)
     torch.manual_seed(0)
     uncond = RealNVP(32, n_couplings=8, hidden=(256, 256))
     fit(uncond, bottom, steps=steps, batch_size=256, lr=1e-3, schedule="cosine", progress=False,
-        batch_transform=_fresh)
+        batch_transform=_fresh, eval_data=x_val[:, 32:], **early)
     with torch.no_grad():
         nll_given_top = -cond.log_prob(te_bottom, te_top).mean().item()
         nll_alone = -uncond.log_prob(te_bottom).mean().item()
