@@ -34,17 +34,23 @@ DEFAULT_AUGMENT = {"max_shift": 1, "max_rotation": 15.0, "scale": (0.9, 1.1), "m
                    "intensity": (0.75, 1.25), "noise_std": 0.05, "erase_size": 0, "erase_prob": 0.0}
 
 
+def digit_images(x: torch.Tensor, owner: str = "augment", name: str = "x") -> torch.Tensor:
+    """Checks a batch of 8x8 digits, ``x: (B, 64)`` or ``(B, 1, 8, 8)`` floating and
+    non-empty, and returns it as ``(B, 1, 8, 8)``; errors start with ``owner``."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{owner}: {name} must be a tensor, got {type(x).__name__}")
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"{owner}: {name} must be floating point, got {x.dtype}")
+    if not ((x.dim() == 2 and x.shape[1] == 64) or (x.dim() == 4 and tuple(x.shape[1:]) == (1, 8, 8))):
+        raise ValueError(f"{owner}: {name} must have shape (B, 64) or (B, 1, 8, 8), got {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{owner}: {name} is an empty batch")
+    return x.reshape(-1, 1, 8, 8)
+
+
 def _images(x: torch.Tensor, name: str = "x") -> tuple[torch.Tensor, torch.Size]:
     """``x: (B, 64)`` or ``(B, 1, 8, 8)`` -> ``((B, 1, 8, 8), original shape)``."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"augment: {name} must be a tensor, got {type(x).__name__}")
-    if not x.dtype.is_floating_point:
-        raise TypeError(f"augment: {name} must be floating point, got {x.dtype}")
-    if not ((x.dim() == 2 and x.shape[1] == 64) or (x.dim() == 4 and tuple(x.shape[1:]) == (1, 8, 8))):
-        raise ValueError(f"augment: {name} must have shape (B, 64) or (B, 1, 8, 8), got {tuple(x.shape)}")
-    if x.shape[0] == 0:
-        raise ValueError(f"augment: {name} is an empty batch")
-    return x.reshape(-1, 1, 8, 8), x.shape
+    return digit_images(x, "augment", name), x.shape
 
 
 def _check_generator(generator, x: torch.Tensor) -> None:

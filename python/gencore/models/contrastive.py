@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gencore.data.augment import DEFAULT_AUGMENT, augment_digits, digit_views
+from gencore.data.augment import DEFAULT_AUGMENT, augment_digits, digit_images, digit_views
 from gencore.data.captions import VOCAB
 from gencore.nn import MLP, CLIPLoss, NTXentLoss
 
@@ -355,17 +355,10 @@ def _positive_int(v, name: str, owner: str) -> int:
 
 def _digit_images(x, owner: str) -> torch.Tensor:
     """``x: (B, 64)`` or ``(B, 1, 8, 8)`` floating, non-empty, finite -> ``(B, 1, 8, 8)``."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{owner}: x must be a tensor, got {type(x).__name__}")
-    if not x.dtype.is_floating_point:
-        raise TypeError(f"{owner}: x must be floating point, got {x.dtype}")
-    if not ((x.dim() == 2 and x.shape[1] == 64) or (x.dim() == 4 and tuple(x.shape[1:]) == (1, 8, 8))):
-        raise ValueError(f"{owner}: x must be 8x8 digits of shape (B, 64) or (B, 1, 8, 8), got {tuple(x.shape)}")
-    if x.shape[0] == 0:
-        raise ValueError(f"{owner}: x is an empty batch")
-    if not torch.isfinite(x).all():
+    img = digit_images(x, owner)
+    if not torch.isfinite(img).all():
         raise ValueError(f"{owner}: x contains NaN or infinite values")
-    return x.reshape(-1, 1, 8, 8)
+    return img
 
 
 def _augment_options(augment, owner: str) -> dict:
@@ -388,37 +381,35 @@ def _jsonable(opts: dict) -> dict:
 
 
 def _custom_encoder(encoder, feature_dim, owner: str, name: str) -> int:
+    """Output size of a custom image encoder, probed on two blank digits."""
+    def probe(p):
+        return torch.zeros(2, 1, 8, 8, dtype=p.dtype if p is not None else torch.float32,
+                           device=p.device if p is not None else "cpu")
+
+    return _probe_encoder(encoder, feature_dim, owner, name, probe, "(B, 1, 8, 8)", "feature_dim")
+
+
+def _custom_text_encoder(encoder, feature_dim) -> int:
+    """Output size of a custom text encoder, probed on two 3-token captions."""
+    def probe(p):
+        return torch.ones(2, 3, dtype=torch.int64, device=p.device if p is not None else "cpu")
+
+    return _probe_encoder(encoder, feature_dim, "CLIP", "text_encoder", probe, "(B, T) tokens", "text_feature_dim")
+
+
+def _probe_encoder(encoder, feature_dim, owner: str, name: str, probe, input_desc: str, dim_name: str) -> int:
     if isinstance(encoder, str):
         raise ValueError(f"{owner}: {name}={encoder!r}: a model with a custom {name} is not rebuilt from its "
                          "config; construct it with the module and pass it to load_checkpoint(path, model)")
     if not isinstance(encoder, nn.Module):
         raise TypeError(f"{owner}: {name} must be an nn.Module or None, got {type(encoder).__name__}")
-    p = next(encoder.parameters(), None)
-    probe = torch.zeros(2, 1, 8, 8, dtype=p.dtype if p is not None else torch.float32,
-                        device=p.device if p is not None else "cpu")
+    x = probe(next(encoder.parameters(), None))
     with torch.no_grad():
-        out = _in_eval(encoder, lambda: encoder(probe))
+        out = _in_eval(encoder, lambda: encoder(x))
     if out.dim() != 2 or out.shape[0] != 2:
-        raise ValueError(f"{owner}: {name} must map (B, 1, 8, 8) to (B, F), got {tuple(out.shape)} for B = 2")
+        raise ValueError(f"{owner}: {name} must map {input_desc} to (B, F), got {tuple(out.shape)} for B = 2")
     if feature_dim is not None and feature_dim != out.shape[1]:
-        raise ValueError(f"{owner}: feature_dim={feature_dim} but {name} outputs {out.shape[1]} features")
-    return int(out.shape[1])
-
-
-def _custom_text_encoder(encoder, feature_dim) -> int:
-    if isinstance(encoder, str):
-        raise ValueError(f"CLIP: text_encoder={encoder!r}: a model with a custom text_encoder is not rebuilt from "
-                         "its config; construct it with the module and pass it to load_checkpoint(path, model)")
-    if not isinstance(encoder, nn.Module):
-        raise TypeError(f"CLIP: text_encoder must be an nn.Module or None, got {type(encoder).__name__}")
-    p = next(encoder.parameters(), None)
-    probe = torch.ones(2, 3, dtype=torch.int64, device=p.device if p is not None else "cpu")
-    with torch.no_grad():
-        out = _in_eval(encoder, lambda: encoder(probe))
-    if out.dim() != 2 or out.shape[0] != 2:
-        raise ValueError(f"CLIP: text_encoder must map (B, T) tokens to (B, F), got {tuple(out.shape)} for B = 2")
-    if feature_dim is not None and feature_dim != out.shape[1]:
-        raise ValueError(f"CLIP: text_feature_dim={feature_dim} but text_encoder outputs {out.shape[1]} features")
+        raise ValueError(f"{owner}: {dim_name}={feature_dim} but {name} outputs {out.shape[1]} features")
     return int(out.shape[1])
 
 
