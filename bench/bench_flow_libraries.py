@@ -60,7 +60,7 @@ STEM = "flow-libraries-cpu"
 # Where each library cannot be configured exactly like gencore's RealNVP.
 NOTES = {
     "gencore": "ActNorm + 8 x AffineCoupling(mask='alternate'), s = 2 tanh(u/2), y = x exp(s) + t.",
-    "eager": "Same model and weights, coupling in plain PyTorch (gencore.reference.affine_coupling).",
+    "eager": "Same model and weights, coupling in plain PyTorch (gencore.reference.masked_affine_coupling).",
     "eager, AdamW foreach": "As eager, with AdamW's default (foreach) implementation, "
                             "the eager baseline of bench/bench_flows.py; not the same optimizer.",
     "nflows": "AffineCouplingTransform with alternating masks, nflows.transforms.ActNorm, "

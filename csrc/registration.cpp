@@ -14,6 +14,18 @@ TORCH_LIBRARY(gencore, m) {
   m.def(
       "affine_coupling_backward(Tensor grad_y, Tensor grad_logdet, Tensor x, Tensor log_scale, "
       "Tensor shift, *, float clamp, bool reverse) -> (Tensor grad_x, Tensor grad_log_scale)");
+  // The whole coupling after the conditioner: x (B, C, ...) is split by `mask` ("half":
+  // identity = first C/2 channels; "alternate": the even ones; swap exchanges the parts),
+  // params (B, 2 n_b, ...) holds log_scale and shift of the n_b transformed channels, and
+  // y (x's shape) has the transformed channels replaced by affine_coupling's y, the
+  // others copied. logdet as affine_coupling's.
+  m.def(
+      "masked_affine_coupling(Tensor x, Tensor params, *, str mask, bool swap=False, "
+      "float clamp=2.0, bool reverse=False) -> (Tensor y, Tensor logdet)");
+  m.def(
+      "masked_affine_coupling_backward(Tensor grad_y, Tensor grad_logdet, Tensor x, "
+      "Tensor params, *, str mask, bool swap, float clamp, bool reverse) -> "
+      "(Tensor grad_x, Tensor grad_params)");
   // z = mu + exp(logvar / 2) * eps with eps from Philox4x32-10 at rng_state = (seed, offset)
   // (an int64 tensor of shape (2,) on mu's device); n_samples = 0: z has mu's shape, else
   // (n_samples, *mu.shape). kl = KL(N(mu, exp(logvar)) || N(0, I)) per row, shape (B,).

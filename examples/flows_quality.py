@@ -96,15 +96,19 @@ def _fresh(batch, g):
 
 def digit_flows(steps: int) -> list[dict]:
     """Flows on the train split (minus 200 validation digits), keeping the parameters with
-    the best validation NLL: 1347 digits overfit a flow within a few hundred steps."""
+    the best validation NLL. Each batch is dequantized afresh: with one fixed dequantization
+    the 1147 training digits are overfit within a few hundred steps (Glow: best validation
+    at step 350 of 3000 and 2.75 bits/dim on the test split, measured)."""
     lv_tr, _, lv_val, _ = _split_train()
     g = torch.Generator().manual_seed(3)
-    x_tr, x_val = dequantize(lv_tr, g), dequantize(lv_val, g)
+    x_val = dequantize(lv_val, g)
     x_te, _ = load_dataset("digits", "test")
     rows = []
     for name, make, image in (
         ("RealNVP (8 couplings, MLP 256x2)", lambda: RealNVP(64, n_couplings=8, hidden=(256, 256)), False),
         ("Glow (1x8x8, 2 levels x 4 steps, CNN 64)", lambda: Glow((1, 8, 8), steps=4, hidden=64), True),
+        ("RealNVP (1x8x8, 2 scales, 3 couplings a stage, CNN 64)",
+         lambda: RealNVP((1, 8, 8), n_couplings=3, hidden=64), True),
     ):
         torch.manual_seed(0)
         flow = make()
@@ -113,7 +117,8 @@ def digit_flows(steps: int) -> list[dict]:
             return v.reshape(-1, 1, 8, 8) if image else v
 
         t0 = time.perf_counter()
-        res = fit(flow, shape(x_tr), steps=steps, batch_size=128, lr=1e-3, progress=False,
+        res = fit(flow, lv_tr, steps=steps, batch_size=128, lr=1e-3, schedule="cosine", progress=False,
+                  batch_transform=lambda b, gen: shape(dequantize(b, gen)),
                   eval_data=shape(x_val), eval_every=50, keep_best=True)
         with torch.no_grad():
             nll = -flow.log_prob(shape(x_te)).mean().item()

@@ -194,10 +194,17 @@ class TestBadInputs:
             RealNVP(4).sample(0)
 
 
-@pytest.mark.parametrize("kind", ["vector", "image", "glow-vector"])
+@pytest.mark.parametrize("kind", ["vector", "image", "glow-vector", "conditional"])
 def test_memory_efficient_gradients_match(kind):
+    """Couplings take their own path (one conditioner pass, rebuild_and_backward); the
+    checkerboard couplings, ActNorm, 1x1 convolutions and squeezes the generic one."""
     torch.manual_seed(4)
-    if kind == "vector":
+    context = None
+    if kind == "conditional":
+        make, x = (lambda me: RealNVP(5, n_couplings=3, hidden=(16,), context_features=3, memory_efficient=me)), \
+            torch.randn(16, 5)
+        context = torch.randn(16, 3, dtype=torch.float64)
+    elif kind == "vector":
         make, x = (lambda me: RealNVP(6, n_couplings=6, hidden=(32,), memory_efficient=me)), torch.randn(32, 6)
     elif kind == "image":
         make, x = (lambda me: RealNVP((1, 8, 8), n_couplings=2, hidden=16, memory_efficient=me)), torch.rand(8, 1, 8, 8)
@@ -209,7 +216,7 @@ def test_memory_efficient_gradients_match(kind):
     x = x.double()
     ref.double(), eff.double()
     x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
-    l1, l2 = ref.loss(x1), eff.loss(x2)
+    l1, l2 = (ref.loss(x1), eff.loss(x2)) if context is None else (ref.loss((x1, context)), eff.loss((x2, context)))
     torch.testing.assert_close(l1, l2)
     l1.backward()
     l2.backward()

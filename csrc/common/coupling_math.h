@@ -15,12 +15,41 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
 
 #include "common/fastmath.h"
 #include "common/macros.h"
 
 namespace gencore {
 namespace coupling {
+
+// Channel layout of the masked op (gencore::masked_affine_coupling): x is (B, C, S),
+// S = prod of the dims after the channel dim (1 for vectors). The n_b transformed
+// channels are tr_start + j * tr_step (j < n_b); the others pass through. params is
+// (B, 2 n_b, S): log_scale in channels [0, n_b), shift in [n_b, 2 n_b).
+//   "half":      identity = the first C / 2 channels (swap: the last C - C / 2)
+//   "alternate": identity = the even channels (swap: the odd ones)
+struct MaskLayout {
+  int64_t channels, spatial, n_b, tr_start, tr_step;
+};
+
+inline MaskLayout make_mask_layout(int64_t channels, int64_t spatial, bool alternate, bool swap) {
+  if (alternate) {
+    const int64_t start = swap ? 0 : 1;  // transformed: the odd channels, or the even ones
+    return {channels, spatial, (channels - start + 1) / 2, start, 2};
+  }
+  const int64_t cut = channels / 2;
+  return {channels, spatial, swap ? cut : channels - cut, swap ? 0 : cut, 1};
+}
+
+// Element k of a (C, S) row lies in channel c = k / S: its offset in the log_scale (and
+// shift) half of the row's params when c is transformed, else -1 (a copied element).
+GENCORE_HD int64_t param_index(const MaskLayout& m, int64_t k) {
+  const int64_t c = k / m.spatial;
+  const int64_t d = c - m.tr_start;
+  if (d < 0 || d % m.tr_step != 0 || d / m.tr_step >= m.n_b) return -1;
+  return (d / m.tr_step) * m.spatial + (k - c * m.spatial);
+}
 
 template <typename T>
 GENCORE_HD T exp_(T v) {

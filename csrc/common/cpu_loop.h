@@ -8,10 +8,13 @@
 #include <algorithm>
 #include <cstdint>
 
-// Each inner loop is compiled for AVX2+FMA, AVX and the baseline ISA and picked at
-// load time (GCC function multi-versioning), so one wheel runs everywhere.
+// Each inner loop is compiled for AVX-512, AVX2+FMA, AVX and the baseline ISA and picked
+// at load time (GCC function multi-versioning), so one wheel runs everywhere. Measured on
+// the 2-core Xeon (AVX-512) with the coupling forward loop alone: 1.0 ns per element with
+// the x86-64-v4 clone, 1.6-1.8 with x86-64-v3, 5.7 with the baseline.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define GENCORE_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "avx", "default")))
+#define GENCORE_CPU_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "avx", "default")))
 #else
 #define GENCORE_CPU_CLONES
 #endif

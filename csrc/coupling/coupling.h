@@ -5,10 +5,12 @@
 #include <ATen/ATen.h>
 #include <ATen/TensorUtils.h>
 
+#include <string>
 #include <tuple>
 #include <type_traits>
 
 #include "common/checks.h"
+#include "common/coupling_math.h"
 
 namespace gencore {
 namespace coupling {
@@ -29,11 +31,9 @@ inline void check_affine_coupling_inputs(const at::Tensor& x, const at::Tensor& 
                     clamp);
 }
 
-inline void check_affine_coupling_backward_inputs(const at::Tensor& grad_y,
-                                                  const at::Tensor& grad_logdet,
-                                                  const at::Tensor& x, const at::Tensor& log_scale,
-                                                  const at::Tensor& shift, double clamp) {
-  check_affine_coupling_inputs(x, log_scale, shift, clamp);
+// The gradients of (y, logdet) that a backward receives: y's shape, (B,).
+inline void check_output_grads(const at::Tensor& grad_y, const at::Tensor& grad_logdet,
+                               const at::Tensor& x) {
   check_same_shape(x, "x", grad_y, "grad_y");
   check_same_device(x, "x", grad_y, "grad_y");
   check_same_dtype(x, "x", grad_y, "grad_y");
@@ -41,6 +41,14 @@ inline void check_affine_coupling_backward_inputs(const at::Tensor& grad_y,
                     "gencore: grad_logdet must have shape (B,) = (", x.size(0), ",), got ",
                     grad_logdet.sizes());
   check_same_device(x, "x", grad_logdet, "grad_logdet");
+}
+
+inline void check_affine_coupling_backward_inputs(const at::Tensor& grad_y,
+                                                  const at::Tensor& grad_logdet,
+                                                  const at::Tensor& x, const at::Tensor& log_scale,
+                                                  const at::Tensor& shift, double clamp) {
+  check_affine_coupling_inputs(x, log_scale, shift, clamp);
+  check_output_grads(grad_y, grad_logdet, x);
 }
 
 // Calls fn(std::bool_constant<reverse>{}, std::bool_constant<clamp > 0>{}): both are
@@ -133,6 +141,73 @@ std::tuple<at::Tensor, at::Tensor> affine_coupling_cpu(const at::Tensor& x,
 std::tuple<at::Tensor, at::Tensor> affine_coupling_backward_cpu(
     const at::Tensor& grad_y, const at::Tensor& grad_logdet, const at::Tensor& x,
     const at::Tensor& log_scale, const at::Tensor& shift, double clamp, bool reverse);
+
+// ---- masked_affine_coupling: the split, the transform and the merge in one pass ----
+
+// x (B, C, ...) and params (B, 2 n_b, ...) as contiguous (B, C, S) / (B, 2 n_b, S) data.
+struct MaskedTensors {
+  at::Tensor x, params;
+  MaskLayout layout;
+};
+
+inline MaskedTensors prepare_masked(const at::Tensor& x, const at::Tensor& params,
+                                    c10::string_view mask, bool swap, double clamp) {
+  TORCH_CHECK_VALUE(mask == "half" || mask == "alternate",
+                    "gencore: mask must be 'half' or 'alternate', got '", std::string(mask), "'");
+  check_min_dim(x, "x", 2);
+  check_floating(x, "x");
+  check_same_device(x, "x", params, "params");
+  check_same_dtype(x, "x", params, "params");
+  TORCH_CHECK_VALUE(x.size(1) >= 2, "gencore: x must have at least 2 channels/features in dim 1, got shape ",
+                    x.sizes());
+  TORCH_CHECK_VALUE(!std::isnan(clamp) && clamp >= 0.0 && !std::isinf(clamp),
+                    "gencore: clamp must be a finite number >= 0 (0 disables the soft clamp), got ",
+                    clamp);
+  const int64_t spatial = x.size(0) == 0 || x.size(1) == 0 ? 1 : x.numel() / (x.size(0) * x.size(1));
+  const MaskLayout m = make_mask_layout(x.size(1), spatial, mask == "alternate", swap);
+  auto want = x.sizes().vec();
+  want[1] = 2 * m.n_b;
+  TORCH_CHECK_VALUE(params.sizes() == c10::IntArrayRef(want), "gencore: params must have shape ",
+                    c10::IntArrayRef(want), " (log_scale and shift of the ", m.n_b,
+                    " transformed channels stacked on dim 1), got ", params.sizes());
+  return {x.contiguous(), params.contiguous(), m};
+}
+
+// Validated inputs and freshly allocated outputs of the masked op, for both backends.
+struct MaskedForward {
+  MaskedTensors mt;
+  at::Tensor y, logdet;
+};
+
+inline MaskedForward prepare_masked_forward(const at::Tensor& x, const at::Tensor& params,
+                                            c10::string_view mask, bool swap, double clamp) {
+  return {prepare_masked(x, params, mask, swap, clamp), at::empty(x.sizes(), x.options()),
+          at::zeros({x.size(0)}, x.options())};
+}
+
+struct MaskedBackward {
+  MaskedTensors mt;
+  at::Tensor grad_y, grad_logdet;  // contiguous; in x's dtype (grad_logdet may have stride 0)
+  at::Tensor grad_x, grad_params;  // outputs
+};
+
+inline MaskedBackward prepare_masked_backward(const at::Tensor& grad_y,
+                                              const at::Tensor& grad_logdet, const at::Tensor& x,
+                                              const at::Tensor& params, c10::string_view mask,
+                                              bool swap, double clamp) {
+  MaskedTensors mt = prepare_masked(x, params, mask, swap, clamp);
+  check_output_grads(grad_y, grad_logdet, x);
+  return {std::move(mt), grad_y.contiguous(), grad_logdet.to(x.scalar_type()),
+          at::empty(x.sizes(), x.options()), at::empty(params.sizes(), x.options())};
+}
+
+std::tuple<at::Tensor, at::Tensor> masked_affine_coupling_cpu(const at::Tensor& x,
+                                                              const at::Tensor& params,
+                                                              c10::string_view mask, bool swap,
+                                                              double clamp, bool reverse);
+std::tuple<at::Tensor, at::Tensor> masked_affine_coupling_backward_cpu(
+    const at::Tensor& grad_y, const at::Tensor& grad_logdet, const at::Tensor& x,
+    const at::Tensor& params, c10::string_view mask, bool swap, double clamp, bool reverse);
 
 }  // namespace coupling
 }  // namespace gencore

@@ -9,6 +9,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
+#include <string>
 #include <tuple>
 
 namespace gencore {
@@ -77,10 +78,73 @@ std::tuple<at::Tensor, at::Tensor> affine_coupling_autograd(const at::Tensor& x,
   return {out[0], out[1]};
 }
 
+std::tuple<at::Tensor, at::Tensor> call_masked_forward(const at::Tensor& x,
+                                                       const at::Tensor& params,
+                                                       c10::string_view mask, bool swap,
+                                                       double clamp, bool reverse) {
+  static const auto op = c10::Dispatcher::singleton()
+                              .findSchemaOrThrow("gencore::masked_affine_coupling", "")
+                              .typed<std::tuple<at::Tensor, at::Tensor>(
+                                  const at::Tensor&, const at::Tensor&, c10::string_view, bool,
+                                  double, bool)>();
+  return op.call(x, params, mask, swap, clamp, reverse);
+}
+
+std::tuple<at::Tensor, at::Tensor> call_masked_backward(const at::Tensor& grad_y,
+                                                        const at::Tensor& grad_logdet,
+                                                        const at::Tensor& x,
+                                                        const at::Tensor& params,
+                                                        c10::string_view mask, bool swap,
+                                                        double clamp, bool reverse) {
+  static const auto op = c10::Dispatcher::singleton()
+                              .findSchemaOrThrow("gencore::masked_affine_coupling_backward", "")
+                              .typed<std::tuple<at::Tensor, at::Tensor>(
+                                  const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                  const at::Tensor&, c10::string_view, bool, double, bool)>();
+  return op.call(grad_y, grad_logdet, x, params, mask, swap, clamp, reverse);
+}
+
+class MaskedAffineCouplingFunction
+    : public torch::autograd::Function<MaskedAffineCouplingFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x,
+                               const at::Tensor& params, c10::string_view mask, bool swap,
+                               double clamp, bool reverse) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [y, logdet] = call_masked_forward(x, params, mask, swap, clamp, reverse);
+    ctx->save_for_backward({x, params});
+    ctx->saved_data["mask"] = std::string(mask);
+    ctx->saved_data["swap"] = swap;
+    ctx->saved_data["clamp"] = clamp;
+    ctx->saved_data["reverse"] = reverse;
+    return {y, logdet};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const std::string mask = ctx->saved_data["mask"].toStringRef();
+    auto [grad_x, grad_params] = call_masked_backward(
+        grads[0], grads[1], saved[0], saved[1], mask, ctx->saved_data["swap"].toBool(),
+        ctx->saved_data["clamp"].toDouble(), ctx->saved_data["reverse"].toBool());
+    return {grad_x, grad_params, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor> masked_affine_coupling_autograd(const at::Tensor& x,
+                                                                   const at::Tensor& params,
+                                                                   c10::string_view mask,
+                                                                   bool swap, double clamp,
+                                                                   bool reverse) {
+  const variable_list out =
+      MaskedAffineCouplingFunction::apply(x, params, mask, swap, clamp, reverse);
+  return {out[0], out[1]};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(gencore, Autograd, m) {
   m.impl("affine_coupling", &affine_coupling_autograd);
+  m.impl("masked_affine_coupling", &masked_affine_coupling_autograd);
 }
 
 }  // namespace coupling

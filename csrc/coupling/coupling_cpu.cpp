@@ -21,12 +21,33 @@ namespace {
 
 constexpr int64_t kBlock = 256;
 
+// buf[i] = p[i * stride] and its inverse p[i * stride] = buf[i], i < m. Stride 2 (the
+// alternate mask, x[:, 1::2]) gets its own loop: a compile-time stride vectorizes (with
+// permutes), a runtime one does not.
+template <typename T>
+GENCORE_CPU_CLONES void gather(const T* __restrict p, int64_t stride, int64_t m, T* __restrict buf) {
+  if (stride == 2) {
+    for (int64_t i = 0; i < m; ++i) buf[i] = p[2 * i];
+  } else {
+    for (int64_t i = 0; i < m; ++i) buf[i] = p[i * stride];
+  }
+}
+
+template <typename T>
+GENCORE_CPU_CLONES void scatter(const T* __restrict buf, int64_t stride, int64_t m, T* __restrict p) {
+  if (stride == 2) {
+    for (int64_t i = 0; i < m; ++i) p[2 * i] = buf[i];
+  } else {
+    for (int64_t i = 0; i < m; ++i) p[i * stride] = buf[i];
+  }
+}
+
 // The elements [0, m) of a strided input block: in place when its stride is 1, else
 // gathered into `buf` (in L1), so the math loops always run on unit-stride data.
 template <typename T>
 inline const T* unit_stride(const T* p, int64_t stride, int64_t m, T* buf) {
   if (stride == 1) return p;
-  for (int64_t i = 0; i < m; ++i) buf[i] = p[i * stride];
+  gather(p, stride, m, buf);
   return buf;
 }
 
@@ -144,6 +165,130 @@ void backward_impl(const BackwardTensors& bt, T* gx, T* gls, int64_t rows, int64
   });
 }
 
+// ---- masked_affine_coupling ----
+
+// A set of channels {start + k * step : k < count} of a (C, S) row, as `count` runs of
+// `len` elements (the first at `first`, the next run_stride further), `col` apart.
+struct Runs {
+  int64_t count, len, first, run_stride, col;
+};
+
+Runs runs_of(int64_t start, int64_t step, int64_t count, int64_t spatial) {
+  if (spatial == 1) return {1, count, start, 0, step};
+  if (step == 1) return {1, count * spatial, start * spatial, 0, 1};
+  return {count, spatial, start * spatial, step * spatial, 1};
+}
+
+Runs transformed_runs(const MaskLayout& m) {
+  return runs_of(m.tr_start, m.tr_step, m.n_b, m.spatial);
+}
+
+// fn(offset in the row, position in the run order, length, stride) for pieces of at most
+// kPiece elements of every run: strided pieces fit a stack buffer.
+constexpr int64_t kPiece = 1024;
+
+template <typename Fn>
+inline void for_each_piece(const Runs& r, const Fn& fn) {
+  int64_t pos = 0;
+  for (int64_t k = 0; k < r.count; ++k) {
+    const int64_t off = r.first + k * r.run_stride;
+    for (int64_t b = 0; b < r.len; b += kPiece) {
+      const int64_t m = std::min(kPiece, r.len - b);
+      fn(off + b * r.col, pos, m, r.col);
+      pos += m;
+    }
+  }
+}
+
+// Rows per parallel task: about kTaskGrainElements elements a task.
+inline int64_t row_grain(int64_t row_len) {
+  return std::max<int64_t>(1, kTaskGrainElements / std::max<int64_t>(1, row_len));
+}
+
+// Each row: y = x (one contiguous copy: the identity part, whatever its layout), then the
+// transformed part is overwritten piece by piece; strided pieces go through L1 buffers.
+template <typename T, bool kReverse, bool kClamped>
+void masked_forward_impl(const MaskedTensors& mt, T* y, T* logdet, T clamp, T inv_clamp) {
+  const MaskLayout& m = mt.layout;
+  const int64_t rows = mt.x.size(0), n = m.channels * m.spatial, np = 2 * m.n_b * m.spatial;
+  const Runs tr = transformed_runs(m);
+  const T* x = mt.x.const_data_ptr<T>();
+  const T* params = mt.params.const_data_ptr<T>();
+  at::parallel_for(0, rows, row_grain(n + np), [&](int64_t first, int64_t last) {
+    alignas(64) T xbuf[kPiece];
+    alignas(64) T ybuf[kPiece];
+    for (int64_t row = first; row < last; ++row) {
+      const T* xr = x + row * n;
+      const T* ls = params + row * np;
+      const T* sh = ls + m.n_b * m.spatial;
+      T* yr = y + row * n;
+      std::copy(xr, xr + n, yr);
+      T acc = T(0);
+      for_each_piece(tr, [&](int64_t off, int64_t pos, int64_t len, int64_t col) {
+        if (col == 1) {
+          acc += forward_chunk<T, kReverse, kClamped>({xr + off, 1}, {ls + pos, 1}, {sh + pos, 1},
+                                                      yr + off, len, clamp, inv_clamp);
+          return;
+        }
+        gather(xr + off, col, len, xbuf);
+        acc += forward_chunk<T, kReverse, kClamped>({xbuf, 1}, {ls + pos, 1}, {sh + pos, 1}, ybuf,
+                                                    len, clamp, inv_clamp);
+        scatter(ybuf, col, len, yr + off);
+      });
+      logdet[row] = acc;
+    }
+  });
+}
+
+// Each row: grad_x = grad_y (the identity part), then the transformed part is overwritten.
+template <typename T, bool kReverse, bool kClamped>
+void masked_backward_impl(const MaskedTensors& mt, const at::Tensor& grad_y,
+                          const at::Tensor& grad_logdet, T* gx, T* gp, T clamp, T inv_clamp) {
+  const MaskLayout& m = mt.layout;
+  const int64_t rows = mt.x.size(0), n = m.channels * m.spatial, np = 2 * m.n_b * m.spatial;
+  const Runs tr = transformed_runs(m);
+  const T* x = mt.x.const_data_ptr<T>();
+  const T* params = mt.params.const_data_ptr<T>();
+  const T* gy = grad_y.const_data_ptr<T>();
+  const T* gl = grad_logdet.const_data_ptr<T>();
+  const int64_t gl_stride = grad_logdet.stride(0);
+  at::parallel_for(0, rows, row_grain(2 * (n + np)), [&](int64_t first, int64_t last) {
+    alignas(64) T gybuf[kPiece];
+    alignas(64) T xbuf[kPiece];
+    alignas(64) T gxbuf[kPiece];
+    for (int64_t row = first; row < last; ++row) {
+      const T* xr = x + row * n;
+      const T* gyr = gy + row * n;
+      const T* ls = params + row * np;
+      const T* sh = ls + m.n_b * m.spatial;
+      T* gxr = gx + row * n;
+      T* g_ls = gp + row * np;
+      T* g_sh = g_ls + m.n_b * m.spatial;
+      const T g_logdet = gl[row * gl_stride];
+      std::copy(gyr, gyr + n, gxr);
+      for_each_piece(tr, [&](int64_t off, int64_t pos, int64_t len, int64_t col) {
+        const T* gyp = gyr + off;
+        const T* xp = xr + off;
+        T* out = gxr + off;
+        if (col != 1) {
+          gather(gyp, col, len, gybuf);
+          gather(xp, col, len, xbuf);
+          gyp = gybuf, xp = xbuf, out = gxbuf;
+        }
+        backward_chunk<T, kReverse, kClamped>({gyp, 1}, g_logdet, {xp, 1}, {ls + pos, 1},
+                                              {sh + pos, 1}, out, g_ls + pos, len, clamp, inv_clamp);
+        // dL/dshift: gy (forward) or -dL/dx (reverse).
+        if (kReverse) {
+          for (int64_t i = 0; i < len; ++i) g_sh[pos + i] = -out[i];
+        } else {
+          std::copy(gyp, gyp + len, g_sh + pos);
+        }
+        if (col != 1) scatter(gxbuf, col, len, gxr + off);
+      });
+    }
+  });
+}
+
 void check_cpu(const at::Tensor& t, const char* name) {
   TORCH_CHECK_VALUE(t.device().is_cpu(), "gencore: ", name, " must be a CPU tensor here, got ",
                     t.device());
@@ -186,9 +331,45 @@ std::tuple<at::Tensor, at::Tensor> affine_coupling_backward_cpu(
   return {t.grad_x, t.grad_log_scale};
 }
 
+std::tuple<at::Tensor, at::Tensor> masked_affine_coupling_cpu(const at::Tensor& x,
+                                                              const at::Tensor& params,
+                                                              c10::string_view mask, bool swap,
+                                                              double clamp, bool reverse) {
+  auto [mt, y, logdet] = prepare_masked_forward(x, params, mask, swap, clamp);
+  check_cpu(x, "x");
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "masked_affine_coupling_cpu", [&] {
+    using T = scalar_t;
+    dispatch_direction(reverse, clamp, [&](auto rev, auto clamped) {
+      masked_forward_impl<T, decltype(rev)::value, decltype(clamped)::value>(
+          mt, y.mutable_data_ptr<T>(), logdet.mutable_data_ptr<T>(), static_cast<T>(clamp),
+          static_cast<T>(inverse_clamp(clamp)));
+    });
+  });
+  return {y, logdet};
+}
+
+std::tuple<at::Tensor, at::Tensor> masked_affine_coupling_backward_cpu(
+    const at::Tensor& grad_y, const at::Tensor& grad_logdet, const at::Tensor& x,
+    const at::Tensor& params, c10::string_view mask, bool swap, double clamp, bool reverse) {
+  auto [mt, gy, gl, grad_x, grad_params] =
+      prepare_masked_backward(grad_y, grad_logdet, x, params, mask, swap, clamp);
+  check_cpu(x, "x");
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "masked_affine_coupling_backward_cpu", [&] {
+    using T = scalar_t;
+    dispatch_direction(reverse, clamp, [&](auto rev, auto clamped) {
+      masked_backward_impl<T, decltype(rev)::value, decltype(clamped)::value>(
+          mt, gy, gl, grad_x.mutable_data_ptr<T>(), grad_params.mutable_data_ptr<T>(),
+          static_cast<T>(clamp), static_cast<T>(inverse_clamp(clamp)));
+    });
+  });
+  return {grad_x, grad_params};
+}
+
 TORCH_LIBRARY_IMPL(gencore, CPU, m) {
   m.impl("affine_coupling", &affine_coupling_cpu);
   m.impl("affine_coupling_backward", &affine_coupling_backward_cpu);
+  m.impl("masked_affine_coupling", &masked_affine_coupling_cpu);
+  m.impl("masked_affine_coupling_backward", &masked_affine_coupling_backward_cpu);
 }
 
 }  // namespace coupling

@@ -50,6 +50,19 @@ __device__ __forceinline__ WarpSegment warp_segment(const Segments& sg) {
   return cuda::warp_segment(sg.n, sg.seg_len, sg.per_row);
 }
 
+// The warp's sum of s: the row's logdet when the row is one segment, else its partial
+// sum (added in a fixed order by row_partial_sum_kernel).
+template <typename T, typename A>
+__device__ __forceinline__ void store_segment_sum(A acc, const WarpSegment& w, const Segments& sg,
+                                                  T* logdet, A* partial) {
+  if (w.lane != 0) return;
+  if (sg.per_row == 1) {
+    logdet[w.row] = static_cast<T>(acc);
+  } else {
+    partial[w.index] = acc;
+  }
+}
+
 template <typename T, typename A, int V, bool kReverse, bool kClamped>
 __global__ void affine_coupling_fwd_kernel(const T* __restrict__ x, const T* __restrict__ ls,
                                            const T* __restrict__ t, T* __restrict__ y,
@@ -77,14 +90,7 @@ __global__ void affine_coupling_fwd_kernel(const T* __restrict__ x, const T* __r
     }
     store_pack<T, V>(y + base + j, yv);
   }
-  acc = warp_sum(acc);
-  if (w.lane == 0) {
-    if (sg.per_row == 1) {
-      logdet[w.row] = static_cast<T>(acc);
-    } else {
-      partial[w.index] = acc;
-    }
-  }
+  store_segment_sum(warp_sum(acc), w, sg, logdet, partial);
 }
 
 template <typename T, typename A>
@@ -215,6 +221,108 @@ void dispatch_vec(int vec, const Fn& fn) {
   }
 }
 
+// ---- masked_affine_coupling: one warp per segment of a (C * S) row of y, element k ----
+// of the row in channel c = k / S: transformed channels are computed from params, the
+// others copied, so y (and grad_x) is written once, in order.
+
+template <typename T, typename A, bool kReverse, bool kClamped>
+__global__ void masked_fwd_kernel(const T* __restrict__ x, const T* __restrict__ params,
+                                  T* __restrict__ y, T* __restrict__ logdet,
+                                  A* __restrict__ partial, Segments sg, MaskLayout m, A clamp,
+                                  A inv_clamp) {
+  const WarpSegment w = warp_segment(sg);
+  if (w.index >= sg.total) return;
+  const int64_t np = 2 * m.n_b * m.spatial;
+  const T* xr = x + w.base;
+  const T* ls = params + w.row * np;
+  const T* sh = ls + m.n_b * m.spatial;
+  T* yr = y + w.base;
+  A acc = A(0);
+  for (int64_t k = w.begin + w.lane; k < w.end; k += kWarp) {
+    const int64_t p = param_index(m, k);
+    if (p < 0) {
+      yr[k] = xr[k];
+      continue;
+    }
+    const auto r = coupling_forward<A, kReverse, kClamped>(
+        static_cast<A>(xr[k]), static_cast<A>(ls[p]), static_cast<A>(sh[p]), clamp, inv_clamp);
+    yr[k] = static_cast<T>(r.y);
+    acc += r.logdet;
+  }
+  store_segment_sum(warp_sum(acc), w, sg, logdet, partial);
+}
+
+template <typename T, typename A, bool kReverse, bool kClamped>
+__global__ void masked_bwd_kernel(const T* __restrict__ gy, const T* __restrict__ gl,
+                                  int64_t gl_stride, const T* __restrict__ x,
+                                  const T* __restrict__ params, T* __restrict__ gx,
+                                  T* __restrict__ gp, Segments sg, MaskLayout m, A clamp,
+                                  A inv_clamp) {
+  const WarpSegment w = warp_segment(sg);
+  if (w.index >= sg.total) return;
+  const int64_t np = 2 * m.n_b * m.spatial;
+  const A g_logdet = static_cast<A>(gl[w.row * gl_stride]);
+  const T* gyr = gy + w.base;
+  const T* xr = x + w.base;
+  const T* ls = params + w.row * np;
+  const T* sh = ls + m.n_b * m.spatial;
+  T* gxr = gx + w.base;
+  T* g_ls = gp + w.row * np;
+  T* g_sh = g_ls + m.n_b * m.spatial;
+  for (int64_t k = w.begin + w.lane; k < w.end; k += kWarp) {
+    const int64_t p = param_index(m, k);
+    if (p < 0) {
+      gxr[k] = gyr[k];
+      continue;
+    }
+    const A g = static_cast<A>(gyr[k]);
+    const auto r = coupling_backward<A, kReverse, kClamped>(
+        g, g_logdet, static_cast<A>(xr[k]), static_cast<A>(ls[p]), static_cast<A>(sh[p]), clamp,
+        inv_clamp);
+    gxr[k] = static_cast<T>(r.grad_x);
+    g_ls[p] = static_cast<T>(r.grad_log_scale);
+    g_sh[p] = static_cast<T>(kReverse ? -r.grad_x : g);  // dL/dshift
+  }
+}
+
+template <typename T, bool kReverse, bool kClamped>
+void launch_masked_forward(const MaskedTensors& mt, at::Tensor& y, at::Tensor& logdet,
+                           double clamp) {
+  using A = at::opmath_type<T>;
+  const int64_t rows = y.size(0);
+  const Segments sg = make_segments(rows, mt.layout.channels * mt.layout.spatial, 1);
+  at::Tensor partial;
+  if (sg.per_row > 1) {
+    partial = at::empty({sg.total}, y.options().dtype(c10::CppTypeToScalarType<A>::value));
+  }
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  masked_fwd_kernel<T, A, kReverse, kClamped>
+      <<<grid_for(sg.total), kWarp * kWarpsPerBlock, 0, stream>>>(
+          mt.x.const_data_ptr<T>(), mt.params.const_data_ptr<T>(), y.mutable_data_ptr<T>(),
+          logdet.mutable_data_ptr<T>(), sg.per_row > 1 ? partial.mutable_data_ptr<A>() : nullptr,
+          sg, mt.layout, static_cast<A>(clamp), static_cast<A>(inverse_clamp(clamp)));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (sg.per_row > 1) {
+    row_partial_sum_kernel<T, A><<<grid_for(rows), kWarp * kWarpsPerBlock, 0, stream>>>(
+        partial.const_data_ptr<A>(), logdet.mutable_data_ptr<T>(), rows, sg.per_row);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+}
+
+template <typename T, bool kReverse, bool kClamped>
+void launch_masked_backward(const MaskedTensors& mt, const at::Tensor& gy, const at::Tensor& gl,
+                            at::Tensor& gx, at::Tensor& gp, double clamp) {
+  using A = at::opmath_type<T>;
+  const Segments sg = make_segments(gx.size(0), mt.layout.channels * mt.layout.spatial, 1);
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  masked_bwd_kernel<T, A, kReverse, kClamped>
+      <<<grid_for(sg.total), kWarp * kWarpsPerBlock, 0, stream>>>(
+          gy.const_data_ptr<T>(), gl.const_data_ptr<T>(), gl.stride(0), mt.x.const_data_ptr<T>(),
+          mt.params.const_data_ptr<T>(), gx.mutable_data_ptr<T>(), gp.mutable_data_ptr<T>(), sg,
+          mt.layout, static_cast<A>(clamp), static_cast<A>(inverse_clamp(clamp)));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
 void check_cuda(const at::Tensor& t, const char* name) {
   TORCH_CHECK_VALUE(t.device().is_cuda(), "gencore: ", name, " must be a CUDA tensor here, got ",
                     t.device());
@@ -272,9 +380,47 @@ std::tuple<at::Tensor, at::Tensor> affine_coupling_backward_cuda(
   return {t.grad_x, t.grad_log_scale};
 }
 
+std::tuple<at::Tensor, at::Tensor> masked_affine_coupling_cuda(const at::Tensor& x,
+                                                               const at::Tensor& params,
+                                                               c10::string_view mask, bool swap,
+                                                               double clamp, bool reverse) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  auto [mt, y, logdet] = prepare_masked_forward(x, params, mask, swap, clamp);
+  check_cuda(x, "x");
+  if (x.numel() == 0) return {y, logdet};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(),
+                                  "masked_affine_coupling_cuda", [&] {
+    dispatch_direction(reverse, clamp, [&](auto rev, auto clamped) {
+      launch_masked_forward<scalar_t, decltype(rev)::value, decltype(clamped)::value>(mt, y, logdet,
+                                                                                      clamp);
+    });
+  });
+  return {y, logdet};
+}
+
+std::tuple<at::Tensor, at::Tensor> masked_affine_coupling_backward_cuda(
+    const at::Tensor& grad_y, const at::Tensor& grad_logdet, const at::Tensor& x,
+    const at::Tensor& params, c10::string_view mask, bool swap, double clamp, bool reverse) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  auto [mt, gy, gl, grad_x, grad_params] =
+      prepare_masked_backward(grad_y, grad_logdet, x, params, mask, swap, clamp);
+  check_cuda(x, "x");
+  if (x.numel() == 0) return {grad_x, grad_params};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(),
+                                  "masked_affine_coupling_backward_cuda", [&] {
+    dispatch_direction(reverse, clamp, [&](auto rev, auto clamped) {
+      launch_masked_backward<scalar_t, decltype(rev)::value, decltype(clamped)::value>(
+          mt, gy, gl, grad_x, grad_params, clamp);
+    });
+  });
+  return {grad_x, grad_params};
+}
+
 TORCH_LIBRARY_IMPL(gencore, CUDA, m) {
   m.impl("affine_coupling", &affine_coupling_cuda);
   m.impl("affine_coupling_backward", &affine_coupling_backward_cuda);
+  m.impl("masked_affine_coupling", &masked_affine_coupling_cuda);
+  m.impl("masked_affine_coupling_backward", &masked_affine_coupling_backward_cuda);
 }
 
 }  // namespace coupling

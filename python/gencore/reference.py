@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["affine_coupling", "reparameterize", "clip_loss", "nt_xent_loss", "contrastive_cross_entropy"]
+__all__ = ["affine_coupling", "masked_affine_coupling", "reparameterize", "clip_loss", "nt_xent_loss", "contrastive_cross_entropy"]
 
 
 def affine_coupling(
@@ -38,6 +38,48 @@ def affine_coupling(
     else:
         y = x * torch.exp(s) + shift
         logdet = s.reshape(s.shape[0], -1).sum(1)
+    return y, logdet
+
+
+def mask_parts(channels: int, mask: str, swap: bool) -> tuple[slice, slice]:
+    """``(identity, transformed)`` channel slices of a ``"half"`` or ``"alternate"`` mask."""
+    if mask == "half":
+        cut = channels // 2
+        parts = (slice(0, cut), slice(cut, channels))
+    elif mask == "alternate":
+        parts = (slice(0, channels, 2), slice(1, channels, 2))
+    else:
+        raise ValueError(f"mask must be 'half' or 'alternate', got {mask!r}")
+    return (parts[1], parts[0]) if swap else parts
+
+
+def masked_affine_coupling(
+    x: torch.Tensor,
+    params: torch.Tensor,
+    *,
+    mask: str = "alternate",
+    swap: bool = False,
+    clamp: float = 2.0,
+    reverse: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference of :func:`gencore.ops.masked_affine_coupling`: slice, transform, merge.
+
+    The merge is one ``cat`` (half) or ``stack`` (alternate, even C): writing both parts
+    into an empty output would cost two copies forward and, through autograd's
+    CopySlices, a clone of the whole gradient per part backward.
+    """
+    ident, trans = mask_parts(x.shape[1], mask, swap)
+    x_a, x_b = x[:, ident], x[:, trans]
+    log_scale, shift = params.chunk(2, dim=1)
+    y_b, logdet = affine_coupling(x_b, log_scale, shift, clamp=clamp, reverse=reverse)
+    first, second = (y_b, x_a) if swap else (x_a, y_b)
+    if mask == "half":
+        return torch.cat((first, second), dim=1), logdet
+    if first.shape[1] == second.shape[1]:  # alternate, even C: interleave the halves
+        return torch.stack((first, second), dim=2).flatten(1, 2), logdet
+    y = torch.empty_like(x)
+    y[:, ident] = x_a
+    y[:, trans] = y_b
     return y, logdet
 
 

@@ -116,14 +116,9 @@ def train_model(model: str, data: str, *, steps: int, out, batch_size: int = 256
     c, ct = _context(y, conditional), _context(yt, conditional)
     train_data = (x, c) if conditional else x
     eval_data = (xt, ct) if conditional else xt
-    def fresh_dequantization(batch, g):
-        if isinstance(batch, tuple):
-            return (dequantize(batch[0], g), *batch[1:])
-        return dequantize(batch, g)
-
     res = fit(net, train_data, steps=steps, batch_size=batch_size, lr=lr, seed=seed, eval_data=eval_data,
               checkpoint_dir=out, progress=progress, schedule="cosine",
-              batch_transform=fresh_dequantization if digits else None)
+              batch_transform=_fresh_dequantization if digits else None)
     # Record what eval/sample need next to the checkpoint.
     record_run_extra(out, {"data": data, "conditional": conditional, "image": image})
     return {"model": model, "data": data, "steps": res.step, "final_eval_nll": res.history[-1]["eval_loss"]}

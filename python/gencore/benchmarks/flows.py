@@ -2,8 +2,9 @@
 
 Training step: RealNVP on 64-D digits, 8 affine couplings with MLP conditioners
 32 -> 256 -> 256 -> 64, one AdamW step per call, at batch 512 and 64. ``gencore`` runs the
-fused coupling op; ``eager`` is the same architecture and weights with the coupling written
-in plain PyTorch (:func:`gencore.reference.affine_coupling`). Both use PyTorch's fused
+fused masked coupling op (split, transform and merge in one pass); ``eager`` is the same
+architecture and weights with the coupling written in plain PyTorch (slices, the
+elementwise transform, ``stack``: :func:`gencore.reference.masked_affine_coupling`). Both use PyTorch's fused
 AdamW (what ``gencore.train.fit`` uses) with the same learning rate, so the ratio measures
 the coupling alone; ``eager, default AdamW`` (the foreach implementation) is an extra row.
 
@@ -34,6 +35,7 @@ def _eager_copy(flow: RealNVP) -> RealNVP:
     for m in twin.modules():
         if isinstance(m, AffineCoupling):
             m.coupling_fn = reference.affine_coupling
+            m.masked_coupling_fn = reference.masked_affine_coupling
     return twin
 
 

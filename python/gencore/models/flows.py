@@ -33,7 +33,8 @@ class _InvertibleBackward(torch.autograd.Function):
     """Runs the transforms without recording a graph; backward rebuilds each transform's
     input from its output (``t.inverse``), re-runs that one transform with autograd and
     propagates the gradient: activation memory independent of depth, one extra inverse and
-    forward per transform.
+    forward per transform. Affine couplings do both with one conditioner pass
+    (:meth:`gencore.nn.AffineCoupling.rebuild_and_backward`).
 
     Parameter gradients are added straight into ``.grad`` as each transform is processed
     (like ``torch.utils.checkpoint``'s reentrant mode): returning them through autograd
@@ -60,16 +61,21 @@ class _InvertibleBackward(torch.autograd.Function):
         (y,) = ctx.saved_tensors
         transforms, context = ctx.transforms, ctx.context
         for t in reversed(transforms):
-            with torch.no_grad():
-                x = t.inverse(y, context)[0]
             params = [p for p in t.parameters() if p.requires_grad]
-            with torch.enable_grad():
-                x = x.detach().requires_grad_()
-                out, ld = t(x, context)
-                g = torch.autograd.grad((out, ld), [x, *params], (grad_y, grad_logdet), allow_unused=True)
-            grad_y = g[0]
+            step = getattr(t, "rebuild_and_backward", None)
+            done = step(y, context, grad_y, grad_logdet, params) if step is not None else None
+            if done is not None:  # a coupling: one conditioner pass (AffineCoupling.rebuild_and_backward)
+                x, grad_y, g_params = done
+            else:
+                with torch.no_grad():
+                    x = t.inverse(y, context)[0]
+                with torch.enable_grad():
+                    x = x.detach().requires_grad_()
+                    out, ld = t(x, context)
+                    grad_y, *g_params = torch.autograd.grad((out, ld), [x, *params], (grad_y, grad_logdet),
+                                                            allow_unused=True)
             with torch.no_grad():
-                for p, gp in zip(params, g[1:]):
+                for p, gp in zip(params, g_params):
                     if gp is None:
                         continue
                     if p.grad is None:

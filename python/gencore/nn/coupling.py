@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gencore.ops.coupling import affine_coupling
+from gencore.ops.coupling import affine_coupling, masked_affine_coupling
+from gencore.reference import mask_parts
 
 __all__ = ["AffineCoupling"]
 
@@ -57,8 +58,11 @@ class AffineCoupling(nn.Module):
         >>> x, inv_logdet = layer.inverse(y)      # x == input, inv_logdet == -logdet
     """
 
-    # The elementwise transform; a pure-PyTorch baseline swaps in gencore.reference's.
+    # The fused ops; a pure-PyTorch baseline swaps in gencore.reference's. The masked op
+    # does the split, the transform and the merge ("half", "alternate", "channel") in one
+    # pass; the elementwise one serves the checkerboard mask.
     coupling_fn = staticmethod(affine_coupling)
+    masked_coupling_fn = staticmethod(masked_affine_coupling)
 
     def __init__(
         self,
@@ -86,14 +90,11 @@ class AffineCoupling(nn.Module):
         self.mask = mask
         self.clamp = float(clamp)
         self.swap = bool(swap)
-        if mask in ("half", "channel"):
-            cut = n // 2
-            parts = (slice(0, cut), slice(cut, n))
-        elif mask == "alternate":
-            parts = (slice(0, n, 2), slice(1, n, 2))
-        else:
-            parts = (slice(0, n), slice(0, n))
-        self._id, self._tr = (parts[1], parts[0]) if swap else parts
+        # The op's mask name; the identity part (what the conditioner sees) as a slice.
+        self._op_mask = "alternate" if mask == "alternate" else "half"
+        if mask != "checkerboard":
+            self._id, tr = mask_parts(n, self._op_mask, self.swap)
+            self._n_b = len(range(n)[tr])
 
     def extra_repr(self) -> str:
         return f"{self.features}, mask={self.mask!r}, clamp={self.clamp}, swap={self.swap}"
@@ -110,6 +111,32 @@ class AffineCoupling(nn.Module):
         """``y: (B, D)`` or ``(B, C, H, W)`` -> ``(x, logdet)`` with ``logdet`` of the inverse map."""
         return self._apply_coupling(y, context, reverse=True)
 
+    def rebuild_and_backward(self, y, context, grad_y, grad_logdet, params):
+        """One step of :class:`gencore.models.Flow`'s ``memory_efficient`` backward.
+
+        Given this layer's output ``y`` and the gradients of its outputs, rebuild the input
+        ``x`` and return ``(x, dL/dx, [dL/dp for p in params])``. The identity part of
+        ``y`` is the conditioner's input, so the conditioner runs once (with autograd):
+        its output serves both the reconstruction and the backward, where the generic
+        path (inverse, then forward again) runs it twice. ``None`` for the checkerboard
+        mask: the caller falls back to the generic path.
+        """
+        if self.mask == "checkerboard":
+            return None
+        kw = dict(mask=self._op_mask, swap=self.swap, clamp=self.clamp)
+        with torch.enable_grad():
+            x_a = y[:, self._id].detach().requires_grad_()
+            h = self._conditioner(x_a, context, self._n_b)
+            with torch.no_grad():
+                x = self.masked_coupling_fn(y, h, reverse=True, **kw)[0]
+            x_in, h_in = x.requires_grad_(), h.detach().requires_grad_()
+            out = self.masked_coupling_fn(x_in, h_in, **kw)
+            grad_x, grad_h = torch.autograd.grad(out, (x_in, h_in), (grad_y, grad_logdet))
+            g = torch.autograd.grad(h, [x_a, *params], grad_h, allow_unused=True)
+        with torch.no_grad():
+            grad_x[:, self._id] += g[0]
+        return x.detach(), grad_x, list(g[1:])
+
     def _check_input(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"AffineCoupling: expected a tensor, got {type(x).__name__}")
@@ -124,18 +151,19 @@ class AffineCoupling(nn.Module):
         if x.shape[0] == 0:
             raise ValueError("AffineCoupling: empty batch (B = 0)")
 
-    def _conditioner(self, x_a: torch.Tensor, context: torch.Tensor | None, n_out: int):
+    def _conditioner(self, x_a: torch.Tensor, context: torch.Tensor | None, n_out: int) -> torch.Tensor:
+        """The conditioner's output as one ``(B, 2 * n_out, ...)`` tensor (log_scale, shift)."""
         h = self.conditioner(x_a) if context is None else self.conditioner(x_a, context)
         if isinstance(h, (tuple, list)):
-            log_scale, shift = h
-        else:
-            if h.dim() < 2 or h.shape[1] != 2 * n_out:
-                raise ValueError(
-                    f"AffineCoupling: conditioner must return (B, {2 * n_out}, ...) "
-                    f"(log_scale and shift stacked on dim 1), got {tuple(h.shape)}"
-                )
-            log_scale, shift = h.chunk(2, dim=1)
-        return log_scale, shift
+            h = torch.cat(tuple(h), dim=1)
+        want = (x_a.shape[0], 2 * n_out, *x_a.shape[2:])
+        if tuple(h.shape) != want:
+            raise ValueError(
+                f"AffineCoupling: conditioner must return {want} (log_scale and shift stacked "
+                f"on dim 1) or a (log_scale, shift) pair of {(want[0], n_out, *want[2:])}, "
+                f"got {tuple(h.shape)}"
+            )
+        return h
 
     def _apply_coupling(self, x, context, reverse):
         self._check_input(x)
@@ -143,32 +171,14 @@ class AffineCoupling(nn.Module):
             h, w = x.shape[-2:]
             parity = (torch.arange(h, device=x.device)[:, None] + torch.arange(w, device=x.device)) % 2
             keep = (parity == (1 if self.swap else 0)).to(x.dtype)  # 1 on the identity pixels
-            log_scale, shift = self._conditioner(x * keep, context, self.features)
+            log_scale, shift = self._conditioner(x * keep, context, self.features).chunk(2, dim=1)
             free = 1.0 - keep
             # Identity pixels get s = 0 and shift = 0: y = x there, and no log-det.
             return self.coupling_fn(
                 x, log_scale * free, shift * free, clamp=self.clamp, reverse=reverse
             )
-        x_a, x_b = x[:, self._id], x[:, self._tr]
-        log_scale, shift = self._conditioner(x_a, context, x_b.shape[1])
-        if log_scale.shape != x_b.shape or shift.shape != x_b.shape:
-            raise ValueError(
-                f"AffineCoupling: conditioner produced log_scale {tuple(log_scale.shape)} and "
-                f"shift {tuple(shift.shape)}, expected {tuple(x_b.shape)}"
-            )
-        y_b, logdet = self.coupling_fn(x_b, log_scale, shift, clamp=self.clamp, reverse=reverse)
-        return self._merge(x_a, y_b), logdet
-
-    def _merge(self, y_a: torch.Tensor, y_b: torch.Tensor) -> torch.Tensor:
-        """Inverse of the split ``x[:, self._id], x[:, self._tr]``, in one pass (cat or
-        stack): writing both parts into an empty output would cost two copies forward and,
-        through autograd's CopySlices, a clone of the whole gradient per part backward."""
-        first, second = (y_b, y_a) if self.swap else (y_a, y_b)
-        if self.mask in ("half", "channel"):
-            return torch.cat((first, second), dim=1)
-        if first.shape[1] == second.shape[1]:  # alternate, even n: interleave the halves
-            return torch.stack((first, second), dim=2).flatten(1, 2)
-        y = first.new_empty((first.shape[0], self.features, *first.shape[2:]))
-        y[:, self._id] = y_a
-        y[:, self._tr] = y_b
-        return y
+        # contiguous: one gather, where a strided x_a costs the first Linear a copy forward
+        # and another for its weight gradient.
+        params = self._conditioner(x[:, self._id].contiguous(), context, self._n_b)
+        return self.masked_coupling_fn(x, params, mask=self._op_mask, swap=self.swap,
+                                       clamp=self.clamp, reverse=reverse)

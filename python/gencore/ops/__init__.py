@@ -1,8 +1,8 @@
 """Fused operators. Each wraps a ``torch.ops.gencore`` op with its fake kernel and autograd."""
 
 from gencore.ops.contrastive import clip_loss, contrastive_cross_entropy, nt_xent_loss
-from gencore.ops.coupling import affine_coupling
+from gencore.ops.coupling import affine_coupling, masked_affine_coupling
 from gencore.ops.reparam import draw_rng_state, reparameterize
 
-__all__ = ["affine_coupling", "reparameterize", "draw_rng_state", "clip_loss", "nt_xent_loss",
+__all__ = ["affine_coupling", "masked_affine_coupling", "reparameterize", "draw_rng_state", "clip_loss", "nt_xent_loss",
            "contrastive_cross_entropy"]

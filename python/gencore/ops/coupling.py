@@ -12,10 +12,11 @@ import math
 
 import torch
 
-__all__ = ["affine_coupling"]
+__all__ = ["affine_coupling", "masked_affine_coupling"]
 
 _op = torch.ops.gencore.affine_coupling
 _op_backward = torch.ops.gencore.affine_coupling_backward
+_masked_op = torch.ops.gencore.masked_affine_coupling.default
 
 
 def affine_coupling(
@@ -54,13 +55,74 @@ def affine_coupling(
             is negative or not finite.
         TypeError: a non-floating or unsupported dtype, or dtypes differ.
     """
+    return _op(x, log_scale, shift, clamp=_check_clamp(clamp), reverse=bool(reverse))
+
+
+def _check_clamp(clamp) -> float:
     if not isinstance(clamp, (int, float)) or isinstance(clamp, bool):
         raise TypeError(f"gencore: clamp must be a float, got {type(clamp).__name__}")
     if not math.isfinite(clamp) or clamp < 0:
         raise ValueError(
             f"gencore: clamp must be a finite number >= 0 (0 disables the soft clamp), got {clamp}"
         )
-    return _op(x, log_scale, shift, clamp=float(clamp), reverse=bool(reverse))
+    return float(clamp)
+
+
+def masked_affine_coupling(
+    x: torch.Tensor,
+    params: torch.Tensor,
+    *,
+    mask: str = "alternate",
+    swap: bool = False,
+    clamp: float = 2.0,
+    reverse: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A whole affine coupling after its conditioner: split, transform and merge in one pass.
+
+    ``x`` is split along dim 1 into an identity part ``x_a`` and a transformed part ``x_b``
+    by ``mask``; ``params`` is the conditioner's output for ``x_a``: the log-scales and
+    shifts of ``x_b`` stacked on dim 1. Then ``y[:, a] = x_a`` and
+    ``(y[:, b], logdet) = affine_coupling(x_b, log_scale, shift, clamp=clamp, reverse=reverse)``:
+    the same numbers as slicing, :func:`affine_coupling` and merging, without the slices,
+    the chunk and the merge as separate tensors (forward or backward).
+
+    Masks over the ``C = x.shape[1]`` channels (features for vectors):
+
+    * ``"half"``: ``x_a`` = the first ``C // 2`` channels, ``x_b`` the rest.
+    * ``"alternate"``: ``x_a`` = the even channels ``0, 2, ...``, ``x_b`` the odd ones.
+
+    ``swap=True`` exchanges ``x_a`` and ``x_b``; ``n_b`` is the number of transformed channels.
+
+    Args:
+        x: ``(B, C, ...)`` with ``C >= 2``: vectors ``(B, D)`` or images ``(B, C, H, W)``.
+            float32/float64 on CPU; also float16/bfloat16 on CUDA (float32 math).
+        params: ``(B, 2 * n_b, ...)`` (x's trailing dims): ``log_scale = params[:, :n_b]``,
+            ``shift = params[:, n_b:]``; same dtype and device as ``x``.
+        mask: ``"half"`` or ``"alternate"``.
+        swap: transform the other part.
+        clamp: soft clamp of the log-scale, as :func:`affine_coupling`.
+        reverse: apply the inverse transform (``x_b = (y_b - shift) * exp(-s)``).
+
+    Returns:
+        ``(y, logdet)``: ``y`` of ``x``'s shape (contiguous), ``logdet`` of shape ``(B,)``
+        in nats (``+sum s`` forward, ``-sum s`` reverse).
+
+    Raises:
+        ValueError: unknown mask, ``C < 2``, ``params`` of the wrong shape, devices differ,
+            or ``clamp`` negative or not finite.
+        TypeError: non-floating or unsupported dtype, or dtypes differ.
+
+    Example::
+
+        >>> x = torch.randn(8, 6)                        # identity: features 0, 2, 4
+        >>> params = torch.randn(8, 6)                   # log_scale, shift of features 1, 3, 5
+        >>> y, logdet = masked_affine_coupling(x, params)
+        >>> x2, ld = masked_affine_coupling(y, params, reverse=True)   # x2 == x, ld == -logdet
+    """
+    if mask not in ("half", "alternate"):
+        raise ValueError(f"gencore: mask must be 'half' or 'alternate', got {mask!r}")
+    return _masked_op(x, params, mask=mask, swap=bool(swap), clamp=_check_clamp(clamp),
+                      reverse=bool(reverse))
 
 
 def _check_inputs_fake(x, log_scale, shift, clamp):
@@ -104,3 +166,33 @@ def _(grad_y, grad_logdet, x, log_scale, shift, *, clamp, reverse):
         return torch.empty_like(x, memory_format=torch.contiguous_format)
 
     return new(), new()
+
+
+def _masked_layout_fake(x, params, mask, swap, clamp):
+    """n_b of the masked op, with the checks of prepare_masked in csrc/coupling/coupling.h."""
+    torch._check_value(mask in ("half", "alternate"), lambda: f"gencore: mask must be 'half' or 'alternate', got {mask!r}")
+    torch._check_value(x.dim() >= 2, lambda: f"gencore: x must have at least 2 dimension(s), got {tuple(x.shape)}")
+    torch._check_type(x.dtype.is_floating_point, lambda: f"gencore: x must be floating, got {x.dtype}")
+    torch._check_type(params.dtype == x.dtype, lambda: f"gencore: x and params must have the same dtype: got {x.dtype} and {params.dtype}")
+    torch._check_value(params.device == x.device, lambda: "gencore: x and params must be on the same device")
+    c = x.shape[1]
+    torch._check_value(c >= 2, lambda: f"gencore: x must have at least 2 channels/features in dim 1, got {tuple(x.shape)}")
+    n_b = (c // 2 if swap else c - c // 2) if mask == "half" else ((c + 1) // 2 if swap else c // 2)
+    want = (x.shape[0], 2 * n_b, *x.shape[2:])
+    torch._check_value(tuple(params.shape) == want, lambda: f"gencore: params must have shape {want}, got {tuple(params.shape)}")
+    torch._check_value(math.isfinite(clamp) and clamp >= 0, lambda: f"gencore: clamp must be a finite number >= 0, got {clamp}")
+
+
+@torch.library.register_fake("gencore::masked_affine_coupling")
+def _(x, params, *, mask, swap=False, clamp=2.0, reverse=False):
+    _masked_layout_fake(x, params, mask, swap, clamp)
+    return torch.empty_like(x, memory_format=torch.contiguous_format), x.new_empty(x.shape[:1])
+
+
+@torch.library.register_fake("gencore::masked_affine_coupling_backward")
+def _(grad_y, grad_logdet, x, params, *, mask, swap, clamp, reverse):
+    _masked_layout_fake(x, params, mask, swap, clamp)
+    torch._check_value(grad_y.shape == x.shape, lambda: "gencore: grad_y must have the shape of x")
+    torch._check_value(grad_logdet.shape == x.shape[:1], lambda: "gencore: grad_logdet must have shape (B,)")
+    return (torch.empty_like(x, memory_format=torch.contiguous_format),
+            torch.empty_like(params, memory_format=torch.contiguous_format))
