@@ -28,6 +28,7 @@ def test_info_json_lists_ops_and_backends():
     op = info["ops"]["affine_coupling"]
     assert "CPU" in op["kernels"]
     assert op["schema"].startswith("gencore::affine_coupling(Tensor x, Tensor log_scale, Tensor shift")
+    assert "CPU" in info["ops"]["masked_affine_coupling"]["kernels"]
     assert info["torch"].startswith("2.")
 
 
@@ -41,9 +42,10 @@ def test_bench_coupling_quick_writes_results(tmp_path, capsys):
     assert rc == 0
     md = (tmp_path / "coupling-cpu-float32.md").read_text()
     csv = (tmp_path / "coupling-cpu-float32.csv").read_text().splitlines()
-    # 2 quick cases x 3 modes x 3 providers, plus the header.
-    assert len(csv) == 1 + 2 * 3 * 3
-    assert "| 4096×512 | full |" in md and "× vs compile" in md
+    # 3 quick cases (2 of affine_coupling, 1 of masked_affine_coupling) x 3 modes x 3 providers,
+    # plus the header.
+    assert len(csv) == 1 + 3 * 3 * 3
+    assert "| 4096×512 | full |" in md and "| alternate 64×64 | full |" in md and "× vs compile" in md
     for line in csv[1:]:
         median = float(line.split(",")[3])
         assert median > 0
