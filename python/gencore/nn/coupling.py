@@ -177,8 +177,11 @@ class AffineCoupling(nn.Module):
             return self.coupling_fn(
                 x, log_scale * free, shift * free, clamp=self.clamp, reverse=reverse
             )
-        # contiguous: one gather, where a strided x_a costs the first Linear a copy forward
-        # and another for its weight gradient.
-        params = self._conditioner(x[:, self._id].contiguous(), context, self._n_b)
+        x_a = x[:, self._id]
+        if self.mask == "alternate":
+            # One gather: a stride-2 x_a costs a first Linear a copy forward and another
+            # for its weight gradient.
+            x_a = x_a.contiguous()
+        params = self._conditioner(x_a, context, self._n_b)
         return self.masked_coupling_fn(x, params, mask=self._op_mask, swap=self.swap,
                                        clamp=self.clamp, reverse=reverse)
