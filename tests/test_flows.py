@@ -240,3 +240,32 @@ def test_memory_efficient_peak_memory_is_flat_in_depth():
     ord4, ord32 = peak(4, False), peak(32, False)
     assert ord32 > 4 * ord4           # the ordinary path keeps every layer's activations
     assert eff32 < 1.3 * eff4 + 0.1  # the memory-efficient path does not
+
+
+def test_memory_efficient_with_a_context_only_conditioner():
+    """A conditioner may ignore its input (here: a function of the context alone)."""
+    from torch import nn
+
+    from gencore.models import Flow
+    from gencore.nn import AffineCoupling
+
+    class ContextOnly(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Linear(3, 4)
+
+        def forward(self, x_a, context):
+            return self.net(context)
+
+    torch.manual_seed(2)
+    x, c = torch.randn(8, 4, dtype=torch.float64), torch.randn(8, 3, dtype=torch.float64)
+    grads = []
+    for me in (False, True):
+        torch.manual_seed(3)
+        flow = Flow([AffineCoupling(4, ContextOnly(), mask="alternate")], (4,), context_features=3,
+                    memory_efficient=me).double()
+        xi = x.clone().requires_grad_()
+        flow.loss((xi, c)).backward()
+        grads.append((xi.grad, *(p.grad for p in flow.parameters())))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -133,8 +133,9 @@ class AffineCoupling(nn.Module):
             out = self.masked_coupling_fn(x_in, h_in, **kw)
             grad_x, grad_h = torch.autograd.grad(out, (x_in, h_in), (grad_y, grad_logdet))
             g = torch.autograd.grad(h, [x_a, *params], grad_h, allow_unused=True)
-        with torch.no_grad():
-            grad_x[:, self._id] += g[0]
+        if g[0] is not None:  # None: a conditioner that ignores x_a (e.g. context only)
+            with torch.no_grad():
+                grad_x[:, self._id] += g[0]
         return x.detach(), grad_x, list(g[1:])
 
     def _check_input(self, x: torch.Tensor) -> None:
