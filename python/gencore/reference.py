@@ -53,6 +53,14 @@ def mask_parts(channels: int, mask: str, swap: bool) -> tuple[slice, slice]:
     return (parts[1], parts[0]) if swap else parts
 
 
+def transformed_count(channels: int, mask: str, swap: bool) -> int:
+    """``n_b``: how many of ``channels`` a ``"half"`` / ``"alternate"`` mask transforms
+    (the length of :func:`mask_parts`' second slice, as arithmetic: it works on symbolic sizes)."""
+    if mask == "half":
+        return channels // 2 if swap else channels - channels // 2
+    return (channels + 1) // 2 if swap else channels // 2
+
+
 def masked_affine_coupling(
     x: torch.Tensor,
     params: torch.Tensor,

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from gencore.ops.coupling import affine_coupling, masked_affine_coupling
-from gencore.reference import mask_parts
+from gencore.reference import mask_parts, transformed_count
 
 __all__ = ["AffineCoupling"]
 
@@ -93,8 +93,8 @@ class AffineCoupling(nn.Module):
         # The op's mask name; the identity part (what the conditioner sees) as a slice.
         self._op_mask = "alternate" if mask == "alternate" else "half"
         if mask != "checkerboard":
-            self._id, tr = mask_parts(n, self._op_mask, self.swap)
-            self._n_b = len(range(n)[tr])
+            self._id = mask_parts(n, self._op_mask, self.swap)[0]
+            self._n_b = transformed_count(n, self._op_mask, self.swap)
 
     def extra_repr(self) -> str:
         return f"{self.features}, mask={self.mask!r}, clamp={self.clamp}, swap={self.swap}"

@@ -12,6 +12,8 @@ import math
 
 import torch
 
+from gencore.reference import transformed_count
+
 __all__ = ["affine_coupling", "masked_affine_coupling"]
 
 _op = torch.ops.gencore.affine_coupling
@@ -119,8 +121,6 @@ def masked_affine_coupling(
         >>> y, logdet = masked_affine_coupling(x, params)
         >>> x2, ld = masked_affine_coupling(y, params, reverse=True)   # x2 == x, ld == -logdet
     """
-    if mask not in ("half", "alternate"):
-        raise ValueError(f"gencore: mask must be 'half' or 'alternate', got {mask!r}")
     return _masked_op(x, params, mask=mask, swap=bool(swap), clamp=_check_clamp(clamp),
                       reverse=bool(reverse))
 
@@ -177,7 +177,7 @@ def _masked_layout_fake(x, params, mask, swap, clamp):
     torch._check_value(params.device == x.device, lambda: "gencore: x and params must be on the same device")
     c = x.shape[1]
     torch._check_value(c >= 2, lambda: f"gencore: x must have at least 2 channels/features in dim 1, got {tuple(x.shape)}")
-    n_b = (c // 2 if swap else c - c // 2) if mask == "half" else ((c + 1) // 2 if swap else c // 2)
+    n_b = transformed_count(c, mask, swap)
     want = (x.shape[0], 2 * n_b, *x.shape[2:])
     torch._check_value(tuple(params.shape) == want, lambda: f"gencore: params must have shape {want}, got {tuple(params.shape)}")
     torch._check_value(math.isfinite(clamp) and clamp >= 0, lambda: f"gencore: clamp must be a finite number >= 0, got {clamp}")
