@@ -7,6 +7,10 @@
 #                    .venv-cuda, then checks that the CUDA kernels are registered
 #   make cuda-compile  only compile every .cu with nvcc against the CPU torch headers
 #   make gpu-check   on a machine with a GPU: CUDA build, CUDA tests, GPU benchmarks
+#   make cuda-emulate  every .cu built against the SIMT emulator (tests/cuda_emulation) and
+#                    its suite run in forward, reverse and random thread order, on CPU
+#   make cuda-emulate-sanitize  the same suite under ASan+UBSan and under TSan
+#   make cuda-emulate-mutants   planted kernel bugs, each of which the suite must catch
 
 PYTHON    ?= python3
 VENV      ?= .venv
@@ -16,7 +20,8 @@ CUDA_ARCHS ?= 80 90
 PYTEST_ARGS ?=
 SOURCES   := $(shell find csrc python -type f \( -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh' -o -name '*.py' \)) CMakeLists.txt pyproject.toml
 
-.PHONY: demo test bench cuda-check cuda-compile gpu-check install clean
+.PHONY: demo test bench cuda-check cuda-compile gpu-check install clean emu-build cuda-emulate \
+	cuda-emulate-asan cuda-emulate-sanitize cuda-emulate-mutants
 
 $(VENV)/.deps: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +40,12 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/gencore demo
 
+# The emulated CUDA library (tests/cuda_emulation/build.py: incremental, objects cached).
+emu-build: install
+	$(VPY) tests/cuda_emulation/build.py
+
 # pytest exits 5 when it collected nothing: a suite that ran no test has failed.
-test: install
+test: install emu-build
 	@$(VPY) -m pytest -m "not slow" $(PYTEST_ARGS) tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
@@ -87,6 +96,33 @@ gpu-check:
 	$(PYTHON) bench/bench_contrastive.py --device cuda --dtype float32 --out bench/results
 	$(PYTHON) bench/bench_contrastive.py --device cuda --dtype bfloat16 --out bench/results
 	if [ -n "$$OUT" ]; then cp bench/results/*cuda* "$$OUT"/; fi
+
+# The CUDA kernels executed on CPU: the emulated suite in three thread/block orders.
+EMU_PYTEST = $(VPY) -m pytest -q -p no:cacheprovider tests/cuda_emulation
+cuda-emulate: emu-build
+	for order in forward reverse random:20261202; do \
+	  echo "cuda-emulate: thread order $$order"; \
+	  GENCORE_EMU_ORDER=$$order $(EMU_PYTEST) || exit 1; \
+	done
+
+# Sanitizer builds, loaded into the (uninstrumented) interpreter with their runtime
+# preloaded; -s: a sanitizer report goes to the terminal, not to pytest's capture.
+# TSan: one OpenMP thread (libgomp is not instrumented; ATen's own threads would look racy).
+ASAN_ENV = LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libstdc++.so)" \
+  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 GENCORE_EMU_VARIANT=asan
+TSAN_ENV = LD_PRELOAD="$$(gcc -print-file-name=libtsan.so) $$(gcc -print-file-name=libstdc++.so)" \
+  OMP_NUM_THREADS=1 TSAN_OPTIONS="suppressions=$(CURDIR)/tests/cuda_emulation/tsan.supp halt_on_error=1" \
+  GENCORE_EMU_VARIANT=tsan
+cuda-emulate-asan: install
+	$(VPY) tests/cuda_emulation/build.py --variant asan
+	$(ASAN_ENV) GENCORE_EMU_ORDER=reverse $(EMU_PYTEST) -s
+
+cuda-emulate-sanitize: cuda-emulate-asan
+	$(VPY) tests/cuda_emulation/build.py --variant tsan
+	$(TSAN_ENV) GENCORE_EMU_ORDER=random:7 $(EMU_PYTEST) -s
+
+cuda-emulate-mutants: install
+	$(VPY) tests/cuda_emulation/mutation.py
 
 clean:
 	rm -rf build dist $(VENV) .venv-cuda demo-out

@@ -362,3 +362,25 @@ def test_cuda_few_query_rows_many_keys():
         out.append((loss.detach().cpu(), *(t.cpu() for t in torch.autograd.grad((loss * w.to(dev)).sum(), (qq, kk, s)))))
     for c, d in zip(*out):
         torch.testing.assert_close(d, c, atol=1e-10, rtol=1e-9)
+
+
+@pytest.mark.parametrize("temperature", [0.01, 0.05, 0.07])
+def test_nt_xent_temperature_gradient_at_low_temperature(temperature):
+    """dL/dT against autograd of the materialized float64 loss. The masked self-similarity
+    once entered the gradient sum and was subtracted afterwards: its weight is huge (the
+    log-sum-exp excludes it), so the difference cancelled (+127.7 instead of -4227.5 at
+    T = 0.01, NaN in float32)."""
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(64, 32, generator=g, dtype=torch.float64), torch.randn(64, 32, generator=g, dtype=torch.float64)
+    t = torch.tensor(temperature, dtype=torch.float64, requires_grad=True)
+    (dt,) = torch.autograd.grad(nt_xent_loss(z1, z2, temperature=t), t)
+    t_ref = t.detach().clone().requires_grad_()
+    (dt_ref,) = torch.autograd.grad(R.nt_xent_loss(z1, z2, temperature=t_ref), t_ref)
+    assert dt.item() == pytest.approx(dt_ref.item(), rel=1e-10)
+    # float32, where the cancellation overflowed to inf - inf
+    z = torch.randn(4, 512, generator=g)
+    t32 = torch.tensor(temperature, requires_grad=True)
+    (dt32,) = torch.autograd.grad(nt_xent_loss(z, z.flip(0), temperature=t32), t32)
+    t64 = torch.tensor(temperature, dtype=torch.float64, requires_grad=True)
+    (dt64,) = torch.autograd.grad(R.nt_xent_loss(z.double(), z.flip(0).double(), temperature=t64), t64)
+    assert torch.isfinite(dt32) and dt32.item() == pytest.approx(dt64.item(), rel=1e-4)

@@ -214,9 +214,11 @@ void backward_typed(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
       const bool diag = symmetric && j0 == i0;
       at::Tensor r = tile_product<T>(q, k, buf, i0, br, j0, bc);
       T* x = r.data_ptr<T>();
-      const auto masked = masked_in_tile(ex, i0, br, j0, bc);
-      std::vector<T> masked_r;
-      for (const auto& [rr, cc] : masked) masked_r.push_back(x[rr * bc + cc]);
+      // A masked entry gets a finite R so negative that its weight exp(s R - lse) is
+      // exactly 0 and its W * R term is 0 * R = 0. (Adding its weight and subtracting it
+      // afterwards cancels catastrophically: lse excludes it, so the weight is huge.)
+      const T never = -std::numeric_limits<T>::max() / (T(2) * std::max(s, T(1)));
+      for (const auto& [rr, cc] : masked_in_tile(ex, i0, br, j0, bc)) x[rr * bc + cc] = never;
       at::parallel_for(0, br, std::max<int64_t>(1, 16384 / bc), [&](int64_t r0, int64_t r1) {
         for (int64_t rr = r0; rr < r1; ++rr) {
           const int64_t i = i0 + rr;
@@ -224,11 +226,6 @@ void backward_typed(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
                                   : weights_row<T, false>(x + rr * bc, bc, s, a[i], lse[i], nullptr, nullptr);
         }
       });
-      for (size_t e = 0; e < masked.size(); ++e) {
-        T& w = x[masked[e].first * bc + masked[e].second];
-        partial[masked[e].first] -= w * masked_r[e];
-        w = T(0);
-      }
       double tile_sum = 0;
       for (int64_t rr = 0; rr < br; ++rr) tile_sum += partial[rr];
       total += diag ? 0.5 * tile_sum : tile_sum;

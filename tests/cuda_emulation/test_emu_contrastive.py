@@ -1,0 +1,147 @@
+"""The CUDA contrastive kernels (csrc/contrastive/contrastive_cuda.cu), run by the SIMT
+emulator, against the CPU tiles: clip_loss, nt_xent_loss and contrastive_rows, forward and
+backward, on the SIMT (float32/float64, and float16/bfloat16 with
+GENCORE_CONTRASTIVE_SIMT=1) and tensor-core (wmma) tile products, with the key tiles split
+over gridDim.y (many SMs) or not (one SM)."""
+
+import pytest
+import torch
+
+from simt_testing import LOW, assert_matches, cpu_dtype
+
+COVERS = ("clip_loss", "clip_loss_backward", "nt_xent_loss", "nt_xent_loss_backward", "contrastive_rows",
+          "contrastive_rows_backward")
+
+# (N, D): one row, sizes that are no multiple of 4/16/32/64, several 64-row tiles, D = 0
+# and D past one wmma slice (32) and one SIMT slice (16). (200, 0): with one SM a block
+# visits four key tiles with no D loop between them (only the barrier before the
+# tensor-core store orders one tile's readers of shared memory before the next store).
+SHAPES = [(1, 1), (3, 5), (17, 33), (70, 0), (200, 0), (130, 40)]
+
+
+# (dtype, tile product): float32/float64 have the SIMT product only; float16/bfloat16 run on
+# tensor cores (wmma), or on the SIMT path with GENCORE_CONTRASTIVE_SIMT=1.
+PATHS = [(torch.float32, "simt"), (torch.float64, "simt"), (torch.float16, "wmma"),
+         (torch.float16, "simt"), (torch.bfloat16, "wmma"), (torch.bfloat16, "simt")]
+
+
+@pytest.fixture(params=PATHS, ids=lambda p: f"{str(p[0]).removeprefix('torch.')}-{p[1]}")
+def dtype(request, monkeypatch):
+    dt, product = request.param
+    if product == "simt" and dt in LOW:
+        monkeypatch.setenv("GENCORE_CONTRASTIVE_SIMT", "1")
+    return dt
+
+
+def features(n, d, dtype, seed, normalize=True):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(n, d, generator=g)
+    if normalize and d > 0:
+        a = torch.nn.functional.normalize(a, dim=1)
+    return a.to(dtype)
+
+
+def scalar(v, dtype):
+    return torch.tensor(v, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
+
+
+def check_all(outs, refs, dtype, names, renormalized=False):
+    for got, ref, name in zip(outs, refs, names):
+        if renormalized and dtype in LOW:
+            # NT-Xent normalizes its features in the input dtype before the tiles: the tiles
+            # see features rounded after normalization, the float32 reference does not.
+            eps = torch.finfo(dtype).eps
+            torch.testing.assert_close(got.float(), ref.float(), rtol=8 * eps, atol=40 * eps,
+                                       msg=lambda m: f"{name}: {m}")
+        elif got.dtype in (torch.float32, torch.float64) and dtype in LOW:
+            # the accumulation-dtype statistics (log-sum-exps, the scale's gradient)
+            torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4, msg=lambda m: f"{name}: {m}")
+        else:
+            assert_matches(got, ref, dtype, name)
+
+
+def parametrize(f):
+    return pytest.mark.parametrize("shape", SHAPES, ids=str)(f)
+
+
+@parametrize
+def test_clip_loss(emu, sm_count, shape, dtype):
+    n, d = shape
+    a, b = features(n, d, dtype, 1), features(n, d, dtype, 2)
+    cd = cpu_dtype(dtype)
+    s = scalar(7.5, dtype)
+    loss, rl, cl = emu.call("clip_loss", a, b, s)
+    ref = torch.ops.gencore.clip_loss(a.to(cd), b.to(cd), s)
+    check_all((loss, rl, cl), ref, dtype, ("loss", "row_lse", "col_lse"))
+    g = scalar(1.3, dtype).to(dtype)  # the CPU gets the same rounded value
+    outs = emu.call("clip_loss_backward", g, a, b, s, ref[1], ref[2])
+    refs = torch.ops.gencore.clip_loss_backward(g.to(cd), a.to(cd), b.to(cd), s, ref[1], ref[2])
+    check_all(outs, refs, dtype, ("grad_image", "grad_text", "grad_scale"))
+
+
+@parametrize
+def test_nt_xent_loss(emu, sm_count, shape, dtype):
+    n, d = shape
+    if d == 0:
+        d = 1  # NT-Xent normalizes its features: a zero-width row has no direction
+    z1, z2 = features(n, d, dtype, 3, normalize=False), features(n, d, dtype, 4, normalize=False)
+    cd = cpu_dtype(dtype)
+    t = scalar(0.2, dtype)
+    loss, lse = emu.call("nt_xent_loss", z1, z2, t)
+    ref = torch.ops.gencore.nt_xent_loss(z1.to(cd), z2.to(cd), t)
+    check_all((loss, lse), ref, dtype, ("loss", "lse"), renormalized=True)
+    g = scalar(0.7, dtype).to(dtype)
+    outs = emu.call("nt_xent_loss_backward", g, z1, z2, t, ref[1])
+    refs = torch.ops.gencore.nt_xent_loss_backward(g.to(cd), z1.to(cd), z2.to(cd), t, ref[1])
+    check_all(outs, refs, dtype, ("grad_z1", "grad_z2", "grad_temperature"), renormalized=True)
+
+
+@pytest.mark.parametrize("with_exclude", [False, True])
+@pytest.mark.parametrize("nm", [(1, 2), (5, 3), (50, 130), (130, 70)], ids=str)
+def test_contrastive_rows(emu, sm_count, nm, dtype, with_exclude):
+    """A rectangular n x m problem (n != m), with and without an excluded key per row."""
+    n, m = nm
+    q, k = features(n, 24, dtype, 5), features(m, 24, dtype, 6)
+    g = torch.Generator().manual_seed(n + m)
+    positive = torch.randint(0, m, (n,), generator=g)
+    exclude = torch.full((n,), -1)
+    if with_exclude and m > 1:
+        exclude = (positive + 1 + torch.randint(0, m - 1, (n,), generator=g)) % m
+    cd = cpu_dtype(dtype)
+    s = scalar(4.0, dtype)
+    loss, lse = emu.call("contrastive_rows", q, k, s, positive, exclude)
+    ref = torch.ops.gencore.contrastive_rows(q.to(cd), k.to(cd), s, positive, exclude)
+    check_all((loss, lse), ref, dtype, ("loss", "lse"))
+    gl = torch.randn(n, generator=g).to(dtype)
+    outs = emu.call("contrastive_rows_backward", gl, q, k, s, positive, exclude, ref[1])
+    refs = torch.ops.gencore.contrastive_rows_backward(gl.to(cd), q.to(cd), k.to(cd), s, positive, exclude,
+                                                       ref[1])
+    check_all(outs, refs, dtype, ("grad_query", "grad_keys", "grad_scale"))
+
+
+@pytest.mark.parametrize("sms, n, launches", [(132, 130, 4), (1, 260, 2)])
+def test_split_and_unsplit_grids(emu, sms, n, launches):
+    """With many SMs and few row blocks the key tiles are split over gridDim.y (a second
+    kernel merges the splits: two launches per log-sum-exp); with one SM and five row
+    blocks they are not (one launch each). Both give the CPU's numbers."""
+    emu.configure(sms)
+    try:
+        a, b = features(n, 20, torch.float32, 7), features(n, 20, torch.float32, 8)
+        s = scalar(10.0, torch.float32)
+        before = emu.launches()
+        loss, rl, cl = emu.call("clip_loss", a, b, s)
+        assert emu.launches() - before == launches
+        ref = torch.ops.gencore.clip_loss(a, b, s)
+        check_all((loss, rl, cl), ref, torch.float32, ("loss", "row_lse", "col_lse"))
+    finally:
+        emu.configure(132)
+
+
+def test_large_logits_stay_finite(emu):
+    """scale 100 on aligned features: logits near 100, the online log-sum-exp must not overflow."""
+    a = features(90, 16, torch.float32, 9)
+    s = scalar(100.0, torch.float32)
+    loss, rl, cl = emu.call("clip_loss", a, a.clone(), s)
+    ref = torch.ops.gencore.clip_loss(a, a.clone(), s)
+    assert torch.isfinite(loss) and torch.isfinite(rl).all()
+    check_all((loss, rl, cl), ref, torch.float32, ("loss", "row_lse", "col_lse"))
