@@ -86,31 +86,19 @@ class RewriteError(RuntimeError):
     pass
 
 
-def _match_back(text: str, end: int, open_ch: str, close_ch: str) -> int:
-    """Index of the `open_ch` matching the `close_ch` at text[end] (nesting counted)."""
-    depth = 0
-    for i in range(end, -1, -1):
-        c = text[i]
-        if c == close_ch:
+def _match(text: str, start: int, opener: str, closer: str, step: int = 1) -> int:
+    """Index of the bracket matching text[start] (`opener` going forward, step 1; `closer`
+    going backward, step -1), nesting counted."""
+    depth, i = 0, start
+    while 0 <= i < len(text):
+        if text[i] == opener:
             depth += 1
-        elif c == open_ch:
+        elif text[i] == closer:
             depth -= 1
             if depth == 0:
                 return i
-    raise RewriteError(f"unbalanced {close_ch!r} before position {end}")
-
-
-def _match_forward(text: str, start: int, open_ch: str, close_ch: str) -> int:
-    depth = 0
-    for i in range(start, len(text)):
-        c = text[i]
-        if c == open_ch:
-            depth += 1
-        elif c == close_ch:
-            depth -= 1
-            if depth == 0:
-                return i
-    raise RewriteError(f"unbalanced {open_ch!r} at position {start}")
+        i += step
+    raise RewriteError(f"unbalanced {text[start]!r} at position {start}")
 
 
 def _split_top_level(text: str) -> list[str]:
@@ -133,7 +121,7 @@ def launch_bounds(text: str) -> dict[str, tuple[str, str]]:
     """kernel name -> (max threads, min blocks) of its __launch_bounds__ ("0" if absent)."""
     out = {}
     for m in re.finditer(r"__launch_bounds__\s*\(", text):
-        close = _match_forward(text, m.end() - 1, "(", ")")
+        close = _match(text, m.end() - 1, "(", ")")
         args = _split_top_level(text[m.end():close])
         name = re.match(r"\s*(\w+)", text[close + 1:])
         if not name:
@@ -157,7 +145,7 @@ def rewrite_launches(text: str, path: str) -> tuple[str, int]:
             j -= 1
         end = j + 1
         if text[j] == ">":
-            j = _match_back(text, j, "<", ">") - 1
+            j = _match(text, j, ">", "<", step=-1) - 1
         while j >= 0 and (text[j].isalnum() or text[j] in "_:"):
             j -= 1
         start = j + 1
@@ -174,7 +162,7 @@ def rewrite_launches(text: str, path: str) -> tuple[str, int]:
             k += 1
         if k >= len(text) or text[k] != "(":
             raise RewriteError(f"{path}: no argument list after >>>")
-        close = _match_forward(text, k, "(", ")")
+        close = _match(text, k, "(", ")")
         gap2 = text[q + 3:k]
         args = text[k:close + 1]
         name = re.match(r"[\w:]*?(\w+)\s*(<|$)", kernel).group(1)
