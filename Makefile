@@ -3,7 +3,11 @@
 #   make demo        create .venv, install everything, run `gencore demo`
 #   make test        create .venv, install everything, run the test suite
 #   make bench       full benchmarks -> bench/results/, README table refreshed
-#   make cuda-check  full CUDA build (sm_80, sm_90) against torch 2.14.1+cu130 in
+#   make wheel       the CPU wheel (stable ABI, abi3), repaired to a manylinux tag -> dist/
+#   make wheel-cuda  the CUDA 13 wheel built against torch 2.14.1+cu130 -> dist/cu130/
+#   make wheel-test  the CPU wheel installed into .venv (torch 2.13) and .venv-cuda (2.14.1), op tests
+#   make sdist-test  the sdist installed with build isolation into .venv-cuda (torch 2.14.1)
+#   make cuda-check  the CUDA wheel (sm_80, sm_90) against torch 2.14.1+cu130, installed in
 #                    .venv-cuda, then checks that the CUDA kernels are registered
 #   make cuda-compile  only compile every .cu with nvcc against the CPU torch headers
 #   make gpu-check   on a machine with a GPU: CUDA build, CUDA tests, GPU benchmarks
@@ -17,10 +21,13 @@ VENV      ?= .venv
 VPY       := $(VENV)/bin/python
 NVCC      ?= $(firstword $(wildcard /usr/local/cuda/bin/nvcc /usr/local/cuda-13.0/bin/nvcc) nvcc)
 CUDA_ARCHS ?= 80 90
+# The stable-ABI target (CMakeLists.txt: GENCORE_TORCH_TARGET = 2.11), as TORCH_TARGET_VERSION.
+TORCH_TARGET_HEX := 0x020b000000000000
 PYTEST_ARGS ?=
 SOURCES   := $(shell find csrc python -type f \( -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh' -o -name '*.py' \)) CMakeLists.txt pyproject.toml
 
-.PHONY: demo test bench cuda-check cuda-compile gpu-check install clean emu-build cuda-emulate \
+.PHONY: demo test bench cuda-check cuda-compile gpu-check install clean emu-build cuda-emulate wheel wheel-cuda \
+	wheel-test sdist-test \
 	cuda-emulate-asan cuda-emulate-sanitize cuda-emulate-mutants
 
 $(VENV)/.deps: requirements-dev.txt
@@ -58,31 +65,84 @@ bench: install
 	$(VPY) bench/bench_flow_libraries.py --out bench/results
 	$(VPY) bench/update_readme.py
 
-# The whole extension built against a CUDA torch (DESIGN.md section 5): every .cu is
-# compiled by the toolkit's own nvcc (the `nvcc` first on PATH may be a wrapper) for
-# sm_80 and sm_90, linked against libtorch_cuda, imported, and its CUDA kernels must
-# be registered. Runs without a GPU.
-cuda-check:
-	test -x .venv-cuda/bin/python || $(PYTHON) -m venv .venv-cuda
-	.venv-cuda/bin/python -m pip install --quiet torch==2.14.1 numpy "cmake>=3.26" ninja pybind11 scikit-build-core
-	GENCORE_CUDA=ON TORCH_CUDA_ARCH_LIST="8.0;9.0" CUDACXX=$(NVCC) \
-	  .venv-cuda/bin/python -m pip install --quiet --no-build-isolation --no-deps -Cbuild-dir=build/cuda .
+# The whole extension built against a CUDA torch (DESIGN.md section 5) as the CUDA wheel
+# (make wheel-cuda): every .cu compiled by the toolkit's own nvcc (the `nvcc` first on PATH
+# may be a wrapper) for sm_80 and sm_90, the symbol audit, then the wheel installed into
+# .venv-cuda (torch 2.14.1+cu130), imported without a GPU, and its CUDA kernels must be
+# registered.
+cuda-check: wheel-cuda
+	.venv-cuda/bin/python -m pip install --quiet --no-deps --force-reinstall dist/cu130/gencore-*.whl
 	cd /tmp && $(abspath .venv-cuda/bin/python) -c "import json, gencore.cli as c; i = c._info(); \
 	  missing = [n for n, o in i['ops'].items() if 'CUDA' not in o['kernels']]; \
 	  assert i['compiled_backends'] == ['cpu', 'cuda'] and not missing, (i['compiled_backends'], missing); \
 	  print('cuda-check: CUDA kernels registered for', ', '.join(i['ops']), '(torch', i['torch'] + ')')"
 
-# Faster, weaker: each .cu compiled to device code against the CPU torch headers of
-# .venv (a CPU torch ships no generated c10/cuda macros header: the define stands in).
+# Faster, weaker: each .cu compiled to device code against the CPU torch headers of .venv
+# (stable-ABI headers only: the same on a CPU and a CUDA torch).
 cuda-compile: $(VENV)/.deps
 	@set -e; inc=$$($(VPY) -c "import torch, os; print(os.path.dirname(torch.__file__) + '/include')"); \
 	for f in $$(find csrc -name '*.cu'); do \
 	  echo "nvcc $$f ($(CUDA_ARCHS))"; \
 	  $(NVCC) -std=c++20 -O3 --expt-relaxed-constexpr $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
-	    -DC10_CUDA_NO_CMAKE_CONFIGURE_FILE -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ \
-	    -D__CUDA_NO_BFLOAT16_CONVERSIONS__ -D__CUDA_NO_HALF2_OPERATORS__ -D_GLIBCXX_USE_CXX11_ABI=1 \
-	    -Icsrc -I$$inc -I$$inc/torch/csrc/api/include -Xcompiler -fPIC -c $$f -o /dev/null; \
+	    -DUSE_CUDA -DTORCH_TARGET_VERSION=$(TORCH_TARGET_HEX) -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ \
+	    -D__CUDA_NO_BFLOAT16_CONVERSIONS__ -D__CUDA_NO_HALF2_OPERATORS__ \
+	    -Icsrc -I$$inc -Xcompiler -fPIC -c $$f -o /dev/null; \
 	done; echo "cuda-compile: all CUDA sources compiled for $(CUDA_ARCHS)"
+
+# Wheels. The extension uses only the LibTorch stable ABI (target torch 2.11) and Python's
+# limited API, so one wheel serves every torch >= 2.11 and every CPython >= 3.10.
+# auditwheel gives it a manylinux tag; torch's own libraries (and, for CUDA, the CUDA
+# runtime that torch's nvidia packages ship) are excluded, not vendored: the RUNPATH
+# finds them in the installed torch ($$ORIGIN/../torch/lib). tools/wheel_audit.py then
+# checks the symbols, the links, the RUNPATH, the tag and the torch requirement.
+WHEEL_EXCLUDES = --exclude 'libtorch*.so' --exclude 'libc10*.so' --exclude 'libcudart.so*'
+wheel: $(VENV)/.deps
+	rm -rf build/wheelhouse && mkdir -p build/wheelhouse dist
+	rm -f dist/gencore-*.whl
+	$(VPY) -m pip wheel --quiet --no-build-isolation --no-deps -Cbuild-dir=build/wheel -w build/wheelhouse .
+	PATH=$(abspath $(VENV))/bin:$$PATH $(VPY) -m auditwheel repair $(WHEEL_EXCLUDES) -w dist build/wheelhouse/gencore-*.whl
+	$(VPY) -m auditwheel show dist/gencore-*.whl
+	$(VPY) tools/wheel_audit.py dist/gencore-*.whl
+
+wheel-cuda: $(VENV)/.deps
+	test -x .venv-cuda/bin/python || $(PYTHON) -m venv .venv-cuda
+	.venv-cuda/bin/python -m pip install --quiet torch==2.14.1 $$(grep -E '^(numpy|cmake|ninja|scikit-build-core)==' requirements-dev.txt)
+	rm -rf build/wheelhouse-cuda && mkdir -p build/wheelhouse-cuda dist/cu130
+	rm -f dist/cu130/gencore-*.whl
+	GENCORE_CUDA=ON TORCH_CUDA_ARCH_LIST="8.0;9.0" CUDACXX=$(NVCC) \
+	  .venv-cuda/bin/python -m pip wheel --quiet --no-build-isolation --no-deps -Cbuild-dir=build/wheel-cuda \
+	  -w build/wheelhouse-cuda .
+	PATH=$(abspath $(VENV))/bin:$$PATH LD_LIBRARY_PATH=$$(dirname $(NVCC))/../lib64 $(VPY) -m auditwheel repair $(WHEEL_EXCLUDES) \
+	  -w dist/cu130 build/wheelhouse-cuda/gencore-*.whl
+	$(VPY) tools/wheel_audit.py --cuda dist/cu130/gencore-*.whl
+
+# One CPU wheel, several torch versions: the file of `make wheel` installed (--no-deps: the
+# environment keeps its torch) into .venv (torch 2.13.0) and .venv-cuda (torch 2.14.1+cu130,
+# made by make cuda-check), and the op tests (reference comparisons, gradcheck, opcheck,
+# torch.compile) and short fits run under each. TORCHES adds environments.
+WHEEL_TESTS = tests/test_coupling_op.py tests/test_masked_coupling_op.py tests/test_reparam_op.py \
+  tests/test_contrastive_op.py tests/test_stable_abi.py tests/test_train.py
+TORCHES ?= $(VPY) .venv-cuda/bin/python
+TEST_PINS = $$(grep -E '^(numpy|scipy|scikit-learn|safetensors|matplotlib|tqdm|pytest)==' requirements-dev.txt)
+wheel-test: wheel
+	set -e; for py in $(TORCHES); do \
+	  $$py -m pip install --quiet $(TEST_PINS); \
+	  $$py -m pip install --quiet --no-deps --force-reinstall dist/gencore-*.whl; \
+	  echo "wheel-test: $$($$py -c 'import torch; print("torch", torch.__version__)')"; \
+	  $$py -m pytest -q -p no:cacheprovider -m "not slow" $(WHEEL_TESTS); \
+	done
+
+# A source install as a user makes it, build isolation on: the sdist built, then installed
+# into .venv-cuda (torch 2.14.1). The isolated build compiles against the torch==2.13.0 of
+# build-system.requires; the stable ABI makes that build load under 2.14.1.
+sdist-test: $(VENV)/.deps
+	rm -rf build/sdist && mkdir -p build/sdist
+	$(VPY) -m build --sdist --no-isolation -o build/sdist .
+	.venv-cuda/bin/python -m pip install --quiet --force-reinstall --no-deps build/sdist/gencore-*.tar.gz
+	cd /tmp && $(abspath .venv-cuda/bin/python) -c "import torch, gencore; \
+	  x = torch.randn(4, 6); y, ld = gencore.ops.masked_affine_coupling(x, torch.zeros(4, 6)); \
+	  assert torch.equal(y, x) and ld.abs().max() == 0; \
+	  print('sdist-test: built in isolation, imports and runs under torch', torch.__version__)"
 
 # For the lent GPU machine: its python3 already has a CUDA torch, nvcc, CMake, ninja,
 # pybind11 and scikit-build-core, and no internet.

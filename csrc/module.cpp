@@ -1,47 +1,103 @@
-// The Python module gencore._C: importing it runs the static op registrations.
-// It also exposes the facts of the build.
-#include <ATen/Parallel.h>
-#include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
+// The Python module gencore._C, written against Python's limited API (abi3): importing it
+// runs the static op registrations of the other files. It also exposes the facts of the
+// build and, for known-answer and distribution tests, the raw Philox generator and the
+// normal transform of common/philox.h.
+#include <Python.h>
 
-#include <array>
+#include <torch/headeronly/version.h>
+
+#include <cstdint>
 
 #include "common/philox.h"
 
-namespace py = pybind11;
+#ifndef GENCORE_TORCH_TARGET
+#error "GENCORE_TORCH_TARGET (the stable-ABI target torch version, e.g. \"2.11\") must be defined"
+#endif
 
-PYBIND11_MODULE(_C, m) {
-  m.doc() = "gencore compiled extension: registers the torch.ops.gencore operators";
+namespace {
+
+// Reads `n` unsigned 32-bit words from a Python sequence.
+bool read_words(PyObject* seq, uint32_t* out, Py_ssize_t n, const char* what) {
+  if (!PySequence_Check(seq) || PySequence_Size(seq) != n) {
+    PyErr_Format(PyExc_ValueError, "gencore: %s must be a sequence of %zd integers", what, n);
+    return false;
+  }
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* item = PySequence_GetItem(seq, i);
+    if (item == nullptr) return false;
+    const unsigned long long v = PyLong_AsUnsignedLongLong(item);
+    Py_DECREF(item);
+    if (PyErr_Occurred()) return false;
+    if (v > 0xFFFFFFFFull) {
+      PyErr_Format(PyExc_ValueError, "gencore: %s[%zd] does not fit in 32 bits", what, i);
+      return false;
+    }
+    out[i] = static_cast<uint32_t>(v);
+  }
+  return true;
+}
+
+PyObject* philox4x32_10(PyObject*, PyObject* args) {
+  PyObject *c, *k;
+  if (!PyArg_ParseTuple(args, "OO", &c, &k)) return nullptr;
+  uint32_t cw[4], kw[2];
+  if (!read_words(c, cw, 4, "counter") || !read_words(k, kw, 2, "key")) return nullptr;
+  const auto r = gencore::philox::philox4x32_10(cw[0], cw[1], cw[2], cw[3], kw[0], kw[1]);
+  return Py_BuildValue("(kkkk)", static_cast<unsigned long>(r.x[0]),
+                       static_cast<unsigned long>(r.x[1]), static_cast<unsigned long>(r.x[2]),
+                       static_cast<unsigned long>(r.x[3]));
+}
+
+PyObject* box_muller4(PyObject*, PyObject* args) {
+  PyObject* w;
+  int dbl;
+  if (!PyArg_ParseTuple(args, "Op", &w, &dbl)) return nullptr;
+  uint32_t ww[4];
+  if (!read_words(w, ww, 4, "words")) return nullptr;
+  const gencore::philox::U4 u{{ww[0], ww[1], ww[2], ww[3]}};
+  double n[4];
+  if (dbl) {
+    const auto r = gencore::philox::box_muller4<double>(u);
+    for (int i = 0; i < 4; ++i) n[i] = r.n[i];
+  } else {
+    const auto r = gencore::philox::box_muller4<float>(u);
+    for (int i = 0; i < 4; ++i) n[i] = r.n[i];
+  }
+  return Py_BuildValue("(dddd)", n[0], n[1], n[2], n[3]);
+}
+
+PyMethodDef methods[] = {
+    {"philox4x32_10", philox4x32_10, METH_VARARGS,
+     "Philox4x32-10 of counter c (4 words) under key k (2 words)"},
+    {"box_muller4", box_muller4, METH_VARARGS,
+     "The four normals gencore derives from one Philox output (float or double math)"},
+    {nullptr, nullptr, 0, nullptr}};
+
+PyModuleDef module = {PyModuleDef_HEAD_INIT,
+                      "_C",
+                      "gencore compiled extension: registers the torch.ops.gencore operators",
+                      -1,
+                      methods,
+                      nullptr,
+                      nullptr,
+                      nullptr,
+                      nullptr};
+
+}  // namespace
+
+PyMODINIT_FUNC PyInit__C() {
+  PyObject* m = PyModule_Create(&module);
+  if (m == nullptr) return nullptr;
 #ifdef GENCORE_WITH_CUDA
-  m.attr("with_cuda") = true;
+  const bool with_cuda = true;
 #else
-  m.attr("with_cuda") = false;
+  const bool with_cuda = false;
 #endif
-#ifdef _OPENMP
-  m.attr("openmp_version") = _OPENMP;
-#else
-  m.attr("openmp_version") = 0;
-#endif
-  m.def("parallel_info", []() { return at::get_parallel_info(); },
-        "ATen's description of the thread pools this extension runs on");
-  // The raw generator and the normal transform, for known-answer and distribution tests.
-  m.def(
-      "philox4x32_10",
-      [](std::array<uint32_t, 4> c, std::array<uint32_t, 2> k) {
-        const auto r = gencore::philox::philox4x32_10(c[0], c[1], c[2], c[3], k[0], k[1]);
-        return std::array<uint32_t, 4>{r.x[0], r.x[1], r.x[2], r.x[3]};
-      },
-      "Philox4x32-10 of counter c (4 words) under key k (2 words)");
-  m.def(
-      "box_muller4",
-      [](std::array<uint32_t, 4> w, bool dbl) {
-        const gencore::philox::U4 u{{w[0], w[1], w[2], w[3]}};
-        if (dbl) {
-          const auto n = gencore::philox::box_muller4<double>(u);
-          return std::array<double, 4>{n.n[0], n.n[1], n.n[2], n.n[3]};
-        }
-        const auto n = gencore::philox::box_muller4<float>(u);
-        return std::array<double, 4>{n.n[0], n.n[1], n.n[2], n.n[3]};
-      },
-      "The four normals gencore derives from one Philox output (float or double math)");
+  if (PyModule_AddObject(m, "with_cuda", PyBool_FromLong(with_cuda)) < 0 ||
+      PyModule_AddStringConstant(m, "torch_target_version", GENCORE_TORCH_TARGET) < 0 ||
+      PyModule_AddStringConstant(m, "built_with_torch", TORCH_VERSION) < 0) {
+    Py_DECREF(m);
+    return nullptr;
+  }
+  return m;
 }

@@ -1,10 +1,9 @@
 // Every gencore op schema, in one place. Backend kernels register themselves at the
-// end of their own files (TORCH_LIBRARY_IMPL); fake kernels are registered in Python
-// (python/gencore/ops/), and so is autograd, except affine_coupling's
-// (csrc/coupling/coupling_autograd.cpp: per-call overhead).
-#include <torch/library.h>
+// end of their own files (STABLE_TORCH_LIBRARY_IMPL); fake kernels and autograd are
+// registered in Python (python/gencore/ops/): the LibTorch stable ABI has no C++ autograd.
+#include <torch/csrc/stable/library.h>
 
-TORCH_LIBRARY(gencore, m) {
+STABLE_TORCH_LIBRARY(gencore, m) {
   // y = x * exp(s) + shift (reverse: (x - shift) * exp(-s)), s = clamp*tanh(log_scale/clamp);
   // logdet = +-sum of s over the non-batch dims, shape (B,).
   m.def(

@@ -5,6 +5,8 @@ import math
 import pytest
 import torch
 
+import gencore
+
 from gencore import ops, reference
 
 # dtype -> (atol, rtol) against the reference computed in float64 and cast.
@@ -316,3 +318,60 @@ def test_cuda_misaligned_view():
     y_ref, ld_ref = ref64(x, x, x)
     torch.testing.assert_close(y.double(), y_ref, atol=2e-6, rtol=2e-6)
     torch.testing.assert_close(ld.double(), ld_ref, atol=1e-4, rtol=1e-5)
+
+
+# The three autograd layers of python/gencore/ops/coupling.py: the version-locked C++
+# autograd (when the running torch is the build's), the eager autograd.Function, and the
+# registered torch.library formula. Each process sees one of the first two; both must give
+# the values and gradients of the reference.
+_PATHS_SCRIPT = r"""
+import json, sys, torch, gencore
+from gencore import ops, reference
+torch.manual_seed(0)
+out = {"cxx": gencore.ops.coupling.CXX_AUTOGRAD}
+x = torch.randn(6, 8, dtype=torch.float64, requires_grad=True)
+p = torch.randn(6, 8, dtype=torch.float64, requires_grad=True)
+ls, t = p[:, :4].detach().requires_grad_(), p[:, 4:].detach().requires_grad_()
+gy, gl = torch.randn(6, 8, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+for name, fn, ref, args in [
+    ("masked", ops.masked_affine_coupling, reference.masked_affine_coupling, (x, p)),
+    ("affine", ops.affine_coupling, reference.affine_coupling, (x[:, :4], ls, t)),
+]:
+    for reverse in (False, True):
+        got = fn(*args, reverse=reverse)
+        want = ref(*args, reverse=reverse)
+        leaves = [x, p] if name == "masked" else [x, ls, t]
+        g1 = torch.autograd.grad(got, leaves, (gy[:, :got[0].shape[1]], gl))
+        g2 = torch.autograd.grad(want, leaves, (gy[:, :want[0].shape[1]], gl))
+        err = max(float((a - b).abs().max()) for a, b in zip([*got, *g1], [*want, *g2]))
+        out[f"{name}-{reverse}"] = err
+# A second derivative: the eager Python path refuses it (once_differentiable).
+y, ld = ops.masked_affine_coupling(x, p)
+(gx,) = torch.autograd.grad(y.pow(2).sum() + ld.sum(), x, create_graph=True)
+try:
+    gx.sum().backward()
+    out["second_derivative"] = "ran"
+except RuntimeError as e:
+    out["second_derivative"] = str(e)
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("cxx", ["1", "0"])
+def test_autograd_paths_agree_with_the_reference(cxx):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "GENCORE_CXX_AUTOGRAD": cxx}
+    out = subprocess.run([sys.executable, "-c", _PATHS_SCRIPT], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    res = json.loads(out.strip().splitlines()[-1])
+    if cxx == "0":
+        assert res["cxx"] is False
+        assert "once_differentiable" in res["second_derivative"]
+    for key, err in res.items():
+        if key not in ("cxx", "second_derivative"):
+            assert err < 1e-12, (key, err)
+

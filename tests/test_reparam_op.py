@@ -287,7 +287,9 @@ def test_bad_inputs():
         ops.reparameterize(torch.tensor(1.0), torch.tensor(1.0))
     with pytest.raises(TypeError, match="float32 or float64"):
         ops.reparameterize(mu.half(), mu.half())
-    with pytest.raises(TypeError, match="rng_state must be int64"):
+    # The raw op raises its dtype errors as ValueError (C++ has no exception Python raises
+    # as TypeError); the public wrappers re-raise them as TypeError (ops/_errors.py).
+    with pytest.raises(ValueError, match="rng_state must be int64"):
         torch.ops.gencore.reparameterize(mu, mu, torch.zeros(2))
     with pytest.raises(ValueError, match="rng_state must have shape"):
         torch.ops.gencore.reparameterize(mu, mu, torch.zeros(3, dtype=torch.int64))

@@ -1,9 +1,9 @@
 // The CPU launch strategy shared by the row-wise ops: a (B, N) tensor is cut into
-// (row, chunk) tasks of at most kChunk elements, run with at::parallel_for. The
+// (row, chunk) tasks of at most kChunk elements, run with torch::stable::parallel_for. The
 // partition depends only on the shape, so results do not depend on thread count.
 #pragma once
 
-#include <ATen/Parallel.h>
+#include "common/stable_api.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -33,7 +33,7 @@ inline void for_each_row_chunk(int64_t rows, int64_t n, const Fn& fn) {
   const int64_t tasks = rows * per_row;
   const int64_t task_len = std::max<int64_t>(1, std::min(n, kChunk));
   const int64_t grain = std::max<int64_t>(1, kTaskGrainElements / task_len);
-  at::parallel_for(0, tasks, grain, [&](int64_t first, int64_t last) {
+  torch::stable::parallel_for(0, tasks, grain, [&](int64_t first, int64_t last) {
     for (int64_t task = first; task < last; ++task) {
       const int64_t row = task / per_row;
       const int64_t begin = (task % per_row) * kChunk;

@@ -2,7 +2,7 @@
 // reductions and grid sizing. Warp-per-segment kernels use kWarpsPerBlock warps a block.
 #pragma once
 
-#include <c10/util/Exception.h>
+#include "common/stable_api.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -57,7 +57,7 @@ __device__ __forceinline__ WarpSegment warp_segment(int64_t n, int64_t seg_len, 
 // Blocks of kWarpsPerBlock warps for `items` warp-sized work items.
 inline unsigned grid_for(int64_t items) {
   const int64_t blocks = (items + kWarpsPerBlock - 1) / kWarpsPerBlock;
-  TORCH_CHECK(blocks < (int64_t{1} << 31), "gencore: tensor too large for one launch");
+  GENCORE_CHECK(blocks < (int64_t{1} << 31), "gencore: tensor too large for one launch");
   return static_cast<unsigned>(std::max<int64_t>(blocks, 1));
 }
 

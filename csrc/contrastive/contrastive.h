@@ -2,7 +2,8 @@
 // the distributed versions use), tiled with an online log-sum-exp so that the (n, m)
 // matrix of logits is never stored.
 //
-// Everything here is device-agnostic ATen code: input checks, normalization, the
+// Everything here is device-agnostic (ATen ops by name through the stable dispatcher):
+// input checks, normalization, the
 // positive (diagonal) terms, which cost O(n D), and the assembly of losses and
 // gradients. The O(n m D) part is two backend functions, implemented once per device
 // (contrastive_cpu.cpp, contrastive_cuda.cu) and passed in as a Backend:
@@ -28,23 +29,20 @@
 //     to the one tensor q = k goes into grad_q: grad_q += scale * (W + W^T) q.
 #pragma once
 
-#include <ATen/ATen.h>
-
 #include <cmath>
 #include <tuple>
+#include <vector>
 
 #include "common/checks.h"
 
 namespace gencore {
 namespace contrastive {
 
-inline at::ScalarType acc_type(at::ScalarType st) {
-  return st == at::kDouble ? at::kDouble : at::kFloat;
-}
+inline ScalarType acc_type(ScalarType st) { return st == kDouble ? kDouble : kFloat; }
 
-inline void check_features(const at::Tensor& t, const char* name) {
+inline void check_features(const Tensor& t, const char* name) {
   check_floating(t, name);
-  TORCH_CHECK_VALUE(t.dim() == 2, "gencore: ", name, " must have shape (N, D), got ", t.sizes());
+  GENCORE_CHECK_VALUE(t.dim() == 2, "gencore: ", name, " must have shape (N, D), got ", shape(t));
   if (t.is_cuda()) {
     check_dtype_supported_cuda(t, name);
   } else {
@@ -52,230 +50,240 @@ inline void check_features(const at::Tensor& t, const char* name) {
   }
 }
 
-inline void check_pair(const at::Tensor& a, const char* a_name, const at::Tensor& b,
-                       const char* b_name, bool same_rows) {
+inline void check_pair(const Tensor& a, const char* a_name, const Tensor& b, const char* b_name,
+                       bool same_rows) {
   check_features(a, a_name);
   check_features(b, b_name);
   check_same_device(a, a_name, b, b_name);
   check_same_dtype(a, a_name, b, b_name);
-  TORCH_CHECK_VALUE(a.size(1) == b.size(1), "gencore: ", a_name, " and ", b_name,
-                    " must have the same feature dimension D: got ", a_name, ".shape=",
-                    a.sizes(), " and ", b_name, ".shape=", b.sizes());
+  GENCORE_CHECK_VALUE(a.size(1) == b.size(1), "gencore: ", a_name, " and ", b_name,
+                      " must have the same feature dimension D: got ", a_name, ".shape=",
+                      shape(a), " and ", b_name, ".shape=", shape(b));
   if (same_rows) {
-    TORCH_CHECK_VALUE(a.size(0) == b.size(0), "gencore: ", a_name, " and ", b_name,
-                      " must have the same number of rows N (row i of one is the positive of row "
-                      "i of the other): got ",
-                      a_name, ".shape=", a.sizes(), " and ", b_name, ".shape=", b.sizes());
+    GENCORE_CHECK_VALUE(a.size(0) == b.size(0), "gencore: ", a_name, " and ", b_name,
+                        " must have the same number of rows N (row i of one is the positive of "
+                        "row i of the other): got ",
+                        a_name, ".shape=", shape(a), " and ", b_name, ".shape=", shape(b));
   }
-  TORCH_CHECK_VALUE(a.size(0) > 0 && b.size(0) > 0, "gencore: ", a_name, " and ", b_name,
-                    " must not be empty: got ", a_name, ".shape=", a.sizes(), " and ", b_name,
-                    ".shape=", b.sizes());
+  GENCORE_CHECK_VALUE(a.size(0) > 0 && b.size(0) > 0, "gencore: ", a_name, " and ", b_name,
+                      " must not be empty: got ", a_name, ".shape=", shape(a), " and ", b_name,
+                      ".shape=", shape(b));
 }
 
 // A 0-d floating tensor on `device`; its value must be finite and positive. Reading it
 // would sync a CUDA stream, so a CUDA tensor's value is not checked here: a non-finite
 // or non-positive scale there gives a non-finite loss. (The Python wrappers check float
 // hyper-parameters on every device; the nn modules form the scale as exp(parameter).)
-inline void check_scale(const at::Tensor& s, const char* name, const at::Device& device) {
-  TORCH_CHECK_VALUE(s.dim() == 0, "gencore: ", name, " must be a 0-d tensor, got shape ",
-                    s.sizes());
+inline void check_scale(const Tensor& s, const char* name, const Device& device) {
+  GENCORE_CHECK_VALUE(s.dim() == 0, "gencore: ", name, " must be a 0-d tensor, got shape ",
+                      shape(s));
   check_floating(s, name);
-  TORCH_CHECK_VALUE(s.device() == device, "gencore: ", name, " must be on the features' device (",
-                    device, "), got ", s.device());
+  GENCORE_CHECK_VALUE(s.device() == device, "gencore: ", name,
+                      " must be on the features' device (", device_name(device), "), got ",
+                      device_name(s.device()));
   if (!s.is_cuda()) {
-    const double v = s.item<double>();
-    TORCH_CHECK_VALUE(std::isfinite(v) && v > 0, "gencore: ", name,
-                      " must be finite and > 0, got ", v);
+    const double v = cpu_scalar(s);
+    GENCORE_CHECK_VALUE(std::isfinite(v) && v > 0, "gencore: ", name,
+                        " must be finite and > 0, got ", v);
   }
 }
 
-inline void check_index(const at::Tensor& idx, const char* name, int64_t n,
-                        const at::Device& device) {
-  TORCH_CHECK_TYPE(idx.scalar_type() == at::kLong, "gencore: ", name, " must be int64, got ",
-                   idx.scalar_type());
-  TORCH_CHECK_VALUE(idx.dim() == 1 && idx.size(0) == n, "gencore: ", name,
-                    " must have shape (n,) = (", n, ",), got ", idx.sizes());
-  TORCH_CHECK_VALUE(idx.device() == device, "gencore: ", name,
-                    " must be on the features' device (", device, "), got ", idx.device());
-}
-
-// scale as a 0-d tensor of the accumulation dtype (no copy when it already is one).
-inline at::Tensor acc_scalar(const at::Tensor& s, at::ScalarType acc) {
-  return s.to(acc).contiguous();
-}
-
-inline at::Tensor to_acc(const at::Tensor& t, at::ScalarType acc) {
-  return t.to(acc).contiguous();
+inline void check_index(const Tensor& idx, const char* name, int64_t n, const Device& device) {
+  GENCORE_CHECK_TYPE(idx.scalar_type() == kLong, "gencore: ", name, " must be int64, got ",
+                     dtype_name(idx.scalar_type()));
+  GENCORE_CHECK_VALUE(idx.dim() == 1 && idx.size(0) == n, "gencore: ", name,
+                      " must have shape (n,) = (", n, ",), got ", shape(idx));
+  GENCORE_CHECK_VALUE(idx.device() == device, "gencore: ", name,
+                      " must be on the features' device (", device_name(device), "), got ",
+                      device_name(idx.device()));
 }
 
 // sum_i <a_i, b_i> in the accumulation dtype: the positive logits' raw products.
-inline at::Tensor row_dots(const at::Tensor& a, const at::Tensor& b, at::ScalarType acc) {
-  return (a.to(acc) * b.to(acc)).sum(1);
+inline Tensor row_dots(const Tensor& a, const Tensor& b, ScalarType acc) {
+  return aten::sum(aten::mul(to_dtype(a, acc), to_dtype(b, acc)), 1);
 }
 
 // The checked, contiguous operands of one op call and its accumulation dtype.
 struct Operands {
-  at::Tensor a, b, s;  // a, b contiguous in the input dtype; s: 0-d, accumulation dtype
-  at::ScalarType acc;
+  Tensor a, b, s;  // a, b contiguous in the input dtype; s: 0-d, accumulation dtype
+  ScalarType acc;
   int64_t n;  // rows of a
 };
 
-inline Operands prepare(const at::Tensor& a, const char* a_name, const at::Tensor& b, const char* b_name,
-                        const at::Tensor& scale, const char* scale_name, bool same_rows) {
+inline Operands prepare(const Tensor& a, const char* a_name, const Tensor& b, const char* b_name,
+                        const Tensor& scale, const char* scale_name, bool same_rows) {
   check_pair(a, a_name, b, b_name, same_rows);
   check_scale(scale, scale_name, a.device());
   const auto acc = acc_type(a.scalar_type());
-  return {a.contiguous(), b.contiguous(), acc_scalar(scale, acc), acc, a.size(0)};
+  return {contig(a), contig(b), to_contig(scale, acc), acc, a.size(0)};
 }
 
 // ---------------------------------------------------------------- CLIP ------------------
 // loss = (CE(L, arange N) + CE(L^T, arange N)) / 2, L = logit_scale * a b^T.
 template <class Backend>
-std::tuple<at::Tensor, at::Tensor, at::Tensor> clip_loss_impl(const at::Tensor& image,
-                                                              const at::Tensor& text,
-                                                              const at::Tensor& logit_scale) {
+std::tuple<Tensor, Tensor, Tensor> clip_loss_impl(const Tensor& image, const Tensor& text,
+                                                  const Tensor& logit_scale) {
   const auto [a, b, s, acc, n] =
       prepare(image, "image_features", text, "text_features", logit_scale, "logit_scale", true);
-  const auto opts = a.options().dtype(acc);
-  at::Tensor row_lse = at::empty({n}, opts), col_lse = at::empty({n}, opts);
-  Backend::forward(a, b, s, at::Tensor(), false, row_lse, col_lse);
-  const at::Tensor pos = s * row_dots(a, b, acc);  // (n,) the diagonal logits
-  const at::Tensor loss = ((row_lse.sum() + col_lse.sum() - 2 * pos.sum()) / (2.0 * n));
-  return {loss.to(image.scalar_type()), row_lse, col_lse};
+  Tensor row_lse = empty({n}, a, acc), col_lse = empty({n}, a, acc);
+  Backend::forward(a, b, s, Tensor(), false, row_lse, col_lse);
+  const Tensor pos = aten::mul(s, row_dots(a, b, acc));  // (n,) the diagonal logits
+  // (sum row_lse + sum col_lse - 2 sum pos) / (2N)
+  const Tensor total = aten::sub(aten::add(aten::sum(row_lse), aten::sum(col_lse)),
+                                 aten::sum(pos), 2.0);
+  const Tensor loss = aten::div(total, 2.0 * n);
+  return {to_dtype(loss, image.scalar_type()), row_lse, col_lse};
 }
 
 template <class Backend>
-std::tuple<at::Tensor, at::Tensor, at::Tensor> clip_loss_backward_impl(
-    const at::Tensor& grad_loss, const at::Tensor& image, const at::Tensor& text,
-    const at::Tensor& logit_scale, const at::Tensor& row_lse, const at::Tensor& col_lse) {
+std::tuple<Tensor, Tensor, Tensor> clip_loss_backward_impl(const Tensor& grad_loss,
+                                                           const Tensor& image, const Tensor& text,
+                                                           const Tensor& logit_scale,
+                                                           const Tensor& row_lse,
+                                                           const Tensor& col_lse) {
   const auto [a, b, s, acc, n] =
       prepare(image, "image_features", text, "text_features", logit_scale, "logit_scale", true);
   // d loss / d L = g / (2N) (P + C - 2 I): W carries the P and C terms, the identity
   // (positive) term is added here.
-  const at::Tensor w = to_acc(grad_loss, acc) / (2.0 * n);  // 0-d
-  const at::Tensor alpha = w.expand({n}).contiguous(), beta = alpha;
-  at::Tensor ga = at::zeros({n, a.size(1)}, a.options().dtype(acc));
-  at::Tensor gb = at::zeros_like(ga);
-  at::Tensor gs = at::zeros({}, a.options().dtype(acc));
-  Backend::backward(a, b, s, at::Tensor(), false, row_lse.to(acc).contiguous(), alpha,
-                    col_lse.to(acc).contiguous(), beta, ga, gb, gs);
-  const at::Tensor a_acc = a.to(acc), b_acc = b.to(acc);
-  ga.sub_(b_acc * (2 * w * s));
-  gb.sub_(a_acc * (2 * w * s));
-  gs.sub_(2 * w * (a_acc * b_acc).sum());
-  return {ga.to(image.scalar_type()), gb.to(text.scalar_type()),
-          gs.to(logit_scale.scalar_type())};
+  const Tensor w = aten::div(to_dtype(grad_loss, acc), 2.0 * n);  // 0-d
+  const Tensor alpha = contig(aten::expand(w, {n})), beta = alpha;
+  Tensor ga = zeros({n, a.size(1)}, a, acc);
+  Tensor gb = zeros({n, a.size(1)}, a, acc);
+  Tensor gs = zeros({}, a, acc);
+  Backend::backward(a, b, s, Tensor(), false, to_contig(row_lse, acc), alpha,
+                    to_contig(col_lse, acc), beta, ga, gb, gs);
+  const Tensor a_acc = to_dtype(a, acc), b_acc = to_dtype(b, acc);
+  const Tensor ws2 = aten::mul(aten::mul(w, s), 2.0);  // 2 w s, 0-d
+  ga = aten::sub(ga, aten::mul(b_acc, ws2));
+  gb = aten::sub(gb, aten::mul(a_acc, ws2));
+  gs = aten::sub(gs, aten::mul(w, aten::sum(aten::mul(a_acc, b_acc))), 2.0);
+  return {to_dtype(ga, image.scalar_type()), to_dtype(gb, text.scalar_type()),
+          to_dtype(gs, logit_scale.scalar_type())};
 }
 
 // ---------------------------------------------------------------- NT-Xent ---------------
 // z = normalize(cat(z1, z2)) (2N, D); L = z z^T / temperature without its diagonal;
 // row i's positive is i + N (i < N) or i - N; loss = mean over the 2N rows of CE.
-inline at::Tensor normalize_rows(const at::Tensor& z, at::ScalarType acc) {
-  const at::Tensor za = z.to(acc);
-  return za / za.norm(2, 1, true).clamp_min(1e-12);
-}
 
-inline at::Tensor positive_partner(int64_t n, const at::TensorOptions& opts) {
-  // (2N,) int64: i + N for i < N, i - N otherwise.
-  return at::cat({at::arange(n, 2 * n, opts.dtype(at::kLong)), at::arange(0, n, opts.dtype(at::kLong))});
-}
+// zraw (2N, D) in the accumulation dtype, its row norms clamped at 1e-12 (2N, 1), and
+// zhat = zraw / norm.
+struct Normalized {
+  Tensor zraw, norm, zhat;
+};
 
-template <class Backend>
-std::tuple<at::Tensor, at::Tensor> nt_xent_loss_impl(const at::Tensor& z1, const at::Tensor& z2,
-                                                     const at::Tensor& temperature) {
-  const auto [z1c, z2c, t, acc, n] = prepare(z1, "z1", z2, "z2", temperature, "temperature", true);
-  const at::Tensor zhat = normalize_rows(at::cat({z1c, z2c}), acc);
-  const at::Tensor zk = zhat.to(z1.scalar_type()).contiguous();
-  const at::Tensor inv_t = t.reciprocal();
-  const at::Tensor self = at::arange(2 * n, z1.options().dtype(at::kLong));
-  at::Tensor lse = at::empty({2 * n}, z1.options().dtype(acc));
-  Backend::forward(zk, zk, inv_t, self, true, lse, at::Tensor());
-  const at::Tensor pos = inv_t * row_dots(zhat.narrow(0, 0, n), zhat.narrow(0, n, n), acc);
-  const at::Tensor loss = (lse.sum() - 2 * pos.sum()) / (2.0 * n);
-  return {loss.to(z1.scalar_type()), lse};
+inline Normalized normalize_rows(const Tensor& z1, const Tensor& z2, ScalarType acc) {
+  const Tensor zraw = to_dtype(aten::cat({z1, z2}), acc);
+  const Tensor norm = aten::clamp_min(aten::row_norms(zraw), 1e-12);
+  return {zraw, norm, aten::div(zraw, norm)};
 }
 
 template <class Backend>
-std::tuple<at::Tensor, at::Tensor, at::Tensor> nt_xent_loss_backward_impl(
-    const at::Tensor& grad_loss, const at::Tensor& z1, const at::Tensor& z2,
-    const at::Tensor& temperature, const at::Tensor& lse) {
+std::tuple<Tensor, Tensor> nt_xent_loss_impl(const Tensor& z1, const Tensor& z2,
+                                             const Tensor& temperature) {
   const auto [z1c, z2c, t, acc, n] = prepare(z1, "z1", z2, "z2", temperature, "temperature", true);
-  const at::Tensor zraw = at::cat({z1c, z2c}).to(acc);
-  const at::Tensor norm = zraw.norm(2, 1, true).clamp_min(1e-12);
-  const at::Tensor zhat = zraw / norm;
-  const at::Tensor zk = zhat.to(z1.scalar_type()).contiguous();
-  const at::Tensor inv_t = t.reciprocal();
-  const at::Tensor self = at::arange(2 * n, z1.options().dtype(at::kLong));
-  const at::Tensor w = to_acc(grad_loss, acc) / (2.0 * n);
-  const at::Tensor alpha = w.expand({2 * n}).contiguous();
-  at::Tensor gz = at::zeros({2 * n, z1.size(1)}, z1.options().dtype(acc));
-  at::Tensor gs = at::zeros({}, z1.options().dtype(acc));  // d loss / d (1 / temperature)
-  Backend::backward(zk, zk, inv_t, self, true, lse.to(acc).contiguous(), alpha, at::Tensor(),
-                    at::Tensor(), gz, at::Tensor(), gs);
+  const Tensor zhat = normalize_rows(z1c, z2c, acc).zhat;
+  const Tensor zk = to_contig(zhat, z1.scalar_type());
+  const Tensor inv_t = aten::reciprocal(t);
+  const Tensor self = aten::arange(0, 2 * n, z1);
+  Tensor lse = empty({2 * n}, z1, acc);
+  Backend::forward(zk, zk, inv_t, self, true, lse, Tensor());
+  const Tensor pos =
+      aten::mul(inv_t, row_dots(aten::narrow(zhat, 0, 0, n), aten::narrow(zhat, 0, n, n), acc));
+  const Tensor loss = aten::div(aten::sub(aten::sum(lse), aten::sum(pos), 2.0), 2.0 * n);
+  return {to_dtype(loss, z1.scalar_type()), lse};
+}
+
+template <class Backend>
+std::tuple<Tensor, Tensor, Tensor> nt_xent_loss_backward_impl(const Tensor& grad_loss,
+                                                              const Tensor& z1, const Tensor& z2,
+                                                              const Tensor& temperature,
+                                                              const Tensor& lse) {
+  const auto [z1c, z2c, t, acc, n] = prepare(z1, "z1", z2, "z2", temperature, "temperature", true);
+  const auto [zraw, norm, zhat] = normalize_rows(z1c, z2c, acc);
+  const Tensor zk = to_contig(zhat, z1.scalar_type());
+  const Tensor inv_t = aten::reciprocal(t);
+  const Tensor self = aten::arange(0, 2 * n, z1);
+  const Tensor w = aten::div(to_dtype(grad_loss, acc), 2.0 * n);
+  const Tensor alpha = contig(aten::expand(w, {2 * n}));
+  Tensor gz = zeros({2 * n, z1.size(1)}, z1, acc);
+  Tensor gs = zeros({}, z1, acc);  // d loss / d (1 / temperature)
+  Backend::backward(zk, zk, inv_t, self, true, to_contig(lse, acc), alpha, Tensor(), Tensor(),
+                    gz, Tensor(), gs);
   // Positive terms: L[i, p(i)] = <zhat_i, zhat_p(i)> / t appears in rows i and p(i).
-  const at::Tensor partner = at::cat({zhat.narrow(0, n, n), zhat.narrow(0, 0, n)});
-  gz.sub_(partner * (2 * w * inv_t));
-  gs.sub_(2 * w * (zhat.narrow(0, 0, n) * zhat.narrow(0, n, n)).sum());
+  const Tensor z_lo = aten::narrow(zhat, 0, 0, n), z_hi = aten::narrow(zhat, 0, n, n);
+  const Tensor partner = aten::cat({z_hi, z_lo});
+  gz = aten::sub(gz, aten::mul(partner, aten::mul(aten::mul(w, inv_t), 2.0)));
+  gs = aten::sub(gs, aten::mul(w, aten::sum(aten::mul(z_lo, z_hi))), 2.0);
   // Through the normalization: d zraw = (d zhat - zhat <zhat, d zhat>) / |zraw|; norms
   // clamped at 1e-12 pass the gradient through unscaled by the projection, as
   // F.normalize's autograd does.
-  const at::Tensor proj = (gz * zhat).sum(1, true);
-  const at::Tensor clamped = zraw.norm(2, 1, true) < 1e-12;
-  const at::Tensor gzraw = at::where(clamped, gz / norm, (gz - zhat * proj) / norm);
-  const at::Tensor gt = -gs * inv_t * inv_t;  // d/dt = d/d(1/t) * (-1/t^2)
-  return {gzraw.narrow(0, 0, n).to(z1.scalar_type()), gzraw.narrow(0, n, n).to(z2.scalar_type()),
-          gt.to(temperature.scalar_type())};
+  const Tensor proj = aten::sum(aten::mul(gz, zhat), 1, true);
+  const Tensor clamped = aten::lt(aten::row_norms(zraw), 1e-12);
+  const Tensor gzraw = aten::where(clamped, aten::div(gz, norm),
+                                   aten::div(aten::sub(gz, aten::mul(zhat, proj)), norm));
+  // d/dt = d/d(1/t) * (-1/t^2)
+  const Tensor gt = aten::neg(aten::mul(gs, aten::mul(inv_t, inv_t)));
+  return {to_dtype(aten::narrow(gzraw, 0, 0, n), z1.scalar_type()),
+          to_dtype(aten::narrow(gzraw, 0, n, n), z2.scalar_type()),
+          to_dtype(gt, temperature.scalar_type())};
 }
 
 // ---------------------------------------------------------------- rows ------------------
 // The rectangular row loss the distributed losses are made of:
 //   loss[i] = log sum_{j != exclude[i]} exp(scale q_i . k_j) - scale q_i . k_{positive[i]}
-template <class Backend>
-std::tuple<at::Tensor, at::Tensor> contrastive_rows_impl(const at::Tensor& query,
-                                                         const at::Tensor& keys,
-                                                         const at::Tensor& scale,
-                                                         const at::Tensor& positive,
-                                                         const at::Tensor& exclude) {
-  const auto [q, k, s, acc, n] = prepare(query, "query", keys, "keys", scale, "scale", false);
-  check_index(positive, "positive", n, query.device());
-  check_index(exclude, "exclude", n, query.device());
-  if (!query.is_cuda()) {
-    const int64_t m = keys.size(0);
-    TORCH_CHECK_VALUE(positive.min().item<int64_t>() >= 0 && positive.max().item<int64_t>() < m,
-                      "gencore: positive must index rows of keys, in [0, ", m, ")");
-    TORCH_CHECK_VALUE(exclude.min().item<int64_t>() >= -1 && exclude.max().item<int64_t>() < m,
-                      "gencore: exclude must be -1 or index rows of keys, in [0, ", m, ")");
-    TORCH_CHECK_VALUE(!positive.eq(exclude).any().item<bool>(),
-                      "gencore: a row's positive must not be its excluded column");
+
+// On CPU, the index values are checked too (on CUDA that would sync the stream).
+inline void check_index_values(const Tensor& positive, const Tensor& exclude, int64_t m) {
+  const Tensor p = contig(positive), e = contig(exclude);
+  const int64_t* pp = p.const_data_ptr<int64_t>();
+  const int64_t* ep = e.const_data_ptr<int64_t>();
+  for (int64_t i = 0; i < p.numel(); ++i) {
+    GENCORE_CHECK_VALUE(pp[i] >= 0 && pp[i] < m,
+                        "gencore: positive must index rows of keys, in [0, ", m, ")");
+    GENCORE_CHECK_VALUE(ep[i] >= -1 && ep[i] < m,
+                        "gencore: exclude must be -1 or index rows of keys, in [0, ", m, ")");
+    GENCORE_CHECK_VALUE(pp[i] != ep[i],
+                        "gencore: a row's positive must not be its excluded column");
   }
-  at::Tensor lse = at::empty({q.size(0)}, q.options().dtype(acc));
-  Backend::forward(q, k, s, exclude.contiguous(), false, lse, at::Tensor());
-  const at::Tensor loss = lse - s * row_dots(q, k.index_select(0, positive), acc);
-  return {loss.to(query.scalar_type()), lse};
 }
 
 template <class Backend>
-std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastive_rows_backward_impl(
-    const at::Tensor& grad_loss, const at::Tensor& query, const at::Tensor& keys,
-    const at::Tensor& scale, const at::Tensor& positive, const at::Tensor& exclude,
-    const at::Tensor& lse) {
+std::tuple<Tensor, Tensor> contrastive_rows_impl(const Tensor& query, const Tensor& keys,
+                                                 const Tensor& scale, const Tensor& positive,
+                                                 const Tensor& exclude) {
   const auto [q, k, s, acc, n] = prepare(query, "query", keys, "keys", scale, "scale", false);
   check_index(positive, "positive", n, query.device());
   check_index(exclude, "exclude", n, query.device());
-  TORCH_CHECK_VALUE(grad_loss.dim() == 1 && grad_loss.size(0) == query.size(0),
-                    "gencore: grad_loss must have shape (n,), got ", grad_loss.sizes());
-  const at::Tensor g = to_acc(grad_loss, acc);
-  at::Tensor gq = at::zeros({q.size(0), q.size(1)}, q.options().dtype(acc));
-  at::Tensor gk = at::zeros({k.size(0), k.size(1)}, k.options().dtype(acc));
-  at::Tensor gs = at::zeros({}, q.options().dtype(acc));
-  Backend::backward(q, k, s, exclude.contiguous(), false, lse.to(acc).contiguous(), g,
-                    at::Tensor(), at::Tensor(), gq, gk, gs);
-  const at::Tensor kpos = k.index_select(0, positive).to(acc), q_acc = q.to(acc);
-  const at::Tensor gsq = g.unsqueeze(1) * s;
-  gq.sub_(kpos * gsq);
-  gk.index_add_(0, positive, -(q_acc * gsq));
-  gs.sub_((g * (q_acc * kpos).sum(1)).sum());
-  return {gq.to(query.scalar_type()), gk.to(keys.scalar_type()), gs.to(scale.scalar_type())};
+  if (!query.is_cuda()) check_index_values(positive, exclude, keys.size(0));
+  Tensor lse = empty({q.size(0)}, q, acc);
+  Backend::forward(q, k, s, contig(exclude), false, lse, Tensor());
+  const Tensor loss =
+      aten::sub(lse, aten::mul(s, row_dots(q, aten::index_select(k, 0, positive), acc)));
+  return {to_dtype(loss, query.scalar_type()), lse};
+}
+
+template <class Backend>
+std::tuple<Tensor, Tensor, Tensor> contrastive_rows_backward_impl(
+    const Tensor& grad_loss, const Tensor& query, const Tensor& keys, const Tensor& scale,
+    const Tensor& positive, const Tensor& exclude, const Tensor& lse) {
+  const auto [q, k, s, acc, n] = prepare(query, "query", keys, "keys", scale, "scale", false);
+  check_index(positive, "positive", n, query.device());
+  check_index(exclude, "exclude", n, query.device());
+  GENCORE_CHECK_VALUE(grad_loss.dim() == 1 && grad_loss.size(0) == query.size(0),
+                      "gencore: grad_loss must have shape (n,), got ", shape(grad_loss));
+  const Tensor g = to_contig(grad_loss, acc);
+  Tensor gq = zeros({q.size(0), q.size(1)}, q, acc);
+  Tensor gk = zeros({k.size(0), k.size(1)}, k, acc);
+  Tensor gs = zeros({}, q, acc);
+  Backend::backward(q, k, s, contig(exclude), false, to_contig(lse, acc), g, Tensor(),
+                    Tensor(), gq, gk, gs);
+  const Tensor kpos = to_dtype(aten::index_select(k, 0, positive), acc), q_acc = to_dtype(q, acc);
+  const Tensor gsq = aten::mul(aten::unsqueeze(g, 1), s);
+  gq = aten::sub(gq, aten::mul(kpos, gsq));
+  gk = aten::index_add_rows(gk, positive, aten::neg(aten::mul(q_acc, gsq)));
+  gs = aten::sub(gs, aten::sum(aten::mul(g, aten::sum(aten::mul(q_acc, kpos), 1))));
+  return {to_dtype(gq, query.scalar_type()), to_dtype(gk, keys.scalar_type()),
+          to_dtype(gs, scale.scalar_type())};
 }
 
 }  // namespace contrastive

@@ -2,14 +2,13 @@
 // are visited tile by tile: a kTile x kTile tile of R = q k^T comes from one ATen GEMM
 // (multi-threaded BLAS), and the online log-sum-exp (forward) or the gradient weights
 // W (backward) are computed on it in place by vectorized loops run with
-// at::parallel_for; the backward's two products W k and W^T q are GEMMs accumulated
+// torch::stable::parallel_for; the backward's two products W k and W^T q are GEMMs accumulated
 // into the gradients. Only one tile exists at a time: memory O(kTile^2 + (n + m) D).
 // Tiles run in a fixed order and per-row partial sums are added serially, so results
 // do not depend on the thread count. In symmetric mode (NT-Xent, q = k) only the tiles
 // on and above the diagonal are visited: each feeds both its rows and its columns.
-#include <ATen/ATen.h>
-#include <ATen/Parallel.h>
-#include <torch/library.h>
+
+#include <torch/csrc/inductor/aoti_torch/generated/c_shim_cpu.h>
 
 #include <algorithm>
 #include <cmath>
@@ -93,12 +92,24 @@ struct Problem {
   bool symmetric;
 };
 
+// out = a @ b and self += alpha * (a @ b), by torch's CPU GEMM (the C shim of ATen's
+// CPU kernels, part of the stable ABI).
+inline void mm_out(const Tensor& out, const Tensor& a, const Tensor& b) {
+  GENCORE_SHIM_CHECK(aoti_torch_cpu_mm_out(out.get(), a.get(), b.get()));
+}
+inline void addmm_(const Tensor& self, const Tensor& a, const Tensor& b, double beta,
+                   double alpha) {
+  GENCORE_SHIM_CHECK(
+      aoti_torch_cpu_addmm_out(self.get(), self.get(), a.get(), b.get(), beta, alpha));
+}
+
 // The tile of R for rows [i0, i0 + br), columns [j0, j0 + bc), in a contiguous buffer.
 template <typename T>
-at::Tensor tile_product(const at::Tensor& q, const at::Tensor& k, at::Tensor& buf, int64_t i0,
-                        int64_t br, int64_t j0, int64_t bc) {
-  at::Tensor r = buf.view({-1}).narrow(0, 0, br * bc).view({br, bc});
-  at::mm_out(r, q.narrow(0, i0, br), k.narrow(0, j0, bc).t());
+Tensor tile_product(const Tensor& q, const Tensor& k, Tensor& buf, int64_t i0,
+                    int64_t br, int64_t j0, int64_t bc) {
+  const Tensor flat = torch::stable::view(buf, {buf.numel()});
+  Tensor r = torch::stable::view(aten::narrow(flat, 0, 0, br * bc), {br, bc});
+  mm_out(r, aten::narrow(q, 0, i0, br), aten::t(aten::narrow(k, 0, j0, bc)));
   return r;
 }
 
@@ -117,8 +128,8 @@ inline std::vector<std::pair<int64_t, int64_t>> masked_in_tile(const int64_t* ex
 // Row statistics of a tile (rows i0.. of the (m, l) state arrays).
 template <typename T>
 void tile_row_stats(const T* x, int64_t br, int64_t bc, T s, T* rm, T* rl) {
-  at::parallel_for(0, br, std::max<int64_t>(1, 16384 / std::max<int64_t>(bc, 1)),
-                   [&](int64_t r0, int64_t r1) {
+  torch::stable::parallel_for(0, br, std::max<int64_t>(1, 16384 / std::max<int64_t>(bc, 1)),
+                              [&](int64_t r0, int64_t r1) {
                      for (int64_t r = r0; r < r1; ++r) {
                        const T* row = x + r * bc;
                        const T tmax = s * max_of(row, bc);
@@ -133,7 +144,7 @@ void tile_row_stats(const T* x, int64_t br, int64_t bc, T s, T* rm, T* rl) {
 template <typename T>
 void tile_col_stats(const T* x, int64_t br, int64_t bc, T s, T* cm, T* cl) {
   const int64_t chunks = (bc + kColChunk - 1) / kColChunk;
-  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+  torch::stable::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
     T cmax[kColChunk], newm[kColChunk], acc[kColChunk];
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t j0 = c * kColChunk, w = std::min(kColChunk, bc - j0);
@@ -155,21 +166,21 @@ void tile_col_stats(const T* x, int64_t br, int64_t bc, T s, T* cm, T* cl) {
 }
 
 template <typename T>
-void forward_typed(const at::Tensor& q, const at::Tensor& k, const at::Tensor& scale,
-                   const at::Tensor& exclude, bool symmetric, const at::Tensor& row_lse,
-                   const at::Tensor& col_lse) {
+void forward_typed(const Tensor& q, const Tensor& k, const Tensor& scale,
+                   const Tensor& exclude, bool symmetric, const Tensor& row_lse,
+                   const Tensor& col_lse) {
   const int64_t n = q.size(0), m = k.size(0);
-  const T s = scale.item<T>();
-  const int64_t* ex = exclude.defined() ? exclude.data_ptr<int64_t>() : nullptr;
+  const T s = static_cast<T>(cpu_scalar(scale));
+  const int64_t* ex = exclude.defined() ? exclude.const_data_ptr<int64_t>() : nullptr;
   const bool cols = col_lse.defined();
   std::vector<T> rm(n, kNegInf<T>), rl(n, T(0)), cm(cols ? m : 0, kNegInf<T>), cl(cols ? m : 0, T(0));
-  at::Tensor buf = at::empty({std::min(n, kTile), std::min(m, kTile)}, q.options());
+  Tensor buf = empty({std::min(n, kTile), std::min(m, kTile)}, q);
   for (int64_t i0 = 0; i0 < n; i0 += kTile) {
     const int64_t br = std::min(kTile, n - i0);
     for (int64_t j0 = symmetric ? i0 : 0; j0 < m; j0 += kTile) {
       const int64_t bc = std::min(kTile, m - j0);
-      at::Tensor r = tile_product<T>(q, k, buf, i0, br, j0, bc);
-      T* x = r.data_ptr<T>();
+      Tensor r = tile_product<T>(q, k, buf, i0, br, j0, bc);
+      T* x = r.mutable_data_ptr<T>();
       for (const auto& [rr, cc] : masked_in_tile(ex, i0, br, j0, bc)) x[rr * bc + cc] = kNegInf<T>;
       if (symmetric && j0 != i0) {
         // The tile's transpose is tile (j0, i0): its columns are rows j0.. of q = k; the
@@ -180,31 +191,31 @@ void forward_typed(const at::Tensor& q, const at::Tensor& k, const at::Tensor& s
       if (cols) tile_col_stats(x, br, bc, s, cm.data() + j0, cl.data() + j0);
     }
   }
-  T* out = row_lse.data_ptr<T>();
+  T* out = row_lse.mutable_data_ptr<T>();
   for (int64_t i = 0; i < n; ++i) out[i] = rm[i] + std::log(rl[i]);
   if (cols) {
-    T* cout = col_lse.data_ptr<T>();
+    T* cout = col_lse.mutable_data_ptr<T>();
     for (int64_t j = 0; j < m; ++j) cout[j] = cm[j] + std::log(cl[j]);
   }
 }
 
 template <typename T>
-void backward_typed(const at::Tensor& q, const at::Tensor& k, const at::Tensor& scale,
-                    const at::Tensor& exclude, bool symmetric, const at::Tensor& row_lse,
-                    const at::Tensor& alpha, const at::Tensor& col_lse, const at::Tensor& beta,
-                    const at::Tensor& grad_q, const at::Tensor& grad_k,
-                    const at::Tensor& grad_scale) {
+void backward_typed(const Tensor& q, const Tensor& k, const Tensor& scale,
+                    const Tensor& exclude, bool symmetric, const Tensor& row_lse,
+                    const Tensor& alpha, const Tensor& col_lse, const Tensor& beta,
+                    const Tensor& grad_q, const Tensor& grad_k,
+                    const Tensor& grad_scale) {
   const int64_t n = q.size(0), m = k.size(0);
-  const T s = scale.item<T>();
-  const int64_t* ex = exclude.defined() ? exclude.data_ptr<int64_t>() : nullptr;
+  const T s = static_cast<T>(cpu_scalar(scale));
+  const int64_t* ex = exclude.defined() ? exclude.const_data_ptr<int64_t>() : nullptr;
   const bool cols = col_lse.defined();
-  const T* lse = row_lse.data_ptr<T>();
-  const T* a = alpha.data_ptr<T>();
+  const T* lse = row_lse.const_data_ptr<T>();
+  const T* a = alpha.const_data_ptr<T>();
   // Symmetric: the column term of tile (I, J) is row J's own term, transposed.
-  const T* clse = cols ? col_lse.data_ptr<T>() : (symmetric ? lse : nullptr);
-  const T* b = cols ? beta.data_ptr<T>() : (symmetric ? a : nullptr);
+  const T* clse = cols ? col_lse.const_data_ptr<T>() : (symmetric ? lse : nullptr);
+  const T* b = cols ? beta.const_data_ptr<T>() : (symmetric ? a : nullptr);
   const bool two_terms = cols || symmetric;
-  at::Tensor buf = at::empty({std::min(n, kTile), std::min(m, kTile)}, q.options());
+  Tensor buf = empty({std::min(n, kTile), std::min(m, kTile)}, q);
   std::vector<T> partial(kTile);
   double total = 0;  // sum(W * R), added in tile and row order
   for (int64_t i0 = 0; i0 < n; i0 += kTile) {
@@ -212,14 +223,14 @@ void backward_typed(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
     for (int64_t j0 = symmetric ? i0 : 0; j0 < m; j0 += kTile) {
       const int64_t bc = std::min(kTile, m - j0);
       const bool diag = symmetric && j0 == i0;
-      at::Tensor r = tile_product<T>(q, k, buf, i0, br, j0, bc);
-      T* x = r.data_ptr<T>();
+      Tensor r = tile_product<T>(q, k, buf, i0, br, j0, bc);
+      T* x = r.mutable_data_ptr<T>();
       // A masked entry gets a finite R so negative that its weight exp(s R - lse) is
       // exactly 0 and its W * R term is 0 * R = 0. (Adding its weight and subtracting it
       // afterwards cancels catastrophically: lse excludes it, so the weight is huge.)
       const T never = -std::numeric_limits<T>::max() / (T(2) * std::max(s, T(1)));
       for (const auto& [rr, cc] : masked_in_tile(ex, i0, br, j0, bc)) x[rr * bc + cc] = never;
-      at::parallel_for(0, br, std::max<int64_t>(1, 16384 / bc), [&](int64_t r0, int64_t r1) {
+      torch::stable::parallel_for(0, br, std::max<int64_t>(1, 16384 / bc), [&](int64_t r0, int64_t r1) {
         for (int64_t rr = r0; rr < r1; ++rr) {
           const int64_t i = i0 + rr;
           partial[rr] = two_terms ? weights_row<T, true>(x + rr * bc, bc, s, a[i], lse[i], b + j0, clse + j0)
@@ -229,32 +240,33 @@ void backward_typed(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
       double tile_sum = 0;
       for (int64_t rr = 0; rr < br; ++rr) tile_sum += partial[rr];
       total += diag ? 0.5 * tile_sum : tile_sum;
-      const at::Tensor w = r;
-      grad_q.narrow(0, i0, br).addmm_(w, k.narrow(0, j0, bc), 1, s);
+      const Tensor w = r;
+      addmm_(aten::narrow(grad_q, 0, i0, br), w, aten::narrow(k, 0, j0, bc), 1, s);
       if (symmetric) {
-        if (!diag) grad_q.narrow(0, j0, bc).addmm_(w.t(), q.narrow(0, i0, br), 1, s);
+        if (!diag)
+          addmm_(aten::narrow(grad_q, 0, j0, bc), aten::t(w), aten::narrow(q, 0, i0, br), 1, s);
       } else {
-        grad_k.narrow(0, j0, bc).addmm_(w.t(), q.narrow(0, i0, br), 1, s);
+        addmm_(aten::narrow(grad_k, 0, j0, bc), aten::t(w), aten::narrow(q, 0, i0, br), 1, s);
       }
     }
   }
-  grad_scale.add_(total);
+  *grad_scale.mutable_data_ptr<T>() += static_cast<T>(total);  // 0-d, fresh from contrastive.h
 }
 
 struct CpuBackend {
-  static void forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& scale,
-                      const at::Tensor& exclude, bool symmetric, const at::Tensor& row_lse,
-                      const at::Tensor& col_lse) {
-    AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "contrastive_forward_cpu", [&] {
+  static void forward(const Tensor& q, const Tensor& k, const Tensor& scale,
+                      const Tensor& exclude, bool symmetric, const Tensor& row_lse,
+                      const Tensor& col_lse) {
+    GENCORE_DISPATCH_FLOATING_TYPES(q.scalar_type(), "contrastive_forward_cpu", [&] {
       forward_typed<scalar_t>(q, k, scale, exclude, symmetric, row_lse, col_lse);
     });
   }
-  static void backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& scale,
-                       const at::Tensor& exclude, bool symmetric, const at::Tensor& row_lse,
-                       const at::Tensor& alpha, const at::Tensor& col_lse, const at::Tensor& beta,
-                       const at::Tensor& grad_q, const at::Tensor& grad_k,
-                       const at::Tensor& grad_scale) {
-    AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "contrastive_backward_cpu", [&] {
+  static void backward(const Tensor& q, const Tensor& k, const Tensor& scale,
+                       const Tensor& exclude, bool symmetric, const Tensor& row_lse,
+                       const Tensor& alpha, const Tensor& col_lse, const Tensor& beta,
+                       const Tensor& grad_q, const Tensor& grad_k,
+                       const Tensor& grad_scale) {
+    GENCORE_DISPATCH_FLOATING_TYPES(q.scalar_type(), "contrastive_backward_cpu", [&] {
       backward_typed<scalar_t>(q, k, scale, exclude, symmetric, row_lse, alpha, col_lse, beta,
                                grad_q, grad_k, grad_scale);
     });
@@ -263,13 +275,13 @@ struct CpuBackend {
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(gencore, CPU, m) {
-  m.impl("clip_loss", &clip_loss_impl<CpuBackend>);
-  m.impl("clip_loss_backward", &clip_loss_backward_impl<CpuBackend>);
-  m.impl("nt_xent_loss", &nt_xent_loss_impl<CpuBackend>);
-  m.impl("nt_xent_loss_backward", &nt_xent_loss_backward_impl<CpuBackend>);
-  m.impl("contrastive_rows", &contrastive_rows_impl<CpuBackend>);
-  m.impl("contrastive_rows_backward", &contrastive_rows_backward_impl<CpuBackend>);
+STABLE_TORCH_LIBRARY_IMPL(gencore, CPU, m) {
+  m.impl("clip_loss", TORCH_BOX(&clip_loss_impl<CpuBackend>));
+  m.impl("clip_loss_backward", TORCH_BOX(&clip_loss_backward_impl<CpuBackend>));
+  m.impl("nt_xent_loss", TORCH_BOX(&nt_xent_loss_impl<CpuBackend>));
+  m.impl("nt_xent_loss_backward", TORCH_BOX(&nt_xent_loss_backward_impl<CpuBackend>));
+  m.impl("contrastive_rows", TORCH_BOX(&contrastive_rows_impl<CpuBackend>));
+  m.impl("contrastive_rows_backward", TORCH_BOX(&contrastive_rows_backward_impl<CpuBackend>));
 }
 
 }  // namespace contrastive

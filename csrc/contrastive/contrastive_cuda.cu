@@ -16,21 +16,16 @@
 // the splits' partial results are combined in a fixed order, as are the per-block
 // partial sums of grad_scale: every result is deterministic (on one GPU model: the
 // split count follows the number of SMs).
-#include <ATen/ATen.h>
-#include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <mma.h>
-#include <torch/library.h>
 
 #include <cstdint>
 #include <cstdlib>
 #include <limits>
 #include <type_traits>
 
+#include "common/cuda_context.h"
 #include "common/cuda_utils.cuh"
 #include "contrastive/contrastive.h"
 
@@ -493,10 +488,10 @@ struct Grid {
 Grid make_grid(int64_t nx, int64_t ny, int64_t max_splits, int device) {
   const int64_t row_blocks = (nx + kTile - 1) / kTile;
   const int64_t tiles = (ny + kTile - 1) / kTile;
-  TORCH_CHECK(row_blocks < (int64_t{1} << 31), "gencore: contrastive: too many rows (", nx,
-              ") for one launch");
+  GENCORE_CHECK(row_blocks < (int64_t{1} << 31), "gencore: contrastive: too many rows (", nx,
+                ") for one launch");
   int sms = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  GENCORE_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   const int64_t target = static_cast<int64_t>(sms) * kBlocksPerSm;
   int64_t splits = (target + row_blocks - 1) / row_blocks;
   splits = std::max<int64_t>(1, std::min({splits, tiles, max_splits, int64_t{65535}}));
@@ -506,8 +501,8 @@ Grid make_grid(int64_t nx, int64_t ny, int64_t max_splits, int device) {
 }
 
 template <typename T, typename A>
-Pair<T, A> make_pair(const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
-                     const at::Tensor& exclude, int64_t tiles_per_split) {
+Pair<T, A> make_pair(const Tensor& x, const Tensor& y, const Tensor& scale,
+                     const Tensor& exclude, int64_t tiles_per_split) {
   return {x.const_data_ptr<T>(),
           y.const_data_ptr<T>(),
           x.size(0),
@@ -520,54 +515,54 @@ Pair<T, A> make_pair(const at::Tensor& x, const at::Tensor& y, const at::Tensor&
 
 // lse (nx,) = log-sum-exp over y of each row of x (kXIsQuery: rows of L, else columns).
 template <typename T, class Dot, bool kXIsQuery>
-void launch_lse(const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
-                const at::Tensor& exclude, const at::Tensor& lse) {
-  using A = at::opmath_type<T>;
+void launch_lse(const Tensor& x, const Tensor& y, const Tensor& scale,
+                const Tensor& exclude, const Tensor& lse) {
+  using A = opmath_t<T>;
   const int64_t nx = x.size(0), ny = y.size(0);
   const Grid g = make_grid(nx, ny, /*max_splits=*/ny, x.get_device());
   const Pair<T, A> p = make_pair<T, A>(x, y, scale, exclude, g.tiles_per_split);
-  const auto stream = c10::cuda::getCurrentCUDAStream();
+  const auto stream = cuda::current_stream();
   if (g.splits == 1) {
     lse_kernel<T, A, Dot, kXIsQuery>
         <<<g.blocks, kThreads, 0, stream>>>(p, lse.mutable_data_ptr<A>(), nullptr, nullptr);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
     return;
   }
-  const at::Tensor part = at::empty({2, g.splits, nx}, lse.options());
+  const Tensor part = empty({2, g.splits, nx}, lse);
   A* part_m = part.mutable_data_ptr<A>();
   A* part_s = part_m + g.splits * nx;
   lse_kernel<T, A, Dot, kXIsQuery><<<g.blocks, kThreads, 0, stream>>>(p, nullptr, part_m, part_s);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
   const int64_t merge_blocks = (nx + kThreads - 1) / kThreads;
   lse_split_merge_kernel<A><<<static_cast<unsigned>(merge_blocks), kThreads, 0, stream>>>(
       part_m, part_s, nx, g.splits, lse.mutable_data_ptr<A>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 // out (nx, D) += scale * W y (kXIsQuery: x = q, W as is; else x = k, W^T); with
 // grad_scale defined also grad_scale += sum(W * R).
 template <typename T, class Dot, bool kXIsQuery>
-void launch_grad(const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
-                 const at::Tensor& exclude, const Stats<at::opmath_type<T>>& st,
-                 const at::Tensor& out, const at::Tensor& grad_scale) {
-  using A = at::opmath_type<T>;
+void launch_grad(const Tensor& x, const Tensor& y, const Tensor& scale,
+                 const Tensor& exclude, const Stats<opmath_t<T>>& st,
+                 const Tensor& out, const Tensor& grad_scale) {
+  using A = opmath_t<T>;
   const int64_t nx = x.size(0), ny = y.size(0), d = x.size(1);
   const int64_t split_bytes = std::max<int64_t>(1, nx * d * static_cast<int64_t>(sizeof(A)));
   const int64_t max_splits = std::max<int64_t>(1, kMaxSplitBytes / split_bytes);
   const Grid g = make_grid(nx, ny, max_splits, x.get_device());
   const Pair<T, A> p = make_pair<T, A>(x, y, scale, exclude, g.tiles_per_split);
-  const at::Tensor target = g.splits == 1 ? out : at::zeros({g.splits, nx, d}, out.options());
-  at::Tensor partial;
+  const Tensor target = g.splits == 1 ? out : zeros({g.splits, nx, d}, out);
+  Tensor partial;
   if (grad_scale.defined()) {
-    partial = at::empty({static_cast<int64_t>(g.blocks.x) * g.splits}, out.options());
+    partial = empty({static_cast<int64_t>(g.blocks.x) * g.splits}, out);
   }
-  const auto stream = c10::cuda::getCurrentCUDAStream();
+  const auto stream = cuda::current_stream();
   grad_kernel<T, A, Dot, kXIsQuery><<<g.blocks, kThreads, 0, stream>>>(
       p, st, target.mutable_data_ptr<A>(),
       partial.defined() ? partial.mutable_data_ptr<A>() : nullptr);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  if (g.splits > 1) out.add_(target.sum(0));
-  if (partial.defined()) grad_scale.add_(partial.sum());
+  GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
+  if (g.splits > 1) aten::add_into(out, aten::sum(target, 0));
+  if (partial.defined()) aten::add_into(grad_scale, aten::sum(partial));
 }
 
 template <typename T>
@@ -586,36 +581,38 @@ void dispatch_dot(const Fn& fn) {
       return;
     }
   }
-  fn(SimtDot<T, at::opmath_type<T>>{});
+  fn(SimtDot<T, opmath_t<T>>{});
 }
 
-void check_backend_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& scale) {
-  TORCH_CHECK_VALUE(q.is_cuda() && k.is_cuda() && scale.is_cuda(),
-                    "gencore: contrastive CUDA backend needs CUDA tensors, got ", q.device(),
-                    ", ", k.device(), ", ", scale.device());
-  TORCH_CHECK(q.is_contiguous() && k.is_contiguous(),
-              "gencore: contrastive CUDA backend needs contiguous features");
-  TORCH_CHECK(scale.scalar_type() == acc_type(q.scalar_type()) && scale.numel() == 1,
-              "gencore: contrastive CUDA backend: scale must be one ",
-              acc_type(q.scalar_type()), " value, got ", scale.scalar_type(), " ", scale.sizes());
+void check_backend_inputs(const Tensor& q, const Tensor& k, const Tensor& scale) {
+  GENCORE_CHECK_VALUE(q.is_cuda() && k.is_cuda() && scale.is_cuda(),
+                      "gencore: contrastive CUDA backend needs CUDA tensors, got ",
+                      device_name(q.device()), ", ", device_name(k.device()), ", ",
+                      device_name(scale.device()));
+  GENCORE_CHECK(q.is_contiguous() && k.is_contiguous(),
+                "gencore: contrastive CUDA backend needs contiguous features");
+  GENCORE_CHECK(scale.scalar_type() == acc_type(q.scalar_type()) && scale.numel() == 1,
+                "gencore: contrastive CUDA backend: scale must be one ",
+                dtype_name(acc_type(q.scalar_type())), " value, got ",
+                dtype_name(scale.scalar_type()), " ", shape(scale));
 }
 
 template <typename A>
-const A* ptr_or_null(const at::Tensor& t) {
+const A* ptr_or_null(const Tensor& t) {
   return t.defined() ? t.const_data_ptr<A>() : nullptr;
 }
 
 }  // namespace
 
 struct CudaBackend {
-  static void forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& scale,
-                      const at::Tensor& exclude, bool symmetric, const at::Tensor& row_lse,
-                      const at::Tensor& col_lse) {
+  static void forward(const Tensor& q, const Tensor& k, const Tensor& scale,
+                      const Tensor& exclude, bool symmetric, const Tensor& row_lse,
+                      const Tensor& col_lse) {
     (void)symmetric;  // the full matrix is visited either way
-    const c10::cuda::CUDAGuard guard(q.device());
+    const cuda::DeviceGuard guard(q);
     check_backend_inputs(q, k, scale);
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(),
-                                    "contrastive_forward_cuda", [&] {
+    GENCORE_DISPATCH_FLOATING_TYPES_AND_HALF2(q.scalar_type(),
+                                              "contrastive_forward_cuda", [&] {
       dispatch_dot<scalar_t>([&](auto dot) {
         using Dot = decltype(dot);
         launch_lse<scalar_t, Dot, true>(q, k, scale, exclude, row_lse);
@@ -624,43 +621,43 @@ struct CudaBackend {
     });
   }
 
-  static void backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& scale,
-                       const at::Tensor& exclude, bool symmetric, const at::Tensor& row_lse,
-                       const at::Tensor& alpha, const at::Tensor& col_lse,
-                       const at::Tensor& beta, const at::Tensor& grad_q,
-                       const at::Tensor& grad_k, const at::Tensor& grad_scale) {
-    const c10::cuda::CUDAGuard guard(q.device());
+  static void backward(const Tensor& q, const Tensor& k, const Tensor& scale,
+                       const Tensor& exclude, bool symmetric, const Tensor& row_lse,
+                       const Tensor& alpha, const Tensor& col_lse,
+                       const Tensor& beta, const Tensor& grad_q,
+                       const Tensor& grad_k, const Tensor& grad_scale) {
+    const cuda::DeviceGuard guard(q);
     check_backend_inputs(q, k, scale);
-    TORCH_CHECK(grad_q.is_contiguous() && (!grad_k.defined() || grad_k.is_contiguous()),
-                "gencore: contrastive CUDA backend needs contiguous gradient accumulators");
-    TORCH_CHECK(!col_lse.defined() || beta.defined(),
-                "gencore: contrastive CUDA backend: col_lse given without beta");
+    GENCORE_CHECK(grad_q.is_contiguous() && (!grad_k.defined() || grad_k.is_contiguous()),
+                  "gencore: contrastive CUDA backend needs contiguous gradient accumulators");
+    GENCORE_CHECK(!col_lse.defined() || beta.defined(),
+                  "gencore: contrastive CUDA backend: col_lse given without beta");
     // symmetric: q is k, so (W + W^T) q = grad_q's W k plus a grad_k-style W^T q.
-    const at::Tensor gk = symmetric ? at::zeros_like(grad_q) : grad_k;
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(),
-                                    "contrastive_backward_cuda", [&] {
-      using A = at::opmath_type<scalar_t>;
+    const Tensor gk = symmetric ? zeros(grad_q.sizes(), grad_q) : grad_k;
+    GENCORE_DISPATCH_FLOATING_TYPES_AND_HALF2(q.scalar_type(),
+                                              "contrastive_backward_cuda", [&] {
+      using A = opmath_t<scalar_t>;
       const Stats<A> st{ptr_or_null<A>(row_lse), ptr_or_null<A>(alpha),
                         ptr_or_null<A>(col_lse), ptr_or_null<A>(beta)};
       dispatch_dot<scalar_t>([&](auto dot) {
         using Dot = decltype(dot);
         launch_grad<scalar_t, Dot, true>(q, k, scale, exclude, st, grad_q, grad_scale);
         if (gk.defined()) {
-          launch_grad<scalar_t, Dot, false>(k, q, scale, exclude, st, gk, at::Tensor());
+          launch_grad<scalar_t, Dot, false>(k, q, scale, exclude, st, gk, Tensor());
         }
       });
     });
-    if (symmetric) grad_q.add_(gk);
+    if (symmetric) aten::add_into(grad_q, gk);
   }
 };
 
-TORCH_LIBRARY_IMPL(gencore, CUDA, m) {
-  m.impl("clip_loss", &clip_loss_impl<CudaBackend>);
-  m.impl("clip_loss_backward", &clip_loss_backward_impl<CudaBackend>);
-  m.impl("nt_xent_loss", &nt_xent_loss_impl<CudaBackend>);
-  m.impl("nt_xent_loss_backward", &nt_xent_loss_backward_impl<CudaBackend>);
-  m.impl("contrastive_rows", &contrastive_rows_impl<CudaBackend>);
-  m.impl("contrastive_rows_backward", &contrastive_rows_backward_impl<CudaBackend>);
+STABLE_TORCH_LIBRARY_IMPL(gencore, CUDA, m) {
+  m.impl("clip_loss", TORCH_BOX(&clip_loss_impl<CudaBackend>));
+  m.impl("clip_loss_backward", TORCH_BOX(&clip_loss_backward_impl<CudaBackend>));
+  m.impl("nt_xent_loss", TORCH_BOX(&nt_xent_loss_impl<CudaBackend>));
+  m.impl("nt_xent_loss_backward", TORCH_BOX(&nt_xent_loss_backward_impl<CudaBackend>));
+  m.impl("contrastive_rows", TORCH_BOX(&contrastive_rows_impl<CudaBackend>));
+  m.impl("contrastive_rows_backward", TORCH_BOX(&contrastive_rows_backward_impl<CudaBackend>));
 }
 
 }  // namespace contrastive

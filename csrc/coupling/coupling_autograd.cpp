@@ -1,9 +1,12 @@
-// Autograd of the affine coupling op, registered for the Autograd dispatch key. It is
-// in C++ rather than Python (torch.library.register_autograd) because a flow runs the
-// op once per coupling at small batch sizes, where the Python autograd.Function around
-// each call (forward and backward) cost more than the kernels themselves. The fake
-// kernels stay in python/gencore/ops/coupling.py; torch.compile traces through this
-// function with them.
+// Version-locked fast path: the autograd of the two coupling ops in C++, as before the
+// stable-ABI port. It is a separate library (gencore/_C_autograd.so, CMakeLists.txt) that
+// uses libtorch's C++ API, whose ABI is not stable between releases, so
+// python/gencore/ops/coupling.py loads it only when the running torch is the exact
+// version it was built against; everywhere else the ops' autograd is the Python one of
+// that file (same formula, tested against each other). Why it exists: a flow runs these
+// ops once per coupling at small batch sizes, where Python autograd around each call
+// costs more than the kernels (measured: the comment above the autograd section of
+// python/gencore/ops/coupling.py).
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/autograd/custom_function.h>

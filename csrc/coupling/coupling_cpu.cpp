@@ -1,4 +1,4 @@
-// CPU launcher of the affine coupling op: at::parallel_for over (row, chunk) tasks,
+// CPU launcher of the affine coupling op: parallel_for over (row, chunk) tasks,
 // one pass over memory; the per-element math is common/coupling_math.h. Inputs are read
 // in place with any row and column stride (coupling.h, RowView); outputs are contiguous.
 //
@@ -6,8 +6,6 @@
 // soft clamp (a tanh) into a stack buffer, then the transform (an exp). Measured on
 // the 2-core AVX machine, one loop holding both functions ran 1.6x slower than the
 // two loops: the fused body spills and serializes; the block stays in L1 either way.
-#include <ATen/ATen.h>
-#include <torch/library.h>
 
 #include <vector>
 
@@ -214,7 +212,7 @@ void masked_forward_impl(const MaskedTensors& mt, T* y, T* logdet, T clamp, T in
   const Runs tr = transformed_runs(m);
   const T* x = mt.x.const_data_ptr<T>();
   const T* params = mt.params.const_data_ptr<T>();
-  at::parallel_for(0, rows, row_grain(n + np), [&](int64_t first, int64_t last) {
+  torch::stable::parallel_for(0, rows, row_grain(n + np), [&](int64_t first, int64_t last) {
     alignas(64) T xbuf[kPiece];
     alignas(64) T ybuf[kPiece];
     for (int64_t row = first; row < last; ++row) {
@@ -242,8 +240,8 @@ void masked_forward_impl(const MaskedTensors& mt, T* y, T* logdet, T clamp, T in
 
 // Each row: grad_x = grad_y (the identity part), then the transformed part is overwritten.
 template <typename T, bool kReverse, bool kClamped>
-void masked_backward_impl(const MaskedTensors& mt, const at::Tensor& grad_y,
-                          const at::Tensor& grad_logdet, T* gx, T* gp, T clamp, T inv_clamp) {
+void masked_backward_impl(const MaskedTensors& mt, const Tensor& grad_y,
+                          const Tensor& grad_logdet, T* gx, T* gp, T clamp, T inv_clamp) {
   const MaskLayout& m = mt.layout;
   const int64_t rows = mt.x.size(0), n = m.channels * m.spatial, np = 2 * m.n_b * m.spatial;
   const Runs tr = transformed_runs(m);
@@ -252,7 +250,7 @@ void masked_backward_impl(const MaskedTensors& mt, const at::Tensor& grad_y,
   const T* gy = grad_y.const_data_ptr<T>();
   const T* gl = grad_logdet.const_data_ptr<T>();
   const int64_t gl_stride = grad_logdet.stride(0);
-  at::parallel_for(0, rows, row_grain(2 * (n + np)), [&](int64_t first, int64_t last) {
+  torch::stable::parallel_for(0, rows, row_grain(2 * (n + np)), [&](int64_t first, int64_t last) {
     alignas(64) T gybuf[kPiece];
     alignas(64) T xbuf[kPiece];
     alignas(64) T gxbuf[kPiece];
@@ -289,21 +287,15 @@ void masked_backward_impl(const MaskedTensors& mt, const at::Tensor& grad_y,
   });
 }
 
-void check_cpu(const at::Tensor& t, const char* name) {
-  TORCH_CHECK_VALUE(t.device().is_cpu(), "gencore: ", name, " must be a CPU tensor here, got ",
-                    t.device());
-  check_dtype_supported_cpu(t, name);
-}
-
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> affine_coupling_cpu(const at::Tensor& x,
-                                                       const at::Tensor& log_scale,
-                                                       const at::Tensor& shift, double clamp,
-                                                       bool reverse) {
+std::tuple<Tensor, Tensor> affine_coupling_cpu(const Tensor& x,
+                                               const Tensor& log_scale,
+                                               const Tensor& shift, double clamp,
+                                               bool reverse) {
   ForwardTensors t = prepare_forward(x, log_scale, shift, clamp, /*unit_col=*/false);
   check_cpu(x, "x");
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "affine_coupling_cpu", [&] {
+  GENCORE_DISPATCH_FLOATING_TYPES(x.scalar_type(), "affine_coupling_cpu", [&] {
     using T = scalar_t;
     dispatch_direction(reverse, clamp, [&](auto rev, auto clamped) {
       forward_impl<T, decltype(rev)::value, decltype(clamped)::value>(
@@ -314,13 +306,13 @@ std::tuple<at::Tensor, at::Tensor> affine_coupling_cpu(const at::Tensor& x,
   return {t.y, t.logdet};
 }
 
-std::tuple<at::Tensor, at::Tensor> affine_coupling_backward_cpu(
-    const at::Tensor& grad_y, const at::Tensor& grad_logdet, const at::Tensor& x,
-    const at::Tensor& log_scale, const at::Tensor& shift, double clamp, bool reverse) {
+std::tuple<Tensor, Tensor> affine_coupling_backward_cpu(
+    const Tensor& grad_y, const Tensor& grad_logdet, const Tensor& x,
+    const Tensor& log_scale, const Tensor& shift, double clamp, bool reverse) {
   BackwardTensors t =
       prepare_backward(grad_y, grad_logdet, x, log_scale, shift, clamp, /*unit_col=*/false);
   check_cpu(x, "x");
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "affine_coupling_backward_cpu", [&] {
+  GENCORE_DISPATCH_FLOATING_TYPES(x.scalar_type(), "affine_coupling_backward_cpu", [&] {
     using T = scalar_t;
     dispatch_direction(reverse, clamp, [&](auto rev, auto clamped) {
       backward_impl<T, decltype(rev)::value, decltype(clamped)::value>(
@@ -331,13 +323,13 @@ std::tuple<at::Tensor, at::Tensor> affine_coupling_backward_cpu(
   return {t.grad_x, t.grad_log_scale};
 }
 
-std::tuple<at::Tensor, at::Tensor> masked_affine_coupling_cpu(const at::Tensor& x,
-                                                              const at::Tensor& params,
-                                                              c10::string_view mask, bool swap,
-                                                              double clamp, bool reverse) {
+std::tuple<Tensor, Tensor> masked_affine_coupling_cpu(const Tensor& x,
+                                                      const Tensor& params,
+                                                      std::string_view mask, bool swap,
+                                                      double clamp, bool reverse) {
   auto [mt, y, logdet] = prepare_masked_forward(x, params, mask, swap, clamp);
   check_cpu(x, "x");
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "masked_affine_coupling_cpu", [&] {
+  GENCORE_DISPATCH_FLOATING_TYPES(x.scalar_type(), "masked_affine_coupling_cpu", [&] {
     using T = scalar_t;
     dispatch_direction(reverse, clamp, [&](auto rev, auto clamped) {
       masked_forward_impl<T, decltype(rev)::value, decltype(clamped)::value>(
@@ -348,13 +340,13 @@ std::tuple<at::Tensor, at::Tensor> masked_affine_coupling_cpu(const at::Tensor& 
   return {y, logdet};
 }
 
-std::tuple<at::Tensor, at::Tensor> masked_affine_coupling_backward_cpu(
-    const at::Tensor& grad_y, const at::Tensor& grad_logdet, const at::Tensor& x,
-    const at::Tensor& params, c10::string_view mask, bool swap, double clamp, bool reverse) {
+std::tuple<Tensor, Tensor> masked_affine_coupling_backward_cpu(
+    const Tensor& grad_y, const Tensor& grad_logdet, const Tensor& x,
+    const Tensor& params, std::string_view mask, bool swap, double clamp, bool reverse) {
   auto [mt, gy, gl, grad_x, grad_params] =
       prepare_masked_backward(grad_y, grad_logdet, x, params, mask, swap, clamp);
   check_cpu(x, "x");
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "masked_affine_coupling_backward_cpu", [&] {
+  GENCORE_DISPATCH_FLOATING_TYPES(x.scalar_type(), "masked_affine_coupling_backward_cpu", [&] {
     using T = scalar_t;
     dispatch_direction(reverse, clamp, [&](auto rev, auto clamped) {
       masked_backward_impl<T, decltype(rev)::value, decltype(clamped)::value>(
@@ -365,11 +357,11 @@ std::tuple<at::Tensor, at::Tensor> masked_affine_coupling_backward_cpu(
   return {grad_x, grad_params};
 }
 
-TORCH_LIBRARY_IMPL(gencore, CPU, m) {
-  m.impl("affine_coupling", &affine_coupling_cpu);
-  m.impl("affine_coupling_backward", &affine_coupling_backward_cpu);
-  m.impl("masked_affine_coupling", &masked_affine_coupling_cpu);
-  m.impl("masked_affine_coupling_backward", &masked_affine_coupling_backward_cpu);
+STABLE_TORCH_LIBRARY_IMPL(gencore, CPU, m) {
+  m.impl("affine_coupling", TORCH_BOX(&affine_coupling_cpu));
+  m.impl("affine_coupling_backward", TORCH_BOX(&affine_coupling_backward_cpu));
+  m.impl("masked_affine_coupling", TORCH_BOX(&masked_affine_coupling_cpu));
+  m.impl("masked_affine_coupling_backward", TORCH_BOX(&masked_affine_coupling_backward_cpu));
 }
 
 }  // namespace coupling

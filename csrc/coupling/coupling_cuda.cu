@@ -5,16 +5,11 @@
 // Long rows write per-segment partial sums that a second kernel adds in a fixed
 // order, so the result is deterministic (no atomics). Inputs are read in place with
 // any row stride (unit column stride, coupling.h RowView); outputs are contiguous.
-#include <ATen/ATen.h>
-#include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#include <torch/library.h>
 
 #include <cstdint>
 
 #include "common/coupling_math.h"
+#include "common/cuda_context.h"
 #include "common/cuda_utils.cuh"
 #include "coupling/coupling.h"
 
@@ -83,8 +78,8 @@ __global__ void affine_coupling_fwd_kernel(const T* __restrict__ x, const T* __r
 #pragma unroll
     for (int k = 0; k < V; ++k) {
       const auto r = coupling_forward<A, kReverse, kClamped>(static_cast<A>(xv.v[k]),
-                                                   static_cast<A>(lv.v[k]),
-                                                   static_cast<A>(tv.v[k]), clamp, inv_clamp);
+                                                             static_cast<A>(lv.v[k]),
+                                                             static_cast<A>(tv.v[k]), clamp, inv_clamp);
       yv.v[k] = static_cast<T>(r.y);
       acc += r.logdet;
     }
@@ -166,36 +161,36 @@ Segments make_segments(int64_t rows, int64_t n, int vec) {
 
 template <typename T, int V, bool kReverse, bool kClamped>
 void launch_forward(ForwardTensors& t, double clamp) {
-  using A = at::opmath_type<T>;
+  using A = opmath_t<T>;
   const int64_t rows = t.y.size(0);
   const Segments sg = make_segments(rows, row_length(t.y), V);
   const InputStrides st{0, t.x.row, t.log_scale.row, t.shift.row, 0};
-  at::Tensor partial;
+  Tensor partial;
   if (sg.per_row > 1) {
-    partial = at::empty({sg.total}, t.y.options().dtype(c10::CppTypeToScalarType<A>::value));
+    partial = empty({sg.total}, t.y, scalar_type_of<A>());
   }
-  auto stream = c10::cuda::getCurrentCUDAStream();
+  auto stream = cuda::current_stream();
   affine_coupling_fwd_kernel<T, A, V, kReverse, kClamped>
       <<<grid_for(sg.total), kWarp * kWarpsPerBlock, 0, stream>>>(
           t.x.t.const_data_ptr<T>(), t.log_scale.t.const_data_ptr<T>(),
           t.shift.t.const_data_ptr<T>(), t.y.mutable_data_ptr<T>(), t.logdet.mutable_data_ptr<T>(),
           sg.per_row > 1 ? partial.mutable_data_ptr<A>() : nullptr, sg, st, static_cast<A>(clamp),
           static_cast<A>(inverse_clamp(clamp)));
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
   if (sg.per_row > 1) {
     row_partial_sum_kernel<T, A><<<grid_for(rows), kWarp * kWarpsPerBlock, 0, stream>>>(
         partial.const_data_ptr<A>(), t.logdet.mutable_data_ptr<T>(), rows, sg.per_row);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
   }
 }
 
 template <typename T, int V, bool kReverse, bool kClamped>
 void launch_backward(BackwardTensors& t, double clamp) {
-  using A = at::opmath_type<T>;
+  using A = opmath_t<T>;
   const Segments sg = make_segments(t.grad_x.size(0), row_length(t.grad_x), V);
   const InputStrides st{t.grad_y.row, t.x.row, t.log_scale.row, t.shift.row,
                         t.grad_logdet_stride};
-  auto stream = c10::cuda::getCurrentCUDAStream();
+  auto stream = cuda::current_stream();
   affine_coupling_bwd_kernel<T, A, V, kReverse, kClamped>
       <<<grid_for(sg.total), kWarp * kWarpsPerBlock, 0, stream>>>(
           t.grad_y.t.const_data_ptr<T>(), t.grad_logdet.const_data_ptr<T>(),
@@ -203,7 +198,7 @@ void launch_backward(BackwardTensors& t, double clamp) {
           t.shift.t.const_data_ptr<T>(), t.grad_x.mutable_data_ptr<T>(),
           t.grad_log_scale.mutable_data_ptr<T>(), sg, st, static_cast<A>(clamp),
           static_cast<A>(inverse_clamp(clamp)));
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 // Calls fn(std::integral_constant<int, V>{}) for the runtime vector width.
@@ -286,61 +281,56 @@ __global__ void masked_bwd_kernel(const T* __restrict__ gy, const T* __restrict_
 }
 
 template <typename T, bool kReverse, bool kClamped>
-void launch_masked_forward(const MaskedTensors& mt, at::Tensor& y, at::Tensor& logdet,
+void launch_masked_forward(const MaskedTensors& mt, Tensor& y, Tensor& logdet,
                            double clamp) {
-  using A = at::opmath_type<T>;
+  using A = opmath_t<T>;
   const int64_t rows = y.size(0);
   const Segments sg = make_segments(rows, mt.layout.channels * mt.layout.spatial, 1);
-  at::Tensor partial;
+  Tensor partial;
   if (sg.per_row > 1) {
-    partial = at::empty({sg.total}, y.options().dtype(c10::CppTypeToScalarType<A>::value));
+    partial = empty({sg.total}, y, scalar_type_of<A>());
   }
-  auto stream = c10::cuda::getCurrentCUDAStream();
+  auto stream = cuda::current_stream();
   masked_fwd_kernel<T, A, kReverse, kClamped>
       <<<grid_for(sg.total), kWarp * kWarpsPerBlock, 0, stream>>>(
           mt.x.const_data_ptr<T>(), mt.params.const_data_ptr<T>(), y.mutable_data_ptr<T>(),
           logdet.mutable_data_ptr<T>(), sg.per_row > 1 ? partial.mutable_data_ptr<A>() : nullptr,
           sg, mt.layout, static_cast<A>(clamp), static_cast<A>(inverse_clamp(clamp)));
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
   if (sg.per_row > 1) {
     row_partial_sum_kernel<T, A><<<grid_for(rows), kWarp * kWarpsPerBlock, 0, stream>>>(
         partial.const_data_ptr<A>(), logdet.mutable_data_ptr<T>(), rows, sg.per_row);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
   }
 }
 
 template <typename T, bool kReverse, bool kClamped>
-void launch_masked_backward(const MaskedTensors& mt, const at::Tensor& gy, const at::Tensor& gl,
-                            at::Tensor& gx, at::Tensor& gp, double clamp) {
-  using A = at::opmath_type<T>;
+void launch_masked_backward(const MaskedTensors& mt, const Tensor& gy, const Tensor& gl,
+                            Tensor& gx, Tensor& gp, double clamp) {
+  using A = opmath_t<T>;
   const Segments sg = make_segments(gx.size(0), mt.layout.channels * mt.layout.spatial, 1);
-  auto stream = c10::cuda::getCurrentCUDAStream();
+  auto stream = cuda::current_stream();
   masked_bwd_kernel<T, A, kReverse, kClamped>
       <<<grid_for(sg.total), kWarp * kWarpsPerBlock, 0, stream>>>(
           gy.const_data_ptr<T>(), gl.const_data_ptr<T>(), gl.stride(0), mt.x.const_data_ptr<T>(),
           mt.params.const_data_ptr<T>(), gx.mutable_data_ptr<T>(), gp.mutable_data_ptr<T>(), sg,
           mt.layout, static_cast<A>(clamp), static_cast<A>(inverse_clamp(clamp)));
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-void check_cuda(const at::Tensor& t, const char* name) {
-  TORCH_CHECK_VALUE(t.device().is_cuda(), "gencore: ", name, " must be a CUDA tensor here, got ",
-                    t.device());
-  check_dtype_supported_cuda(t, name);
-}
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> affine_coupling_cuda(const at::Tensor& x,
-                                                        const at::Tensor& log_scale,
-                                                        const at::Tensor& shift, double clamp,
-                                                        bool reverse) {
-  const c10::cuda::CUDAGuard guard(x.device());
+std::tuple<Tensor, Tensor> affine_coupling_cuda(const Tensor& x,
+                                                const Tensor& log_scale,
+                                                const Tensor& shift, double clamp,
+                                                bool reverse) {
+  const cuda::DeviceGuard guard(x);
   ForwardTensors t = prepare_forward(x, log_scale, shift, clamp, /*unit_col=*/true);
   check_cuda(x, "x");
   if (x.numel() == 0) return {t.y, t.logdet};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "affine_coupling_cuda",
-                                  [&] {
+  GENCORE_DISPATCH_FLOATING_TYPES_AND_HALF2(x.scalar_type(), "affine_coupling_cuda",
+                                            [&] {
     const int vec = pick_vec<scalar_t>(
         row_length(x), {t.x.row, t.log_scale.row, t.shift.row},
         {t.x.t.const_data_ptr(), t.log_scale.t.const_data_ptr(), t.shift.t.const_data_ptr(),
@@ -355,16 +345,16 @@ std::tuple<at::Tensor, at::Tensor> affine_coupling_cuda(const at::Tensor& x,
   return {t.y, t.logdet};
 }
 
-std::tuple<at::Tensor, at::Tensor> affine_coupling_backward_cuda(
-    const at::Tensor& grad_y, const at::Tensor& grad_logdet, const at::Tensor& x,
-    const at::Tensor& log_scale, const at::Tensor& shift, double clamp, bool reverse) {
-  const c10::cuda::CUDAGuard guard(x.device());
+std::tuple<Tensor, Tensor> affine_coupling_backward_cuda(
+    const Tensor& grad_y, const Tensor& grad_logdet, const Tensor& x,
+    const Tensor& log_scale, const Tensor& shift, double clamp, bool reverse) {
+  const cuda::DeviceGuard guard(x);
   BackwardTensors t =
       prepare_backward(grad_y, grad_logdet, x, log_scale, shift, clamp, /*unit_col=*/true);
   check_cuda(x, "x");
   if (x.numel() == 0) return {t.grad_x, t.grad_log_scale};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(),
-                                  "affine_coupling_backward_cuda", [&] {
+  GENCORE_DISPATCH_FLOATING_TYPES_AND_HALF2(x.scalar_type(),
+                                            "affine_coupling_backward_cuda", [&] {
     const int vec = pick_vec<scalar_t>(
         row_length(x), {t.grad_y.row, t.x.row, t.log_scale.row, t.shift.row},
         {t.grad_y.t.const_data_ptr(), t.x.t.const_data_ptr(), t.log_scale.t.const_data_ptr(),
@@ -380,16 +370,16 @@ std::tuple<at::Tensor, at::Tensor> affine_coupling_backward_cuda(
   return {t.grad_x, t.grad_log_scale};
 }
 
-std::tuple<at::Tensor, at::Tensor> masked_affine_coupling_cuda(const at::Tensor& x,
-                                                               const at::Tensor& params,
-                                                               c10::string_view mask, bool swap,
-                                                               double clamp, bool reverse) {
-  const c10::cuda::CUDAGuard guard(x.device());
+std::tuple<Tensor, Tensor> masked_affine_coupling_cuda(const Tensor& x,
+                                                       const Tensor& params,
+                                                       std::string_view mask, bool swap,
+                                                       double clamp, bool reverse) {
+  const cuda::DeviceGuard guard(x);
   auto [mt, y, logdet] = prepare_masked_forward(x, params, mask, swap, clamp);
   check_cuda(x, "x");
   if (x.numel() == 0) return {y, logdet};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(),
-                                  "masked_affine_coupling_cuda", [&] {
+  GENCORE_DISPATCH_FLOATING_TYPES_AND_HALF2(x.scalar_type(),
+                                            "masked_affine_coupling_cuda", [&] {
     dispatch_direction(reverse, clamp, [&](auto rev, auto clamped) {
       launch_masked_forward<scalar_t, decltype(rev)::value, decltype(clamped)::value>(mt, y, logdet,
                                                                                       clamp);
@@ -398,16 +388,16 @@ std::tuple<at::Tensor, at::Tensor> masked_affine_coupling_cuda(const at::Tensor&
   return {y, logdet};
 }
 
-std::tuple<at::Tensor, at::Tensor> masked_affine_coupling_backward_cuda(
-    const at::Tensor& grad_y, const at::Tensor& grad_logdet, const at::Tensor& x,
-    const at::Tensor& params, c10::string_view mask, bool swap, double clamp, bool reverse) {
-  const c10::cuda::CUDAGuard guard(x.device());
+std::tuple<Tensor, Tensor> masked_affine_coupling_backward_cuda(
+    const Tensor& grad_y, const Tensor& grad_logdet, const Tensor& x,
+    const Tensor& params, std::string_view mask, bool swap, double clamp, bool reverse) {
+  const cuda::DeviceGuard guard(x);
   auto [mt, gy, gl, grad_x, grad_params] =
       prepare_masked_backward(grad_y, grad_logdet, x, params, mask, swap, clamp);
   check_cuda(x, "x");
   if (x.numel() == 0) return {grad_x, grad_params};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(),
-                                  "masked_affine_coupling_backward_cuda", [&] {
+  GENCORE_DISPATCH_FLOATING_TYPES_AND_HALF2(x.scalar_type(),
+                                            "masked_affine_coupling_backward_cuda", [&] {
     dispatch_direction(reverse, clamp, [&](auto rev, auto clamped) {
       launch_masked_backward<scalar_t, decltype(rev)::value, decltype(clamped)::value>(
           mt, gy, gl, grad_x, grad_params, clamp);
@@ -416,11 +406,11 @@ std::tuple<at::Tensor, at::Tensor> masked_affine_coupling_backward_cuda(
   return {grad_x, grad_params};
 }
 
-TORCH_LIBRARY_IMPL(gencore, CUDA, m) {
-  m.impl("affine_coupling", &affine_coupling_cuda);
-  m.impl("affine_coupling_backward", &affine_coupling_backward_cuda);
-  m.impl("masked_affine_coupling", &masked_affine_coupling_cuda);
-  m.impl("masked_affine_coupling_backward", &masked_affine_coupling_backward_cuda);
+STABLE_TORCH_LIBRARY_IMPL(gencore, CUDA, m) {
+  m.impl("affine_coupling", TORCH_BOX(&affine_coupling_cuda));
+  m.impl("affine_coupling_backward", TORCH_BOX(&affine_coupling_backward_cuda));
+  m.impl("masked_affine_coupling", TORCH_BOX(&masked_affine_coupling_cuda));
+  m.impl("masked_affine_coupling_backward", TORCH_BOX(&masked_affine_coupling_backward_cuda));
 }
 
 }  // namespace coupling

@@ -1,10 +1,8 @@
-// CPU launcher of the reparameterized sampler: at::parallel_for over (row, chunk)
+// CPU launcher of the reparameterized sampler: torch::stable::parallel_for over (row, chunk)
 // tasks of common/cpu_loop.h. Each chunk is processed in blocks of kBlock columns: the
 // block's sigma = exp(logvar / 2) and KL terms are computed once, then for every sample
 // the block's normals are generated (Philox + Box-Muller, common/philox.h, vectorized)
 // into a stack buffer and z is written. Backward regenerates the same normals.
-#include <ATen/ATen.h>
-#include <torch/library.h>
 
 #include <cmath>
 #include <vector>
@@ -173,41 +171,35 @@ void backward_impl(BackwardTensors& t, int64_t S_arg) {
   });
 }
 
-void check_cpu(const at::Tensor& t, const char* name) {
-  TORCH_CHECK_VALUE(t.device().is_cpu(), "gencore: ", name, " must be a CPU tensor here, got ",
-                    t.device());
-  check_dtype_supported_cpu(t, name);
-}
-
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> reparameterize_cpu(const at::Tensor& mu,
-                                                                  const at::Tensor& logvar,
-                                                                  const at::Tensor& rng_state,
-                                                                  int64_t n_samples,
-                                                                  bool with_log_q) {
+std::tuple<Tensor, Tensor, Tensor> reparameterize_cpu(const Tensor& mu,
+                                                      const Tensor& logvar,
+                                                      const Tensor& rng_state,
+                                                      int64_t n_samples,
+                                                      bool with_log_q) {
   Tensors t = prepare_forward(mu, logvar, rng_state, n_samples, with_log_q);
   check_cpu(mu, "mu");
-  AT_DISPATCH_FLOATING_TYPES(mu.scalar_type(), "reparameterize_cpu",
-                             [&] { forward_impl<scalar_t>(t, n_samples); });
+  GENCORE_DISPATCH_FLOATING_TYPES(mu.scalar_type(), "reparameterize_cpu",
+                                  [&] { forward_impl<scalar_t>(t, n_samples); });
   return {t.z, t.kl, t.log_q};
 }
 
-std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cpu(
-    const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& grad_log_q,
-    const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& rng_state,
+std::tuple<Tensor, Tensor> reparameterize_backward_cpu(
+    const Tensor& grad_z, const Tensor& grad_kl, const Tensor& grad_log_q,
+    const Tensor& mu, const Tensor& logvar, const Tensor& rng_state,
     int64_t n_samples) {
   BackwardTensors t =
       prepare_backward(grad_z, grad_kl, grad_log_q, mu, logvar, rng_state, n_samples);
   check_cpu(mu, "mu");
-  AT_DISPATCH_FLOATING_TYPES(mu.scalar_type(), "reparameterize_backward_cpu",
-                             [&] { backward_impl<scalar_t>(t, n_samples); });
+  GENCORE_DISPATCH_FLOATING_TYPES(mu.scalar_type(), "reparameterize_backward_cpu",
+                                  [&] { backward_impl<scalar_t>(t, n_samples); });
   return {t.grad_mu, t.grad_logvar};
 }
 
-TORCH_LIBRARY_IMPL(gencore, CPU, m) {
-  m.impl("reparameterize", &reparameterize_cpu);
-  m.impl("reparameterize_backward", &reparameterize_backward_cpu);
+STABLE_TORCH_LIBRARY_IMPL(gencore, CPU, m) {
+  m.impl("reparameterize", TORCH_BOX(&reparameterize_cpu));
+  m.impl("reparameterize_backward", TORCH_BOX(&reparameterize_backward_cpu));
 }
 
 }  // namespace reparam

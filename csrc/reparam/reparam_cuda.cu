@@ -5,15 +5,10 @@
 // types (float64 for double). The KL and log_q sums leave the warps as per-segment
 // partials that a second kernel adds in a fixed order: deterministic, no atomics.
 // The (seed, offset) pair is read from device memory: no host sync, graph-safe.
-#include <ATen/ATen.h>
-#include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#include <torch/library.h>
 
 #include <cstdint>
 
+#include "common/cuda_context.h"
 #include "common/cuda_utils.cuh"
 #include "common/philox.h"
 #include "reparam/reparam.h"
@@ -36,7 +31,7 @@ struct Geometry {
   int64_t rows, n, numel, per_row, segments, samples;
 };
 
-Geometry make_geometry(const at::Tensor& mu, int64_t n_samples) {
+Geometry make_geometry(const Tensor& mu, int64_t n_samples) {
   Geometry g;
   g.rows = mu.size(0);
   g.n = row_length(mu);
@@ -191,11 +186,6 @@ __global__ void reparam_bwd_kernel(const T* __restrict__ gz, const T* __restrict
   }
 }
 
-void check_cuda(const at::Tensor& t, const char* name) {
-  TORCH_CHECK_VALUE(t.device().is_cuda(), "gencore: ", name, " must be a CUDA tensor here, got ",
-                    t.device());
-  check_dtype_supported_cuda(t, name);
-}
 
 template <typename Fn>
 void dispatch_bool(bool b, const Fn& fn) {
@@ -205,27 +195,27 @@ void dispatch_bool(bool b, const Fn& fn) {
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> reparameterize_cuda(const at::Tensor& mu,
-                                                                   const at::Tensor& logvar,
-                                                                   const at::Tensor& rng_state,
-                                                                   int64_t n_samples,
-                                                                   bool with_log_q) {
-  const c10::cuda::CUDAGuard guard(mu.device());
+std::tuple<Tensor, Tensor, Tensor> reparameterize_cuda(const Tensor& mu,
+                                                       const Tensor& logvar,
+                                                       const Tensor& rng_state,
+                                                       int64_t n_samples,
+                                                       bool with_log_q) {
+  const cuda::DeviceGuard guard(mu);
   Tensors t = prepare_forward(mu, logvar, rng_state, n_samples, with_log_q);
   check_cuda(mu, "mu");
   const Geometry g = make_geometry(t.mu, n_samples);
   if (g.rows == 0) return {t.z, t.kl, t.log_q};
-  auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "reparameterize_cuda",
-                                  [&] {
+  auto stream = cuda::current_stream();
+  GENCORE_DISPATCH_FLOATING_TYPES_AND_HALF2(mu.scalar_type(), "reparameterize_cuda",
+                                            [&] {
     using T = scalar_t;
-    using A = at::opmath_type<T>;
+    using A = opmath_t<T>;
     const bool vec = g.n % 4 == 0 && cuda::aligned_to(4 * sizeof(T), {t.mu.const_data_ptr(),
                                                                       t.logvar.const_data_ptr(),
                                                                       t.z.const_data_ptr()});
     const int64_t slots = 2 + (with_log_q ? g.samples : 0);
-    at::Tensor partial =
-        at::empty({slots * g.segments}, t.mu.options().dtype(c10::CppTypeToScalarType<A>::value));
+    Tensor partial =
+        empty({slots * g.segments}, t.mu, scalar_type_of<A>());
     dispatch_bool(vec, [&](auto kv) {
       dispatch_bool(with_log_q, [&](auto kq) {
         reparam_fwd_kernel<T, A, decltype(kv)::value, decltype(kq)::value>
@@ -233,41 +223,42 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reparameterize_cuda(const at::Ten
                 t.mu.const_data_ptr<T>(), t.logvar.const_data_ptr<T>(),
                 t.rng_state.const_data_ptr<int64_t>(), t.z.mutable_data_ptr<T>(),
                 partial.mutable_data_ptr<A>(), g);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
         reparam_finish_kernel<T, A, decltype(kq)::value>
             <<<grid_for(g.rows), kWarp * kWarpsPerBlock, 0, stream>>>(
                 partial.const_data_ptr<A>(), t.kl.mutable_data_ptr<T>(),
                 with_log_q ? t.log_q.mutable_data_ptr<T>() : nullptr, g);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });
   });
   return {t.z, t.kl, t.log_q};
 }
 
-std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cuda(
-    const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& grad_log_q,
-    const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& rng_state,
+std::tuple<Tensor, Tensor> reparameterize_backward_cuda(
+    const Tensor& grad_z, const Tensor& grad_kl, const Tensor& grad_log_q,
+    const Tensor& mu, const Tensor& logvar, const Tensor& rng_state,
     int64_t n_samples) {
-  const c10::cuda::CUDAGuard guard(mu.device());
+  const cuda::DeviceGuard guard(mu);
   BackwardTensors t =
       prepare_backward(grad_z, grad_kl, grad_log_q, mu, logvar, rng_state, n_samples);
   check_cuda(mu, "mu");
   const Geometry g = make_geometry(t.mu, n_samples);
   if (t.mu.numel() == 0) return {t.grad_mu, t.grad_logvar};
-  auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(),
-                                  "reparameterize_backward_cuda", [&] {
+  auto stream = cuda::current_stream();
+  GENCORE_DISPATCH_FLOATING_TYPES_AND_HALF2(mu.scalar_type(),
+                                            "reparameterize_backward_cuda", [&] {
     using T = scalar_t;
-    using A = at::opmath_type<T>;
+    using A = opmath_t<T>;
     // d log_q[s, b] / d logvar[b, j] = -1/2: one constant per row, summed over samples.
-    at::Tensor glq;
+    Tensor glq;
     if (t.grad_log_q.numel() > 0) {
-      glq = t.grad_log_q.to(c10::CppTypeToScalarType<A>::value)
-                .reshape({g.samples, g.rows})
-                .sum(0)
-                .mul_(-0.5)
-                .contiguous();
+      // -1/2 sum over samples of grad_log_q: (rows,) in A.
+      glq = contig(aten::mul(
+          aten::sum(torch::stable::reshape(to_dtype(t.grad_log_q, scalar_type_of<A>()),
+                                           {g.samples, g.rows}),
+                    0),
+          -0.5));
     }
     const bool vec = g.n % 4 == 0 &&
                      cuda::aligned_to(4 * sizeof(T), {t.grad_z.const_data_ptr(), t.mu.const_data_ptr(),
@@ -281,15 +272,15 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cuda(
               glq.defined() ? glq.const_data_ptr<A>() : nullptr, t.mu.const_data_ptr<T>(),
               t.logvar.const_data_ptr<T>(), t.rng_state.const_data_ptr<int64_t>(),
               t.grad_mu.mutable_data_ptr<T>(), t.grad_logvar.mutable_data_ptr<T>(), g);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
   return {t.grad_mu, t.grad_logvar};
 }
 
-TORCH_LIBRARY_IMPL(gencore, CUDA, m) {
-  m.impl("reparameterize", &reparameterize_cuda);
-  m.impl("reparameterize_backward", &reparameterize_backward_cuda);
+STABLE_TORCH_LIBRARY_IMPL(gencore, CUDA, m) {
+  m.impl("reparameterize", TORCH_BOX(&reparameterize_cuda));
+  m.impl("reparameterize_backward", TORCH_BOX(&reparameterize_backward_cuda));
 }
 
 }  // namespace reparam

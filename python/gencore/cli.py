@@ -49,7 +49,8 @@ def _info() -> dict:
         "cuda_available": torch.cuda.is_available(),
         "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "compiled_backends": backends,
-        "openmp": _C.openmp_version,
+        "stable_abi_target": _C.torch_target_version,
+        "built_with_torch": _C.built_with_torch,
         "threads": torch.get_num_threads(),
         "ops": ops,
     }
@@ -62,7 +63,8 @@ def cmd_info(args) -> int:
         return 0
     print(f"gencore {info['gencore']}  (torch {info['torch']}, CUDA {info['torch_cuda'] or 'none'})")
     print(f"compiled backends: {', '.join(info['compiled_backends'])}; "
-          f"OpenMP {info['openmp']}, {info['threads']} threads")
+          f"{info['threads']} threads; built with torch {info['built_with_torch']} for torch >= "
+          f"{info['stable_abi_target']} (stable ABI)")
     print(f"CUDA devices: {', '.join(info['devices']) or 'none'}")
     print("ops:")
     for name, o in info["ops"].items():

@@ -222,9 +222,10 @@ def build(variant: str = "plain", mutant: str | None = None, jobs: int = 2, verb
     cxx = os.environ.get("CXX", "g++")
     common = ["-std=c++20", "-fPIC", "-fvisibility=hidden", "-fvisibility-inlines-hidden",
               f"-D_GLIBCXX_USE_CXX11_ABI={abi}", "-Wno-unknown-pragmas", "-g1",
+              # The stable-ABI target of the real build (CMakeLists.txt: GENCORE_TORCH_TARGET).
+              "-DTORCH_TARGET_VERSION=0x020b000000000000",
               *VARIANT_FLAGS[variant]]
-    includes = [f"-I{SIMT / 'include'}", f"-I{SIMT}", f"-I{CSRC}", f"-I{inc}",
-                f"-I{inc / 'torch/csrc/api/include'}"]
+    includes = [f"-I{SIMT / 'include'}", f"-I{SIMT}", f"-I{CSRC}", f"-I{inc}"]
 
     patch = MUTANTS[mutant] if mutant else None
     headers = _headers_digest()

@@ -14,14 +14,16 @@ import math
 
 import torch
 
+from gencore.ops._errors import typed
+
 __all__ = ["clip_loss", "nt_xent_loss", "contrastive_cross_entropy"]
 
-_clip = torch.ops.gencore.clip_loss
-_clip_backward = torch.ops.gencore.clip_loss_backward
-_ntxent = torch.ops.gencore.nt_xent_loss
-_ntxent_backward = torch.ops.gencore.nt_xent_loss_backward
-_rows = torch.ops.gencore.contrastive_rows
-_rows_backward = torch.ops.gencore.contrastive_rows_backward
+_clip = typed(torch.ops.gencore.clip_loss.default)
+_clip_backward = torch.ops.gencore.clip_loss_backward.default
+_ntxent = typed(torch.ops.gencore.nt_xent_loss.default)
+_ntxent_backward = torch.ops.gencore.nt_xent_loss_backward.default
+_rows = typed(torch.ops.gencore.contrastive_rows.default)
+_rows_backward = torch.ops.gencore.contrastive_rows_backward.default
 
 
 def _as_scale(value, name: str, like: torch.Tensor) -> torch.Tensor:

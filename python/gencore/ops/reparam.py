@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import torch
 
+from gencore.ops._errors import typed
+
 __all__ = ["reparameterize", "draw_rng_state"]
 
-_op = torch.ops.gencore.reparameterize
+_op = typed(torch.ops.gencore.reparameterize.default)
 _op_backward = torch.ops.gencore.reparameterize_backward
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1

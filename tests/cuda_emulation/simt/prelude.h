@@ -1,6 +1,6 @@
 // Force-included before every .cu the emulator compiles (build.py: -include prelude.h).
-// Torch's headers are included first, as host code, then the CUDA stand-ins and the
-// settings that make the .cu files emulated CUDA:
+// Torch's stable-ABI headers are included first, as host code, then the CUDA stand-ins
+// and the settings that make the .cu files emulated CUDA:
 // - __CUDA_ARCH__ = 900: gencore's headers take their device branches (e.g. the CUDA
 //   math calls of common/coupling_math.h) and the kernels their sm_90 code paths;
 // - the CUDA dispatch key becomes the CPU key of the `gencore_emu` library, so the
@@ -9,11 +9,11 @@
 //   that stand in for device memory, and contrastive.h takes its CUDA branches.
 #pragma once
 
-#include <ATen/ATen.h>
-#include <ATen/OpMathType.h>
-#include <ATen/Parallel.h>
-#include <c10/util/Exception.h>
-#include <torch/library.h>
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
+#include <torch/headeronly/util/BFloat16.h>
+#include <torch/headeronly/util/Half.h>
 
 #include <algorithm>
 #include <cmath>
@@ -25,7 +25,7 @@
 
 #define __CUDA_ARCH__ 900
 
-#undef TORCH_LIBRARY_IMPL
-#define TORCH_LIBRARY_IMPL(ns, k, m) _TORCH_LIBRARY_IMPL(gencore_emu, CPU, m, C10_UID)
+#undef STABLE_TORCH_LIBRARY_IMPL
+#define STABLE_TORCH_LIBRARY_IMPL(ns, k, m) _STABLE_TORCH_LIBRARY_IMPL(gencore_emu, CPU, m, C10_UID)
 
 #define is_cuda is_cpu
