@@ -75,7 +75,11 @@ cuda-check: wheel-cuda
 	cd /tmp && $(abspath .venv-cuda/bin/python) -c "import json, gencore.cli as c; i = c._info(); \
 	  missing = [n for n, o in i['ops'].items() if 'CUDA' not in o['kernels']]; \
 	  assert i['compiled_backends'] == ['cpu', 'cuda'] and not missing, (i['compiled_backends'], missing); \
-	  print('cuda-check: CUDA kernels registered for', ', '.join(i['ops']), '(torch', i['torch'] + ')')"
+	  import torch, gencore; x = torch.randn(4, 6, dtype=torch.float64); \
+	  y, ld = gencore.ops.masked_affine_coupling(x, torch.zeros(4, 6, dtype=torch.float64)); \
+	  assert torch.equal(y, x) and not ld.any(); \
+	  print('cuda-check: CUDA kernels registered for', ', '.join(i['ops']), '(torch', i['torch'] + \
+	        '); CPU ops run', 'with' if torch.cuda.is_available() else 'without', 'a GPU')"
 
 # Faster, weaker: each .cu compiled to device code against the CPU torch headers of .venv
 # (stable-ABI headers only: the same on a CPU and a CUDA torch).
