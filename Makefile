@@ -148,8 +148,11 @@ sdist-test: $(VENV)/.deps
 	  assert torch.equal(y, x) and ld.abs().max() == 0; \
 	  print('sdist-test: built in isolation, imports and runs under torch', torch.__version__)"
 
-# For the lent GPU machine: its python3 already has a CUDA torch, nvcc, CMake, ninja,
-# pybind11 and scikit-build-core, and no internet.
+# For the lent GPU machine: its python3 (3.12) already has torch 2.11.0+cu130, nvcc, CMake,
+# ninja and scikit-build-core, and no internet. The stable-ABI target is torch 2.11, so both
+# work there: this source build (below), and the CUDA wheel of `make wheel-cuda` built here
+# against 2.14.1 (pip install dist/cu130/gencore-*.whl --no-deps). `gencore info` prints the
+# torch the build was made with and the oldest it loads in.
 gpu-check:
 	GENCORE_CUDA=ON TORCH_CUDA_ARCH_LIST=9.0 $(PYTHON) -m pip install --no-build-isolation --no-deps -Cbuild-dir=build/gpu .
 	$(PYTHON) -m gencore.cli info
