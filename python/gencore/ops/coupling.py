@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -239,7 +240,12 @@ def _load_cxx_autograd() -> bool:
         return False
     if torch.__version__.split("+")[0] != _C.built_with_torch:
         return False  # libtorch's C++ ABI is promised for one release only
-    torch.ops.load_library(str(lib))
+    try:
+        torch.ops.load_library(str(lib))
+    except OSError as e:  # e.g. a local torch build of the same version number
+        warnings.warn(f"gencore: the C++ autograd fast path did not load ({e}); using the "
+                      "Python autograd of the coupling ops", RuntimeWarning, stacklevel=2)
+        return False
     return True
 
 
