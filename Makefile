@@ -65,7 +65,7 @@ bench: install
 	$(VPY) bench/bench_flow_libraries.py --out bench/results
 	$(VPY) bench/update_readme.py
 
-# The whole extension built against a CUDA torch (DESIGN.md section 5) as the CUDA wheel
+# The whole extension built against a CUDA torch (README: "Installing and building") as the CUDA wheel
 # (make wheel-cuda): every .cu compiled by the toolkit's own nvcc (the `nvcc` first on PATH
 # may be a wrapper) for sm_80 and sm_90, the symbol audit, then the wheel installed into
 # .venv-cuda (torch 2.14.1+cu130), imported without a GPU, and its CUDA kernels must be

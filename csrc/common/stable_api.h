@@ -137,30 +137,26 @@ constexpr ScalarType scalar_type_of() {
     __VA_ARGS__();                              \
     break;                                      \
   }
-#define GENCORE_DISPATCH_FLOATING_TYPES(ST, NAME, ...)                                     \
-  [&] {                                                                                    \
-    const ::gencore::ScalarType _st = (ST);                                                \
-    switch (_st) {                                                                         \
-      GENCORE_DISPATCH_CASE_(::gencore::kDouble, double, __VA_ARGS__)                      \
-      GENCORE_DISPATCH_CASE_(::gencore::kFloat, float, __VA_ARGS__)                        \
-      default:                                                                             \
-        GENCORE_CHECK_TYPE(false, "gencore: ", NAME, " does not support dtype ",           \
-                           ::gencore::dtype_name(_st));                                    \
-    }                                                                                      \
+#define GENCORE_DISPATCH_SWITCH_(ST, NAME, ...)                                    \
+  [&] {                                                                            \
+    const ::gencore::ScalarType _st = (ST);                                        \
+    switch (_st) {                                                                 \
+      __VA_ARGS__                                                                  \
+      default:                                                                     \
+        GENCORE_CHECK_TYPE(false, "gencore: ", NAME, " does not support dtype ",   \
+                           ::gencore::dtype_name(_st));                            \
+    }                                                                              \
   }()
-#define GENCORE_DISPATCH_FLOATING_TYPES_AND_HALF2(ST, NAME, ...)                           \
-  [&] {                                                                                    \
-    const ::gencore::ScalarType _st = (ST);                                                \
-    switch (_st) {                                                                         \
-      GENCORE_DISPATCH_CASE_(::gencore::kDouble, double, __VA_ARGS__)                      \
-      GENCORE_DISPATCH_CASE_(::gencore::kFloat, float, __VA_ARGS__)                        \
-      GENCORE_DISPATCH_CASE_(::gencore::kHalf, c10::Half, __VA_ARGS__)                     \
-      GENCORE_DISPATCH_CASE_(::gencore::kBFloat16, c10::BFloat16, __VA_ARGS__)             \
-      default:                                                                             \
-        GENCORE_CHECK_TYPE(false, "gencore: ", NAME, " does not support dtype ",           \
-                           ::gencore::dtype_name(_st));                                    \
-    }                                                                                      \
-  }()
+#define GENCORE_DISPATCH_FLOATING_TYPES(ST, NAME, ...)                       \
+  GENCORE_DISPATCH_SWITCH_(ST, NAME,                                          \
+      GENCORE_DISPATCH_CASE_(::gencore::kDouble, double, __VA_ARGS__)         \
+      GENCORE_DISPATCH_CASE_(::gencore::kFloat, float, __VA_ARGS__))
+#define GENCORE_DISPATCH_FLOATING_TYPES_AND_HALF2(ST, NAME, ...)             \
+  GENCORE_DISPATCH_SWITCH_(ST, NAME,                                          \
+      GENCORE_DISPATCH_CASE_(::gencore::kDouble, double, __VA_ARGS__)         \
+      GENCORE_DISPATCH_CASE_(::gencore::kFloat, float, __VA_ARGS__)           \
+      GENCORE_DISPATCH_CASE_(::gencore::kHalf, c10::Half, __VA_ARGS__)        \
+      GENCORE_DISPATCH_CASE_(::gencore::kBFloat16, c10::BFloat16, __VA_ARGS__))
 
 // ---- tensors ----
 
@@ -271,13 +267,13 @@ inline Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
 inline Tensor cat(const std::vector<Tensor>& ts, int64_t dim = 0) {
   return call("aten::cat", "", ts, dim);
 }
-// [start, end) as int64 on like's device (written on CPU, then copied).
-inline Tensor arange(int64_t start, int64_t end, const Tensor& like) {
-  const std::vector<int64_t> n{end - start};
-  Tensor t = torch::stable::empty(IntArrayRef(n), kLong);
-  int64_t* p = t.mutable_data_ptr<int64_t>();
-  for (int64_t i = start; i < end; ++i) p[i - start] = i;
-  return like.is_cpu() ? t : torch::stable::to(t, like.device());
+// 0, 1, ..., n - 1 as int64 on like's device, made there (cumulative sum of 0, 1, ..., 1):
+// no host-to-device copy, so no stream sync on CUDA.
+inline Tensor arange(int64_t n, const Tensor& like) {
+  const std::vector<int64_t> size{n};
+  Tensor steps = torch::stable::full(IntArrayRef(size), 1.0, kLong, std::nullopt, like.device());
+  if (n > 0) torch::stable::fill_(torch::stable::narrow(steps, 0, 0, 1), 0.0);
+  return call("aten::cumsum", "", steps, int64_t{0}, std::optional<ScalarType>());
 }
 inline Tensor expand(const Tensor& a, IntArrayRef size) {
   return call("aten::expand", "", a, size, false);

@@ -184,7 +184,7 @@ std::tuple<Tensor, Tensor> nt_xent_loss_impl(const Tensor& z1, const Tensor& z2,
   const Tensor zhat = normalize_rows(z1c, z2c, acc).zhat;
   const Tensor zk = to_contig(zhat, z1.scalar_type());
   const Tensor inv_t = aten::reciprocal(t);
-  const Tensor self = aten::arange(0, 2 * n, z1);
+  const Tensor self = aten::arange(2 * n, z1);
   Tensor lse = empty({2 * n}, z1, acc);
   Backend::forward(zk, zk, inv_t, self, true, lse, Tensor());
   const Tensor pos =
@@ -202,7 +202,7 @@ std::tuple<Tensor, Tensor, Tensor> nt_xent_loss_backward_impl(const Tensor& grad
   const auto [zraw, norm, zhat] = normalize_rows(z1c, z2c, acc);
   const Tensor zk = to_contig(zhat, z1.scalar_type());
   const Tensor inv_t = aten::reciprocal(t);
-  const Tensor self = aten::arange(0, 2 * n, z1);
+  const Tensor self = aten::arange(2 * n, z1);
   const Tensor w = aten::div(to_dtype(grad_loss, acc), 2.0 * n);
   const Tensor alpha = contig(aten::expand(w, {2 * n}));
   Tensor gz = zeros({2 * n, z1.size(1)}, z1, acc);

@@ -1,6 +1,6 @@
 """Normalizing flows: invertible maps with an exact log-likelihood by change of variables.
 
-Convention (DESIGN.md section 4): ``forward(x) -> (z, logdet)`` maps data to latent (the
+Convention (every flow in gencore): ``forward(x) -> (z, logdet)`` maps data to latent (the
 lecture's encoder E = D^-1), ``inverse(z) -> (x, logdet)`` generates, and
 
     log p(x) = log N(z; 0, I) + log |det dz/dx|,   in nats per example.
