@@ -117,6 +117,64 @@ def test_stream_layout_is_per_element():
     assert not torch.equal(eps_of((6, 37), state(1, 2)), eps_of((6, 37), state(2, 2)))
 
 
+def _scalar_normal(rng_state, row, col, sample, double):
+    """One element's normal from the scalar Philox and Box-Muller (common/philox.h)."""
+    seed, offset = (int(v) & 0xFFFFFFFFFFFFFFFF for v in rng_state.tolist())
+    key = [seed & 0xFFFFFFFF, (seed >> 32) ^ (offset >> 32)]
+    words = _C.philox4x32_10([col // 4, row, sample, offset & 0xFFFFFFFF], key)
+    return _C.box_muller4(list(words), double)[col % 4]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_kernel_normals_equal_scalar_philox(dtype):
+    # The CPU kernel makes its Philox words 16 counters at a time (AVX2) or through the
+    # compiler-vectorized scalar code; either way every element must be the scalar stream's
+    # normal at (row, col, sample). Columns cover several 256-column blocks, a ragged tail
+    # and 16-counter lane groups; the seed and offset use their high words.
+    st = torch.tensor([0x1234_5678_9ABC_DEF0 - (1 << 63), 0x0FED_CBA9_8765_4321], dtype=torch.int64)
+    eps = eps_of((3, 1111), st, n_samples=2, dtype=dtype)
+    g = torch.Generator().manual_seed(3)
+    checks = [(0, 0, 0), (2, 1110, 1), (1, 255, 0), (1, 256, 1), (0, 63, 1), (2, 64, 0)]
+    checks += [(int(torch.randint(0, 3, (), generator=g)), int(torch.randint(0, 1111, (), generator=g)),
+                int(torch.randint(0, 2, (), generator=g)))
+               for _ in range(40)]
+    for row, col, sample in checks:
+        want = _scalar_normal(st, row, col, sample, dtype == torch.float64)
+        got = eps[sample, row, col].item()
+        assert got == pytest.approx(want, rel=1e-6 if dtype == torch.float32 else 1e-13, abs=1e-6), (row, col, sample)
+
+
+def test_portable_and_avx2_normals_are_identical(tmp_path):
+    # GENCORE_PORTABLE_PHILOX=1 forces the compiler-vectorized path (csrc/reparam/
+    # reparam_cpu.cpp); the words are integers and the Box-Muller code is shared, so both
+    # paths give the same bits, forward and backward.
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, torch\n"
+        "from gencore import ops\n"
+        "out = {}\n"
+        "for dt in (torch.float32, torch.float64):\n"
+        "    g = torch.Generator().manual_seed(0)\n"
+        "    mu = torch.randn(5, 1031, dtype=dt, generator=g).requires_grad_()\n"
+        "    lv = (0.5 * torch.randn(5, 1031, dtype=dt, generator=g)).requires_grad_()\n"
+        "    z, kl = ops.reparameterize(mu, lv, n_samples=3, generator=torch.Generator().manual_seed(9))[:2]\n"
+        "    gm, gl = torch.autograd.grad((z * z).sum() + kl.sum(), (mu, lv))\n"
+        "    out[str(dt)] = (z.detach(), gm, gl)\n"
+        "torch.save(out, sys.argv[1])\n"
+    )
+    results = []
+    for portable in ("0", "1"):
+        path = tmp_path / f"normals_{portable}.pt"
+        env = {**__import__("os").environ, "GENCORE_PORTABLE_PHILOX": portable}
+        subprocess.run([sys.executable, "-c", script, str(path)], check=True, env=env)
+        results.append(torch.load(path))
+    for key in results[0]:
+        for a, b in zip(results[0][key], results[1][key]):
+            assert torch.equal(a, b), key
+
+
 def test_seed_reproduces_and_offset_changes(device):
     mu, lv = inputs((8, 33), torch.float32, device)
     torch.manual_seed(7)

@@ -1,27 +1,41 @@
 // CPU launcher of the reparameterized sampler: torch::stable::parallel_for over (row, chunk)
 // tasks of common/cpu_loop.h. Each chunk is processed in blocks of kBlock columns: the
 // block's sigma = exp(logvar / 2) and KL terms are computed once, then for every sample
-// the block's normals are generated (Philox + Box-Muller, common/philox.h, vectorized)
+// the block's normals are generated (Philox + Box-Muller, common/philox.h; on AVX2 CPUs the
+// Philox words by common/philox_x86.h)
 // into a stack buffer and z is written. Backward regenerates the same normals.
 
 #include <cmath>
+#include <cstdlib>
 #include <vector>
 
 #include "common/cpu_loop.h"
 #include "common/fastmath.h"
 #include "common/philox.h"
+#include "common/philox_x86.h"
 #include "reparam/reparam.h"
 
 namespace gencore {
 namespace reparam {
 namespace {
 
-constexpr int64_t kBlock = 256;  // columns per block; a multiple of 4
+constexpr int64_t kBlock = 256;  // columns per block; a multiple of 64
 
-// Normals of columns [col0, col0 + m) of (row, sample); col0 is a multiple of 4.
+// GENCORE_PORTABLE_PHILOX=1 in the environment (read once) selects the portable normals
+// even on AVX2 CPUs: the tests compare both paths.
+bool use_x86_philox() {
+  static const bool use = [] {
+    const char* v = std::getenv("GENCORE_PORTABLE_PHILOX");
+    return v == nullptr || v[0] == '\0' || v[0] == '0';
+  }();
+  return use;
+}
+
+// Normals of columns [col0, col0 + m) of (row, sample); col0 is a multiple of 4. The
+// portable path: philox::normals_at vectorized by the compiler over the groups of 4.
 template <typename T>
-GENCORE_CPU_CLONES void normals_block(philox::Stream st, uint64_t col0, uint64_t row,
-                                      uint64_t sample, int64_t m, T* __restrict out) {
+GENCORE_CPU_CLONES void normals_block_portable(philox::Stream st, uint64_t col0, uint64_t row,
+                                               uint64_t sample, int64_t m, T* __restrict out) {
   const int64_t groups = (m + 3) / 4;
   const uint64_t g0 = col0 / 4;
 #pragma omp simd
@@ -32,6 +46,39 @@ GENCORE_CPU_CLONES void normals_block(philox::Stream st, uint64_t col0, uint64_t
     out[4 * k + 2] = n.n[2];
     out[4 * k + 3] = n.n[3];
   }
+}
+
+// Box-Muller of the first `groups` groups of words stored by word (w[j * G + k]).
+template <typename T>
+GENCORE_CPU_CLONES void box_muller_words(const uint32_t* __restrict w, int64_t G,
+                                         int64_t groups, T* __restrict out) {
+#pragma omp simd
+  for (int64_t k = 0; k < groups; ++k) {
+    const philox::Normal4<T> n =
+        philox::box_muller4<T>(philox::U4{{w[k], w[G + k], w[2 * G + k], w[3 * G + k]}});
+    out[4 * k] = n.n[0];
+    out[4 * k + 1] = n.n[1];
+    out[4 * k + 2] = n.n[2];
+    out[4 * k + 3] = n.n[3];
+  }
+}
+
+// The same normals; on AVX2 CPUs the Philox words come from common/philox_x86.h.
+template <typename T>
+void normals_block(philox::Stream st, uint64_t col0, uint64_t row, uint64_t sample, int64_t m,
+                   T* __restrict out) {
+  if (!philox::cpu_has_avx2() || !use_x86_philox()) {
+    normals_block_portable<T>(st, col0, row, sample, m, out);
+    return;
+  }
+  constexpr int64_t kGroups = kBlock / 4;
+  static_assert(kGroups % philox::kWordLanes == 0, "kBlock / 4 must be a multiple of 16");
+  alignas(32) uint32_t w[4 * kGroups];
+  const int64_t groups = (m + 3) / 4;
+  const int64_t G = (groups + philox::kWordLanes - 1) / philox::kWordLanes * philox::kWordLanes;
+  philox::philox_words_x16(st, static_cast<uint32_t>(col0 / 4), static_cast<uint32_t>(row),
+                           static_cast<uint32_t>(sample), G, w);
+  box_muller_words<T>(w, G, groups, out);
 }
 
 template <typename T>
