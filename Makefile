@@ -125,9 +125,10 @@ wheel-cuda: $(VENV)/.deps
 # made by make cuda-check), and the op tests (reference comparisons, gradcheck, opcheck,
 # torch.compile) and short fits run under each. TORCHES adds environments.
 WHEEL_TESTS = tests/test_coupling_op.py tests/test_masked_coupling_op.py tests/test_reparam_op.py \
-  tests/test_contrastive_op.py tests/test_stable_abi.py tests/test_train.py
+  tests/test_contrastive_op.py tests/test_op_autograd.py tests/test_op_properties.py tests/test_stable_abi.py \
+  tests/test_train.py
 TORCHES ?= $(VPY) .venv-cuda/bin/python
-TEST_PINS = $$(grep -E '^(numpy|scipy|scikit-learn|safetensors|matplotlib|tqdm|pytest)==' requirements-dev.txt)
+TEST_PINS = $$(grep -E '^(numpy|scipy|scikit-learn|safetensors|matplotlib|tqdm|pytest|hypothesis)==' requirements-dev.txt)
 wheel-test: wheel
 	set -e; for py in $(TORCHES); do \
 	  $$py -m pip install --quiet $(TEST_PINS); \

@@ -276,6 +276,63 @@ def test_bad_inputs_rows():
         contrastive_cross_entropy(q, k, 1.0, torch.tensor([0, 1, 2]), torch.tensor([-2, -1, -1]))
 
 
+def test_meta_hyper_parameters_and_indices_are_refused():
+    # A meta tensor beside CPU features used to reach the fake kernels and return
+    # uninitialised memory as the loss; now every entry point names the tensor.
+    import gencore.nn as gnn
+
+    a, b = torch.randn(4, 3), torch.randn(4, 3)
+    meta = torch.tensor(2.0, device="meta")
+    idx = torch.tensor([0, 1, 2, 3])
+    calls = {
+        "logit_scale": [lambda: clip_loss(a, b, meta), lambda: torch.ops.gencore.clip_loss(a, b, meta)],
+        "temperature": [lambda: nt_xent_loss(a, b, temperature=meta),
+                        lambda: torch.ops.gencore.nt_xent_loss(a, b, meta),
+                        lambda: gnn.NTXentLoss(learnable=True).to("meta")(a, b)],
+        "scale": [lambda: contrastive_cross_entropy(a, b, meta, idx)],
+        "positive": [lambda: contrastive_cross_entropy(a, b, 1.0, idx.to("meta"))],
+        "exclude": [lambda: torch.ops.gencore.contrastive_rows(a, b, torch.tensor(1.0), idx, idx.to("meta"))],
+    }
+    for name, fns in calls.items():
+        for fn in fns:
+            with pytest.raises(ValueError, match=f"{name} must be on the features' device \\(cpu\\), got meta"):
+                fn()
+    module = gnn.CLIPLoss().to("meta")
+    with pytest.raises(ValueError, match="logit_scale must be on the features' device"):
+        module(a, b)
+
+
+@pytest.mark.parametrize("dtype,tiny", [(torch.float32, 1e-40), (torch.float64, 1e-310)])
+def test_temperature_whose_reciprocal_overflows_is_refused(dtype, tiny):
+    # A denormal temperature passes "> 0" but 1 / 1e-40 is inf in float32: the loss was NaN.
+    z1, z2 = torch.randn(4, 8, dtype=dtype), torch.randn(4, 8, dtype=dtype)
+    for t in (tiny, torch.tensor(tiny, dtype=dtype)):
+        with pytest.raises(ValueError, match="temperature must be >= .*reciprocal must be finite"):
+            nt_xent_loss(z1, z2, temperature=t)
+    if dtype == torch.float32:  # a float64 temperature that becomes 0 in float32 math
+        with pytest.raises(ValueError, match="reciprocal must be finite in Float"):
+            nt_xent_loss(z1, z2, temperature=torch.tensor(1e-300, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dtype,temperatures", [(torch.float64, (1e-300, 1e-50, 1e-20, 1e-8)),
+                                                (torch.float32, (1e-20, 1e-8, 1e-4))])
+def test_extreme_scales_stay_finite_and_accurate(dtype, temperatures):
+    # Logits of 1e20 and more: a fused multiply-add of scale * R - max used to leave the
+    # row maximum's own exponent off by its rounding error (thousands), and the loss came
+    # out -inf or NaN (csrc/contrastive/contrastive_cpu.cpp, tile_product).
+    z1, z2 = _feats(6, 8, dtype, "cpu", seed=3)
+    # float32: the loss is a difference of logits 1000x larger than itself, so float32
+    # rounding of the logits alone costs ~1e-5 relative.
+    rel = 1e-9 if dtype == torch.float64 else 1e-4
+    for t in temperatures:
+        got = nt_xent_loss(z1, z2, temperature=t).double()
+        want = R.nt_xent_loss(z1.double(), z2.double(), temperature=t)
+        assert torch.isfinite(got) and got.item() == pytest.approx(want.item(), rel=rel), t
+        got = clip_loss(z1, z2, 1 / t).double()
+        want = R.clip_loss(z1.double(), z2.double(), 1 / t)
+        assert torch.isfinite(got) and got.item() == pytest.approx(want.item(), rel=rel), t
+
+
 # ----------------------------------------------------------------- CUDA -------------------
 @pytest.mark.cuda
 @pytest.mark.parametrize("n,d", [(1, 8), (97, 33), (1100, 64), (2049, 128)])

@@ -30,6 +30,7 @@
 #pragma once
 
 #include <cmath>
+#include <limits>
 #include <tuple>
 #include <vector>
 
@@ -74,7 +75,8 @@ inline void check_pair(const Tensor& a, const char* a_name, const Tensor& b, con
 // would sync a CUDA stream, so a CUDA tensor's value is not checked here: a non-finite
 // or non-positive scale there gives a non-finite loss. (The Python wrappers check float
 // hyper-parameters on every device; the nn modules form the scale as exp(parameter).)
-inline void check_scale(const Tensor& s, const char* name, const Device& device) {
+inline void check_scale(const Tensor& s, const char* name, const Device& device, ScalarType acc,
+                        bool reciprocal) {
   GENCORE_CHECK_VALUE(s.dim() == 0, "gencore: ", name, " must be a 0-d tensor, got shape ",
                       shape(s));
   check_floating(s, name);
@@ -85,6 +87,12 @@ inline void check_scale(const Tensor& s, const char* name, const Device& device)
     const double v = cpu_scalar(s);
     GENCORE_CHECK_VALUE(std::isfinite(v) && v > 0, "gencore: ", name,
                         " must be finite and > 0, got ", v);
+    if (reciprocal) {  // a temperature: the kernels multiply by 1 / v in `acc`
+      const double lowest = acc == kDouble ? 1.0 / std::numeric_limits<double>::max()
+                                           : 1.0 / std::numeric_limits<float>::max();
+      GENCORE_CHECK_VALUE(v >= lowest, "gencore: ", name, " must be >= ", lowest,
+                          " (its reciprocal must be finite in ", dtype_name(acc), "), got ", v);
+    }
   }
 }
 
@@ -111,10 +119,11 @@ struct Operands {
 };
 
 inline Operands prepare(const Tensor& a, const char* a_name, const Tensor& b, const char* b_name,
-                        const Tensor& scale, const char* scale_name, bool same_rows) {
+                        const Tensor& scale, const char* scale_name, bool same_rows,
+                        bool reciprocal = false) {
   check_pair(a, a_name, b, b_name, same_rows);
-  check_scale(scale, scale_name, a.device());
   const auto acc = acc_type(a.scalar_type());
+  check_scale(scale, scale_name, a.device(), acc, reciprocal);
   return {contig(a), contig(b), to_contig(scale, acc), acc, a.size(0)};
 }
 
@@ -180,7 +189,7 @@ inline Normalized normalize_rows(const Tensor& z1, const Tensor& z2, ScalarType 
 template <class Backend>
 std::tuple<Tensor, Tensor> nt_xent_loss_impl(const Tensor& z1, const Tensor& z2,
                                              const Tensor& temperature) {
-  const auto [z1c, z2c, t, acc, n] = prepare(z1, "z1", z2, "z2", temperature, "temperature", true);
+  const auto [z1c, z2c, t, acc, n] = prepare(z1, "z1", z2, "z2", temperature, "temperature", true, true);
   const Tensor zhat = normalize_rows(z1c, z2c, acc).zhat;
   const Tensor zk = to_contig(zhat, z1.scalar_type());
   const Tensor inv_t = aten::reciprocal(t);
@@ -198,7 +207,7 @@ std::tuple<Tensor, Tensor, Tensor> nt_xent_loss_backward_impl(const Tensor& grad
                                                               const Tensor& z1, const Tensor& z2,
                                                               const Tensor& temperature,
                                                               const Tensor& lse) {
-  const auto [z1c, z2c, t, acc, n] = prepare(z1, "z1", z2, "z2", temperature, "temperature", true);
+  const auto [z1c, z2c, t, acc, n] = prepare(z1, "z1", z2, "z2", temperature, "temperature", true, true);
   const auto [zraw, norm, zhat] = normalize_rows(z1c, z2c, acc);
   const Tensor zk = to_contig(zhat, z1.scalar_type());
   const Tensor inv_t = aten::reciprocal(t);

@@ -37,12 +37,12 @@ GENCORE_CPU_CLONES T max_of(const T* __restrict x, int64_t n) {
   return m;
 }
 
-// sum_j exp(s x_j - m)
+// sum_j exp(x_j - m)
 template <typename T>
-GENCORE_CPU_CLONES T sum_exp(const T* __restrict x, int64_t n, T s, T m) {
+GENCORE_CPU_CLONES T sum_exp(const T* __restrict x, int64_t n, T m) {
   T acc = T(0);
 #pragma omp simd reduction(+ : acc)
-  for (int64_t j = 0; j < n; ++j) acc += fastmath::exp(s * x[j] - m);
+  for (int64_t j = 0; j < n; ++j) acc += fastmath::exp(x[j] - m);
   return acc;
 }
 
@@ -53,20 +53,20 @@ GENCORE_CPU_CLONES void col_max(const T* __restrict x, int64_t n, T* __restrict 
 }
 
 template <typename T>
-GENCORE_CPU_CLONES void col_sum_exp(const T* __restrict x, int64_t n, T s, const T* __restrict m,
+GENCORE_CPU_CLONES void col_sum_exp(const T* __restrict x, int64_t n, const T* __restrict m,
                                     T* __restrict acc) {
 #pragma omp simd
-  for (int64_t j = 0; j < n; ++j) acc[j] += fastmath::exp(s * x[j] - m[j]);
+  for (int64_t j = 0; j < n; ++j) acc[j] += fastmath::exp(x[j] - m[j]);
 }
 
-// x := a exp(s x - lse) [+ b_j exp(s x_j - clse_j)]; returns sum_j w_j x_j (old x).
+// x := a exp(x - lse) [+ b_j exp(x_j - clse_j)]; returns sum_j w_j x_j (old x).
 template <typename T, bool kCols>
-GENCORE_CPU_CLONES T weights_row(T* __restrict x, int64_t n, T s, T a, T lse,
+GENCORE_CPU_CLONES T weights_row(T* __restrict x, int64_t n, T a, T lse,
                                  const T* __restrict b, const T* __restrict clse) {
   T acc = T(0);
 #pragma omp simd reduction(+ : acc)
   for (int64_t j = 0; j < n; ++j) {
-    const T l = s * x[j];
+    const T l = x[j];
     T w = a * fastmath::exp(l - lse);
     if constexpr (kCols) w += b[j] * fastmath::exp(l - clse[j]);
     acc += w * x[j];
@@ -92,24 +92,28 @@ struct Problem {
   bool symmetric;
 };
 
-// out = a @ b and self += alpha * (a @ b), by torch's CPU GEMM (the C shim of ATen's
-// CPU kernels, part of the stable ABI).
-inline void mm_out(const Tensor& out, const Tensor& a, const Tensor& b) {
-  GENCORE_SHIM_CHECK(aoti_torch_cpu_mm_out(out.get(), a.get(), b.get()));
-}
+// self = beta * self + alpha * (a @ b), by torch's CPU GEMM (the C shim of ATen's CPU
+// kernels, part of the stable ABI).
 inline void addmm_(const Tensor& self, const Tensor& a, const Tensor& b, double beta,
                    double alpha) {
   GENCORE_SHIM_CHECK(
       aoti_torch_cpu_addmm_out(self.get(), self.get(), a.get(), b.get(), beta, alpha));
 }
 
-// The tile of R for rows [i0, i0 + br), columns [j0, j0 + bc), in a contiguous buffer.
+// The tile of the logits L = s R for rows [i0, i0 + br), columns [j0, j0 + bc), in a
+// contiguous buffer. The scale is the GEMM's alpha, so every logit is one rounded number
+// that all later loops read as is: with s folded into `s * x - m` instead, the compiler
+// may fuse it into one fma, whose exact product minus the rounded maximum is off by up to
+// half an ulp of s x; at large scales (1 / temperature = 1e20) that error exceeds 700 and
+// exp overflowed or vanished (measured: the loss was -inf or NaN).
 template <typename T>
 Tensor tile_product(const Tensor& q, const Tensor& k, Tensor& buf, int64_t i0,
-                    int64_t br, int64_t j0, int64_t bc) {
+                    int64_t br, int64_t j0, int64_t bc, T s) {
   const Tensor flat = torch::stable::view(buf, {buf.numel()});
   Tensor r = torch::stable::view(aten::narrow(flat, 0, 0, br * bc), {br, bc});
-  mm_out(r, aten::narrow(q, 0, i0, br), aten::t(aten::narrow(k, 0, j0, bc)));
+  // beta = 0: the buffer's old contents are not read (nor NaNs in them propagated).
+  addmm_(r, aten::narrow(q, 0, i0, br), aten::t(aten::narrow(k, 0, j0, bc)), 0,
+         static_cast<double>(s));
   return r;
 }
 
@@ -127,22 +131,22 @@ inline std::vector<std::pair<int64_t, int64_t>> masked_in_tile(const int64_t* ex
 
 // Row statistics of a tile (rows i0.. of the (m, l) state arrays).
 template <typename T>
-void tile_row_stats(const T* x, int64_t br, int64_t bc, T s, T* rm, T* rl) {
+void tile_row_stats(const T* x, int64_t br, int64_t bc, T* rm, T* rl) {
   torch::stable::parallel_for(0, br, std::max<int64_t>(1, 16384 / std::max<int64_t>(bc, 1)),
                               [&](int64_t r0, int64_t r1) {
                      for (int64_t r = r0; r < r1; ++r) {
                        const T* row = x + r * bc;
-                       const T tmax = s * max_of(row, bc);
+                       const T tmax = max_of(row, bc);
                        const T new_max = std::max(rm[r], tmax);
                        if (new_max == kNegInf<T>) continue;  // everything so far masked
-                       merge(rm[r], rl[r], sum_exp(row, bc, s, new_max), new_max);
+                       merge(rm[r], rl[r], sum_exp(row, bc, new_max), new_max);
                      }
                    });
 }
 
 // Column statistics of a tile (columns j0.. of the (m, l) state arrays).
 template <typename T>
-void tile_col_stats(const T* x, int64_t br, int64_t bc, T s, T* cm, T* cl) {
+void tile_col_stats(const T* x, int64_t br, int64_t bc, T* cm, T* cl) {
   const int64_t chunks = (bc + kColChunk - 1) / kColChunk;
   torch::stable::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
     T cmax[kColChunk], newm[kColChunk], acc[kColChunk];
@@ -151,12 +155,12 @@ void tile_col_stats(const T* x, int64_t br, int64_t bc, T s, T* cm, T* cl) {
       std::fill(cmax, cmax + w, kNegInf<T>);
       for (int64_t r = 0; r < br; ++r) col_max(x + r * bc + j0, w, cmax);
       for (int64_t j = 0; j < w; ++j) {
-        const T nm = std::max(cm[j0 + j], s * cmax[j]);
+        const T nm = std::max(cm[j0 + j], cmax[j]);
         // A column masked everywhere so far keeps a -inf maximum; its terms are zero.
         newm[j] = nm == kNegInf<T> ? T(0) : nm;
         acc[j] = T(0);
       }
-      for (int64_t r = 0; r < br; ++r) col_sum_exp(x + r * bc + j0, w, s, newm, acc);
+      for (int64_t r = 0; r < br; ++r) col_sum_exp(x + r * bc + j0, w, newm, acc);
       for (int64_t j = 0; j < w; ++j) {
         if (cm[j0 + j] == kNegInf<T> && cmax[j] == kNegInf<T>) continue;
         merge(cm[j0 + j], cl[j0 + j], acc[j], newm[j]);
@@ -179,16 +183,16 @@ void forward_typed(const Tensor& q, const Tensor& k, const Tensor& scale,
     const int64_t br = std::min(kTile, n - i0);
     for (int64_t j0 = symmetric ? i0 : 0; j0 < m; j0 += kTile) {
       const int64_t bc = std::min(kTile, m - j0);
-      Tensor r = tile_product<T>(q, k, buf, i0, br, j0, bc);
+      Tensor r = tile_product<T>(q, k, buf, i0, br, j0, bc, s);
       T* x = r.mutable_data_ptr<T>();
       for (const auto& [rr, cc] : masked_in_tile(ex, i0, br, j0, bc)) x[rr * bc + cc] = kNegInf<T>;
       if (symmetric && j0 != i0) {
         // The tile's transpose is tile (j0, i0): its columns are rows j0.. of q = k; the
         // mask (the diagonal) does not meet off-diagonal tiles.
-        tile_col_stats(x, br, bc, s, rm.data() + j0, rl.data() + j0);
+        tile_col_stats(x, br, bc, rm.data() + j0, rl.data() + j0);
       }
-      tile_row_stats(x, br, bc, s, rm.data() + i0, rl.data() + i0);
-      if (cols) tile_col_stats(x, br, bc, s, cm.data() + j0, cl.data() + j0);
+      tile_row_stats(x, br, bc, rm.data() + i0, rl.data() + i0);
+      if (cols) tile_col_stats(x, br, bc, cm.data() + j0, cl.data() + j0);
     }
   }
   T* out = row_lse.mutable_data_ptr<T>();
@@ -217,24 +221,24 @@ void backward_typed(const Tensor& q, const Tensor& k, const Tensor& scale,
   const bool two_terms = cols || symmetric;
   Tensor buf = empty({std::min(n, kTile), std::min(m, kTile)}, q);
   std::vector<T> partial(kTile);
-  double total = 0;  // sum(W * R), added in tile and row order
+  double total = 0;  // sum(W * L), added in tile and row order; sum(W * R) = total / s
   for (int64_t i0 = 0; i0 < n; i0 += kTile) {
     const int64_t br = std::min(kTile, n - i0);
     for (int64_t j0 = symmetric ? i0 : 0; j0 < m; j0 += kTile) {
       const int64_t bc = std::min(kTile, m - j0);
       const bool diag = symmetric && j0 == i0;
-      Tensor r = tile_product<T>(q, k, buf, i0, br, j0, bc);
+      Tensor r = tile_product<T>(q, k, buf, i0, br, j0, bc, s);
       T* x = r.mutable_data_ptr<T>();
-      // A masked entry gets a finite R so negative that its weight exp(s R - lse) is
-      // exactly 0 and its W * R term is 0 * R = 0. (Adding its weight and subtracting it
+      // A masked entry gets a finite logit so negative that its weight exp(L - lse) is
+      // exactly 0 and its W * L term is 0 * L = 0. (Adding its weight and subtracting it
       // afterwards cancels catastrophically: lse excludes it, so the weight is huge.)
-      const T never = -std::numeric_limits<T>::max() / (T(2) * std::max(s, T(1)));
+      const T never = -std::numeric_limits<T>::max() / T(2);
       for (const auto& [rr, cc] : masked_in_tile(ex, i0, br, j0, bc)) x[rr * bc + cc] = never;
       torch::stable::parallel_for(0, br, std::max<int64_t>(1, 16384 / bc), [&](int64_t r0, int64_t r1) {
         for (int64_t rr = r0; rr < r1; ++rr) {
           const int64_t i = i0 + rr;
-          partial[rr] = two_terms ? weights_row<T, true>(x + rr * bc, bc, s, a[i], lse[i], b + j0, clse + j0)
-                                  : weights_row<T, false>(x + rr * bc, bc, s, a[i], lse[i], nullptr, nullptr);
+          partial[rr] = two_terms ? weights_row<T, true>(x + rr * bc, bc, a[i], lse[i], b + j0, clse + j0)
+                                  : weights_row<T, false>(x + rr * bc, bc, a[i], lse[i], nullptr, nullptr);
         }
       });
       double tile_sum = 0;
@@ -250,7 +254,7 @@ void backward_typed(const Tensor& q, const Tensor& k, const Tensor& scale,
       }
     }
   }
-  *grad_scale.mutable_data_ptr<T>() += static_cast<T>(total);  // 0-d, fresh from contrastive.h
+  *grad_scale.mutable_data_ptr<T>() += static_cast<T>(total / static_cast<double>(s));  // 0-d, fresh
 }
 
 struct CpuBackend {

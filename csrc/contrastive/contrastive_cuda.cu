@@ -55,6 +55,13 @@ constexpr int simt_slice() {
 
 __device__ __forceinline__ float dev_exp(float v) { return expf(v); }
 __device__ __forceinline__ double dev_exp(double v) { return exp(v); }
+
+// A logit as one rounded product. nvcc would fuse `scale * acc - m` into an fma, whose
+// exact product minus the rounded row maximum leaves the maximum's own exponent off by
+// the product's rounding error: thousands at logits of 1e20, and the sums overflow or
+// vanish (the CPU tiles take the scale as the GEMM's alpha for the same reason).
+__device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
 __device__ __forceinline__ float dev_log(float v) { return logf(v); }
 __device__ __forceinline__ double dev_log(double v) { return log(v); }
 
@@ -280,7 +287,7 @@ __global__ void __launch_bounds__(kThreads)
       for (int i = 0; i < kMicro; ++i) {
         const int64_t a = a0 + ty + kSide * i;
         if (kXIsQuery ? own_ex[i] == b : oth_ex == a) continue;
-        const A l = scale * acc[i][j];
+        const A l = mul_rn(scale, acc[i][j]);
         if (l > m[i]) {
           s[i] = s[i] * dev_exp(m[i] - l) + A(1);
           m[i] = l;
@@ -412,7 +419,7 @@ __global__ void __launch_bounds__(kThreads, 2)
         const int64_t key = kXIsQuery ? b : a;
         A w = A(0);
         if (a < p.nx && b < p.ny && qs.ex != key) {
-          const A l = scale * acc[i][j];
+          const A l = mul_rn(scale, acc[i][j]);
           w = qs.coef * dev_exp(l - qs.lse);
           if (st.col_lse != nullptr) w += ks.coef * dev_exp(l - ks.lse);
         }

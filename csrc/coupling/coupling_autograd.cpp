@@ -10,6 +10,8 @@
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/autograd/functions/basic_ops.h>
+#include <torch/csrc/autograd/functions/utils.h>
 #include <torch/library.h>
 
 #include <string>
@@ -21,6 +23,30 @@ namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
+
+// The same convention as python/gencore/ops/_autograd.py (first_order): the backward
+// kernels run below autograd and, when a graph is being recorded (create_graph=True) and
+// anything the backward read requires grad, the gradients are attached to an Error node:
+// the first derivative works, a second derivative raises instead of being silently zero.
+variable_list first_order(variable_list grads_out, const variable_list& read, const char* op) {
+  if (!at::GradMode::is_enabled() || !torch::autograd::compute_requires_grad(read)) {
+    return grads_out;
+  }
+  const std::string message =
+      std::string("gencore: the second derivative of ") + op +
+      " is not implemented (double backward: a backward through gradients computed with "
+      "create_graph=True, e.g. gradgradcheck, a Hessian or a gradient penalty through this op). "
+      "First derivatives, including with create_graph=True, are supported.";
+  auto node = c10::make_intrusive<torch::autograd::Error>(
+      message, torch::autograd::collect_next_edges(read));
+  for (auto& g : grads_out) {
+    if (g.defined()) {
+      g = g.detach();
+      torch::autograd::set_history(g, node);
+    }
+  }
+  return grads_out;
+}
 
 std::tuple<at::Tensor, at::Tensor> call_forward(const at::Tensor& x, const at::Tensor& log_scale,
                                                 const at::Tensor& shift, double clamp,
@@ -65,11 +91,18 @@ class AffineCouplingFunction : public torch::autograd::Function<AffineCouplingFu
     const auto saved = ctx->get_saved_variables();
     const double clamp = ctx->saved_data["clamp"].toDouble();
     const bool reverse = ctx->saved_data["reverse"].toBool();
-    auto [grad_x, grad_log_scale] =
-        call_backward(grads[0], grads[1], saved[0], saved[1], saved[2], clamp, reverse);
-    // dy/dshift is the identity (forward) or -exp(-s) (reverse): no kernel output needed.
-    at::Tensor grad_shift = reverse ? -grad_x : grads[0];
-    return {grad_x, grad_log_scale, grad_shift, at::Tensor(), at::Tensor()};
+    variable_list out;
+    {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      auto [grad_x, grad_log_scale] =
+          call_backward(grads[0], grads[1], saved[0], saved[1], saved[2], clamp, reverse);
+      // dy/dshift is the identity (forward) or -exp(-s) (reverse): no kernel output needed.
+      at::Tensor grad_shift = reverse ? -grad_x : grads[0];
+      out = {grad_x, grad_log_scale, grad_shift};
+    }
+    out = first_order(std::move(out), {grads[0], grads[1], saved[0], saved[1], saved[2]},
+                      "gencore.ops.affine_coupling");
+    return {out[0], out[1], out[2], at::Tensor(), at::Tensor()};
   }
 };
 
@@ -126,10 +159,17 @@ class MaskedAffineCouplingFunction
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const std::string mask = ctx->saved_data["mask"].toStringRef();
-    auto [grad_x, grad_params] = call_masked_backward(
-        grads[0], grads[1], saved[0], saved[1], mask, ctx->saved_data["swap"].toBool(),
-        ctx->saved_data["clamp"].toDouble(), ctx->saved_data["reverse"].toBool());
-    return {grad_x, grad_params, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    variable_list out;
+    {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      auto [grad_x, grad_params] = call_masked_backward(
+          grads[0], grads[1], saved[0], saved[1], mask, ctx->saved_data["swap"].toBool(),
+          ctx->saved_data["clamp"].toDouble(), ctx->saved_data["reverse"].toBool());
+      out = {grad_x, grad_params};
+    }
+    out = first_order(std::move(out), {grads[0], grads[1], saved[0], saved[1]},
+                      "gencore.ops.masked_affine_coupling");
+    return {out[0], out[1], at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 

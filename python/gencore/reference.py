@@ -7,10 +7,18 @@ user would write them in plain PyTorch, with no fusion tricks.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 __all__ = ["affine_coupling", "masked_affine_coupling", "reparameterize", "clip_loss", "nt_xent_loss", "contrastive_cross_entropy"]
+
+
+def _per_example_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum over every dimension but the first, shape ``(B,)``; also for an empty batch
+    (``reshape(B, -1)`` is ambiguous when ``B == 0``)."""
+    return t.reshape(t.shape[0], math.prod(t.shape[1:])).sum(1)
 
 
 def affine_coupling(
@@ -34,10 +42,10 @@ def affine_coupling(
     s = clamp * torch.tanh(log_scale / clamp) if clamp > 0 else log_scale
     if reverse:
         y = (x - shift) * torch.exp(-s)
-        logdet = -s.reshape(s.shape[0], -1).sum(1)
+        logdet = -_per_example_sum(s)
     else:
         y = x * torch.exp(s) + shift
-        logdet = s.reshape(s.shape[0], -1).sum(1)
+        logdet = _per_example_sum(s)
     return y, logdet
 
 
@@ -114,7 +122,7 @@ def reparameterize(
     if eps is None:
         eps = torch.randn(shape, dtype=mu.dtype, device=mu.device, generator=generator)
     z = mu + torch.exp(0.5 * logvar) * eps
-    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).reshape(mu.shape[0], -1).sum(1)
+    kl = 0.5 * _per_example_sum(mu.pow(2) + logvar.exp() - 1 - logvar)
     return z, kl
 
 

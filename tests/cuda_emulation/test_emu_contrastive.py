@@ -145,3 +145,24 @@ def test_large_logits_stay_finite(emu):
     ref = torch.ops.gencore.clip_loss(a, a.clone(), s)
     assert torch.isfinite(loss) and torch.isfinite(rl).all()
     check_all((loss, rl, cl), ref, torch.float32, ("loss", "row_lse", "col_lse"))
+
+
+@pytest.mark.parametrize("dtype,scale", [(torch.float64, 1e20), (torch.float64, 1e200), (torch.float32, 1e12)],
+                         ids=str)
+def test_extreme_scales_match_cpu(emu, dtype, scale):
+    """Logits of 1e20 and more: the logit must be one rounded product. A fused
+    scale * acc - max (an fma) leaves the row maximum's own exponent off by the product's
+    rounding error, thousands at this size, and the sums overflowed or vanished."""
+    a, b = features(40, 16, dtype, 5), features(40, 16, dtype, 6)
+    s = scalar(scale, dtype)
+    outs = emu.call("clip_loss", a, b, s)
+    ref = torch.ops.gencore.clip_loss(a, b, s)
+    for got, want, name in zip(outs, ref, ("loss", "row_lse", "col_lse")):
+        assert torch.isfinite(got).all(), name
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=0, msg=lambda m: f"{name}: {m}")
+    t = scalar(1 / scale, dtype)
+    loss, lse = emu.call("nt_xent_loss", a, b, t)
+    ref_loss, ref_lse = torch.ops.gencore.nt_xent_loss(a, b, t)
+    assert torch.isfinite(loss) and torch.isfinite(lse).all()
+    torch.testing.assert_close(lse, ref_lse, rtol=1e-5, atol=0)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-4, atol=0)

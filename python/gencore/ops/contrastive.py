@@ -14,6 +14,7 @@ import math
 
 import torch
 
+from gencore.ops._autograd import first_order, transforms_active
 from gencore.ops._errors import typed
 
 __all__ = ["clip_loss", "nt_xent_loss", "contrastive_cross_entropy"]
@@ -26,9 +27,12 @@ _rows = typed(torch.ops.gencore.contrastive_rows.default)
 _rows_backward = torch.ops.gencore.contrastive_rows_backward.default
 
 
-def _as_scale(value, name: str, like: torch.Tensor) -> torch.Tensor:
-    """A positive, finite hyper-parameter as a 0-d tensor on ``like``'s device."""
+def _as_scale(value, name: str, like: torch.Tensor, reciprocal: bool = False) -> torch.Tensor:
+    """A positive, finite hyper-parameter as a 0-d tensor on ``like``'s device. With
+    ``reciprocal`` (a temperature) its reciprocal must be finite in the accumulation dtype."""
     if isinstance(value, torch.Tensor):
+        if value.device != like.device:
+            raise ValueError(f"gencore: {name} must be on the features' device ({like.device}), got {value.device}")
         if value.dim() != 0 and value.numel() == 1:
             value = value.reshape(())
         if value.dim() != 0:
@@ -41,6 +45,10 @@ def _as_scale(value, name: str, like: torch.Tensor) -> torch.Tensor:
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"gencore: {name} must be finite and > 0, got {value}")
     dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
+    lowest = 1.0 / torch.finfo(dtype).max
+    if reciprocal and value < lowest:
+        raise ValueError(f"gencore: {name} must be >= {lowest:.3g} (its reciprocal must be finite in "
+                         f"{str(dtype).removeprefix('torch.')}), got {value}")
     return torch.tensor(float(value), dtype=dtype, device=like.device)
 
 
@@ -76,6 +84,8 @@ def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_s
     _check_tensor(image_features, "image_features")
     _check_tensor(text_features, "text_features")
     scale = _as_scale(logit_scale, "logit_scale", image_features)
+    if transforms_active("gencore.ops.clip_loss"):
+        return _ClipLoss.apply(image_features, text_features, scale)[0]
     loss, _, _ = _clip(image_features, text_features, scale)
     return loss
 
@@ -103,7 +113,9 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, *, temperature=0.5) -> torc
     """
     _check_tensor(z1, "z1")
     _check_tensor(z2, "z2")
-    t = _as_scale(temperature, "temperature", z1)
+    t = _as_scale(temperature, "temperature", z1, reciprocal=True)
+    if transforms_active("gencore.ops.nt_xent_loss"):
+        return _NTXentLoss.apply(z1, z2, t)[0]
     loss, _ = _ntxent(z1, z2, t)
     return loss
 
@@ -133,6 +145,8 @@ def contrastive_cross_entropy(query: torch.Tensor, keys: torch.Tensor, scale, po
     if exclude is None:
         exclude = torch.full((query.shape[0] if query.dim() > 0 else 0,), -1, dtype=torch.int64,
                              device=query.device)
+    if transforms_active("gencore.ops.contrastive_cross_entropy"):
+        return _ContrastiveRows.apply(query, keys, s, positive, exclude)[0]
     loss, _ = _rows(query, keys, s, positive, exclude)
     return loss
 
@@ -152,15 +166,23 @@ def _check_pair_fake(a, b, same_rows, names):
         torch._check_value(a.shape[0] == b.shape[0], lambda: f"gencore: {names} must have the same N")
 
 
-def _check_scale_fake(s, name):
+def _check_scale_fake(s, name, like):
     torch._check_value(s.dim() == 0, lambda: f"gencore: {name} must be a 0-d tensor")
     torch._check_type(s.dtype.is_floating_point, lambda: f"gencore: {name} must be floating-point")
+    _check_device_fake(s, name, like)
+
+
+def _check_device_fake(t, name, like):
+    # A meta tensor beside real ones makes the dispatcher pick these fake kernels: without
+    # this check the call would "succeed" with uninitialised outputs.
+    torch._check_value(t.device == like.device,
+                       lambda: f"gencore: {name} must be on the features' device ({like.device}), got {t.device}")
 
 
 @torch.library.register_fake("gencore::clip_loss")
 def _(image_features, text_features, logit_scale):
     _check_pair_fake(image_features, text_features, True, "image_features and text_features")
-    _check_scale_fake(logit_scale, "logit_scale")
+    _check_scale_fake(logit_scale, "logit_scale", image_features)
     n = image_features.shape[0]
     acc = _acc(image_features.dtype)
     return (image_features.new_empty(()), image_features.new_empty((n,), dtype=acc),
@@ -170,6 +192,8 @@ def _(image_features, text_features, logit_scale):
 @torch.library.register_fake("gencore::clip_loss_backward")
 def _(grad_loss, image_features, text_features, logit_scale, row_lse, col_lse):
     _check_pair_fake(image_features, text_features, True, "image_features and text_features")
+    for name, t in (("grad_loss", grad_loss), ("logit_scale", logit_scale), ("row_lse", row_lse), ("col_lse", col_lse)):
+        _check_device_fake(t, name, image_features)
     return (torch.empty_like(image_features, memory_format=torch.contiguous_format),
             torch.empty_like(text_features, memory_format=torch.contiguous_format),
             torch.empty_like(logit_scale))
@@ -178,13 +202,15 @@ def _(grad_loss, image_features, text_features, logit_scale, row_lse, col_lse):
 @torch.library.register_fake("gencore::nt_xent_loss")
 def _(z1, z2, temperature):
     _check_pair_fake(z1, z2, True, "z1 and z2")
-    _check_scale_fake(temperature, "temperature")
+    _check_scale_fake(temperature, "temperature", z1)
     return z1.new_empty(()), z1.new_empty((2 * z1.shape[0],), dtype=_acc(z1.dtype))
 
 
 @torch.library.register_fake("gencore::nt_xent_loss_backward")
 def _(grad_loss, z1, z2, temperature, lse):
     _check_pair_fake(z1, z2, True, "z1 and z2")
+    for name, t in (("grad_loss", grad_loss), ("temperature", temperature), ("lse", lse)):
+        _check_device_fake(t, name, z1)
     return (torch.empty_like(z1, memory_format=torch.contiguous_format),
             torch.empty_like(z2, memory_format=torch.contiguous_format), torch.empty_like(temperature))
 
@@ -192,7 +218,9 @@ def _(grad_loss, z1, z2, temperature, lse):
 @torch.library.register_fake("gencore::contrastive_rows")
 def _(query, keys, scale, positive, exclude):
     _check_pair_fake(query, keys, False, "query and keys")
-    _check_scale_fake(scale, "scale")
+    _check_scale_fake(scale, "scale", query)
+    _check_device_fake(positive, "positive", query)
+    _check_device_fake(exclude, "exclude", query)
     n = query.shape[0]
     return query.new_empty((n,)), query.new_empty((n,), dtype=_acc(query.dtype))
 
@@ -200,6 +228,9 @@ def _(query, keys, scale, positive, exclude):
 @torch.library.register_fake("gencore::contrastive_rows_backward")
 def _(grad_loss, query, keys, scale, positive, exclude, lse):
     _check_pair_fake(query, keys, False, "query and keys")
+    for name, t in (("grad_loss", grad_loss), ("scale", scale), ("positive", positive), ("exclude", exclude),
+                    ("lse", lse)):
+        _check_device_fake(t, name, query)
     return (torch.empty_like(query, memory_format=torch.contiguous_format),
             torch.empty_like(keys, memory_format=torch.contiguous_format), torch.empty_like(scale))
 
@@ -211,6 +242,7 @@ def _clip_setup(ctx, inputs, output):
     ctx.save_for_backward(image, text, scale, row_lse, col_lse)
 
 
+@first_order("gencore.ops.clip_loss")
 def _clip_bwd(ctx, grad_loss, _grad_row_lse, _grad_col_lse):
     image, text, scale, row_lse, col_lse = ctx.saved_tensors
     ga, gb, gs = _clip_backward(grad_loss, image, text, scale, row_lse, col_lse)
@@ -222,6 +254,7 @@ def _ntxent_setup(ctx, inputs, output):
     ctx.save_for_backward(z1, z2, t, output[1])
 
 
+@first_order("gencore.ops.nt_xent_loss")
 def _ntxent_bwd(ctx, grad_loss, _grad_lse):
     z1, z2, t, lse = ctx.saved_tensors
     return _ntxent_backward(grad_loss, z1, z2, t, lse)
@@ -232,6 +265,7 @@ def _rows_setup(ctx, inputs, output):
     ctx.save_for_backward(query, keys, scale, positive, exclude, output[1])
 
 
+@first_order("gencore.ops.contrastive_cross_entropy")
 def _rows_bwd(ctx, grad_loss, _grad_lse):
     query, keys, scale, positive, exclude, lse = ctx.saved_tensors
     gq, gk, gs = _rows_backward(grad_loss, query, keys, scale, positive, exclude, lse)
@@ -243,3 +277,24 @@ def _rows_bwd(ctx, grad_loss, _grad_lse):
 torch.library.register_autograd("gencore::clip_loss", _clip_bwd, setup_context=_clip_setup)
 torch.library.register_autograd("gencore::nt_xent_loss", _ntxent_bwd, setup_context=_ntxent_setup)
 torch.library.register_autograd("gencore::contrastive_rows", _rows_bwd, setup_context=_rows_setup)
+
+
+def _function(name, op, setup, backward):
+    """A setup_context-style autograd.Function over ``op`` with the formula above, used
+    under torch.func transforms (ops/_autograd.py)."""
+
+    def forward(*inputs):
+        with torch._C._AutoDispatchBelowAutograd():
+            return op(*inputs)
+
+    return type(name, (torch.autograd.Function,), {
+        "generate_vmap_rule": True,
+        "forward": staticmethod(forward),
+        "setup_context": staticmethod(lambda ctx, inputs, output: setup(ctx, inputs, output)),
+        "backward": staticmethod(backward),
+    })
+
+
+_ClipLoss = _function("_ClipLoss", _clip, _clip_setup, _clip_bwd)
+_NTXentLoss = _function("_NTXentLoss", _ntxent, _ntxent_setup, _ntxent_bwd)
+_ContrastiveRows = _function("_ContrastiveRows", _rows, _rows_setup, _rows_bwd)

@@ -12,9 +12,9 @@ import warnings
 from pathlib import Path
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from gencore import _C
+from gencore.ops._autograd import first_order, transforms_active
 from gencore.ops._errors import typed
 from gencore.reference import transformed_count
 
@@ -63,7 +63,11 @@ def affine_coupling(
         TypeError: a non-floating or unsupported dtype, or dtypes differ.
     """
     clamp, reverse = _check_clamp(clamp), bool(reverse)
-    if CXX_AUTOGRAD or torch.compiler.is_compiling():
+    if torch.compiler.is_compiling():
+        return _op(x, log_scale, shift, clamp=clamp, reverse=reverse)
+    if transforms_active("gencore.ops.affine_coupling"):
+        return _AffineCoupling.apply(x, log_scale, shift, clamp, reverse)
+    if CXX_AUTOGRAD:
         return _op(x, log_scale, shift, clamp=clamp, reverse=reverse)
     if torch.is_grad_enabled() and (x.requires_grad or log_scale.requires_grad or shift.requires_grad):
         return _AffineCoupling.apply(x, log_scale, shift, clamp, reverse)
@@ -72,8 +76,11 @@ def affine_coupling(
 
 
 def _check_clamp(clamp) -> float:
-    if not isinstance(clamp, (int, float)) or isinstance(clamp, bool):
+    if not isinstance(clamp, (int, float, torch.SymFloat)) or isinstance(clamp, bool):
         raise TypeError(f"gencore: clamp must be a float, got {type(clamp).__name__}")
+    if torch.compiler.is_compiling():  # clamp may be symbolic (dynamic=True)
+        _check_clamp_fake(clamp)
+        return clamp
     if not math.isfinite(clamp) or clamp < 0:
         raise ValueError(
             f"gencore: clamp must be a finite number >= 0 (0 disables the soft clamp), got {clamp}"
@@ -133,7 +140,11 @@ def masked_affine_coupling(
         >>> x2, ld = masked_affine_coupling(y, params, reverse=True)   # x2 == x, ld == -logdet
     """
     clamp, swap, reverse = _check_clamp(clamp), bool(swap), bool(reverse)
-    if CXX_AUTOGRAD or torch.compiler.is_compiling():
+    if torch.compiler.is_compiling():
+        return _masked_op(x, params, mask=mask, swap=swap, clamp=clamp, reverse=reverse)
+    if transforms_active("gencore.ops.masked_affine_coupling"):
+        return _MaskedCoupling.apply(x, params, mask, swap, clamp, reverse)
+    if CXX_AUTOGRAD:
         return _masked_op(x, params, mask=mask, swap=swap, clamp=clamp, reverse=reverse)
     if torch.is_grad_enabled() and (x.requires_grad or params.requires_grad):
         return _MaskedCoupling.apply(x, params, mask, swap, clamp, reverse)
@@ -158,10 +169,22 @@ def _check_inputs_fake(x, log_scale, shift, clamp):
             t.dtype == x.dtype,
             lambda: f"gencore: x and {name} must have the same dtype: got {x.dtype} and {t.dtype}",
         )
-    torch._check_value(
-        math.isfinite(clamp) and clamp >= 0,
-        lambda: f"gencore: clamp must be a finite number >= 0, got {clamp}",
-    )
+    _check_clamp_fake(clamp)
+
+
+def _check_clamp_fake(clamp):
+    # Two comparisons instead of math.isfinite, which a symbolic float (torch.compile with
+    # dynamic=True) does not support; NaN fails the first.
+    torch._check_value(clamp >= 0, lambda: "gencore: clamp must be a finite number >= 0")
+    torch._check_value(clamp < math.inf, lambda: "gencore: clamp must be a finite number >= 0")
+
+
+def _check_grad_devices_fake(x, grad_y, grad_logdet):
+    # A meta tensor beside real ones makes the dispatcher pick the fake kernels: without
+    # the device checks the call would "succeed" with uninitialised outputs.
+    for name, t in (("grad_y", grad_y), ("grad_logdet", grad_logdet)):
+        torch._check_value(t.device == x.device,
+                           lambda: f"gencore: x and {name} must be on the same device: got {x.device} and {t.device}")
 
 
 @torch.library.register_fake("gencore::affine_coupling")
@@ -177,6 +200,7 @@ def _(grad_y, grad_logdet, x, log_scale, shift, *, clamp, reverse):
     torch._check_value(
         grad_logdet.shape == x.shape[:1], lambda: "gencore: grad_logdet must have shape (B,)"
     )
+    _check_grad_devices_fake(x, grad_y, grad_logdet)
 
     def new():
         return torch.empty_like(x, memory_format=torch.contiguous_format)
@@ -196,7 +220,7 @@ def _masked_layout_fake(x, params, mask, swap, clamp):
     n_b = transformed_count(c, mask, swap)
     want = (x.shape[0], 2 * n_b, *x.shape[2:])
     torch._check_value(tuple(params.shape) == want, lambda: f"gencore: params must have shape {want}, got {tuple(params.shape)}")
-    torch._check_value(math.isfinite(clamp) and clamp >= 0, lambda: f"gencore: clamp must be a finite number >= 0, got {clamp}")
+    _check_clamp_fake(clamp)
 
 
 @torch.library.register_fake("gencore::masked_affine_coupling")
@@ -210,6 +234,7 @@ def _(grad_y, grad_logdet, x, params, *, mask, swap, clamp, reverse):
     _masked_layout_fake(x, params, mask, swap, clamp)
     torch._check_value(grad_y.shape == x.shape, lambda: "gencore: grad_y must have the shape of x")
     torch._check_value(grad_logdet.shape == x.shape[:1], lambda: "gencore: grad_logdet must have shape (B,)")
+    _check_grad_devices_fake(x, grad_y, grad_logdet)
     return (torch.empty_like(x, memory_format=torch.contiguous_format),
             torch.empty_like(params, memory_format=torch.contiguous_format))
 
@@ -226,11 +251,13 @@ def _(grad_y, grad_logdet, x, params, *, mask, swap, clamp, reverse):
 # - torch.library.register_autograd makes the ops differentiable for every caller
 #   (torch.ops.gencore.*, opcheck, torch.compile, which traces it);
 # - in eager mode the public wrappers take an autograd.Function that calls the kernels
-#   below the autograd key; its backward is once-differentiable, so a second derivative
-#   raises instead of being silently zero;
+#   below the autograd key (and that torch.func can transform);
+# - every backward is first-order only (ops/_autograd.py): a second derivative raises
+#   instead of being silently zero;
 # - under the exact torch the package was built against, the version-locked C++ autograd
 #   of csrc/coupling/coupling_autograd.cpp (gencore/_C_autograd.so) replaces both, and
-#   the wrappers call the op directly. GENCORE_CXX_AUTOGRAD=0 turns it off.
+#   the wrappers call the op directly (except under torch.func, which cannot see through
+#   a C++ autograd function). GENCORE_CXX_AUTOGRAD=0 turns it off.
 # tests/test_coupling_op.py checks that the paths give the same values and gradients.
 
 
@@ -254,31 +281,40 @@ _below_autograd = torch._C._AutoDispatchBelowAutograd
 
 
 class _AffineCoupling(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, log_scale, shift, clamp, reverse):
-        with _below_autograd():
-            y, logdet = _op(x, log_scale, shift, clamp=clamp, reverse=reverse)
-        ctx.save_for_backward(x, log_scale, shift)
-        ctx.clamp, ctx.reverse = clamp, reverse
-        return y, logdet
+    # setup_context style: torch.func (grad, vjp, jacrev) can transform it.
+    generate_vmap_rule = True
 
     @staticmethod
-    @once_differentiable
+    def forward(x, log_scale, shift, clamp, reverse):
+        with _below_autograd():
+            return _op(x, log_scale, shift, clamp=clamp, reverse=reverse)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, log_scale, shift, clamp, reverse = inputs
+        ctx.save_for_backward(x, log_scale, shift)
+        ctx.clamp, ctx.reverse = clamp, reverse
+
+    @staticmethod
     def backward(ctx, grad_y, grad_logdet):
         return (*_coupling_backward(ctx, grad_y, grad_logdet), None, None)
 
 
 class _MaskedCoupling(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, params, mask, swap, clamp, reverse):
-        with _below_autograd():
-            y, logdet = _masked_op(x, params, mask=mask, swap=swap, clamp=clamp, reverse=reverse)
-        ctx.save_for_backward(x, params)
-        ctx.mask, ctx.swap, ctx.clamp, ctx.reverse = mask, swap, clamp, reverse
-        return y, logdet
+    generate_vmap_rule = True
 
     @staticmethod
-    @once_differentiable
+    def forward(x, params, mask, swap, clamp, reverse):
+        with _below_autograd():
+            return _masked_op(x, params, mask=mask, swap=swap, clamp=clamp, reverse=reverse)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, params, mask, swap, clamp, reverse = inputs
+        ctx.save_for_backward(x, params)
+        ctx.mask, ctx.swap, ctx.clamp, ctx.reverse = mask, swap, clamp, reverse
+
+    @staticmethod
     def backward(ctx, grad_y, grad_logdet):
         return (*_masked_backward(ctx, grad_y, grad_logdet), None, None, None, None)
 
@@ -289,6 +325,7 @@ def _coupling_setup_context(ctx, inputs, keyword_only_inputs, output):
     ctx.save_for_backward(*inputs)
 
 
+@first_order("gencore.ops.affine_coupling")
 def _coupling_backward(ctx, grad_y, grad_logdet):
     x, log_scale, shift = ctx.saved_tensors
     if grad_y is None:
@@ -316,6 +353,7 @@ def _masked_setup_context(ctx, inputs, keyword_only_inputs, output):
     ctx.save_for_backward(*inputs)
 
 
+@first_order("gencore.ops.masked_affine_coupling")
 def _masked_backward(ctx, grad_y, grad_logdet):
     x, params = ctx.saved_tensors
     if grad_y is None:

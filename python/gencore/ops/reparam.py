@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from gencore.ops._autograd import first_order, transforms_active
 from gencore.ops._errors import typed
 
 __all__ = ["reparameterize", "draw_rng_state"]
@@ -27,6 +28,8 @@ def draw_rng_state(device, generator: torch.Generator | None = None) -> torch.Te
     ``(2,)`` on ``device`` (default: torch's default generator of that device, so
     ``torch.manual_seed`` reproduces it). On CUDA it is drawn on the device: no sync."""
     device = torch.device(device)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"gencore: generator must be a torch.Generator or None, got {type(generator).__name__}")
     if generator is not None and generator.device.type != device.type:
         raise ValueError(
             f"gencore: generator is on {generator.device}, the tensors on {device}: "
@@ -72,7 +75,7 @@ def reparameterize(
     Raises:
         ValueError: shapes or devices differ, no batch dimension, ``n_samples < 1``,
             generator on another device.
-        TypeError: integer inputs or dtypes differ.
+        TypeError: integer inputs, dtypes differ, or ``generator`` not a torch.Generator.
     """
     if n_samples is not None:
         if not isinstance(n_samples, int) or isinstance(n_samples, bool):
@@ -83,8 +86,12 @@ def reparameterize(
         raise TypeError("gencore: mu and logvar must be tensors")
     if not mu.dtype.is_floating_point:
         raise TypeError(f"gencore: mu must be a floating-point tensor, got {mu.dtype}")
+    transformed = transforms_active("gencore.ops.reparameterize")
     state = draw_rng_state(mu.device, generator)
-    z, kl, log_q = _op(mu, logvar, state, n_samples=n_samples or 0, with_log_q=bool(return_log_q))
+    if transformed:
+        z, kl, log_q = _Reparameterize.apply(mu, logvar, state, n_samples or 0, bool(return_log_q))
+    else:
+        z, kl, log_q = _op(mu, logvar, state, n_samples=n_samples or 0, with_log_q=bool(return_log_q))
     return (z, kl, log_q) if return_log_q else (z, kl)
 
 
@@ -95,6 +102,8 @@ def _check_inputs_fake(mu, logvar, rng_state, n_samples):
     torch._check_value(logvar.shape == mu.shape, lambda: "gencore: logvar must have the shape of mu")
     torch._check_type(logvar.dtype == mu.dtype, lambda: "gencore: mu and logvar must have the same dtype")
     torch._check_value(logvar.device == mu.device, lambda: "gencore: mu and logvar must be on one device")
+    torch._check_value(rng_state.device == mu.device,
+                       lambda: f"gencore: rng_state must be on mu's device ({mu.device}), got {rng_state.device}")
     torch._check_type(rng_state.dtype == torch.int64, lambda: "gencore: rng_state must be int64")
     torch._check_value(rng_state.shape == (2,), lambda: "gencore: rng_state must have shape (2,)")
     torch._check_value(n_samples >= 0, lambda: f"gencore: n_samples must be >= 1, got {n_samples}")
@@ -113,6 +122,9 @@ def _(mu, logvar, rng_state, *, n_samples=0, with_log_q=False):
 @torch.library.register_fake("gencore::reparameterize_backward")
 def _(grad_z, grad_kl, grad_log_q, mu, logvar, rng_state, *, n_samples):
     _check_inputs_fake(mu, logvar, rng_state, n_samples)
+    for name, t in (("grad_z", grad_z), ("grad_kl", grad_kl), ("grad_log_q", grad_log_q)):
+        torch._check_value(t.device == mu.device,
+                           lambda: f"gencore: {name} must be on mu's device ({mu.device}), got {t.device}")
     return torch.empty_like(mu, memory_format=torch.contiguous_format), torch.empty_like(
         mu, memory_format=torch.contiguous_format
     )
@@ -126,6 +138,7 @@ def _setup_context(ctx, inputs, keyword_only_inputs, output):
     ctx.save_for_backward(mu, logvar, rng_state)
 
 
+@first_order("gencore.ops.reparameterize")
 def _backward(ctx, grad_z, grad_kl, grad_log_q):
     mu, logvar, rng_state = ctx.saved_tensors
     lead = (ctx.n_samples,) if ctx.n_samples > 0 else ()
@@ -142,3 +155,23 @@ def _backward(ctx, grad_z, grad_kl, grad_log_q):
 
 
 torch.library.register_autograd("gencore::reparameterize", _backward, setup_context=_setup_context)
+
+
+class _Reparameterize(torch.autograd.Function):
+    """The same autograd as a setup_context-style Function, for torch.func transforms."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(mu, logvar, rng_state, n_samples, with_log_q):
+        with torch._C._AutoDispatchBelowAutograd():
+            return _op(mu, logvar, rng_state, n_samples=n_samples, with_log_q=with_log_q)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        mu, logvar, rng_state, n_samples, with_log_q = inputs
+        _setup_context(ctx, (mu, logvar, rng_state), {"n_samples": n_samples, "with_log_q": with_log_q}, output)
+
+    @staticmethod
+    def backward(ctx, grad_z, grad_kl, grad_log_q):
+        return (*_backward(ctx, grad_z, grad_kl, grad_log_q), None, None)

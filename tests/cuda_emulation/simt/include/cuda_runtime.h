@@ -74,6 +74,9 @@ inline float __logf(float v) { return logf(v); }
 inline float __sinf(float v) { return sinf(v); }
 inline float __cosf(float v) { return cosf(v); }
 inline float __fdividef(float a, float b) { return a / b; }
+// Round-to-nearest products that a compiler must not fuse into an fma: out of line.
+__attribute__((noinline)) inline float __fmul_rn(float a, float b) { return a * b; }
+__attribute__((noinline)) inline double __dmul_rn(double a, double b) { return a * b; }
 inline float rsqrtf(float v) { return 1.0f / sqrtf(v); }
 inline double rsqrt(double v) { return 1.0 / sqrt(v); }
 inline float __saturatef(float v) { return v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v); }
