@@ -146,8 +146,8 @@ def test_checkpoint_round_trip(digits, tmp_path):
     pca = PCA(0.8, whiten=True).fit(x.float())
     save_checkpoint(tmp_path / "pca", pca)
     loaded, meta = load_checkpoint(tmp_path / "pca")
-    assert isinstance(loaded, PCA) and meta["model"] == "pca" and meta["config"] == {"n_components": 0.8,
-                                                                                      "whiten": True}
+    assert isinstance(loaded, PCA) and meta["model"] == "pca"
+    assert meta["config"] == {"n_components": 0.8, "whiten": True, "svd_solver": "auto"}
     assert loaded.n_components_ == pca.n_components_
     for name in ("mean_", "components_", "explained_variance_", "explained_variance_ratio_", "singular_values_",
                  "noise_variance_", "n_samples_"):
@@ -171,19 +171,22 @@ def test_bad_inputs(digits):
         PCA(2).transform(xt)
     with pytest.raises(ValueError, match="not fitted"):
         PCA(2).score_samples(xt)
-    for bad in (0, -1, 1.0, 1.5, 0.0, True, "mle", float("nan")):
-        with pytest.raises(ValueError, match="n_components"):
-            PCA(bad)
+    # the constructor only stores its arguments (scikit-learn convention); fit validates them
+    for bad in (0, -1, 1.0, 1.5, 0.0, True, "mle", "two", float("nan"), [2]):
+        unfitted = PCA(bad)
+        assert unfitted.n_components is bad
+        with pytest.raises(ValueError, match="PCA: .*n_components"):
+            unfitted.fit(x)
     with pytest.raises(ValueError, match="n_components=65 must be <= min"):
         PCA(65).fit(x)
     with pytest.raises(ValueError, match="n_components=5 must be <= min"):
         PCA(5).fit(x[:4])
-    with pytest.raises(ValueError, match="whiten"):
-        PCA(2, whiten=1)
+    with pytest.raises(TypeError, match="whiten must be a bool, got 1"):
+        PCA(2, whiten=1).fit(x)
     pca = PCA(8).fit(x)
-    with pytest.raises(ValueError, match="has 63 features, but this PCA was fitted with 64"):
+    with pytest.raises(ValueError, match="X has 63 features, but PCA is expecting 64 features as input"):
         pca.transform(xt[:, :63])
-    with pytest.raises(ValueError, match="z has 7 features, but this PCA was fitted with 8"):
+    with pytest.raises(ValueError, match=r"X has 7 features, but PCA is expecting 8 features as input \(the latent"):
         pca.inverse_transform(torch.zeros(2, 7, dtype=torch.float64))
     with pytest.raises(ValueError, match="empty"):
         pca.transform(xt[:0])
@@ -200,8 +203,14 @@ def test_bad_inputs(digits):
             PCA(2).fit(bad)
     with pytest.raises(ValueError, match="2-D.*flatten"):
         pca.transform(xt.reshape(-1, 1, 8, 8))
-    with pytest.raises(TypeError, match="torch.Tensor or a numpy array"):
-        pca.transform(xt.tolist())
+    # array-likes other than tensors go through np.asarray and come back as numpy
+    np.testing.assert_array_equal(pca.transform(xt[:3].tolist()), pca.transform(xt[:3]).numpy())
+    with pytest.raises(TypeError, match="X must hold real numbers: float.. argument must be"):
+        pca.transform(np.array([[{}] * 64], dtype=object))
+    with pytest.raises(ValueError, match=r"X must be 2-D \(n_samples, n_features\), got shape \(\)"):
+        pca.transform(None)
+    with pytest.raises(ValueError, match="X must hold real numbers, got dtype <U"):
+        pca.transform([["a"] * 64])
     with pytest.raises(ValueError, match="singular"):  # r = D: sigma^2 = 0, and a zero-variance axis
         PCA().fit(torch.cat([x[:, :5], torch.zeros(len(x), 1, dtype=x.dtype)], 1)).score_samples(xt[:, :6])
 
