@@ -146,6 +146,10 @@ def test_bad_inputs():
     ]:
         with pytest.raises(ValueError, match=match):
             Autoencoder(**kwargs)
+    with pytest.raises(TypeError, match="latent_dim must be an int, got bool"):
+        Autoencoder(64, True)
+    with pytest.raises(TypeError, match="hidden"):
+        Autoencoder(64, 2, hidden=(16, True))
 
 
 @pytest.mark.cuda

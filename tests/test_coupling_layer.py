@@ -261,6 +261,14 @@ class TestBadInputs:
         with pytest.raises(ValueError, match="at least 2"):
             AffineCoupling(1, MLP(1, 2))
 
+    def test_bools_are_not_numbers(self):
+        with pytest.raises(TypeError, match="features_or_channels must be an int, got bool"):
+            AffineCoupling(True, MLP(1, 2))
+        with pytest.raises(TypeError, match="clamp must be a number, got bool"):
+            AffineCoupling(4, MLP(2, 4), clamp=True)
+        with pytest.raises(TypeError, match="in_features must be an int, got bool"):
+            MLP(True, 4)
+
     def test_conditioner_not_a_module(self):
         with pytest.raises(TypeError, match="conditioner must be an nn.Module"):
             AffineCoupling(4, lambda x: x)

@@ -134,6 +134,38 @@ def test_actnorm_data_dependent_init_standardizes():
     torch.testing.assert_close(z.std(0), torch.ones(3), atol=1e-3, rtol=0)
 
 
+@pytest.mark.parametrize("name", FLOWS)
+def test_actnorm_init_on_one_example_keeps_unit_scale(name):
+    """One example has no spread: the shift is the example, the scale stays 1 (not NaN)."""
+    torch.manual_seed(0)
+    flow = FLOWS[name](4)
+    x = torch.randn(1, 4) * 3 + 2
+    flow(x)  # training mode: data-dependent initialisation from one example
+    norm = next(m for m in flow.modules() if isinstance(m, ActNorm))
+    torch.testing.assert_close(norm.bias.detach(), x[0])
+    torch.testing.assert_close(norm.log_scale.detach(), torch.zeros(4))
+    lp = flow.eval().log_prob(torch.randn(16, 4))
+    assert torch.isfinite(lp).all()
+    layer = ActNorm(2)
+    layer(torch.full((1, 2, 1, 1), 5.0))  # one value per channel of an image batch
+    assert layer.log_scale.abs().max().item() == 0 and layer.bias.tolist() == [5.0, 5.0]
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
+def test_actnorm_init_rejects_non_finite_data(bad):
+    flow = RealNVP(3, n_couplings=2, hidden=(8,))
+    x = torch.randn(8, 3)
+    x[2] = bad  # a whole row
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        flow(x)
+    norm = flow.transforms[0]
+    assert not bool(norm.initialized)  # left uninitialised: a clean batch initialises it next
+    flow(torch.randn(8, 3))
+    assert bool(norm.initialized) and torch.isfinite(norm.log_scale).all()
+    with pytest.raises(ValueError, match="overflowed"):
+        ActNorm(1)(torch.tensor([[3e38], [-3e38]]))
+
+
 def test_conditional_flow_uses_context():
     flow = randomize(RealNVP(4, n_couplings=4, hidden=(16,), context_features=3)).eval()
     x = torch.randn(8, 4)
@@ -185,6 +217,16 @@ class TestBadInputs:
         with pytest.raises(ValueError, match="unconditional"):
             RealNVP(4).log_prob(torch.randn(3, 4), torch.randn(3, 2))
 
+    def test_bools_are_not_ints(self):
+        with pytest.raises(TypeError, match="n_couplings must be an int, got bool"):
+            NICE(4, n_couplings=True)
+        with pytest.raises(TypeError, match="features must be an int, got bool"):
+            RealNVP(True)
+        with pytest.raises(TypeError, match="n must be an int, got bool"):
+            RealNVP(4).sample(True)
+        with pytest.raises(TypeError, match="hidden sizes must be ints"):
+            NICE(4, hidden=(True,))
+
     def test_bad_hyperparameters(self):
         with pytest.raises(ValueError, match="features must be an int >= 2"):
             RealNVP(1)
@@ -194,7 +236,7 @@ class TestBadInputs:
             RealNVP(4).sample(0)
 
 
-@pytest.mark.parametrize("kind", ["vector", "image", "glow-vector", "conditional"])
+@pytest.mark.parametrize("kind", ["vector", "image", "glow-vector", "conditional", "nice"])
 def test_memory_efficient_gradients_match(kind):
     """Couplings take their own path (one conditioner pass, rebuild_and_backward); the
     checkerboard couplings, ActNorm, 1x1 convolutions and squeezes the generic one."""
@@ -206,6 +248,8 @@ def test_memory_efficient_gradients_match(kind):
         context = torch.randn(16, 3, dtype=torch.float64)
     elif kind == "vector":
         make, x = (lambda me: RealNVP(6, n_couplings=6, hidden=(32,), memory_efficient=me)), torch.randn(32, 6)
+    elif kind == "nice":  # additive couplings: a constant log-determinant (issue #15, item 7)
+        make, x = (lambda me: NICE(6, n_couplings=4, hidden=(32,), memory_efficient=me)), torch.randn(32, 6)
     elif kind == "image":
         make, x = (lambda me: RealNVP((1, 8, 8), n_couplings=2, hidden=16, memory_efficient=me)), torch.rand(8, 1, 8, 8)
     else:

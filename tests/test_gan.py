@@ -298,6 +298,12 @@ class TestBadInputs:
                 GAN(**{"features": 2, **kw})
         with pytest.raises(ValueError, match="features"):
             GAN()
+        for kw, name in ((dict(n_critic=True), "n_critic"), (dict(gp_weight=True), "gp_weight"),
+                         (dict(latent_dim=True), "latent_dim"), (dict(n_classes=False), "n_classes")):
+            with pytest.raises(TypeError, match=f"GAN: {name} must be an? (int|real number), got bool"):
+                GAN(**{"features": 2, **kw})
+        with pytest.raises(TypeError, match="n must be an int, got bool"):
+            small_gan().sample(True)
         with pytest.raises(ValueError, match="both generator and discriminator"):
             GAN(ConstantGenerator([0.0, 0.0]))
         with pytest.raises(ValueError, match="loss must be one of"):

@@ -121,6 +121,39 @@ def test_gaussian_kl_diagonal_and_mixed():
     assert M.gaussian_kl(mu0, v0, mu0, v0).abs().max() < 1e-12
 
 
+@pytest.mark.parametrize("b", [3, 4, 1])
+def test_gaussian_kl_one_shared_covariance_for_a_batch_of_means(b):
+    """(B, D) means with one (D, D) covariance: with B == D (or B == 1) the shape also fits
+    per-example variances, which it used to be read as (issue #15: 0.347 instead of 0.545)."""
+    d = 4
+    g = torch.Generator().manual_seed(11)
+    mu0, mu1 = torch.randn(b, d, generator=g, dtype=torch.float64), torch.randn(b, d, generator=g, dtype=torch.float64)
+    s0, s1 = random_spd(d, seed=12), random_spd(d, seed=13)
+    mvn = torch.distributions.MultivariateNormal
+    want = torch.distributions.kl_divergence(mvn(mu0, covariance_matrix=s0), mvn(mu1, covariance_matrix=s1))
+    torch.testing.assert_close(M.gaussian_kl(mu0, s0, mu1, s1, cov0_form="full", cov1_form="full"), want,
+                               rtol=1e-10, atol=1e-10)
+    if b in (d, 1):
+        with pytest.warns(UserWarning, match="read as a covariance matrix"):
+            got = M.gaussian_kl(mu0, s0, mu1, s1)
+    else:
+        got = M.gaussian_kl(mu0, s0, mu1, s1)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    # Per-example variances of the same shape stay variances (they are not symmetric).
+    v0 = torch.rand(d, d, generator=g, dtype=torch.float64) + 0.1
+    v1 = torch.rand(d, d, generator=g, dtype=torch.float64) + 0.1
+    mu0, mu1 = torch.randn(d, d, generator=g, dtype=torch.float64), torch.randn(d, d, generator=g, dtype=torch.float64)
+    normal = torch.distributions.Normal
+    want_diag = torch.distributions.kl_divergence(torch.distributions.Independent(normal(mu0, v0.sqrt()), 1),
+                                                  torch.distributions.Independent(normal(mu1, v1.sqrt()), 1))
+    torch.testing.assert_close(M.gaussian_kl(mu0, v0, mu1, v1), want_diag, rtol=1e-12, atol=1e-12)
+    sym = v0 + v0.T  # symmetric variances: say which form they are
+    want_sym = torch.distributions.kl_divergence(torch.distributions.Independent(normal(mu0, sym.sqrt()), 1),
+                                                 torch.distributions.Independent(normal(mu1, v1.sqrt()), 1))
+    got_sym = M.gaussian_kl(mu0, sym, mu1, v1, cov0_form="variances")
+    torch.testing.assert_close(got_sym, want_sym, rtol=1e-12, atol=1e-12)
+
+
 class TestBadInputs:
     def test_unnormalised(self):
         with pytest.raises(ValueError, match="p is not normalised"):
@@ -147,6 +180,24 @@ class TestBadInputs:
     def test_unknown_f(self):
         with pytest.raises(ValueError, match="f must be one of"):
             M.f_divergence(rand_probs(3), rand_probs(3), "renyi")
+
+    def test_gaussian_non_symmetric_covariance(self):
+        """Cholesky reads only the lower triangle: a non-symmetric matrix used to pass."""
+        s = torch.tensor([[2.0, 0.0], [0.9, 1.0]])
+        with pytest.raises(ValueError, match="cov0 is not symmetric"):
+            M.gaussian_kl(torch.zeros(2), s, torch.zeros(2), torch.eye(2))
+        with pytest.raises(ValueError, match="cov1 is not symmetric"):
+            M.gaussian_kl(torch.zeros(3, 2), torch.ones(3, 2), torch.zeros(3, 2), s, cov1_form="full")
+        rounding = torch.tensor([[2.0, 0.5], [0.5 + 1e-7, 1.0]])  # float32 rounding: accepted
+        assert torch.isfinite(M.gaussian_kl(torch.zeros(2), rounding, torch.zeros(2), torch.eye(2)))
+
+    def test_gaussian_bad_form(self):
+        with pytest.raises(ValueError, match="cov0_form must be one of"):
+            M.gaussian_kl(torch.zeros(2), torch.eye(2), torch.zeros(2), torch.eye(2), cov0_form="diag")
+        with pytest.raises(ValueError, match=r"cov1 must be variances \(\.\.\., 2\).*cov1_form='variances'"):
+            M.gaussian_kl(torch.zeros(2), torch.eye(2), torch.zeros(2), torch.eye(3), cov1_form="variances")
+        with pytest.raises(ValueError, match=r"cov0 must be a covariance matrix"):
+            M.gaussian_kl(torch.zeros(2), torch.ones(2), torch.zeros(2), torch.ones(2), cov0_form="full")
 
     def test_gaussian_not_spd(self):
         bad = torch.tensor([[1.0, 2.0], [2.0, 1.0]])

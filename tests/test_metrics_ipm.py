@@ -103,6 +103,30 @@ class TestBadInputs:
         with pytest.raises(ValueError, match="kernel must be"):
             M.mmd(torch.randn(5, 2), torch.randn(5, 2), kernel="laplace")
 
+    def test_bandwidth_whose_square_underflows_or_overflows(self):
+        x, y = torch.randn(5, 2), torch.randn(5, 2)
+        with pytest.raises(ValueError, match=r"bandwidth=1e-300 is too small for torch.float32 samples: "
+                                             r"bandwidth\*\*2 underflows to 0.*>= 1.08e-19"):
+            M.mmd(x, y, bandwidth=1e-300)
+        with pytest.raises(ValueError, match="too small for torch.float64"):
+            M.mmd(x.double(), y.double(), bandwidth=1e-160)
+        assert torch.isfinite(M.mmd(x.double(), y.double(), bandwidth=1e-150))  # representable in float64
+        with pytest.raises(ValueError, match=r"too large.*overflows"):
+            M.mmd(x, y, bandwidth=1e20)
+        with pytest.raises(ValueError, match="median bandwidth"):
+            M.mmd(x.double() * 1e-160, y.double() * 1e-160)
+        h = M.median_bandwidth(x, y)  # a 0-d tensor is a bandwidth too
+        assert M.mmd(x, y, bandwidth=h).item() == pytest.approx(M.mmd(x, y).item())
+
+    def test_bools_are_not_numbers(self):
+        x, y = torch.randn(5, 2), torch.randn(5, 2)
+        with pytest.raises(TypeError, match="bandwidth must be 'median' or a positive float, got bool"):
+            M.mmd(x, y, bandwidth=True)
+        with pytest.raises(TypeError, match="n_projections must be an int, got bool"):
+            M.sliced_wasserstein(x, y, n_projections=True)
+        with pytest.raises(TypeError, match="n_projections must be an int"):
+            M.sliced_wasserstein(x, y, n_projections=4.0)
+
     def test_nan_samples_and_bad_weights(self):
         with pytest.raises(ValueError, match="NaN"):
             M.mmd(torch.tensor([[float("nan")], [1.0]]), torch.randn(3, 1))

@@ -44,6 +44,15 @@ def test_nll_and_perplexity():
     assert M.perplexity(batch, lengths=torch.tensor([2, 1])).item() == pytest.approx(want)
 
 
+def test_bits_per_dim_rejects_bools():
+    with pytest.raises(TypeError, match="dims must be an int, got bool"):
+        M.bits_per_dim(1.0, True)
+    with pytest.raises(TypeError, match="levels must be an int, got bool"):
+        M.bits_per_dim(1.0, 4, levels=True)
+    with pytest.raises(TypeError, match="nll_nats must be a float or a tensor"):
+        M.bits_per_dim(True, 4)
+
+
 def test_likelihood_bad_inputs():
     with pytest.raises(ValueError, match="dims must be a positive int"):
         M.bits_per_dim(1.0, 0)

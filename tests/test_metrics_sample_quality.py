@@ -82,3 +82,62 @@ class TestBadInputs:
     def test_digits_score_bad_dimension(self):
         with pytest.raises(ValueError, match="64 features"):
             M.digits_inception_score(torch.rand(20, 10))
+
+
+def _softmax_example():
+    logits = torch.randn(500, 10, generator=torch.Generator().manual_seed(0)) * 3
+    return logits, logits.softmax(1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_inception_score_reads_low_precision_probabilities(dtype):
+    """float16 probabilities sum to 1 only within the dtype's rounding: they used to be read
+    as logits (issue #15: 1.05 instead of 5.82)."""
+    logits, p = _softmax_example()
+    want = M.inception_score(p, splits=1)[0].item()
+    assert want == pytest.approx(M.inception_score(logits, splits=1)[0].item(), rel=1e-6)
+    got = M.inception_score(p.to(dtype), splits=1)[0].item()
+    assert got == pytest.approx(want, rel=1e-2)
+
+
+def test_inception_score_rounded_probabilities_are_not_read_as_logits():
+    logits, p = _softmax_example()
+    rounded = p.round(decimals=2)  # rows sum to 1 within a few hundredths
+    with pytest.raises(ValueError, match="ambiguous.*from_logits=False"):
+        M.inception_score(rounded, splits=1)
+    want = M.inception_score(p, splits=1)[0].item()
+    got = M.inception_score(rounded, splits=1, from_logits=False)[0].item()
+    assert got == pytest.approx(want, rel=0.05)
+    assert M.inception_score(rounded, splits=1, from_logits=True)[0].item() < 1.2  # as asked: logits
+    with pytest.raises(TypeError, match="from_logits"):
+        M.inception_score(p, splits=1, from_logits="no")
+
+
+def test_classification_accuracy_score_label_errors():
+    x = torch.rand(6, 3)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    with pytest.raises(ValueError, match=r"test_y has a negative label \(-1\)"):
+        M.classification_accuracy_score(x, y, x, torch.tensor([0, 1, 2, 0, 1, -1]))
+    with pytest.raises(ValueError, match=r"train_y has a negative label"):
+        M.classification_accuracy_score(x, -y, x, y)
+    with pytest.raises(ValueError, match="train_x needs at least 1 sample"):
+        M.classification_accuracy_score(torch.empty(0, 3), torch.empty(0, dtype=torch.long), x, y)
+    with pytest.raises(ValueError, match=r"train_y must be integer labels of shape \(6,\)"):
+        M.classification_accuracy_score(x, torch.empty(0, dtype=torch.long), x, y)
+    with pytest.raises(ValueError, match="test_x has 2 features, train_x has 3"):
+        M.classification_accuracy_score(x, y, torch.rand(6, 2), y)
+
+
+def test_bools_are_not_numbers():
+    logits, _ = _softmax_example()
+    with pytest.raises(TypeError, match="splits must be an int"):
+        M.inception_score(logits, splits=True)
+    x, y = torch.rand(6, 3), torch.tensor([0, 1, 2, 0, 1, 2])
+    with pytest.raises(TypeError, match="steps must be an int"):
+        M.classification_accuracy_score(x, y, x, y, steps=True)
+    with pytest.raises(TypeError, match="lr must be a real number"):
+        M.train_classifier(x, y, lr=True)
+    with pytest.raises(TypeError, match="n_classes must be an int"):
+        M.train_classifier(x, y, n_classes=True)
+    with pytest.raises(TypeError, match="copy_quantile"):
+        M.memorization_report(x, x, x, copy_quantile=True)

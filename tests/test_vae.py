@@ -163,6 +163,19 @@ def test_checkpoint_round_trip(tmp_path, trained, digits):
     assert isinstance(build("vae", trained.config), VAE)
 
 
+def test_bools_are_not_numbers():
+    for kw, name in ((dict(latent_dim=True), "latent_dim"), (dict(levels=True), "levels"),
+                     (dict(sigma=True), "sigma"), (dict(beta=True), "beta"),
+                     (dict(context_features=True), "context_features"), (dict(features=True), "features")):
+        with pytest.raises(TypeError, match=name):
+            VAE(**{"features": 8, **kw})
+    m = VAE(8, latent_dim=2, hidden=[8])
+    with pytest.raises(TypeError, match="n_samples must be an int, got bool"):
+        m.log_likelihood(torch.rand(2, 8), n_samples=True)
+    with pytest.raises(TypeError, match="n must be an int, got bool"):
+        m.sample(True)
+
+
 def test_bad_inputs():
     m = VAE(64, latent_dim=4, hidden=[16])
     with pytest.raises(ValueError, match="shape"):
@@ -190,3 +203,31 @@ def test_bad_inputs():
         cond.elbo(torch.zeros(3, 64), torch.zeros(3, 9))
     with pytest.raises(ValueError, match="NaN"):
         fit(m, torch.full((8, 64), float("nan")), steps=1, progress=False)
+
+
+@pytest.mark.parametrize("likelihood", ["categorical", "bernoulli"])
+def test_discrete_decoders_reject_data_outside_unit_interval(likelihood):
+    """Raw levels 0..16 used to be clamped to the top level, and NaN gave a NaN loss (issue #15)."""
+    m = VAE(8, latent_dim=2, hidden=[8], likelihood=likelihood)
+    levels = torch.arange(8.0).repeat(3, 1) * 2  # raw levels 0..14
+    with pytest.raises(ValueError, match=r"in \[0, 1\].*got values in \[0, 14\]"):
+        m.loss(levels)
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        m.elbo(torch.full((2, 8), -0.5))
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        m.log_likelihood(levels, n_samples=2)
+    ok = torch.rand(3, 8)
+    ok[0, 0], ok[1, 1] = 0.0, 1.0  # the closed interval: 1.0 can come out of float rounding
+    assert torch.isfinite(m.loss(ok))
+
+
+@pytest.mark.parametrize("likelihood", LIKELIHOODS)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_data_raises(likelihood, bad):
+    m = VAE(8, latent_dim=2, hidden=[8], likelihood=likelihood)
+    x = torch.rand(3, 8)
+    x[1, 2] = bad
+    with pytest.raises(ValueError, match="x contains NaN or infinite values"):
+        m.loss(x)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        m.log_likelihood(x, n_samples=2)

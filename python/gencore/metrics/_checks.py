@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 
 
@@ -77,3 +80,31 @@ def check_samples(x: torch.Tensor, name: str, min_rows: int = 1) -> torch.Tensor
         raise ValueError(f"{name} has zero features (shape {tuple(x.shape)})")
     check_finite(x, name)
     return x
+
+
+def check_int(v, name: str, low: int | None = None, high: int | None = None) -> int:
+    """An integer argument (``bool`` is rejected: ``True`` is not a count)."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(v).__name__} {v!r}")
+    v = int(v)
+    if (low is not None and v < low) or (high is not None and v > high):
+        rng = f">= {low}" if high is None else (f"<= {high}" if low is None else f"in [{low}, {high}]")
+        raise ValueError(f"{name} must be an int {rng}, got {v!r}")
+    return v
+
+
+def check_real(v, name: str) -> float:
+    """A real-number argument (type only); ``bool`` is rejected: ``True`` is not a rate or a size."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(v).__name__} {v!r}")
+    return float(v)
+
+
+def check_number(v, name: str, low: float | None = None, *, strict: bool = False) -> float:
+    """A finite real argument ``>= low`` (``> low`` with ``strict``); ``bool`` is rejected."""
+    v = check_real(v, name)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite number, got {v!r}")
+    if low is not None and (v <= low if strict else v < low):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {low}, got {v!r}")
+    return v

@@ -6,9 +6,12 @@ discriminator estimates.
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 
-from gencore.metrics._checks import as_tensor, check_finite, check_samples
+from gencore.metrics._checks import as_tensor, check_finite, check_int, check_samples
 
 __all__ = ["mmd", "median_bandwidth", "wasserstein_1d", "sliced_wasserstein"]
 
@@ -44,7 +47,8 @@ def mmd(x, y, kernel: str = "rbf", bandwidth="median", unbiased: bool = True) ->
         y: ``(M, D)`` samples.
         kernel: ``"rbf"`` or ``"imq"``.
         bandwidth: ``"median"`` (median pairwise distance of the pooled sample) or a
-            positive float.
+            positive float, with ``bandwidth**2`` representable in the samples' dtype
+            (float32: about 1.1e-19 to 1.3e19; float64: 1.5e-154 to 9.5e153).
         unbiased: the U-statistic (drops the ``i = j`` terms; can be slightly negative when
             ``P = Q``; needs ``N, M >= 2``) or the biased V-statistic (always >= 0).
 
@@ -60,14 +64,34 @@ def mmd(x, y, kernel: str = "rbf", bandwidth="median", unbiased: bool = True) ->
         raise ValueError(f"x and y must have the same dimension: {x.shape[1]} vs {y.shape[1]}")
     dtype = torch.promote_types(x.dtype, y.dtype)
     x, y = x.to(dtype), y.to(dtype)
+    finfo = torch.finfo(dtype)
+    # The kernels divide by h^2 (rbf: 2 h^2): it must neither underflow nor overflow in the
+    # samples' dtype, or every kernel value is 0/0, 0 or 1 (MMD^2 NaN or 0, whatever the data).
+    h_min, h_max = math.sqrt(finfo.tiny), math.sqrt(finfo.max / 2)
     if isinstance(bandwidth, str):
         if bandwidth != "median":
             raise ValueError(f"bandwidth must be 'median' or a positive float, got {bandwidth!r}")
         h = median_bandwidth(x, y)
+        if not h_min <= h.item() <= h_max:
+            raise ValueError(f"the median bandwidth {h.item():.3g} of the samples is outside "
+                             f"[{h_min:.2g}, {h_max:.2g}], where bandwidth**2 is representable in {dtype}; "
+                             "rescale the data or pass a bandwidth")
     else:
-        h = torch.as_tensor(float(bandwidth), dtype=dtype)
-        if not (torch.isfinite(h) and h > 0):
+        is_scalar_tensor = (isinstance(bandwidth, torch.Tensor) and bandwidth.numel() == 1
+                            and bandwidth.dtype != torch.bool and not bandwidth.dtype.is_complex)
+        if isinstance(bandwidth, bool) or not (isinstance(bandwidth, numbers.Real) or is_scalar_tensor):
+            raise TypeError(f"bandwidth must be 'median' or a positive float, got {type(bandwidth).__name__} "
+                            f"{bandwidth!r}")
+        b = float(bandwidth)
+        if not (math.isfinite(b) and b > 0):
             raise ValueError(f"bandwidth must be a positive finite number, got {bandwidth!r}")
+        if b < h_min:
+            raise ValueError(f"bandwidth={b!r} is too small for {dtype} samples: bandwidth**2 underflows to 0 "
+                             f"(below the smallest normal number {finfo.tiny:.3g}); it must be >= {h_min:.3g}")
+        if b > h_max:
+            raise ValueError(f"bandwidth={b!r} is too large for {dtype} samples: 2 * bandwidth**2 overflows to inf; "
+                             f"it must be <= {h_max:.3g}")
+        h = torch.as_tensor(b, dtype=dtype)
     kxx, kyy, kxy = _kernel(x, x, kernel, h), _kernel(y, y, kernel, h), _kernel(x, y, kernel, h)
     n, m = x.shape[0], y.shape[0]
     if unbiased:
@@ -144,7 +168,8 @@ def sliced_wasserstein(x, y, n_projections: int = 128, generator: torch.Generato
     Returns:
         A 0-d tensor in the units of x.
     """
-    if not isinstance(n_projections, int) or n_projections < 1:
+    check_int(n_projections, "n_projections")
+    if n_projections < 1:
         raise ValueError(f"n_projections must be a positive int, got {n_projections!r}")
     x = check_samples(as_tensor(x, "x"), "x")
     y = check_samples(as_tensor(y, "y"), "y")

@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from gencore.metrics._checks import as_tensor, broadcast_pair, check_nonempty, check_probabilities
+from gencore.metrics._checks import as_tensor, broadcast_pair, check_int, check_nonempty, check_probabilities
 
 __all__ = ["cross_entropy", "negative_log_likelihood", "bits_per_dim", "perplexity"]
 
@@ -66,15 +66,18 @@ def bits_per_dim(nll_nats, dims: int, levels: int | None = None):
     Returns:
         Same type as ``nll_nats``: bits per dimension.
     """
-    if not isinstance(dims, int) or dims < 1:
+    check_int(dims, "dims")
+    if dims < 1:
         raise ValueError(f"dims must be a positive int, got {dims!r}")
-    if levels is not None and (not isinstance(levels, int) or levels < 2):
-        raise ValueError(f"levels must be an int >= 2 or None, got {levels!r}")
+    if levels is not None:
+        check_int(levels, "levels")
+        if levels < 2:
+            raise ValueError(f"levels must be an int >= 2 or None, got {levels!r}")
     offset = dims * math.log(levels) if levels is not None else 0.0
     if isinstance(nll_nats, torch.Tensor):
         if torch.isnan(nll_nats).any():
             raise ValueError("nll_nats contains NaN")
-    elif isinstance(nll_nats, (int, float)):
+    elif isinstance(nll_nats, (int, float)) and not isinstance(nll_nats, bool):
         if math.isnan(nll_nats):
             raise ValueError("nll_nats is NaN")
     else:

@@ -6,11 +6,12 @@ a memorization report, served by a small digits classifier that gencore trains o
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 from torch import nn
 
-from gencore.metrics._checks import as_tensor, check_samples
+from gencore.metrics._checks import as_tensor, check_int, check_number, check_real, check_samples
 
 __all__ = [
     "inception_score",
@@ -20,6 +21,18 @@ __all__ = [
     "digits_inception_score",
     "train_classifier",
 ]
+
+
+# Rows that are probabilities rounded to a few decimals sum to 1 within about this much;
+# logits almost never lie in [0, 1] with every row summing to 1 this closely.
+_ROUNDED_PROBABILITY_TOL = 0.05
+
+
+def _probability_tolerance(dtype: torch.dtype, k: int) -> float:
+    """How far from 1 a row of ``k`` probabilities stored in ``dtype`` may sum from rounding
+    alone: ``2 sqrt(k)`` units of the dtype's epsilon (float16: 6e-3 for k = 10; float32:
+    1e-6 floor)."""
+    return max(1e-6, 2 * math.sqrt(k) * torch.finfo(dtype).eps)
 
 
 def inception_score(logits_or_probs, splits: int = 10, *, from_logits: bool | None = None):
@@ -33,27 +46,47 @@ def inception_score(logits_or_probs, splits: int = 10, *, from_logits: bool | No
     Args:
         logits_or_probs: ``(N, K)`` class logits or probabilities.
         splits: number of disjoint splits (``1 <= splits <= N``); the score is computed on each.
-        from_logits: True for logits, False for probabilities; None guesses (rows that are
-            non-negative and sum to 1 are probabilities).
+        from_logits: True for logits; False for probabilities (non-negative rows summing to
+            1 within 0.05, e.g. rounded to a few decimals; each row is renormalised); None
+            (the default) decides from the values: entries in ``[0, 1]`` with every row
+            summing to 1 within the rounding of the input's dtype (``2 sqrt(K)`` machine
+            epsilons: float16 and bfloat16 probabilities included) are probabilities; rows
+            in ``[0, 1]`` summing to 1 only within 0.05 (rounded probabilities?) are
+            ambiguous and raise ``ValueError`` asking for ``from_logits``; anything else is logits.
 
     Returns:
-        ``(mean, std)`` over the splits, as 0-d tensors.
+        ``(mean, std)`` over the splits, as 0-d tensors (float64).
     """
     t = as_tensor(logits_or_probs, "logits_or_probs")
     if t.dim() != 2 or t.shape[0] == 0 or t.shape[1] < 2:
         raise ValueError(f"logits_or_probs must be (N, K) with N >= 1, K >= 2, got {tuple(t.shape)}")
     if not torch.isfinite(t).all():
         raise ValueError("logits_or_probs contains NaN or infinite values")
-    if not isinstance(splits, int) or not 1 <= splits <= t.shape[0]:
+    check_int(splits, "splits")
+    if not 1 <= splits <= t.shape[0]:
         raise ValueError(f"splits must be an int in [1, N={t.shape[0]}], got {splits!r}")
+    if from_logits is not None and not isinstance(from_logits, bool):
+        raise TypeError(f"from_logits must be True, False or None, got {type(from_logits).__name__}")
+    tol = _probability_tolerance(t.dtype, t.shape[1])
+    in_dtype = t.dtype
     t = t.double()
+    deviation = (t.sum(1) - 1).abs().max().item()
     if from_logits is None:
-        from_logits = not ((t >= 0).all() and torch.allclose(t.sum(1), torch.ones(len(t), dtype=t.dtype), atol=1e-6))
+        in_unit = bool(((t >= 0) & (t <= 1)).all())
+        if in_unit and tol < deviation <= _ROUNDED_PROBABILITY_TOL:
+            raise ValueError(
+                f"logits_or_probs is ambiguous: its entries lie in [0, 1] and its rows sum to 1 only to "
+                f"within {deviation:.3g}, more than the rounding of {in_dtype} explains ({tol:.2g}): pass "
+                f"from_logits=False to read them as probabilities (rows renormalised) or from_logits=True")
+        from_logits = not (in_unit and deviation <= tol)
     if from_logits:
         log_p = torch.log_softmax(t, dim=1)
     else:
-        if (t < 0).any() or not torch.allclose(t.sum(1), torch.ones(len(t), dtype=t.dtype), atol=1e-4):
-            raise ValueError("probabilities must be non-negative rows summing to 1")
+        if (t < 0).any() or deviation > max(tol, _ROUNDED_PROBABILITY_TOL):
+            raise ValueError(f"probabilities must be non-negative rows summing to 1 (within "
+                             f"{max(tol, _ROUNDED_PROBABILITY_TOL):.2g}); found a row sum off by {deviation:.3g}"
+                             + ("" if not (t < 0).any() else " and negative entries"))
+        t = t / t.sum(1, keepdim=True)
         log_p = torch.log(t.clamp_min(1e-300))
     scores = []
     for chunk in torch.tensor_split(log_p, splits):
@@ -63,6 +96,25 @@ def inception_score(logits_or_probs, splits: int = 10, *, from_logits: bool | No
         scores.append(kl.mean().exp())
     s = torch.stack(scores)
     return s.mean(), (s.std(unbiased=False) if len(s) > 1 else torch.zeros((), dtype=s.dtype))
+
+
+def _labels(y, name: str, n: int) -> torch.Tensor:
+    """``(n,)`` non-negative integer class labels, as int64."""
+    y = torch.as_tensor(y)
+    if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool or y.shape != (n,):
+        raise ValueError(f"{name} must be integer labels of shape ({n},), got {tuple(y.shape)} {y.dtype}")
+    if (y < 0).any():
+        raise ValueError(f"{name} has a negative label ({y.min().item()}): labels must lie in [0, K)")
+    return y.long()
+
+
+def _check_training_args(steps, batch_size, lr, seed) -> None:
+    for name, v in (("steps", steps), ("batch_size", batch_size)):
+        check_int(v, name)
+        if v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    check_number(lr, "lr", 0.0, strict=True)
+    check_int(seed, "seed")
 
 
 class _Classifier(nn.Sequential):
@@ -77,18 +129,22 @@ def train_classifier(x, y, *, n_classes: int | None = None, steps: int = 600, ba
 
     Args:
         x: ``(N, D)`` features; y: ``(N,)`` integer labels in ``[0, n_classes)``.
+        n_classes: number of classes K (>= 1); None: ``max(y) + 1``.
+        steps, batch_size: positive ints; lr: a positive finite number; seed: an int.
 
     Returns:
         The classifier in eval mode, mapping ``(B, D)`` to logits ``(B, K)``.
     """
+    _check_training_args(steps, batch_size, lr, seed)
     x = check_samples(as_tensor(x, "x", torch.float32), "x")
-    y = torch.as_tensor(y)
-    if y.dtype.is_floating_point or y.shape != (x.shape[0],):
-        raise ValueError(f"y must be integer labels of shape ({x.shape[0]},), got {tuple(y.shape)} {y.dtype}")
-    y = y.long()
+    y = _labels(y, "y", x.shape[0])
+    if n_classes is not None:
+        check_int(n_classes, "n_classes")
+        if n_classes < 1:
+            raise ValueError(f"n_classes must be a positive int, got {n_classes!r}")
     k = int(n_classes if n_classes is not None else y.max().item() + 1)
-    if (y < 0).any() or (y >= k).any():
-        raise ValueError(f"labels must lie in [0, {k})")
+    if (y >= k).any():
+        raise ValueError(f"labels must lie in [0, {k}): y has a label {y.max().item()}")
     g = torch.Generator().manual_seed(seed)
     # enable_grad: the classifier may first be asked for inside a caller's no_grad block.
     with torch.random.fork_rng(), torch.enable_grad():
@@ -142,19 +198,25 @@ def classification_accuracy_score(train_x, train_y, test_x, test_y, *, steps: in
     samples as the training set and real data as the test set, the lecture's
     train-on-synthetic / test-on-real accuracy. Uses the same classifier as the other metrics.
 
+    Args:
+        train_x: ``(N, D)``, train_y: ``(N,)`` integer labels ``>= 0`` (N >= 1).
+        test_x: ``(M, D)``, test_y: ``(M,)`` integer labels ``>= 0``. The number of classes
+            is ``max(train_y, test_y) + 1``: a test class never seen in training counts as wrong.
+        steps, seed: as in :func:`train_classifier`.
+
     Returns:
         Accuracy in ``[0, 1]`` on ``(test_x, test_y)``.
     """
+    _check_training_args(steps, 128, 2e-3, seed)
+    trx = check_samples(as_tensor(train_x, "train_x", torch.float32), "train_x")
+    tr_y = _labels(train_y, "train_y", trx.shape[0])
     tx = check_samples(as_tensor(test_x, "test_x", torch.float32), "test_x")
-    ty = torch.as_tensor(test_y).long()
-    if ty.shape != (tx.shape[0],):
-        raise ValueError(f"test_y must have shape ({tx.shape[0]},), got {tuple(ty.shape)}")
-    train_y = torch.as_tensor(train_y)
-    k = int(max(ty.max().item(), train_y.max().item()) + 1)
-    model = train_classifier(train_x, train_y, n_classes=k, steps=steps, seed=seed)
-    if tx.shape[1] != model[0].in_features:
-        raise ValueError(f"test_x has {tx.shape[1]} features, train_x had {model[0].in_features}")
-    return (_logits(model, tx).argmax(1) == ty).double().mean().item()
+    ty = _labels(test_y, "test_y", tx.shape[0])
+    if tx.shape[1] != trx.shape[1]:
+        raise ValueError(f"test_x has {tx.shape[1]} features, train_x has {trx.shape[1]}")
+    k = int(max(ty.max().item(), tr_y.max().item())) + 1
+    model = train_classifier(trx, tr_y, n_classes=k, steps=steps, seed=seed)
+    return (_logits(model, tx).argmax(1) == ty.to(tx.device)).double().mean().item()
 
 
 def _nn_distance(a: torch.Tensor, ref: torch.Tensor, batch: int = 1024):
@@ -184,6 +246,7 @@ def memorization_report(samples, train, heldout, *, copy_quantile: float = 0.01)
         ``nn_ratio`` (sample / held-out median: < 1 means closer to the training set than new
         data is), ``copy_threshold``, ``near_copy_fraction``, ``expected_fraction``.
     """
+    check_real(copy_quantile, "copy_quantile")
     if not 0 < copy_quantile < 1:
         raise ValueError(f"copy_quantile must lie in (0, 1), got {copy_quantile!r}")
     s = check_samples(as_tensor(samples, "samples"), "samples")

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from gencore.models._common import event_shape
+from gencore.models._common import event_shape, require_int
 from gencore.nn import MLP
 
 __all__ = ["Autoencoder"]
@@ -80,11 +80,13 @@ class Autoencoder(nn.Module):
                  activation: str | None = "relu") -> None:
         super().__init__()
         shape = _event_shape(features)
-        if not isinstance(latent_dim, int) or isinstance(latent_dim, bool) or latent_dim < 1:
+        if require_int(latent_dim, "latent_dim", "Autoencoder") < 1:
             raise ValueError(f"Autoencoder: latent_dim must be a positive int, got {latent_dim!r}")
         if isinstance(hidden, int) and not isinstance(hidden, bool):
             hidden = (hidden,)
         hidden = tuple(hidden)
+        for v in hidden:
+            require_int(v, "hidden (each size)", "Autoencoder")
         if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in hidden):
             raise ValueError(f"Autoencoder: hidden must be a sequence of positive ints, got {hidden!r}")
         if kind not in KINDS:

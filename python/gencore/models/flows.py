@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from gencore.models._common import require_int
 from gencore.nn import (
     MLP,
     ActNorm,
@@ -72,8 +73,17 @@ class _InvertibleBackward(torch.autograd.Function):
                 with torch.enable_grad():
                     x = x.detach().requires_grad_()
                     out, ld = t(x, context)
-                    grad_y, *g_params = torch.autograd.grad((out, ld), [x, *params], (grad_y, grad_logdet),
-                                                            allow_unused=True)
+                    # A volume-preserving transform (additive coupling, permutation) returns a
+                    # constant log-determinant outside the graph: leave it out of the grad call.
+                    pairs = [(o, g) for o, g in ((out, grad_y), (ld, grad_logdet)) if o.requires_grad]
+                    if pairs:
+                        grads = torch.autograd.grad([o for o, _ in pairs], [x, *params],
+                                                    [g for _, g in pairs], allow_unused=True)
+                    else:
+                        grads = (None,) * (1 + len(params))
+                    grad_y, *g_params = grads
+                    if grad_y is None:
+                        grad_y = torch.zeros_like(x)
             with torch.no_grad():
                 for p, gp in zip(params, g_params):
                     if gp is None:
@@ -172,7 +182,7 @@ class Flow(nn.Module):
     def rsample(self, n: int, generator: torch.Generator | None = None,
                 context: torch.Tensor | None = None) -> torch.Tensor:
         """``n`` samples ``(n, *event_shape)``, differentiable w.r.t. the parameters."""
-        if not isinstance(n, int) or n < 1:
+        if require_int(n, "n", type(self).__name__) < 1:
             raise ValueError(f"{type(self).__name__}: n must be a positive int, got {n!r}")
         p = next(self.parameters())
         z = torch.randn((n, *self.event_shape), generator=generator, dtype=p.dtype,
@@ -196,18 +206,25 @@ class Flow(nn.Module):
 
 
 def _check_int(name: str, v, low: int = 1) -> int:
-    if not isinstance(v, int) or isinstance(v, bool) or v < low:
+    require_int(v, name, "flow")
+    if v < low:
         raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
     return v
 
 
 def _event_shape(features) -> tuple[int, ...]:
     """``D`` -> ``(D,)``; ``(C, H, W)`` stays."""
-    if isinstance(features, int) and not isinstance(features, bool):
+    if isinstance(features, bool):
+        require_int(features, "features", "flow")  # raises TypeError
+    if isinstance(features, int):
         _check_int("features", features, 2)
         return (features,)
-    shape = tuple(features)
-    if len(shape) != 3 or not all(isinstance(v, int) and v >= 1 for v in shape):
+    try:
+        shape = tuple(features)
+    except TypeError:
+        raise TypeError(f"flow: features must be an int D >= 2 or an image shape (C, H, W), "
+                        f"got {type(features).__name__} {features!r}") from None
+    if len(shape) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape):
         raise ValueError(f"features must be an int D >= 2 or an image shape (C, H, W), got {features!r}")
     return shape
 

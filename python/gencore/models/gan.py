@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gencore.models._common import event_shape
+from gencore.models._common import event_shape, require_int, require_real
 from gencore.nn import MLP
 
 __all__ = [
@@ -248,13 +248,15 @@ class ConvDiscriminator(nn.Module):
 
 
 def _int(name: str, v, low: int) -> int:
-    if not isinstance(v, int) or isinstance(v, bool) or v < low:
+    require_int(v, name, "GAN")
+    if v < low:
         raise ValueError(f"GAN: {name} must be an int >= {low}, got {v!r}")
     return v
 
 
 def _number(name: str, v, low: float, high: float = math.inf, *, open_high: bool = False) -> float:
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= low
+    require_real(v, name, "GAN")
+    ok = math.isfinite(v) and v >= low
     ok = ok and (v < high if open_high else v <= high)
     if not ok:
         bound = f"< {high}" if open_high else (f"<= {high}" if math.isfinite(high) else "")
@@ -492,7 +494,7 @@ class GAN(nn.Module):
             labels: class-conditional GANs: ``(n,)`` integer classes (required).
             use_ema: use the moving-average generator (default: when ``ema_decay > 0``).
         """
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        if require_int(n, "n", "GAN") < 1:
             raise ValueError(f"GAN: n must be a positive int, got {n!r}")
         use_ema = self.generator_ema is not None if use_ema is None else use_ema
         return self.generate(self._z(n, generator=generator), labels, use_ema=use_ema)
@@ -531,7 +533,7 @@ class GAN(nn.Module):
     def generator_loss(self, n: int, labels=None) -> torch.Tensor:
         """The generator's loss on ``n`` fresh samples (``labels: (n,)`` when conditional);
         gradients flow to the generator only."""
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        if require_int(n, "n", "GAN") < 1:
             raise ValueError(f"GAN: n must be a positive int, got {n!r}")
         c = self._context(labels, n)
         with _frozen(self.discriminator):

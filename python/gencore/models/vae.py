@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from gencore.models._common import require_int, require_real
 from gencore.nn import MLP, Reparameterize
 
 __all__ = ["VAE", "LIKELIHOODS"]
@@ -48,6 +49,11 @@ class VAE(nn.Module):
             (binary cross-entropy; a proper likelihood only for binary data);
             ``"categorical"``: a categorical over ``levels`` values per pixel, for data
             dequantized as ``(level + u) / levels``.
+            The inputs of the ``"bernoulli"`` and ``"categorical"`` decoders must lie in
+            ``[0, 1]`` (``ValueError`` otherwise, e.g. for raw levels; for ``"categorical"``
+            a value of exactly 1, which float rounding of ``(levels - 1 + u) / levels`` can
+            produce, is read as the top level); NaN or infinite inputs raise ``ValueError``
+            for every likelihood.
         sigma: the fixed standard deviation of ``"gaussian"``.
         levels: number of levels of ``"categorical"`` (17 for the digits).
         context_features: size of a conditioning vector fed to encoder and decoder
@@ -59,18 +65,21 @@ class VAE(nn.Module):
                  likelihood: str = "categorical", sigma: float = 0.1, levels: int = 17,
                  context_features: int = 0, beta: float = 1.0) -> None:
         super().__init__()
+        if isinstance(features, bool) or (not isinstance(features, int) and any(isinstance(v, bool) for v in features)):
+            raise TypeError(f"VAE: features must be an int or a shape of ints, got {features!r}")
         shape = [features] if isinstance(features, int) else [int(v) for v in features]
         if not shape or any(v < 1 for v in shape):
             raise ValueError(f"VAE: features must be a positive int or shape, got {features!r}")
-        if not isinstance(latent_dim, int) or latent_dim < 1:
+        if require_int(latent_dim, "latent_dim", "VAE") < 1:
             raise ValueError(f"VAE: latent_dim must be a positive int, got {latent_dim!r}")
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"VAE: likelihood must be one of {', '.join(LIKELIHOODS)}, got {likelihood!r}")
-        if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
+        require_real(sigma, "sigma", "VAE")
+        if not (math.isfinite(sigma) and sigma > 0):
             raise ValueError(f"VAE: sigma must be a positive finite number, got {sigma!r}")
-        if not isinstance(levels, int) or levels < 2:
+        if require_int(levels, "levels", "VAE") < 2:
             raise ValueError(f"VAE: levels must be an int >= 2, got {levels!r}")
-        if not isinstance(context_features, int) or context_features < 0:
+        if require_int(context_features, "context_features", "VAE") < 0:
             raise ValueError(f"VAE: context_features must be an int >= 0, got {context_features!r}")
         _check_beta(beta)
         hidden = [int(h) for h in hidden]
@@ -100,6 +109,14 @@ class VAE(nn.Module):
                              f"got {tuple(x.shape)}")
         if x.shape[0] == 0:
             raise ValueError(f"VAE: {name} is an empty batch")
+        if not torch.isfinite(x).all():
+            raise ValueError(f"VAE: {name} contains NaN or infinite values")
+        if self.likelihood in ("categorical", "bernoulli") and ((x < 0) | (x > 1)).any():
+            hint = (f"dequantized data (level + u) / levels, levels = {self.levels}; raw levels must be "
+                    "dequantized first (gencore.data.dequantize)" if self.likelihood == "categorical"
+                    else "probabilities or binary pixels")
+            raise ValueError(f"VAE: likelihood={self.likelihood!r} needs {name} in [0, 1] ({hint}); "
+                             f"got values in [{x.min().item():.6g}, {x.max().item():.6g}]")
         return x.reshape(x.shape[0], self.features)
 
     def _context(self, context: torch.Tensor | None, n: int) -> torch.Tensor | None:
@@ -214,7 +231,7 @@ class VAE(nn.Module):
         ELBO). ``log q`` comes from the fused op's ``eps`` (accurate for small variances).
         Examples are processed ``batch_size`` at a time (K decodes each).
         """
-        if not isinstance(n_samples, int) or n_samples < 1:
+        if require_int(n_samples, "n_samples", "VAE.log_likelihood") < 1:
             raise ValueError(f"VAE.log_likelihood: n_samples must be a positive int, got {n_samples!r}")
         xf = self._flat(x)
         ctx = self._context(context, xf.shape[0])
@@ -242,7 +259,7 @@ class VAE(nn.Module):
                *, mean: bool = True) -> torch.Tensor:
         """``n`` samples ``(n, *event_shape)``: ``z ~ N(0, I)`` decoded to the decoder's mean
         (``mean=True``, the usual picture) or to a draw from ``p(x | z)``."""
-        if not isinstance(n, int) or n < 1:
+        if require_int(n, "n", "VAE.sample") < 1:
             raise ValueError(f"VAE.sample: n must be a positive int, got {n!r}")
         p = next(self.parameters())
         z = torch.randn(n, self.latent_dim, generator=generator, dtype=p.dtype, device=p.device)
@@ -259,7 +276,7 @@ class VAE(nn.Module):
                     context: torch.Tensor | None = None) -> torch.Tensor:
         """Decodes ``steps`` points on the line between the encodings (means) of two examples
         ``x_a, x_b: (D,)`` or ``(1, D)``; returns ``(steps, *event_shape)``."""
-        if not isinstance(steps, int) or steps < 2:
+        if require_int(steps, "steps", "VAE.interpolate") < 2:
             raise ValueError(f"VAE.interpolate: steps must be an int >= 2, got {steps!r}")
         xs = torch.stack([x_a.reshape(-1), x_b.reshape(-1)])
         mu, _ = self.encode(xs, None if context is None else context.reshape(1, -1).expand(2, -1))
@@ -270,6 +287,7 @@ class VAE(nn.Module):
 
 
 def _check_beta(beta) -> float:
-    if not (isinstance(beta, (int, float)) and not isinstance(beta, bool) and math.isfinite(beta) and beta >= 0):
+    require_real(beta, "beta", "VAE")
+    if not (math.isfinite(beta) and beta >= 0):
         raise ValueError(f"VAE: beta must be a finite number >= 0, got {beta!r}")
     return float(beta)

@@ -77,10 +77,14 @@ class AffineCoupling(nn.Module):
         if mask not in _MASKS:
             raise ValueError(f"AffineCoupling: mask must be one of {_MASKS}, got {mask!r}")
         n = features_or_channels
-        if not isinstance(n, int) or n < 1:
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"AffineCoupling: features_or_channels must be an int, got {type(n).__name__} {n!r}")
+        if n < 1:
             raise ValueError(f"AffineCoupling: features_or_channels must be a positive int, got {n!r}")
         if mask in ("half", "alternate", "channel") and n < 2:
             raise ValueError(f"AffineCoupling: mask={mask!r} needs at least 2 features/channels, got {n}")
+        if isinstance(clamp, bool):
+            raise TypeError(f"AffineCoupling: clamp must be a number, got bool {clamp!r}")
         if not isinstance(clamp, (int, float)) or not clamp >= 0 or clamp == float("inf"):
             raise ValueError(f"AffineCoupling: clamp must be a finite number >= 0, got {clamp!r}")
         if not isinstance(conditioner, nn.Module):

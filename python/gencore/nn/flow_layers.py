@@ -27,6 +27,15 @@ class ActNorm(nn.Module):
     The first forward pass in training mode sets ``b`` and ``log_s`` to the batch's
     per-channel mean and log standard deviation, so the output starts standardized.
 
+    Edge cases of that initialisation:
+
+    - a batch with a single value per channel (one example of a vector, or a ``(1, C, 1, 1)``
+      image) has no spread to measure: ``b`` is set to that value (the mean) and the scale
+      is left at 1 (``log_s = 0``), instead of the NaN an unbiased standard deviation of one
+      value would give;
+    - a batch with a NaN or infinite value raises ``ValueError`` and leaves the layer
+      uninitialised (its statistics would make every later output NaN).
+
     Args:
         features_or_channels: ``D`` (vectors) or ``C`` (images); statistics are per entry of dim 1.
     """
@@ -40,9 +49,26 @@ class ActNorm(nn.Module):
 
     @torch.no_grad()
     def _initialize(self, x: torch.Tensor) -> None:
+        if x.dim() < 2 or x.shape[1] != self.bias.shape[0]:
+            raise ValueError(f"ActNorm: expected {self.bias.shape[0]} features/channels in dim 1, "
+                             f"got shape {tuple(x.shape)}")
+        if x.numel() == 0:
+            raise ValueError("ActNorm: the data-dependent initialisation needs a non-empty batch")
+        if not torch.isfinite(x).all():
+            raise ValueError("ActNorm: the data-dependent initialisation got a batch with NaN or infinite "
+                             "values; its mean and standard deviation would make every output NaN")
         dims = [0] + list(range(2, x.dim()))
-        self.bias.copy_(x.mean(dims))
-        self.log_scale.copy_(torch.log(x.std(dims) + self.eps))
+        mean = x.mean(dims)
+        if x.numel() // x.shape[1] < 2:
+            # One value per channel: no spread to measure; keep the unit scale.
+            log_scale = torch.zeros_like(mean)
+        else:
+            log_scale = torch.log(x.std(dims) + self.eps)
+        if not (torch.isfinite(mean).all() and torch.isfinite(log_scale).all()):
+            raise ValueError(f"ActNorm: the data-dependent initialisation overflowed in {x.dtype} (the batch's "
+                             "mean or standard deviation is not finite); rescale the data")
+        self.bias.copy_(mean)
+        self.log_scale.copy_(log_scale)
         self.initialized.fill_(True)
 
     def forward(self, x, context=None):
@@ -98,6 +124,8 @@ class AdditiveCoupling(nn.Module):
         if mask not in ("half", "alternate"):
             raise ValueError(f"AdditiveCoupling: mask must be 'half' or 'alternate', got {mask!r}")
         n = features_or_channels
+        if isinstance(n, bool):
+            raise TypeError(f"AdditiveCoupling: features_or_channels must be an int, got bool {n!r}")
         if not isinstance(n, int) or n < 2:
             raise ValueError(f"AdditiveCoupling: needs at least 2 features/channels, got {n!r}")
         parts = (slice(0, n // 2), slice(n // 2, n)) if mask == "half" else (slice(0, n, 2), slice(1, n, 2))

@@ -32,8 +32,13 @@ class MLP(nn.Sequential):
         zero_init: bool = False,
     ) -> None:
         for name, v in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(v, bool):
+                raise TypeError(f"MLP: {name} must be an int, got bool {v!r}")
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"MLP: {name} must be a positive int, got {v!r}")
+        hidden = list(hidden)
+        if any(isinstance(v, bool) for v in hidden):
+            raise TypeError(f"MLP: hidden sizes must be ints, got {hidden!r}")
         layers: list[nn.Module] = []
         sizes = [in_features, *hidden]
         for a, b in zip(sizes[:-1], sizes[1:]):
