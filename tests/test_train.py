@@ -79,8 +79,9 @@ class TestCorruptedCheckpoints:
 
     def test_truncated_tensors(self, tmp_path):
         p = self.saved(tmp_path)
-        blob = (p / "model.safetensors").read_bytes()
-        (p / "model.safetensors").write_bytes(blob[: len(blob) // 2])
+        f = p / json.loads((p / "checkpoint.json").read_text())["files"]["model"]["name"]
+        blob = f.read_bytes()
+        f.write_bytes(blob[: len(blob) // 2])
         with pytest.raises(CheckpointError, match="corrupted checkpoint file"):
             load_checkpoint(p)
 
@@ -102,6 +103,13 @@ class TestBadArguments:
             fit(make_flow(), data(), steps=0, progress=False)
         with pytest.raises(ValueError, match="lr must be a positive finite number"):
             fit(make_flow(), data(), steps=1, lr=float("nan"), progress=False)
+
+    @pytest.mark.parametrize("arg", ["lr", "steps", "batch_size", "weight_decay", "eval_every", "seed"])
+    def test_bools_are_rejected(self, arg):
+        """True used to be accepted as lr = 1 (issue #15)."""
+        kw = {"steps": 1, arg: True}
+        with pytest.raises(TypeError, match=f"{arg} must be an? (int|real number), got bool"):
+            fit(make_flow(), data(), progress=False, **kw)
 
     def test_bad_data(self):
         with pytest.raises(ValueError, match="data is empty"):

@@ -4,6 +4,13 @@ Progress (tqdm), periodic evaluation, checkpoints (safetensors for tensors, JSON
 config and the loop state: loading never unpickles) and exact resumption: a run stopped
 at step k and resumed reaches the same parameters as one that never stopped.
 
+Checkpoints are crash-safe: every file is written to a temporary name, fsynced and renamed;
+tensor files carry the step and a random token in their names, and a manifest
+(``checkpoint.json``, with the sha256 of each file) written last, atomically, commits a
+checkpoint. A process killed at any moment leaves the previous complete checkpoint or the new
+one; loading verifies the checksums and validates optimizer state against the parameters.
+See :func:`save_checkpoint` for the layout.
+
 Two-player (or any multi-optimizer) models such as :class:`gencore.models.GAN` define
 ``configure_optimizers(lr, weight_decay) -> {name: optimizer}`` and
 ``train_step(batch, optimizers, step) -> {name: float}``; ``fit`` then calls ``train_step``
@@ -23,8 +30,12 @@ to ~1e-10).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
+import re
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,11 +44,12 @@ import torch
 from torch import nn
 
 from gencore import distributed as gdist
+from gencore.metrics._checks import check_int, check_real
 
 __all__ = ["fit", "FitResult", "save_checkpoint", "load_checkpoint", "record_run_extra", "CheckpointError"]
 
 FORMAT = "gencore-checkpoint"
-VERSION = 1
+VERSION = 2  # 1: fixed file names, no manifest checksums (still loaded)
 
 
 class CheckpointError(ValueError):
@@ -223,44 +235,219 @@ def _optimizer_state_dict(tensors: dict, meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+# Per-parameter optimizer state that must have the parameter's shape and dtype (and, once
+# loaded, its device): the moment / momentum buffers of torch's element-wise optimizers.
+# A smaller one makes fused kernels (fused AdamW) read and write out of bounds.
+_ELEMENTWISE_STATE = frozenset({"exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer", "square_avg",
+                                "grad_avg", "acc_delta", "sum", "ax", "prev", "step_size"})
+
+
+def _param_label(p, names: dict[int, str], g: int, i: int) -> str:
+    name = names.get(id(p))
+    return f"parameter {name!r}" if name else f"parameter {i} of param group {g}"
+
+
+def _check_step_value(v, where: str) -> None:
+    if isinstance(v, torch.Tensor):
+        if v.numel() != 1:
+            raise CheckpointError(f"{where}: 'step' must be a scalar, got shape {tuple(v.shape)}")
+        if v.dtype.is_complex or v.dtype == torch.bool:
+            raise CheckpointError(f"{where}: 'step' has dtype {v.dtype}")
+        v = v.item()
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 \
+            or v != int(v) or v > 2 ** 53:
+        raise CheckpointError(f"{where}: 'step' must be a finite integer >= 0, got {v!r}")
+
+
+def _validate_optimizer_state(opt, sd: dict, names: dict[int, str], what: str) -> None:
+    """Check a state dict about to be loaded into ``opt`` against its parameters: the group
+    structure, that every state entry belongs to a parameter, that the element-wise state
+    tensors have the parameter's shape and dtype, and that step counts are sane. Raises
+    :class:`CheckpointError` naming the parameter (before anything is loaded)."""
+    groups, saved_groups = opt.param_groups, sd.get("param_groups")
+    if not isinstance(saved_groups, list) or len(saved_groups) != len(groups):
+        n = len(saved_groups) if isinstance(saved_groups, list) else saved_groups
+        raise CheckpointError(f"{what}: the checkpoint has {n} param groups, the optimizer {len(groups)}")
+    id_map, where = {}, {}
+    for g, (group, saved) in enumerate(zip(groups, saved_groups)):
+        ids = saved.get("params") if isinstance(saved, dict) else None
+        if not isinstance(ids, list) or len(ids) != len(group["params"]):
+            raise CheckpointError(f"{what}: param group {g} holds {len(ids) if isinstance(ids, list) else ids} "
+                                  f"parameters in the checkpoint, {len(group['params'])} in the optimizer")
+        for i, (pid, p) in enumerate(zip(ids, group["params"])):
+            if isinstance(pid, bool) or not isinstance(pid, int) or pid in id_map:
+                raise CheckpointError(f"{what}: param group {g} has an invalid or repeated parameter index {pid!r}")
+            id_map[pid], where[pid] = p, (g, i)
+    for pid, st in sd["state"].items():
+        if pid not in id_map:
+            raise CheckpointError(f"{what}: state for parameter index {pid}, which no param group holds")
+        p = id_map[pid]
+        label = f"{what}: optimizer state of {_param_label(p, names, *where[pid])}"
+        if not isinstance(st, dict):
+            raise CheckpointError(f"{label} is not a mapping")
+        for k, v in st.items():
+            if k == "step":
+                _check_step_value(v, label)
+            elif k in _ELEMENTWISE_STATE:
+                if not isinstance(v, torch.Tensor):
+                    raise CheckpointError(f"{label}: {k!r} is {type(v).__name__}, not a tensor")
+                if v.shape != p.shape or v.dtype != p.dtype:
+                    raise CheckpointError(f"{label}: {k!r} has shape {tuple(v.shape)} and dtype {v.dtype}, "
+                                          f"the parameter {tuple(p.shape)} and {p.dtype}")
+        if isinstance(opt, torch.optim.Adam | torch.optim.AdamW) and st:
+            group = groups[where[pid][0]]
+            need = {"step", "exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if group.get("amsgrad") else set())
+            if not need <= set(st):
+                raise CheckpointError(f"{label}: missing {sorted(need - set(st))}")
+
+
+def _check_loaded_optimizer(opt, names: dict[int, str], what: str) -> None:
+    """After ``load_state_dict``: every element-wise state tensor lives on its parameter's
+    device with its shape and dtype (torch casts and moves them; this catches what it does not)."""
+    for g, group in enumerate(opt.param_groups):
+        for i, p in enumerate(group["params"]):
+            for k, v in opt.state.get(p, {}).items():
+                if k in _ELEMENTWISE_STATE and isinstance(v, torch.Tensor) and \
+                        (v.shape != p.shape or v.dtype != p.dtype or v.device != p.device):
+                    raise CheckpointError(
+                        f"{what}: optimizer state of {_param_label(p, names, g, i)}: {k!r} is "
+                        f"{tuple(v.shape)} {v.dtype} on {v.device}, the parameter {tuple(p.shape)} {p.dtype} "
+                        f"on {p.device}")
+
+
+def _load_optimizer(opt, sd: dict, names: dict[int, str], what: str) -> None:
+    _validate_optimizer_state(opt, sd, names, what)
+    try:
+        opt.load_state_dict(sd)
+    except (KeyError, ValueError, RuntimeError, TypeError) as e:
+        raise CheckpointError(f"{what}: optimizer state does not match: {e}") from e
+    _check_loaded_optimizer(opt, names, what)
+
+
+# --- on-disk layout ---------------------------------------------------------------------
+MANIFEST = "checkpoint.json"
+# Versioned tensor files: "<kind>.<step, 8+ digits>.<8 hex digits>.safetensors".
+_VERSIONED = re.compile(r"^(model|optimizer)\.\d{8,}\.[0-9a-f]{8}\.safetensors$")
+# What an interrupted save can leave behind (deleted by the next save).
+_LEFTOVER = re.compile(r"^((model|optimizer)\.\d{8,}\.[0-9a-f]{8}\.safetensors|checkpoint\.json|best\.safetensors)"
+                       r"\.tmp$")
+_LEGACY = ("model.safetensors", "optimizer.safetensors")  # version 1, fixed names
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make the renames in ``path`` durable (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(f: Path, data: bytes, *, sync_dir: bool = True) -> None:
+    """Write ``data`` to ``f`` so that ``f`` is at every moment either its old content (or
+    absent) or the whole new content: write ``f.tmp``, fsync it, rename it over ``f``."""
+    tmp = f.with_name(f.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, f)
+    if sync_dir:
+        _fsync_dir(f.parent)
+
+
+def _write_tensors(folder: Path, kind: str, step: int, tensors: dict[str, torch.Tensor]) -> dict:
+    """Write a new versioned tensor file; return its manifest entry."""
+    from safetensors.torch import save
+
+    data = save(tensors)
+    name = f"{kind}.{step:08d}.{secrets.token_hex(4)}.safetensors"
+    _atomic_write(folder / name, data, sync_dir=False)  # save_checkpoint syncs the folder once
+    return {"name": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _write_manifest(folder: Path, meta: dict) -> None:
+    _atomic_write(folder / MANIFEST, json.dumps(meta, indent=1).encode())
+
+
+def _remove_unreferenced(folder: Path, meta: dict) -> None:
+    """Delete the tensor files of earlier checkpoints and what interrupted saves left, once
+    ``meta`` (already in place) no longer refers to them. Only gencore's own names are touched."""
+    keep = {e["name"] for e in meta.get("files", {}).values()}
+    for f in folder.iterdir():
+        n = f.name
+        if n not in keep and (_VERSIONED.match(n) or _LEFTOVER.match(n) or n in _LEGACY):
+            try:
+                f.unlink()
+            except OSError:
+                pass
+
+
 def save_checkpoint(path, model: nn.Module, *, optimizer=None, step: int = 0, extra: dict | None = None) -> Path:
-    """Write ``model.safetensors``, ``optimizer.safetensors`` (when given) and ``checkpoint.json``.
+    """Write a checkpoint into folder ``path``, crash-safely.
 
-    ``optimizer`` is one optimizer or a dict ``{name: optimizer}`` (each saved under its name).
+    ``optimizer`` is one optimizer or a dict ``{name: optimizer}`` (each saved under its name);
+    its tensors go with the torch RNG state into the optimizer file.
 
-    The JSON holds the model's registered name and ``config`` (so :func:`load_checkpoint`
-    rebuilds it without code), the step, the RNG state's owner and ``extra``.
+    On-disk layout (format version 2)::
+
+        path/checkpoint.json                          the manifest, see below
+        path/model.<step>.<token>.safetensors         model.state_dict()
+        path/optimizer.<step>.<token>.safetensors     optimizer state tensors + "rng.torch"
+        path/best.safetensors                         fit(keep_best=True) only, not in the manifest
+
+    ``<step>`` is the step in 8+ digits and ``<token>`` 8 random hex digits, so a new save never
+    touches the files the current manifest names. The manifest is JSON: ``format``,
+    ``version`` (2), ``model`` (registered name), ``config`` (so :func:`load_checkpoint`
+    rebuilds the model without code), ``step``, ``extra``, the optimizers' non-tensor state
+    (``optimizer`` or ``optimizers``), and ``files``: ``{"model": {"name", "bytes", "sha256"},
+    "optimizer": {...}}``.
+
+    Write order: each tensor file is written to ``<name>.tmp``, fsynced and renamed; the folder
+    is fsynced; then the manifest is written the same way (``checkpoint.json.tmp``, fsync,
+    rename, folder fsync) -- the rename of the manifest is the commit point; only then are the
+    previous checkpoint's tensor files (and leftovers of interrupted saves, and the fixed-name
+    files of a version-1 checkpoint) deleted. A process killed at any moment therefore leaves
+    either the previous complete checkpoint or the new one, never a mix: before the commit the
+    old manifest still names the old, untouched files; after it the new files are durable.
     """
-    from safetensors.torch import save_file
-
     from gencore.models import model_name
 
+    step = check_int(step, "step")
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    save_file(state, str(path / "model.safetensors"))
     meta = {"format": FORMAT, "version": VERSION, "model": model_name(model),
             "config": getattr(model, "config", {}), "step": step, "extra": extra or {}}
+    opt_tensors = None
     if isinstance(optimizer, dict):
-        tensors, meta["optimizers"] = {}, {}
+        opt_tensors, meta["optimizers"] = {}, {}
         for name, opt in optimizer.items():
             t, meta["optimizers"][name] = _optimizer_tensors(opt)
-            tensors.update({f"{name}/{k}": v for k, v in t.items()})
-        tensors["rng.torch"] = torch.get_rng_state()
-        save_file(tensors, str(path / "optimizer.safetensors"))
+            opt_tensors.update({f"{name}/{k}": v for k, v in t.items()})
     elif optimizer is not None:
-        tensors, opt_meta = _optimizer_tensors(optimizer)
-        tensors["rng.torch"] = torch.get_rng_state()
-        save_file(tensors, str(path / "optimizer.safetensors"))
-        meta["optimizer"] = opt_meta
-    tmp = path / "checkpoint.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=1))
-    tmp.replace(path / "checkpoint.json")  # the JSON is written last: its presence marks completion
+        opt_tensors, meta["optimizer"] = _optimizer_tensors(optimizer)
+    json.dumps(meta)  # not serialisable: fail before writing anything
+    files = {"model": _write_tensors(path, "model", step, state)}
+    if opt_tensors is not None:
+        opt_tensors["rng.torch"] = torch.get_rng_state()
+        files["optimizer"] = _write_tensors(path, "optimizer", step, opt_tensors)
+    meta["files"] = files
+    _fsync_dir(path)  # the tensor files' renames are durable before the manifest names them
+    _write_manifest(path, meta)  # the commit point
+    _remove_unreferenced(path, meta)
     return path
 
 
 def _read_meta(path: Path) -> dict:
-    f = path / "checkpoint.json"
+    f = path / MANIFEST
     if not f.exists():
         raise CheckpointError(f"no checkpoint in {path}: checkpoint.json is missing")
     try:
@@ -269,8 +456,21 @@ def _read_meta(path: Path) -> dict:
         raise CheckpointError(f"corrupted checkpoint {f}: not valid JSON ({e})") from e
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{f} is not a gencore checkpoint")
-    if meta.get("version") != VERSION:
+    if meta.get("version") not in (1, VERSION):
         raise CheckpointError(f"{f}: unsupported checkpoint version {meta.get('version')!r}")
+    if meta["version"] >= 2:
+        files = meta.get("files")
+        if not isinstance(files, dict) or "model" not in files or not all(
+                isinstance(e, dict) and isinstance(e.get("name"), str) and _VERSIONED.match(e["name"])
+                and isinstance(e.get("sha256"), str) and isinstance(e.get("bytes"), int) for e in files.values()):
+            raise CheckpointError(f"corrupted checkpoint {f}: its 'files' entry is missing or malformed")
+        if ("optimizer" in files) != ("optimizer" in meta or "optimizers" in meta):
+            raise CheckpointError(f"corrupted checkpoint {f}: optimizer state and optimizer file disagree")
+    step = meta.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"corrupted checkpoint {f}: step {step!r} is not an int >= 0")
+    if not isinstance(meta.get("extra", {}), dict):
+        raise CheckpointError(f"corrupted checkpoint {f}: 'extra' is not a mapping")
     return meta
 
 
@@ -285,20 +485,58 @@ def _load_tensors(f: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"corrupted checkpoint file {f}: {e}") from e
 
 
+def _load_verified(path: Path, meta: dict, kind: str) -> dict[str, torch.Tensor]:
+    """The tensors of the manifest's ``kind`` file ("model" / "optimizer"), after checking
+    its size and sha256 against the manifest (version 1: the fixed-name file, unverified)."""
+    from safetensors.torch import load
+
+    if meta["version"] == 1:
+        return _load_tensors(path / f"{kind}.safetensors")
+    entry = meta["files"][kind]
+    f = path / entry["name"]
+    try:
+        data = f.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"corrupted checkpoint: {f.name}, named by {MANIFEST}, is missing in {path}") from None
+    if len(data) != entry["bytes"]:
+        raise CheckpointError(f"corrupted checkpoint file {f}: {len(data)} bytes, {MANIFEST} records "
+                              f"{entry['bytes']} (truncated or overwritten)")
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != entry["sha256"]:
+        raise CheckpointError(f"corrupted checkpoint file {f}: sha256 checksum mismatch ({digest}, "
+                              f"{MANIFEST} records {entry['sha256']})")
+    try:
+        return load(data)
+    except Exception as e:  # a file that matches its checksum but is not safetensors
+        raise CheckpointError(f"corrupted checkpoint file {f}: {e}") from e
+
+
 def record_run_extra(path, extra: dict) -> None:
     """Adds ``extra`` (JSON-serialisable) to the ``extra`` record of the checkpoint in folder
     ``path``, e.g. the dataset a run was trained on, for ``gencore eval`` / ``sample``. Under
-    ``torch.distributed`` only rank 0 writes, as only rank 0 writes checkpoints."""
+    ``torch.distributed`` only rank 0 writes, as only rank 0 writes checkpoints.
+
+    The manifest is replaced atomically (temporary file, fsync, rename): a process killed
+    meanwhile leaves the previous manifest, never a truncated one."""
     if gdist.rank() != 0:
         return
-    meta_path = Path(path) / "checkpoint.json"
-    meta = json.loads(meta_path.read_text())
-    meta["extra"].update(extra)
-    meta_path.write_text(json.dumps(meta, indent=1))
+    path = Path(path)
+    meta = _read_meta(path)
+    meta.setdefault("extra", {}).update(extra)
+    _write_manifest(path, meta)
 
 
 def load_checkpoint(path, model: nn.Module | None = None, *, optimizer=None) -> tuple[nn.Module, dict]:
     """Load a checkpoint folder written by :func:`save_checkpoint` or :func:`fit`.
+
+    The tensor files named by the manifest (``checkpoint.json``) are checked against its
+    recorded size and sha256 before use; optimizer state is validated against the
+    optimizer's parameters before it is loaded (see below). A checkpoint written before
+    format version 2 (``model.safetensors`` / ``optimizer.safetensors`` next to a
+    ``checkpoint.json`` without ``files``) still loads, without checksums; the next
+    :func:`save_checkpoint` into the folder converts it. There is no automatic fallback to
+    an older checkpoint: :func:`save_checkpoint` never leaves a torn one behind, so a
+    mismatch means outside damage and is reported.
 
     Args:
         path: the folder.
@@ -310,7 +548,12 @@ def load_checkpoint(path, model: nn.Module | None = None, *, optimizer=None) -> 
         ``(model, meta)`` with ``meta`` the checkpoint's JSON (step, config, history...).
 
     Raises:
-        CheckpointError (a ValueError): missing, corrupted or mismatched checkpoint.
+        CheckpointError (a ValueError): missing, truncated, corrupted (checksum mismatch) or
+        mismatched checkpoint, naming the file; optimizer state that does not fit the
+        parameters (a moment buffer whose shape or dtype differs from its parameter's, state
+        for a parameter the optimizer does not have, a step count that is not a finite
+        integer >= 0), naming the parameter -- checked before the optimizer is touched, as a
+        fused AdamW step would otherwise read and write out of bounds.
     """
     from gencore.models import build
 
@@ -318,34 +561,47 @@ def load_checkpoint(path, model: nn.Module | None = None, *, optimizer=None) -> 
     meta = _read_meta(path)
     if model is None:
         model = build(meta["model"], meta["config"])
-    state = _load_tensors(path / "model.safetensors")
+    state = _load_verified(path, meta, "model")
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
         raise CheckpointError(f"checkpoint {path} does not match the model: {e}") from e
+    if optimizer is None:
+        return model, meta
+    names = {id(p): n for n, p in model.named_parameters()}
     if isinstance(optimizer, dict):
         saved = meta.get("optimizers", {})
         if set(saved) != set(optimizer):
             raise CheckpointError(f"checkpoint {path} holds optimizers {sorted(saved)}, the model has "
                                   f"{sorted(optimizer)}")
-        tensors = _load_tensors(path / "optimizer.safetensors")
+        tensors = _load_verified(path, meta, "optimizer")
         try:
-            for name, opt in optimizer.items():
+            sds = {}
+            for name in optimizer:
                 pre = f"{name}/"
                 own = {k[len(pre):]: v for k, v in tensors.items() if k.startswith(pre)}
-                opt.load_state_dict(_optimizer_state_dict(own, saved[name]))
-            torch.set_rng_state(tensors["rng.torch"])
-        except (KeyError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"checkpoint {path}: optimizer state does not match: {e}") from e
-    elif optimizer is not None:
+                sds[name] = _optimizer_state_dict(own, saved[name])
+            rng = tensors["rng.torch"]
+        except (KeyError, ValueError, TypeError, AttributeError) as e:
+            raise CheckpointError(f"checkpoint {path}: optimizer state does not match: {e!r}") from e
+        for name, opt in optimizer.items():  # validate all before loading any
+            _validate_optimizer_state(opt, sds[name], names, f"checkpoint {path}, optimizer {name!r}")
+        for name, opt in optimizer.items():
+            _load_optimizer(opt, sds[name], names, f"checkpoint {path}, optimizer {name!r}")
+    else:
         if "optimizer" not in meta:
             raise CheckpointError(f"checkpoint {path} has no optimizer state to resume from")
-        tensors = _load_tensors(path / "optimizer.safetensors")
+        tensors = _load_verified(path, meta, "optimizer")
         try:
-            optimizer.load_state_dict(_optimizer_state_dict(tensors, meta["optimizer"]))
-            torch.set_rng_state(tensors["rng.torch"])
-        except (KeyError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"checkpoint {path}: optimizer state does not match: {e}") from e
+            sd = _optimizer_state_dict(tensors, meta["optimizer"])
+            rng = tensors["rng.torch"]
+        except (KeyError, ValueError, TypeError, AttributeError) as e:
+            raise CheckpointError(f"checkpoint {path}: optimizer state does not match: {e!r}") from e
+        _load_optimizer(optimizer, sd, names, f"checkpoint {path}")
+    try:
+        torch.set_rng_state(rng)
+    except (RuntimeError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {path}: invalid RNG state: {e}") from e
     return model, meta
 
 
@@ -371,8 +627,11 @@ def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float 
         eval_data: held-out data of the same structure; its mean loss is recorded every
             ``eval_every`` steps (default: 10 evaluations per run) and at the end.
         checkpoint_dir: folder for checkpoints (written every ``checkpoint_every`` steps,
-            default at each evaluation, and at the end). With ``resume=True`` an existing
-            checkpoint there is loaded first and training continues from its step.
+            default at each evaluation, and at the end; crash-safe, see
+            :func:`save_checkpoint`). With ``resume=True`` an existing checkpoint there is
+            loaded first and training continues from its step: a run killed at any moment
+            and resumed ends with the same parameters and optimizer state as one never
+            killed.
         progress: show a tqdm progress bar.
         schedule: ``"constant"`` learning rate, or ``"cosine"``: ``lr * (1 + cos(pi t / steps)) / 2``
             at step t (a function of the step alone, so resuming keeps it exact).
@@ -410,12 +669,19 @@ def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float 
     """
     if not hasattr(model, "loss"):
         raise TypeError(f"{type(model).__name__} has no loss(batch) method")
-    for name, v in (("steps", steps), ("batch_size", batch_size)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+    for name, v, optional in (("steps", steps, False), ("batch_size", batch_size, False),
+                              ("eval_every", eval_every, True), ("checkpoint_every", checkpoint_every, True)):
+        if optional and v is None:
+            continue
+        check_int(v, name)  # TypeError for a bool or a non-integer
+        if v < 1:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+    check_int(seed, "seed")
+    check_real(lr, "lr")  # TypeError for a bool (True is not a learning rate) or a non-number
+    if not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-    if not (isinstance(weight_decay, (int, float)) and math.isfinite(weight_decay) and weight_decay >= 0):
+    check_real(weight_decay, "weight_decay")
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
         raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
     if keep_best and eval_data is None:
         raise ValueError("keep_best needs eval_data")
@@ -516,10 +782,14 @@ def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float 
                     best_loss = rec["eval_loss"]
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                     if ckpt is not None and rank == 0:
-                        from safetensors.torch import save_file
+                        from safetensors.torch import save
 
+                        # Atomic (temporary file, fsync, rename): a kill leaves the old or the
+                        # new best state. A best state newer than the checkpoint resumed from is
+                        # harmless: replaying the steps reaches the same evaluation and keeps it.
                         ckpt.mkdir(parents=True, exist_ok=True)
-                        save_file({k: v.contiguous() for k, v in best_state.items()}, str(ckpt / "best.safetensors"))
+                        _atomic_write(ckpt / "best.safetensors",
+                                      save({k: v.contiguous() for k, v in best_state.items()}))
             if callback is not None and rank == 0:
                 with torch.random.fork_rng():
                     callback(model, rec)
