@@ -16,6 +16,30 @@
     gencore eval runs/gan        modes covered, MMD^2 vs a collapsed generator (2-D); inception-style
                                  score, train-on-synthetic accuracy, memorization (digits)
     gencore demo                 the README's main job
+
+Errors. Every failure goes through one handler, :func:`main`:
+
+* A user error prints one line, ``gencore: error: <message>``, on stderr and exits with
+  status 2 -- no traceback. User errors are the exceptions that describe something the
+  caller can fix: bad arguments and bad inputs (:class:`ValueError`, which includes
+  :class:`gencore.train.CheckpointError`, :class:`gencore.models.pca.InvalidParameterError`
+  and this module's :class:`UsageError`; :class:`TypeError`, raised by the library's
+  argument validators -- the price: a TypeError from a bug also reads as a user error, and
+  ``--debug`` tells them apart), the file system refusing (any :class:`OSError`:
+  ``FileNotFoundError``, ``NotADirectoryError``, ``IsADirectoryError``,
+  ``FileExistsError``, ``PermissionError``, a full disk...) and a training run that
+  diverged (:class:`FloatingPointError`, "lower lr"). Arguments that argparse rejects
+  (unknown command, missing option) use the same ``gencore: error:`` prefix and status 2.
+* Anything else (``RuntimeError`` from torch, ``KeyError``, ``AssertionError``...) is an
+  internal error, a bug or a resource problem: a short ``gencore: internal error: <type>:
+  <message>`` plus a hint to rerun with ``--debug``; status 1.
+* ``--debug`` (anywhere on the command line) re-raises instead, so Python prints the full
+  traceback. Ctrl-C prints ``gencore: interrupted`` and exits with status 130; a closed
+  stdout (``gencore info | head -1``) ends quietly with status 1.
+
+Arguments are checked before any work starts (``--hidden`` sizes, ``-n``, ``--out``
+folders that are existing files, ``bench --device cuda`` without CUDA), and output paths
+are reported as written: ``sample --out X`` writes and reports ``X.png``.
 """
 
 from __future__ import annotations
@@ -23,6 +47,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
+
+#: The most samples ``gencore sample`` draws into one PNG: an image grid of 10,000 digits is
+#: already ~5,000 pixels on a side (a class-conditional one, 10 columns wide, ~50,000 tall).
+MAX_SAMPLES = 10_000
+
+#: Exceptions that describe a mistake the caller can fix; see the module docstring.
+USER_ERRORS = (ValueError, TypeError, OSError, FloatingPointError)
+
+
+class UsageError(ValueError):
+    """A command-line argument that is rejected before any work starts."""
 
 
 def _info() -> dict:
@@ -87,7 +123,7 @@ def cmd_bench(args) -> int:
 def cmd_train(args) -> int:
     from gencore import tasks
 
-    hidden = [int(v) for v in args.hidden.split(",")] if args.hidden else None
+    hidden = _hidden_sizes(args.hidden)
     gan_args = {"loss": args.loss, "n_critic": args.n_critic, "latent_dim": args.latent_dim,
                 "gp_weight": args.gp_weight, "r1_weight": args.r1_weight, "spectral_norm": args.spectral_norm,
                 "ema_decay": args.ema}
@@ -112,13 +148,14 @@ def cmd_eval(args) -> int:
 
     res = tasks.evaluate(args.run, args.data)
     print(json.dumps(res, indent=2))
-    print(f"written to {args.run}/eval.json")
+    print(f"wrote {Path(args.run) / 'eval.json'}")
     return 0
 
 
 def cmd_sample(args) -> int:
     from gencore import tasks
 
+    # _validate gave --out its suffix: matplotlib writes "X" as "X.png", reported as written.
     path = tasks.sample(args.run, args.n, args.out, seed=args.seed)
     print(f"wrote {path}")
     for extra in tasks.training_figures(args.run, args.out):
@@ -132,19 +169,127 @@ def cmd_demo(args) -> int:
     return demo.main(quick=args.quick, out=args.out)
 
 
+# ---------------------------------------------------------------------------------------------
+# Checks of the arguments, before any work starts.
+# ---------------------------------------------------------------------------------------------
+
+def _hidden_sizes(text: str | None) -> list[int] | None:
+    """``--hidden 256,256`` as ``[256, 256]``: positive integers, comma-separated."""
+    if text is None:
+        return None
+    try:
+        sizes = [int(v) for v in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or any(v < 1 for v in sizes):
+        raise UsageError(f"train: --hidden takes positive integers separated by commas (e.g. 256,256), "
+                         f"got {text!r}")
+    return sizes
+
+
+def _check_folder(path, flag: str, command: str) -> None:
+    """``path`` can be (or become) a folder: it is not an existing file and no existing
+    ancestor of it is a file."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{command}: {flag} {path} exists and is not a folder")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{command}: {flag} {path}: {parent} is a file, not a folder")
+            break
+
+
+def _png_path(path) -> Path:
+    """The file ``sample --out`` writes: ``X`` becomes ``X.png`` (as matplotlib would write
+    it); not an existing folder, not under a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"sample: --out {path} is a folder; give a file name such as {path / 'samples.png'}")
+    if not path.suffix:
+        path = path.with_name(path.name + ".png")
+    _check_folder(path.parent, "--out", "sample")
+    return path
+
+
+def _check_device(device: str) -> None:
+    """``bench --device``: cpu or cuda[:N], and a CUDA device only where one can run gencore's
+    kernels."""
+    import torch
+
+    try:
+        d = torch.device(device)
+    except (RuntimeError, ValueError):
+        d = None
+    if d is None or d.type not in ("cpu", "cuda"):
+        raise UsageError(f"bench: --device must be cpu, cuda or cuda:N, got {device!r}")
+    if d.type == "cpu":
+        return
+    from gencore import _C
+
+    if not torch.cuda.is_available():
+        why = (f"torch {torch.__version__} is a CPU build" if torch.version.cuda is None
+               else f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no CUDA device")
+        raise UsageError(f"bench: --device {device}: CUDA is not available ({why}); use --device cpu")
+    if not _C.with_cuda:
+        raise UsageError(f"bench: --device {device}: this gencore build has no CUDA kernels (compiled "
+                         "backends: cpu); rebuild with GENCORE_CUDA=ON, or use --device cpu")
+    if d.index is not None and d.index >= torch.cuda.device_count():
+        raise UsageError(f"bench: --device {device}: there are {torch.cuda.device_count()} CUDA devices")
+
+
+def _validate(args) -> None:
+    """Reject bad arguments with a clear message before any work starts."""
+    if args.command == "train":
+        _hidden_sizes(args.hidden)
+        _check_folder(args.out, "--out", "train")
+    elif args.command == "sample":
+        if not 1 <= args.n <= MAX_SAMPLES:
+            raise UsageError(f"sample: -n must be between 1 and {MAX_SAMPLES} (one PNG), got {args.n}")
+        args.out = str(_png_path(args.out))
+    if args.command in ("eval", "sample"):
+        run = Path(args.run)
+        if not run.is_dir():
+            raise UsageError(f"{args.command}: {run} is not a run folder"
+                             + ("" if run.exists() else " (it does not exist)"))
+    if args.command == "demo":
+        _check_folder(args.out, "--out", "demo")
+    if args.command == "bench":
+        _check_device(args.device)
+        if args.out:
+            _check_folder(args.out, "--out", "bench")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's one error format: ``gencore: error: [command: ]message``."""
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        command = self.prog.partition(" ")[2]
+        self.exit(2, f"gencore: error: {command + ': ' if command else ''}{message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     import gencore
 
-    p = argparse.ArgumentParser(prog="gencore", description="gencore: fused kernels and models "
-                                "for unsupervised and generative learning")
+    p = _Parser(prog="gencore", description="gencore: fused kernels and models "
+                "for unsupervised and generative learning")
     p.add_argument("--version", action="version", version=f"gencore {gencore.__version__}")
+    p.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
+    # --debug after the command too; SUPPRESS keeps the top-level value when it is not given.
+    debug = _Parser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the Python traceback of an error")
 
-    pi = sub.add_parser("info", help="ops, compiled backends, torch and CUDA versions")
+    def command(name, **kwargs):
+        return sub.add_parser(name, parents=[debug], **kwargs)
+
+    pi = command("info", help="ops, compiled backends, torch and CUDA versions")
     pi.add_argument("--json", action="store_true", help="machine-readable output")
     pi.set_defaults(fn=cmd_info)
 
-    pb = sub.add_parser("bench", help="benchmark a fused op against eager PyTorch and torch.compile")
+    pb = command("bench", help="benchmark a fused op against eager PyTorch and torch.compile")
     pb.add_argument("op", choices=["coupling", "reparam", "contrastive"])
     pb.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     pb.add_argument("--dtype", default="float32", choices=["float32", "float64", "float16", "bfloat16"])
@@ -155,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     from gencore.data import DATASETS, PAIRED_DATASETS
     from gencore.tasks import CONTRASTIVE_MODELS, FLOW_MODELS, GAN_MODELS, LATENT_MODELS
 
-    pt = sub.add_parser("train", help="train a model on an embedded dataset (checkpoints in --out)")
+    pt = command("train", help="train a model on an embedded dataset (checkpoints in --out)")
     pt.add_argument("model", choices=FLOW_MODELS + GAN_MODELS + LATENT_MODELS + CONTRASTIVE_MODELS)
     pt.add_argument("--data", required=True, choices=DATASETS + PAIRED_DATASETS,
                     help="digits-captions (image-caption pairs) is for clip")
@@ -181,39 +326,81 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--no-progress", action="store_true")
     pt.set_defaults(fn=cmd_train)
 
-    pe = sub.add_parser("eval", help="test NLL (nats), bits/dim, gap to the true entropy; for a gan sample "
-                        "quality (modes, MMD^2, inception-style score, TSTR, memorization); for simclr / clip "
-                        "linear probe, kNN, zero-shot and retrieval; JSON")
+    pe = command("eval", help="test NLL (nats), bits/dim, gap to the true entropy; for a gan sample "
+                 "quality (modes, MMD^2, inception-style score, TSTR, memorization); for simclr / clip "
+                 "linear probe, kNN, zero-shot and retrieval; JSON")
     pe.add_argument("run", help="run folder written by `gencore train`")
     pe.add_argument("--data", default=None, choices=DATASETS + PAIRED_DATASETS, help="default: the training dataset")
     pe.set_defaults(fn=cmd_eval)
 
-    ps = sub.add_parser("sample", help="draw samples into a PNG (image grid or 2-D density plot); for a gan "
-                        "also <out>-ipm.png and, for 2-D data, <out>-snapshots.png")
+    ps = command("sample", help="draw samples into a PNG (image grid or 2-D density plot); for a gan "
+                 "also <out>-ipm.png and, for 2-D data, <out>-snapshots.png")
     ps.add_argument("run")
-    ps.add_argument("-n", type=int, default=64)
-    ps.add_argument("--out", required=True, help="PNG file")
+    ps.add_argument("-n", type=int, default=64, help=f"number of samples, 1 to {MAX_SAMPLES} (default: 64)")
+    ps.add_argument("--out", required=True, help="PNG file (.png is added to a name without a suffix)")
     ps.add_argument("--seed", type=int, default=0)
     ps.set_defaults(fn=cmd_sample)
 
-    pd = sub.add_parser("demo", help="show the library working end to end (the README's main job)")
+    pd = command("demo", help="show the library working end to end (the README's main job)")
     pd.add_argument("--quick", action="store_true", help="a short smoke run")
     pd.add_argument("--out", default="demo-out", help="folder for results (default: demo-out)")
     pd.set_defaults(fn=cmd_demo)
     return p
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    if getattr(args, "device", "x") is None:
-        import torch
+def _message(e: BaseException, command: str | None) -> str:
+    if isinstance(e, OSError) and e.strerror and e.filename is not None:
+        text = f"{e.filename}: {e.strerror}" + (f" ({e.filename2})" if e.filename2 else "")
+    else:
+        text = str(e) or type(e).__name__
+    # The library's own messages often already start with "train: ..." / "sample: ...".
+    if command and not text.startswith(f"{command}:"):
+        text = f"{command}: {text}"
+    return text
 
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+
+def main(argv=None) -> int:
+    """Run the command line; returns the exit status (argparse errors raise SystemExit(2))."""
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    # Known before parsing, so that --debug also covers errors while building the parser.
+    debug = "--debug" in argv
+    command = None
     try:
+        args = build_parser().parse_args(argv)
+        command = args.command
+        if command == "bench" and args.device is None:
+            import torch
+
+            from gencore import _C
+
+            args.device = "cuda" if torch.cuda.is_available() and _C.with_cuda else "cpu"
+        _validate(args)
         return args.fn(args)
-    except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as e:
-        print(f"gencore {args.command}: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("gencore: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # stdout closed early (`gencore info | head -1`): nothing to report
+        import os
+
+        try:  # no second error when Python flushes stdout at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # a stdout without a file descriptor
+            pass
+        return 1
+    except USER_ERRORS as e:
+        if debug:
+            raise
+        print(f"gencore: error: {_message(e, command)}", file=sys.stderr)
         return 2
+    except Exception as e:  # an internal error: a bug, or a resource such as memory running out
+        if debug:
+            raise
+        print(f"gencore: internal error: {type(e).__name__}: {_message(e, command)}", file=sys.stderr)
+        print("gencore: rerun with --debug for the traceback (and report it if the arguments were valid)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
