@@ -66,7 +66,7 @@ def affine_coupling(
     if torch.compiler.is_compiling():
         return _op(x, log_scale, shift, clamp=clamp, reverse=reverse)
     if transforms_active("gencore.ops.affine_coupling"):
-        return _AffineCoupling.apply(x, log_scale, shift, clamp, reverse)
+        return _AffineCouplingFunc.apply(x, log_scale, shift, clamp, reverse)
     if CXX_AUTOGRAD:
         return _op(x, log_scale, shift, clamp=clamp, reverse=reverse)
     if torch.is_grad_enabled() and (x.requires_grad or log_scale.requires_grad or shift.requires_grad):
@@ -143,7 +143,7 @@ def masked_affine_coupling(
     if torch.compiler.is_compiling():
         return _masked_op(x, params, mask=mask, swap=swap, clamp=clamp, reverse=reverse)
     if transforms_active("gencore.ops.masked_affine_coupling"):
-        return _MaskedCoupling.apply(x, params, mask, swap, clamp, reverse)
+        return _MaskedCouplingFunc.apply(x, params, mask, swap, clamp, reverse)
     if CXX_AUTOGRAD:
         return _masked_op(x, params, mask=mask, swap=swap, clamp=clamp, reverse=reverse)
     if torch.is_grad_enabled() and (x.requires_grad or params.requires_grad):
@@ -280,8 +280,36 @@ CXX_AUTOGRAD = _load_cxx_autograd()
 _below_autograd = torch._C._AutoDispatchBelowAutograd
 
 
+# Two Function classes per op, one formula: the eager path takes the ctx-style forward,
+# which costs less per call (measured on the 2-core VM, a 64x64 masked coupling forward +
+# backward, medians of 12 x 500 calls: 182 us against 235 us for the setup_context style);
+# torch.func can only transform the setup_context style (the *Func classes).
+def _save_coupling(ctx, inputs):
+    x, log_scale, shift, clamp, reverse = inputs
+    ctx.save_for_backward(x, log_scale, shift)
+    ctx.clamp, ctx.reverse = clamp, reverse
+
+
+def _save_masked(ctx, inputs):
+    x, params, mask, swap, clamp, reverse = inputs
+    ctx.save_for_backward(x, params)
+    ctx.mask, ctx.swap, ctx.clamp, ctx.reverse = mask, swap, clamp, reverse
+
+
 class _AffineCoupling(torch.autograd.Function):
-    # setup_context style: torch.func (grad, vjp, jacrev) can transform it.
+    @staticmethod
+    def forward(ctx, x, log_scale, shift, clamp, reverse):
+        with _below_autograd():
+            y, logdet = _op(x, log_scale, shift, clamp=clamp, reverse=reverse)
+        _save_coupling(ctx, (x, log_scale, shift, clamp, reverse))
+        return y, logdet
+
+    @staticmethod
+    def backward(ctx, grad_y, grad_logdet):
+        return (*_coupling_backward(ctx, grad_y, grad_logdet), None, None)
+
+
+class _AffineCouplingFunc(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
@@ -291,16 +319,25 @@ class _AffineCoupling(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, log_scale, shift, clamp, reverse = inputs
-        ctx.save_for_backward(x, log_scale, shift)
-        ctx.clamp, ctx.reverse = clamp, reverse
+        _save_coupling(ctx, inputs)
 
-    @staticmethod
-    def backward(ctx, grad_y, grad_logdet):
-        return (*_coupling_backward(ctx, grad_y, grad_logdet), None, None)
+    backward = staticmethod(_AffineCoupling.backward)
 
 
 class _MaskedCoupling(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, params, mask, swap, clamp, reverse):
+        with _below_autograd():
+            y, logdet = _masked_op(x, params, mask=mask, swap=swap, clamp=clamp, reverse=reverse)
+        _save_masked(ctx, (x, params, mask, swap, clamp, reverse))
+        return y, logdet
+
+    @staticmethod
+    def backward(ctx, grad_y, grad_logdet):
+        return (*_masked_backward(ctx, grad_y, grad_logdet), None, None, None, None)
+
+
+class _MaskedCouplingFunc(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
@@ -310,13 +347,9 @@ class _MaskedCoupling(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, params, mask, swap, clamp, reverse = inputs
-        ctx.save_for_backward(x, params)
-        ctx.mask, ctx.swap, ctx.clamp, ctx.reverse = mask, swap, clamp, reverse
+        _save_masked(ctx, inputs)
 
-    @staticmethod
-    def backward(ctx, grad_y, grad_logdet):
-        return (*_masked_backward(ctx, grad_y, grad_logdet), None, None, None, None)
+    backward = staticmethod(_MaskedCoupling.backward)
 
 
 def _coupling_setup_context(ctx, inputs, keyword_only_inputs, output):
