@@ -41,7 +41,7 @@ def test_test_split_is_repeatable_and_train_follows_seed():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
         load_dataset("mnist")
-    with pytest.raises(ValueError, match="split must be 'train' or 'test'"):
+    with pytest.raises(ValueError, match="split must be 'train', 'val', 'test' or 'fit'"):
         load_dataset("digits", "valid")
 
 

@@ -12,6 +12,8 @@
     gencore train vae --data digits --steps 4000 --out runs/vae      (also pca, ae)
     gencore train simclr --data digits --steps 2000 --out runs/simclr
     gencore train clip --data digits-captions --steps 1500 --out runs/clip
+    gencore train realnvp --data my.npy --steps 2000 --out runs/mine   (your own data: .npy, .npz, .csv,
+                                 .safetensors or a folder of PNGs; gencore.data.files)
     gencore eval runs/clip       linear probe, kNN, zero-shot, retrieval recall@1/@5 (simclr, clip)
     gencore eval runs/gan        modes covered, MMD^2 vs a collapsed generator (2-D); inception-style
                                  score, train-on-synthetic accuracy, memorization (digits)
@@ -187,6 +189,26 @@ def _hidden_sizes(text: str | None) -> list[int] | None:
     return sizes
 
 
+def _dataset(text: str) -> str:
+    """``--data``: an embedded dataset's name, or the path of a data file or PNG folder
+    (:mod:`gencore.data.files`; whether it exists is checked in :func:`_validate`)."""
+    from gencore.data import DATASETS, PAIRED_DATASETS, is_data_path
+
+    if text in DATASETS + PAIRED_DATASETS or is_data_path(text):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"unknown dataset {text!r}: choose from {', '.join(DATASETS + PAIRED_DATASETS)}, or give a data file "
+        "(.npy, .npz, .csv, .safetensors) or a folder of PNG images")
+
+
+def _check_data(data: str, command: str) -> None:
+    """``--data PATH`` names something that exists (an embedded name always does)."""
+    from gencore.data import DATASETS, PAIRED_DATASETS
+
+    if data not in DATASETS + PAIRED_DATASETS and not Path(data).expanduser().exists():
+        raise UsageError(f"{command}: --data {data}: no such data file or folder")
+
+
 def _check_folder(path, flag: str, command: str) -> None:
     """``path`` can be (or become) a folder: it is not an existing file and no existing
     ancestor of it is a file."""
@@ -242,11 +264,14 @@ def _validate(args) -> None:
     """Reject bad arguments with a clear message before any work starts."""
     if args.command == "train":
         _hidden_sizes(args.hidden)
+        _check_data(args.data, "train")
         _check_folder(args.out, "--out", "train")
     elif args.command == "sample":
         if not 1 <= args.n <= MAX_SAMPLES:
             raise UsageError(f"sample: -n must be between 1 and {MAX_SAMPLES} (one PNG), got {args.n}")
         args.out = str(_png_path(args.out))
+    if args.command == "eval" and args.data is not None:
+        _check_data(args.data, "eval")
     if args.command in ("eval", "sample"):
         run = Path(args.run)
         if not run.is_dir():
@@ -300,10 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
     from gencore.data import DATASETS, PAIRED_DATASETS
     from gencore.tasks import CONTRASTIVE_MODELS, FLOW_MODELS, GAN_MODELS, LATENT_MODELS
 
-    pt = command("train", help="train a model on an embedded dataset (checkpoints in --out)")
+    pt = command("train", help="train a model on an embedded dataset or your own data (checkpoints in --out)")
     pt.add_argument("model", choices=FLOW_MODELS + GAN_MODELS + LATENT_MODELS + CONTRASTIVE_MODELS)
-    pt.add_argument("--data", required=True, choices=DATASETS + PAIRED_DATASETS,
-                    help="digits-captions (image-caption pairs) is for clip")
+    pt.add_argument("--data", required=True, type=_dataset, metavar="DATA",
+                    help=f"{', '.join(DATASETS + PAIRED_DATASETS)} (digits-captions: image-caption pairs, for "
+                    "clip), or your own data (flows, gan): a .npy, .npz, .csv or .safetensors file or a folder "
+                    "of PNG images")
     pt.add_argument("--steps", type=int, required=True)
     pt.add_argument("--out", required=True, help="run folder (resumes if it holds a checkpoint)")
     pt.add_argument("--batch-size", type=int, default=256)
@@ -330,7 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
                  "quality (modes, MMD^2, inception-style score, TSTR, memorization); for simclr / clip "
                  "linear probe, kNN, zero-shot and retrieval; JSON")
     pe.add_argument("run", help="run folder written by `gencore train`")
-    pe.add_argument("--data", default=None, choices=DATASETS + PAIRED_DATASETS, help="default: the training dataset")
+    pe.add_argument("--data", default=None, type=_dataset, metavar="DATA",
+                    help="an embedded dataset or a data file (default: the training dataset)")
     pe.set_defaults(fn=cmd_eval)
 
     ps = command("sample", help="draw samples into a PNG (image grid or 2-D density plot); for a gan "

@@ -11,7 +11,8 @@ whose ``extra`` records the dataset. All three work on the embedded digits (64 p
   reports held-out reconstruction error next to PCA's at the same latent size; sample
   shows held-out digits above their reconstructions (an auto-encoder has no prior to
   sample from).
-* ``vae``: trained on a fresh dequantization of every batch with ``keep_best``; eval
+* ``vae``: trained on a fresh dequantization of every batch of the ``"fit"`` split (1212
+  digits: train without val) with ``keep_best`` selecting on the ``"val"`` split (135); eval
   reports the held-out ELBO, rate and distortion, the importance-weighted log-likelihood
   (K samples) and bits/dim; sample decodes prior draws (class rows when conditional).
 """
@@ -48,7 +49,8 @@ def train_latent(model: str, data: str, *, steps: int, out, batch_size: int = 12
     if model not in LATENT_MODELS:
         raise ValueError(f"train: model must be one of {', '.join(LATENT_MODELS)}, got {model!r}")
     if data != "digits":
-        raise ValueError(f"train: {model} trains on --data digits, got {data!r}")
+        raise ValueError(f"train: {model} trains on --data digits, got {data!r} (data files are for the flows "
+                         "and gan)")
     if conditional and model != "vae":
         raise ValueError("train: --conditional applies to vae")
     if image and model != "ae":
@@ -59,8 +61,11 @@ def train_latent(model: str, data: str, *, steps: int, out, batch_size: int = 12
         config["hidden"] = list(hidden)
     if latent_dim is not None:
         config["n_components" if model == "pca" else "latent_dim"] = latent_dim
-    x_levels, y = load_dataset("digits", "train", dequantized=False, image=image)
-    xt, yt = load_dataset("digits", "test", image=image)
+    # The VAE keeps its best evaluation (keep_best): it fits on "fit" and is selected on "val",
+    # both carved from the train split, so the test split stays unseen until eval.
+    fit_split, eval_split = ("fit", "val") if model == "vae" else ("train", "test")
+    x_levels, y = load_dataset("digits", fit_split, dequantized=False, image=image)
+    xt, yt = load_dataset("digits", eval_split, image=image)
     torch.manual_seed(seed)
     if model == "pca":
         config.pop("hidden", None)

@@ -20,6 +20,7 @@ from gencore.data import (
     PAIRED_DATASETS,
     TOYS,
     dequantize,
+    is_data_path,
     load_dataset,
     toy_entropy,
     toy_log_prob,
@@ -46,8 +47,15 @@ DEFAULTS = {
 DEPTH_KEY = {"nice": "n_couplings", "realnvp": "n_couplings", "glow": "steps"}
 
 
-def _kind(data: str, image: bool = False) -> str:
-    return "toy" if data in TOYS else ("image" if image else "digits")
+def _kind(data: str, image: bool = False, x: torch.Tensor | None = None) -> str:
+    if data in TOYS:
+        return "toy"
+    if image:
+        return "image"
+    # Your own vectors (a path): the toys' defaults unless they lie in [0, 1] like the digits.
+    if is_data_path(data) and x is not None and (x.min() < 0 or x.max() > 1):
+        return "toy"
+    return "digits"
 
 
 def _config(defaults: dict, overrides: dict, x: torch.Tensor, image: bool) -> dict:
@@ -65,7 +73,9 @@ def _context(y: torch.Tensor | None, conditional: bool) -> torch.Tensor | None:
     if not conditional:
         return None
     if y is None:
-        raise ValueError("--conditional needs a labelled dataset (digits)")
+        raise ValueError("--conditional needs a labelled dataset (digits, or a data file with labels)")
+    if y.numel() and y.max() >= 10:
+        raise ValueError(f"--conditional takes labels 0..9 (10 classes); the data has labels up to {int(y.max())}")
     return torch.nn.functional.one_hot(y, 10).float()
 
 
@@ -78,8 +88,12 @@ def train_model(model: str, data: str, *, steps: int, out, batch_size: int = 256
     convolutional multi-scale architectures; the GAN's convolutional pair); ``depth`` sets
     the number of couplings / steps. ``lr`` defaults to 1e-3 (flows) or :data:`GAN_LR`.
     ``pca``, ``ae`` and ``vae`` go to :func:`gencore.latent_tasks.train_latent`; ``simclr`` and
-    ``clip`` to :func:`gencore.contrastive_tasks.train_contrastive`.
+    ``clip`` to :func:`gencore.contrastive_tasks.train_contrastive`. ``data`` may also be the
+    path of your own data (:mod:`gencore.data.files`; flows and gan), recorded as an absolute
+    path for eval and sample.
     """
+    if is_data_path(data) and data not in TOYS + PAIRED_DATASETS + ("digits",):
+        data = str(Path(data).expanduser().resolve())
     if model in CONTRASTIVE_MODELS:
         return train_contrastive(model, data, steps=steps, out=out, batch_size=batch_size, lr=lr, seed=seed,
                                  conditional=conditional, image=image, progress=progress, depth=depth,
@@ -102,11 +116,12 @@ def train_model(model: str, data: str, *, steps: int, out, batch_size: int = 256
                          f"got {model!r}")
     if image and (data in TOYS or model == "nice"):
         raise ValueError("train: --image applies to digits with realnvp or glow")
-    digits = data not in TOYS
-    # Digits train on a fresh dequantization of every batch (levels in, noise per step).
+    # Digits train on a fresh dequantization of every batch (levels in, noise per step); your
+    # own data as load_dataset returns it (8-bit images: one dequantization, drawn with the seed).
+    digits = data == "digits"
     x, y = load_dataset(data, "train", seed=seed, image=image, **({"dequantized": False} if digits else {}))
     xt, yt = load_dataset(data, "test", image=image)
-    config = _config(DEFAULTS[(model, _kind(data, image))], model_kwargs, x, image)
+    config = _config(DEFAULTS[(model, _kind(data, image, x))], model_kwargs, x, image)
     if depth is not None:
         config[DEPTH_KEY[model]] = depth
     if conditional:
@@ -158,6 +173,14 @@ def evaluate(run, data: str | None = None) -> dict:
     return out
 
 
+def _check_picture(data: str, xs: torch.Tensor) -> None:
+    """Samples of your own vectors (other than 2-D) have no picture: a clear error rather than
+    an image grid of the wrong shape."""
+    if data not in ("digits", *PAIRED_DATASETS) and is_data_path(data) and xs.dim() == 2:
+        raise ValueError(f"sample: samples of {xs.shape[1]}-D vectors have no picture (2-D data is drawn as a "
+                         "scatter, images as a grid: train image data with --image)")
+
+
 def sample(run, n: int, out_png, *, seed: int = 0) -> Path:
     """Draw ``n`` samples: an image grid for digits, a scatter over the model's density for 2-D."""
     from gencore.plotting import save_density_scatter, save_image_grid
@@ -188,6 +211,7 @@ def sample(run, n: int, out_png, *, seed: int = 0) -> Path:
         exact = (lambda pts: toy_log_prob(data, pts).exp()) if data in EXACT_TOYS else None
         return save_density_scatter(xs, out_png, density=density, true_density=exact,
                                     title=f"{meta['model']} on {data or '2-D data'}: {n} samples")
+    _check_picture(data, xs)
     title = f"{meta['model']} samples" + (" (rows of classes 0-9)" if ctx is not None else "")
     return save_image_grid(xs, out_png, nrow=10 if ctx is not None else None, title=title)
 
@@ -234,10 +258,12 @@ def train_gan(data: str, *, steps: int, out, batch_size: int = 256, lr: float | 
 
     if data in TOYS and (conditional or image):
         raise ValueError("train: --conditional and --image apply to digits")
-    digits = data not in TOYS
+    digits = data == "digits"  # your own data: as load_dataset returns it
     x, y = load_dataset(data, "train", seed=seed, image=image, **({"dequantized": False} if digits else {}))
     xt, yt = load_dataset(data, "test", image=image)
-    kind = _kind(data, image)
+    kind = _kind(data, image, x)
+    if conditional:
+        _context(y, True)  # labels present and 0..9
     config = _config(GAN_DEFAULTS[kind], gan_kwargs, x, image)
     if config.get("loss") == "wasserstein_gp" and gan_kwargs.get("n_critic") is None:
         config["n_critic"] = 5
@@ -251,7 +277,8 @@ def train_gan(data: str, *, steps: int, out, batch_size: int = 256, lr: float | 
     def snapshot(model, rec):
         if model.event_shape != (2,):
             return
-        xs = model.sample(1000, generator=torch.Generator().manual_seed(seed))
+        labels = torch.arange(1000) % model.n_classes if model.n_classes else None  # conditional 2-D data
+        xs = model.sample(1000, labels=labels, generator=torch.Generator().manual_seed(seed))
         if data == "8gaussians":
             cov = eight_gaussians_modes(xs)
             rec.update(modes_covered=cov["modes_covered"], high_quality_fraction=cov["high_quality_fraction"])
@@ -396,6 +423,15 @@ def evaluate_gan(run, net, meta: dict, data: str) -> dict:
         if net.event_shape != (2,):
             raise ValueError(f"eval: the GAN generates {net.event_shape}, {data} is 2-D")
         rep = toy_sample_report(net.sample(2000, generator=g), data)
+    elif is_data_path(data) and data not in ("digits", *PAIRED_DATASETS):
+        # Your own data: MMD^2 (RBF kernel, median bandwidth, unbiased) to its test split.
+        held = load_dataset(data, "test", image=len(net.event_shape) > 1, dtype=torch.float64)[0]
+        if held.shape[1:] != tuple(net.event_shape):
+            raise ValueError(f"eval: the GAN generates {net.event_shape}, {data} has {tuple(held.shape[1:])}")
+        n = min(2000, len(held))
+        labels = torch.arange(n) % net.n_classes if net.n_classes else None
+        xs = net.sample(n, labels=labels, generator=g).detach().double().reshape(n, -1)
+        rep = {"n": n, "mmd2_vs_heldout": metrics.mmd(xs, held.reshape(len(held), -1)[:n]).item()}
     else:
         if net.event_shape not in ((64,), (1, 8, 8)):
             raise ValueError(f"eval: the GAN generates {net.event_shape}, digits are (64,) or (1, 8, 8)")
@@ -422,6 +458,7 @@ def sample_gan(net, meta: dict, n: int, out_png, generator: torch.Generator) -> 
         ref = load_dataset(data, "test")[0] if data in TOYS else None
         return save_scatter_over_data(xs, out_png, data=ref,
                                       title=f"GAN ({net.loss_kind}) on {data or '2-D data'}: {n} samples")
+    _check_picture(data, xs)
     title = "GAN samples" + (" (rows of classes 0-9)" if labels is not None else "")
     return save_image_grid(xs, out_png, nrow=net.n_classes or None, title=title)
 

@@ -16,6 +16,16 @@ The test split is dequantized with a fixed seed, so evaluations are repeatable.
 mass, slant; :mod:`gencore.data.captions`): ``load_dataset("digits-captions", split)``
 returns ``(x, tokens, y)``. :mod:`gencore.data.augment` holds the random views of digits
 that SimCLR trains on.
+
+Splits: ``"train"`` and ``"test"`` as above; ``"val"``, a validation split carved
+reproducibly from ``"train"`` for model selection (digits: a fixed stratified 10%, 135
+digits, dequantized with its own fixed seed; toys: an independent fixed draw of 5000), and
+``"fit"``, ``"train"`` without ``"val"`` (digits: 1212; toys: the same as ``"train"``): fit
+on ``"fit"``, select on ``"val"``, report on ``"test"``.
+
+Your own data: ``load_dataset(PATH)`` reads a ``.npy`` / ``.npz`` / ``.csv`` /
+``.safetensors`` array file or a folder of PNG images, with labels where the file has them,
+and splits it into train / val / test with a fixed seed (:mod:`gencore.data.files`).
 """
 
 from __future__ import annotations
@@ -34,11 +44,12 @@ from gencore.data.augment import (
     random_shift,
 )
 from gencore.data.captions import VOCAB, class_prompts, decode_caption, encode_caption, load_captioned_digits
+from gencore.data.files import SPLITS, is_data_path, load_user_dataset, split_indices
 from gencore.data.toys import EXACT as EXACT_TOYS
 from gencore.data.toys import TOYS, sample_toy, toy_entropy, toy_log_prob
 
 __all__ = ["load_dataset", "dequantize", "DATASETS", "DIGITS_LEVELS", "TOYS", "EXACT_TOYS", "toy_log_prob",
-           "toy_entropy", "sample_toy"]
+           "toy_entropy", "sample_toy", "SPLITS", "is_data_path", "split_indices"]
 __all__ += ["PAIRED_DATASETS", "digit_views", "augment_digits", "random_shift", "random_affine", "intensity_jitter",
             "add_noise", "random_erase", "DEFAULT_AUGMENT", "VOCAB", "encode_caption", "decode_caption",
             "class_prompts", "load_captioned_digits"]
@@ -47,12 +58,16 @@ DIGITS_LEVELS = 17
 DATASETS = ("digits",) + TOYS
 # Datasets of (image, caption) pairs: load_dataset returns (x, tokens, y).
 PAIRED_DATASETS = ("digits-captions",)
-TOY_SIZES = {"train": 20000, "test": 5000}
+TOY_SIZES = {"train": 20000, "val": 5000, "test": 5000}
 _SPLIT_SEED = 0
 _TEST_DEQUANT_SEED = 12345
+_VAL_SEED = 54321  # digits: the val split and its dequantization noise; toys: the val draw
+VAL_FRACTION = 0.1  # of the train split
 
 
 def _digits_split():
+    """``(data, target, train_idx, test_idx, val_idx, fit_idx)``: val (a stratified 10% of
+    train) and fit (the rest of train) as positions in ``train_idx``."""
     try:
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
@@ -62,69 +77,101 @@ def _digits_split():
     idx = np.arange(len(d.target))
     train_idx, test_idx = train_test_split(idx, test_size=0.25, stratify=d.target,
                                            random_state=_SPLIT_SEED)
-    return d.data.astype(np.float64), d.target.astype(np.int64), train_idx, test_idx
+    pos = np.arange(len(train_idx))
+    fit_pos, val_pos = train_test_split(pos, test_size=VAL_FRACTION, stratify=d.target[train_idx],
+                                        random_state=_VAL_SEED)
+    return (d.data.astype(np.float64), d.target.astype(np.int64), train_idx, test_idx, np.sort(val_pos),
+            np.sort(fit_pos))
 
 
-def dequantize(levels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``(levels + u) / 17`` with fresh ``u ~ U[0, 1)``: integer digit levels to ``[0, 1)``.
+def dequantize(levels: torch.Tensor, generator: torch.Generator | None = None, *,
+               n_levels: int = DIGITS_LEVELS) -> torch.Tensor:
+    """``(levels + u) / n_levels`` with fresh ``u ~ U[0, 1)``: integer levels to ``[0, 1)``
+    (17 levels for the digits, 256 for 8-bit images of your own, :mod:`gencore.data.files`).
 
     Training on a new dequantization of each batch (``fit(..., batch_transform=...)``) keeps
     a density model from overfitting one fixed draw of the noise.
     """
-    return (levels + torch.rand(levels.shape, generator=generator, dtype=levels.dtype)) / DIGITS_LEVELS
+    return (levels + torch.rand(levels.shape, generator=generator, dtype=levels.dtype)) / n_levels
 
 
-def load_dataset(name: str, split: str = "train", seed: int = 0, *, dtype=torch.float32,
+def load_dataset(name, split: str = "train", seed: int = 0, *, dtype=torch.float32,
                  image: bool = False, n: int | None = None, dequantized: bool = True):
-    """Load an embedded dataset.
+    """Load an embedded dataset, or your own data from a file or folder.
 
     Args:
-        name: ``"digits"``, ``"digits-captions"`` (digits with caption tokens) or a 2-D toy:
-            ``"8gaussians"``, ``"checkerboard"``, ``"moons"``, ``"rings"``, ``"2spirals"``.
-        split: ``"train"`` or ``"test"``. digits: 1347 / 450 examples; toys: 20000 / 5000.
-        seed: seed of the train split's randomness (digits: the dequantization noise; toys:
-            the samples). The test split always uses a fixed seed, so evaluations repeat.
+        name: ``"digits"``, ``"digits-captions"`` (digits with caption tokens), a 2-D toy:
+            ``"8gaussians"``, ``"checkerboard"``, ``"moons"``, ``"rings"``, ``"2spirals"``; or
+            a path (a ``PathLike``, or a string with a ``/``, a data-file extension or naming
+            something that exists): a ``.npy`` / ``.npz`` / ``.csv`` / ``.safetensors`` file or
+            a folder of PNG images (formats, labels and checks: :mod:`gencore.data.files`).
+        split: ``"train"``, ``"val"``, ``"test"`` or ``"fit"``. digits: 1347 / 135 / 450 /
+            1212 examples; toys: 20000 / 5000 / 5000 / 20000. ``"val"`` is carved from
+            ``"train"`` with a fixed seed (digits: stratified 10%; toys: an independent fixed
+            draw) and ``"fit"`` is ``"train"`` without it. Your own data: a fixed seeded split,
+            test 20% and train 80% of the examples, val 10% of train, fit the rest of train.
+        seed: seed of the train split's randomness (digits and 8-bit images: the
+            dequantization noise; toys: the samples); ``"fit"`` uses it as ``"train"`` does.
+            The val and test splits always use fixed seeds, so evaluations repeat.
         dtype: floating dtype of the returned data.
-        image: digits only: return ``(N, 1, 8, 8)`` images instead of ``(N, 64)`` vectors.
+        image: digits and image data: return ``(N, C, H, W)`` images (digits: ``(N, 1, 8,
+            8)``) instead of ``(N, C*H*W)`` vectors.
         n: toys only: number of samples instead of the split's default.
-        dequantized: digits only: False returns the integer levels 0..16 (as floats), for
-            training with a fresh dequantization per batch (:func:`dequantize`).
+        dequantized: digits and 8-bit images only: False returns the integer levels (digits
+            0..16, images 0..255, as floats), for training with a fresh dequantization per
+            batch (:func:`dequantize`, ``n_levels`` 17 or 256).
 
     Returns:
         ``(x, y)``. digits: ``x`` of shape ``(N, 64)`` (or ``(N, 1, 8, 8)``) with values in
         ``[0, 1)``, ``y`` the labels ``(N,)`` (int64, 0..9). digits-captions: ``(x, tokens, y)``
         with ``tokens (N, 3)`` int64 captions (:mod:`gencore.data.captions`). toys: ``x`` of
-        shape ``(N, 2)``, ``y`` None.
+        shape ``(N, 2)``, ``y`` None. Your own data: ``x`` ``(N, D)`` (or images as above),
+        the values as stored except 8-bit pixels (PNG, ``uint8``), dequantized to ``[0, 1)``
+        as ``(level + u) / 256``; ``y`` int64 labels ``(N,)``, or None when the file has none.
 
     Raises:
-        ValueError: unknown ``name`` or ``split``, or options that do not apply.
+        ValueError: unknown ``name`` or ``split``, options that do not apply, or a data file
+            that fails its checks (:mod:`gencore.data.files`; ``TypeError`` for non-numeric
+            data, ``FileNotFoundError`` for a missing path).
     """
+    if split not in SPLITS:
+        raise ValueError(f"load_dataset: split must be 'train', 'val', 'test' or 'fit', got {split!r}")
     if name in PAIRED_DATASETS:
         if n is not None:
             raise ValueError("load_dataset: n applies to the 2-D toys; digits-captions has fixed splits")
-        if split not in ("train", "test"):
-            raise ValueError(f"load_dataset: split must be 'train' or 'test', got {split!r}")
         return load_captioned_digits(split, seed, dtype=dtype, image=image, dequantized=dequantized)
     if name not in DATASETS:
+        if is_data_path(name):
+            if n is not None:
+                raise ValueError("load_dataset: n applies to the 2-D toys, not to a data file")
+            return load_user_dataset(name, split, seed, dtype=dtype, image=image, dequantized=dequantized)
         raise ValueError(f"load_dataset: unknown dataset {name!r}; available: "
-                         f"{', '.join(DATASETS + PAIRED_DATASETS)}")
-    if split not in ("train", "test"):
-        raise ValueError(f"load_dataset: split must be 'train' or 'test', got {split!r}")
+                         f"{', '.join(DATASETS + PAIRED_DATASETS)}, or the path of a data file "
+                         f"(.npy, .npz, .csv, .safetensors) or of a folder of PNG images")
     if name in TOYS:
         if image:
             raise ValueError(f"load_dataset: image=True applies to digits, not to {name!r}")
-        count = TOY_SIZES[split] if n is None else n
-        if not isinstance(count, int) or count < 1:
+        count = TOY_SIZES["train" if split == "fit" else split] if n is None else n
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError(f"load_dataset: n must be a positive int, got {n!r}")
-        g = torch.Generator().manual_seed(seed if split == "train" else _TEST_DEQUANT_SEED)
+        s = {"test": _TEST_DEQUANT_SEED, "val": _VAL_SEED}.get(split, seed)
+        g = torch.Generator().manual_seed(s)
         return sample_toy(name, count, generator=g).to(dtype), None
     if n is not None:
         raise ValueError("load_dataset: n applies to the 2-D toys; digits has fixed splits")
-    data, target, train_idx, test_idx = _digits_split()
-    idx = train_idx if split == "train" else test_idx
-    rng = np.random.default_rng(seed if split == "train" else _TEST_DEQUANT_SEED)
+    data, target, train_idx, test_idx, val_pos, fit_pos = _digits_split()
+    if split == "test":
+        idx, rng = test_idx, np.random.default_rng(_TEST_DEQUANT_SEED)
+    elif split == "val":
+        idx, rng = train_idx[val_pos], np.random.default_rng(_VAL_SEED)
+    else:  # train, fit: one draw over train; fit takes its rows, so fit is a subset of train
+        idx, rng = train_idx, np.random.default_rng(seed)
     noise = rng.random(data[idx].shape) if dequantized else 0.0
-    x = torch.as_tensor((data[idx] + noise) / (DIGITS_LEVELS if dequantized else 1), dtype=dtype)
+    x = (data[idx] + noise) / (DIGITS_LEVELS if dequantized else 1)
+    y = target[idx]
+    if split == "fit":
+        x, y = x[fit_pos], y[fit_pos]
+    x = torch.as_tensor(x, dtype=dtype)
     if image:
         x = x.reshape(-1, 1, 8, 8)
-    return x, torch.as_tensor(target[idx])
+    return x, torch.as_tensor(y)
