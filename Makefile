@@ -124,9 +124,7 @@ wheel-cuda: $(VENV)/.deps
 # environment keeps its torch) into .venv (torch 2.13.0) and .venv-cuda (torch 2.14.1+cu130,
 # made by make cuda-check), and the op tests (reference comparisons, gradcheck, opcheck,
 # torch.compile) and short fits run under each. TORCHES adds environments.
-WHEEL_TESTS = tests/test_coupling_op.py tests/test_masked_coupling_op.py tests/test_reparam_op.py \
-  tests/test_contrastive_op.py tests/test_op_autograd.py tests/test_op_properties.py tests/test_stable_abi.py \
-  tests/test_train.py
+WHEEL_TESTS = tests/ops tests/build/test_stable_abi.py tests/runs/test_train.py
 TORCHES ?= $(VPY) .venv-cuda/bin/python
 TEST_PINS = $$(grep -E '^(numpy|scipy|scikit-learn|safetensors|matplotlib|tqdm|pytest|hypothesis)==' requirements-dev.txt)
 wheel-test: wheel

@@ -258,7 +258,7 @@ def _(grad_y, grad_logdet, x, params, *, mask, swap, clamp, reverse):
 #   of csrc/coupling/coupling_autograd.cpp (gencore/_C_autograd.so) replaces both, and
 #   the wrappers call the op directly (except under torch.func, which cannot see through
 #   a C++ autograd function). GENCORE_CXX_AUTOGRAD=0 turns it off.
-# tests/test_coupling_op.py checks that the paths give the same values and gradients.
+# tests/ops/test_coupling_op.py checks that the paths give the same values and gradients.
 
 
 def _load_cxx_autograd() -> bool:

@@ -367,7 +367,7 @@ def test_readme_data_example(tmp_path, monkeypatch):
     import re
     from pathlib import Path
 
-    readme = Path(__file__).resolve().parent.parent / "README.md"
+    readme = Path(__file__).resolve().parents[2] / "README.md"
     block = next(b for b in re.findall(r"```python\n(.*?)```", readme.read_text(), re.S) if "points.npy" in b)
     monkeypatch.chdir(tmp_path)
     scope: dict = {}

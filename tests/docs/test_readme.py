@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_readme_example():

@@ -16,7 +16,7 @@ from gencore import _C
 
 def test_python_and_cmake_agree_on_the_target_torch():
     assert _C.torch_target_version == ".".join(map(str, gencore.TORCH_MIN_VERSION))
-    cmake = (Path(__file__).resolve().parents[1] / "CMakeLists.txt").read_text()
+    cmake = (Path(__file__).resolve().parents[2] / "CMakeLists.txt").read_text()
     assert re.search(rf'set\(GENCORE_TORCH_TARGET "{re.escape(_C.torch_target_version)}"', cmake)
 
 
