@@ -2,7 +2,8 @@
 #
 #   make demo        create .venv, install everything, run `gencore demo`
 #   make test        create .venv, install everything, run the test suite
-#   make bench       full benchmarks -> bench/results/, README table refreshed
+#   make bench       full benchmarks -> bench/results/, docs/benchmarks.md refreshed
+#   make docs        the documentation site (mkdocs, docs/ + API reference) -> site/, warnings as errors
 #   make wheel       the CPU wheel (stable ABI, abi3), repaired to a manylinux tag -> dist/
 #   make wheel-cuda  the CUDA 13 wheel built against torch 2.14.1+cu130 -> dist/cu130/
 #   make wheel-test  the CPU wheel installed into .venv (torch 2.13) and .venv-cuda (2.14.1), op tests
@@ -26,7 +27,7 @@ TORCH_TARGET_HEX := 0x020b000000000000
 PYTEST_ARGS ?=
 SOURCES   := $(shell find csrc python -type f \( -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh' -o -name '*.py' \)) CMakeLists.txt pyproject.toml
 
-.PHONY: demo test bench cuda-check cuda-compile gpu-check install clean emu-build cuda-emulate wheel wheel-cuda \
+.PHONY: demo test bench docs cuda-check cuda-compile gpu-check install clean emu-build cuda-emulate wheel wheel-cuda \
 	wheel-test sdist-test \
 	cuda-emulate-asan cuda-emulate-sanitize cuda-emulate-mutants
 
@@ -63,9 +64,19 @@ bench: install
 	$(VPY) bench/bench_contrastive.py --out bench/results
 	$(VPY) -m pip install --quiet -r requirements-bench.txt
 	$(VPY) bench/bench_flow_libraries.py --out bench/results
-	$(VPY) bench/update_readme.py
+	$(VPY) bench/update_docs.py
 
-# The whole extension built against a CUDA torch (README: "Installing and building") as the CUDA wheel
+# The documentation site: docs/*.md and the API reference that mkdocstrings generates from
+# the docstrings (read statically: no build of the extension needed), into site/. --strict:
+# a warning (a broken link or anchor, a docstring griffe cannot parse) fails the build.
+$(VENV)/.docs-deps: $(VENV)/.deps requirements-docs.txt
+	$(VPY) -m pip install --quiet -r requirements-docs.txt
+	touch $@
+
+docs: $(VENV)/.docs-deps
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+# The whole extension built against a CUDA torch (docs/install.md) as the CUDA wheel
 # (make wheel-cuda): every .cu compiled by the toolkit's own nvcc (the `nvcc` first on PATH
 # may be a wrapper) for sm_80 and sm_90, the symbol audit, then the wheel installed into
 # .venv-cuda (torch 2.14.1+cu130), imported without a GPU, and its CUDA kernels must be
@@ -191,4 +202,4 @@ cuda-emulate-mutants: install
 	$(VPY) tests/cuda_emulation/mutation.py
 
 clean:
-	rm -rf build dist $(VENV) .venv-cuda demo-out
+	rm -rf build dist $(VENV) .venv-cuda demo-out site

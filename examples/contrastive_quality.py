@@ -6,7 +6,7 @@ Targets (held-out digits, 450 examples): SimCLR linear probe >= 93% and kNN >= 9
 zero-shot classification through class captions >= 85%; retrieval recall@1 reported.
 
 Each run goes through the same code as ``gencore train`` / ``gencore eval``
-(:func:`gencore.tasks.train_model`, :func:`gencore.tasks.evaluate`), so the numbers are the
+(:func:`gencore.runs.train`, :func:`gencore.runs.evaluate`), so the numbers are the
 ones the CLI prints. Besides the two main runs:
 
 * SimCLR with an 8-feature MLP encoder: on digits a random 128-feature encoder already scores
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from gencore import tasks
+from gencore import runs
 from gencore.benchmarks.harness import machine_info
 
 OUT = Path(__file__).resolve().parent.parent / "bench" / "results"
@@ -38,9 +38,9 @@ TARGETS = {"simclr_linear_probe": 0.93, "simclr_knn": 0.90, "clip_zero_shot": 0.
 
 def run(name: str, model: str, data: str, steps: int, tmp: Path, **kwargs) -> dict:
     t0 = time.perf_counter()
-    tasks.train_model(model, data, steps=steps, out=tmp / name, progress=False, **kwargs)
+    runs.train(model, data, tmp / name, steps=steps, progress=False, config=kwargs)
     train_s = time.perf_counter() - t0
-    res = tasks.evaluate(tmp / name)
+    res = runs.evaluate(tmp / name)
     res.update(run=name, steps=steps, train_seconds=train_s, settings=kwargs)
     print(json.dumps({k: v for k, v in res.items() if not isinstance(v, dict)}), flush=True)
     return res

@@ -33,15 +33,8 @@ import torch
 from gencore import metrics
 from gencore.data import dequantize, load_dataset
 from gencore.models import GAN
-from gencore.plotting import pyplot, save_figure, save_image_grid
-from gencore.tasks import (
-    digits_real_reference,
-    digits_sample_report,
-    eight_gaussians_modes,
-    save_ipm_history,
-    save_snapshots,
-    toy_sample_report,
-)
+from gencore.metrics import digits_real_reference, digits_sample_report, eight_gaussians_modes, toy_sample_report
+from gencore.plotting import pyplot, save_figure, save_image_grid, save_ipm_history, save_snapshots
 from gencore.train import fit
 
 OUT = Path(__file__).resolve().parent.parent / "bench" / "results"

@@ -1,3 +1,6 @@
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -27,3 +30,27 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+# ---- code blocks of the documentation (README.md, docs/) ----
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def doc_python_blocks(page: str) -> list[str]:
+    """The ```python blocks of a Markdown file of the repository, e.g. "README.md" or
+    "docs/models/flows.md", in order."""
+    return re.findall(r"```python\n(.*?)```", (ROOT / page).read_text(), re.S)
+
+
+def doc_python_block(page: str, containing: str) -> str:
+    """The first ```python block of ``page`` that contains ``containing``."""
+    blocks = [b for b in doc_python_blocks(page) if containing in b]
+    assert blocks, f"{page} has no python block containing {containing!r}"
+    return blocks[0]
+
+
+@pytest.fixture
+def doc_block():
+    """``doc_block(page, containing)``: a python block of the documentation (see above)."""
+    return doc_python_block

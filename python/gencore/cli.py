@@ -5,13 +5,13 @@
     gencore bench coupling       fused coupling op vs eager PyTorch and torch.compile
     gencore bench reparam        fused reparameterized sampling + KL, the same way
     gencore bench contrastive    tiled CLIP / NT-Xent losses vs the materialized ones
-    gencore train realnvp --data 8gaussians --steps 5000 --out runs/rnvp
+    gencore train realnvp --data checkerboard --out runs/rnvp   (default steps and config per model)
     gencore eval runs/rnvp       test NLL (nats), bits/dim, gap to the true entropy
     gencore sample runs/rnvp -n 512 --out samples.png
-    gencore train gan --data 8gaussians --steps 2000 --out runs/gan
-    gencore train vae --data digits --steps 4000 --out runs/vae      (also pca, ae)
-    gencore train simclr --data digits --steps 2000 --out runs/simclr
-    gencore train clip --data digits-captions --steps 1500 --out runs/clip
+    gencore train gan --data 8gaussians --out runs/gan
+    gencore train vae --data digits --out runs/vae      (also pca, ae)
+    gencore train simclr --data digits --out runs/simclr
+    gencore train clip --data digits-captions --out runs/clip
     gencore train realnvp --data my.npy --steps 2000 --out runs/mine   (your own data: .npy, .npz, .csv,
                                  .safetensors or a folder of PNGs; gencore.data.files)
     gencore eval runs/clip       linear probe, kNN, zero-shot, retrieval recall@1/@5 (simclr, clip)
@@ -40,8 +40,9 @@ Errors. Every failure goes through one handler, :func:`main`:
   stdout (``gencore info | head -1``) ends quietly with status 1.
 
 Arguments are checked before any work starts (``--hidden`` sizes, ``-n``, ``--out``
-folders that are existing files, ``bench --device cuda`` without CUDA), and output paths
-are reported as written: ``sample --out X`` writes and reports ``X.png``.
+folders that are existing files, ``bench --device cuda`` without CUDA, a ``train`` option
+that does not apply to the model: the registry of :mod:`gencore.runs` says which do), and
+output paths are reported as written: ``sample --out X`` writes and reports ``X.png``.
 """
 
 from __future__ import annotations
@@ -122,45 +123,41 @@ def cmd_bench(args) -> int:
     return {"coupling": coupling.main, "reparam": reparam.main, "contrastive": contrastive.main}[args.op](argv)
 
 
+def _train_options(args) -> dict:
+    """The model options given on the command line (flags left out are None)."""
+    from gencore.runs import OPTIONS
+
+    given = {k: getattr(args, k) for k in OPTIONS if getattr(args, k, None) is not None}
+    return {k: _sizes(v, OPTIONS[k].flag) if OPTIONS[k].type == "sizes" else v for k, v in given.items()}
+
+
 def cmd_train(args) -> int:
-    from gencore import tasks
+    from gencore import distributed, runs
 
-    hidden = _hidden_sizes(args.hidden)
-    gan_args = {"loss": args.loss, "n_critic": args.n_critic, "latent_dim": args.latent_dim,
-                "gp_weight": args.gp_weight, "r1_weight": args.r1_weight, "spectral_norm": args.spectral_norm,
-                "ema_decay": args.ema}
-    gan_args = {k: v for k, v in gan_args.items() if v is not None}
-    # --latent-dim also sets the latent size of pca / ae / vae; the other GAN flags are GAN-only.
-    gan_only = [k for k in gan_args if not (k == "latent_dim" and args.model in tasks.LATENT_MODELS)]
-    if gan_only and args.model not in tasks.GAN_MODELS:
-        raise ValueError(f"--{gan_only[0].replace('_', '-')} applies to gan only")
-    res = tasks.train_model(args.model, args.data, steps=args.steps, out=args.out,
-                            batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                            conditional=args.conditional, image=args.image,
-                            progress=not args.no_progress, depth=args.couplings, hidden=hidden, **gan_args)
-    from gencore import distributed
-
+    res = runs.train(args.model, args.data, args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                     seed=args.seed, progress=not args.no_progress, allow_changes=args.allow_changes,
+                     **_train_options(args))
     if distributed.rank() == 0:  # under torchrun, one report
         print(json.dumps(res, indent=2))
     return 0
 
 
 def cmd_eval(args) -> int:
-    from gencore import tasks
+    from gencore import runs
 
-    res = tasks.evaluate(args.run, args.data)
+    res = runs.evaluate(args.run, args.data)
     print(json.dumps(res, indent=2))
     print(f"wrote {Path(args.run) / 'eval.json'}")
     return 0
 
 
 def cmd_sample(args) -> int:
-    from gencore import tasks
+    from gencore import runs
 
     # _validate gave --out its suffix: matplotlib writes "X" as "X.png", reported as written.
-    path = tasks.sample(args.run, args.n, args.out, seed=args.seed)
+    path = runs.sample(args.run, args.n, args.out, seed=args.seed)
     print(f"wrote {path}")
-    for extra in tasks.training_figures(args.run, args.out):
+    for extra in runs.figures(args.run, args.out):
         print(f"wrote {extra}")
     return 0
 
@@ -175,17 +172,14 @@ def cmd_demo(args) -> int:
 # Checks of the arguments, before any work starts.
 # ---------------------------------------------------------------------------------------------
 
-def _hidden_sizes(text: str | None) -> list[int] | None:
+def _sizes(text: str, flag: str) -> list[int]:
     """``--hidden 256,256`` as ``[256, 256]``: positive integers, comma-separated."""
-    if text is None:
-        return None
     try:
         sizes = [int(v) for v in text.split(",")]
     except ValueError:
         sizes = []
     if not sizes or any(v < 1 for v in sizes):
-        raise UsageError(f"train: --hidden takes positive integers separated by commas (e.g. 256,256), "
-                         f"got {text!r}")
+        raise UsageError(f"train: {flag} takes positive integers separated by commas (e.g. 256,256), got {text!r}")
     return sizes
 
 
@@ -263,7 +257,9 @@ def _check_device(device: str) -> None:
 def _validate(args) -> None:
     """Reject bad arguments with a clear message before any work starts."""
     if args.command == "train":
-        _hidden_sizes(args.hidden)
+        from gencore import runs
+
+        runs.check_options(runs.get(args.model), _train_options(args))
         _check_data(args.data, "train")
         _check_folder(args.out, "--out", "train")
     elif args.command == "sample":
@@ -323,33 +319,33 @@ def build_parser() -> argparse.ArgumentParser:
     pb.set_defaults(fn=cmd_bench)
 
     from gencore.data import DATASETS, PAIRED_DATASETS
-    from gencore.tasks import CONTRASTIVE_MODELS, FLOW_MODELS, GAN_MODELS, LATENT_MODELS
+    from gencore.runs import OPTIONS, REGISTRY, models
 
-    pt = command("train", help="train a model on an embedded dataset or your own data (checkpoints in --out)")
-    pt.add_argument("model", choices=FLOW_MODELS + GAN_MODELS + LATENT_MODELS + CONTRASTIVE_MODELS)
+    pt = command("train", help="train a model on an embedded dataset or your own data (checkpoints in --out)",
+                 description="Train a model into a run folder. Models: " + "; ".join(
+                     f"{m}: {REGISTRY[m].summary} (options: "
+                     f"{', '.join(OPTIONS[o].flag for o in REGISTRY[m].options) or 'none'})" for m in models()))
+    pt.add_argument("model", choices=models())
     pt.add_argument("--data", required=True, type=_dataset, metavar="DATA",
                     help=f"{', '.join(DATASETS + PAIRED_DATASETS)} (digits-captions: image-caption pairs, for "
                     "clip), or your own data (flows, gan): a .npy, .npz, .csv or .safetensors file or a folder "
                     "of PNG images")
-    pt.add_argument("--steps", type=int, required=True)
-    pt.add_argument("--out", required=True, help="run folder (resumes if it holds a checkpoint)")
-    pt.add_argument("--batch-size", type=int, default=256)
-    pt.add_argument("--lr", type=float, default=None, help="default: 1e-3 (flows); gan: 1e-3 on 2-D toys, 5e-4 on digits")
+    pt.add_argument("--out", required=True, help="run folder (resumes if it holds a checkpoint of the same run)")
+    pt.add_argument("--steps", type=int, default=None,
+                    help="optimizer steps (default: the model's, which reaches the documented quality)")
+    pt.add_argument("--batch-size", type=int, default=None, help="default: 256 (flows, gan, simclr, clip), "
+                    "128 (ae, vae)")
+    pt.add_argument("--lr", type=float, default=None, help="default: 1e-3 (flows, simclr, clip), 2e-3 (ae, vae); "
+                    "gan: 1e-3 on 2-D data, 5e-4 on images")
     pt.add_argument("--seed", type=int, default=0)
-    pt.add_argument("--couplings", type=int, default=None,
-                    help="coupling layers (per stage for images; steps per level for glow)")
-    pt.add_argument("--hidden", default=None, help="conditioner hidden sizes, e.g. 256,256 (simclr, clip: the "
-                    "image encoder's widths)")
-    pt.add_argument("--conditional", action="store_true", help="condition on the class (digits)")
-    pt.add_argument("--image", action="store_true", help="digits as (1, 8, 8) images (realnvp, glow, gan)")
-    pt.add_argument("--loss", default=None, choices=["non_saturating", "wasserstein_gp", "hinge"],
-                    help="gan: the game's loss (default: non_saturating on 2-D toys, wasserstein_gp on digits)")
-    pt.add_argument("--n-critic", type=int, default=None, help="gan: discriminator updates per generator update")
-    pt.add_argument("--latent-dim", type=int, default=None, help="gan, pca, ae, vae: size of z")
-    pt.add_argument("--gp-weight", type=float, default=None, help="gan: gradient penalty weight (wasserstein_gp)")
-    pt.add_argument("--r1-weight", type=float, default=None, help="gan: R1 penalty weight on real data")
-    pt.add_argument("--spectral-norm", action="store_true", default=None, help="gan: spectral norm in the critic")
-    pt.add_argument("--ema", type=float, default=None, help="gan: EMA decay of the generator used for sampling")
+    pt.add_argument("--allow-changes", action="store_true",
+                    help="resume a run folder whose checkpoint was trained with other data, options or settings")
+    for opt in OPTIONS.values():
+        if opt.type is bool:
+            pt.add_argument(opt.flag, action="store_true", default=None, help=opt.help)
+        else:
+            pt.add_argument(opt.flag, type=str if opt.type == "sizes" else opt.type, default=None,
+                            choices=opt.choices, help=opt.help)
     pt.add_argument("--no-progress", action="store_true")
     pt.set_defaults(fn=cmd_train)
 

@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from gencore import metrics
+from gencore import metrics, runs
 from gencore.data import DIGITS_LEVELS, load_dataset
-from gencore.data import dequantize
-from gencore.models import GAN, PCA, VAE, Autoencoder, RealNVP
-from gencore.nn import MLP, ActNorm, AffineCoupling
+from gencore.nn import MLP, AffineCoupling
 from gencore.plotting import save_image_grid
-from gencore.train import fit
+from gencore.runs.common import one_hot
 
 
 
@@ -79,133 +78,83 @@ def section_inversion() -> dict:
     return {"inversion_max_error": err, "logdet_fused": fused, "logdet_slogdet": exact}
 
 
-def _digit_splits():
-    """Train (minus 200 validation digits), validation and test splits, with labels."""
-    x_all, y_all = load_dataset("digits", "train")
-    x_test, y_test = load_dataset("digits", "test")
-    perm = torch.randperm(x_all.shape[0], generator=torch.Generator().manual_seed(0))
-    tr, va = perm[200:], perm[:200]
-    return (x_all[tr], y_all[tr]), (x_all[va], y_all[va]), (x_test, y_test), x_all
+def _run(out: Path, name: str, model: str, data: str, steps: int, **options):
+    """Train ``model`` through :func:`gencore.runs.train` (the code of ``gencore train``) into
+    ``out/runs/name``, score it with :func:`gencore.runs.evaluate`; returns ``(model, eval
+    dict, checkpoint manifest, seconds)``."""
+    t0 = time.perf_counter()
+    runs.train(model, data, out / "runs" / name, steps=steps, progress=False, **options)
+    res = runs.evaluate(out / "runs" / name)
+    net, meta = runs.load_run(out / "runs" / name)
+    return net, res, meta, time.perf_counter() - t0
 
 
-def _global_standardization(x: torch.Tensor) -> ActNorm:
-    """A frozen ActNorm with one mean and scale for all pixels. The per-pixel
-    initialisation of a trainable ActNorm divides the almost-constant border pixels by
-    their tiny spread, and the flow then puts extreme densities on values that held-out
-    digits do take (measured: -30.7 instead of -59 nats on the test split)."""
-    norm = ActNorm(x.shape[1])
-    with torch.no_grad():
-        norm.bias.fill_(x.mean().item())
-        norm.log_scale.fill_(math.log(x.std().item()))
-        norm.initialized.fill_(True)
-    norm.requires_grad_(False)
-    return norm
+def _best(meta: dict) -> dict:
+    return min(meta["extra"]["history"], key=lambda h: h["eval_loss"])
 
 
-def _onehot(y):
-    return torch.nn.functional.one_hot(y, 10).float()
-
-
-def section_flow(steps: int) -> dict:
-    """RealNVP by maximum likelihood, keeping the parameters with the best validation NLL:
-    1347 digits in 64 dimensions overfit a flow within a few hundred steps (held-out NLL
-    rises while the training NLL keeps falling). The test split is scored once, at the end.
-    A class-conditional RealNVP trained the same way provides labelled samples for the
-    train-on-synthetic / test-on-real accuracy."""
-    print("\n== RealNVP on the embedded digits (64-D, 1147 train / 200 validation / 450 test) ==")
-    (x_tr, y_tr), (x_va, y_va), (x_te, y_te), x_all = _digit_splits()
-    d = x_tr.shape[1]
-    out = {"x_train": x_all, "x_test": x_te}
+def section_flow(steps: int, out: Path) -> dict:
+    """RealNVP by maximum likelihood through ``gencore.runs``: trained on the ``fit`` split
+    (1212 digits, a fresh dequantization per batch), keeping the parameters with the best
+    validation NLL (135 digits): 1212 digits in 64 dimensions overfit a flow within a few
+    hundred steps. The test split is scored once, at the end. A class-conditional RealNVP
+    trained the same way provides labelled samples for the train-on-synthetic / test-on-real
+    accuracy."""
+    print("\n== RealNVP on the embedded digits (64-D, 1212 fit / 135 validation / 450 test) ==")
+    out_d = {}
     for name, cond in (("flow", False), ("conditional", True)):
-        torch.manual_seed(0)
-        model = RealNVP(d, n_couplings=8, hidden=(128, 128), context_features=10 if cond else 0, actnorm=False)
-        model.transforms.insert(0, _global_standardization(x_tr))
-        train = (x_tr, _onehot(y_tr)) if cond else x_tr
-        val = (x_va, _onehot(y_va)) if cond else x_va
-        t0 = time.perf_counter()
-        res = fit(model, train, steps=steps, batch_size=128, lr=1e-3, eval_data=val, eval_every=50,
-                  keep_best=True, progress=False)
-        with torch.no_grad():
-            ctx = _onehot(y_te) if cond else None
-            test = metrics.negative_log_likelihood(model.log_prob(x_te, ctx)).item()
-        best = min(res.history, key=lambda h: h["eval_loss"])
-        print(f"{'class-conditional ' if cond else ''}RealNVP: {steps} AdamW steps (batch 128, "
-              f"{time.perf_counter() - t0:.1f} s); kept step {best['step']} (best validation NLL "
-              f"{best['eval_loss']:.1f} nats); test NLL {test:.1f} nats = {_bits_per_dim(test, d):.3f} bits/dim "
-              f"(uniform over the 17 levels: {math.log2(DIGITS_LEVELS):.3f})")
-        out[name] = {"model": model, "test_nll_nats": test, "bits_per_dim": _bits_per_dim(test, d),
-                     "best_step": best["step"]}
-    out["test_nll_nats"], out["bits_per_dim"] = out["flow"]["test_nll_nats"], out["flow"]["bits_per_dim"]
-    out["model"] = out["flow"]["model"]
-    out["y_test"] = y_te
-    return out
+        net, res, meta, secs = _run(out, f"realnvp{'-conditional' if cond else ''}", "realnvp", "digits", steps,
+                                    batch_size=128, conditional=cond)
+        best = _best(meta)
+        print(f"{'class-conditional ' if cond else ''}RealNVP: {steps} AdamW steps (batch 128, {secs:.1f} s); kept "
+              f"step {best['step']} (best validation NLL {best['eval_loss']:.1f} nats); test NLL "
+              f"{res['test_nll_nats']:.1f} nats = {res['bits_per_dim']:.3f} bits/dim (uniform over the 17 levels: "
+              f"{math.log2(DIGITS_LEVELS):.3f})")
+        out_d[name] = {"model": net, "test_nll_nats": res["test_nll_nats"], "bits_per_dim": res["bits_per_dim"],
+                       "best_step": best["step"]}
+    out_d["x_train"] = load_dataset("digits", "train")[0]
+    out_d["x_test"] = load_dataset("digits", "test")[0]
+    out_d["test_nll_nats"], out_d["bits_per_dim"] = out_d["flow"]["test_nll_nats"], out_d["flow"]["bits_per_dim"]
+    out_d["model"] = out_d["flow"]["model"]
+    return out_d
 
 
-def section_autoencoders(steps: int) -> dict:
-    """PCA (closed form) and a non-linear auto-encoder at the same latent size r = 8, and
-    a VAE (categorical decoder over the 17 levels) with its importance-weighted likelihood,
-    plus a class-conditional VAE for labelled samples."""
-    print("\n== PCA, auto-encoder and VAE on the embedded digits (1347 train / 450 test; the VAEs: "
-          "1147 train / 200 validation) ==")
-    x_lv, y = load_dataset("digits", "train", dequantized=False)
-    x_tr = load_dataset("digits", "train")[0]
-    x_te, y_te = load_dataset("digits", "test")
+def section_autoencoders(steps: int, out: Path) -> dict:
+    """PCA (closed form, its size chosen on the validation split), a non-linear auto-encoder
+    at latent size r = 8 beside PCA at the same size, and a VAE (categorical decoder over the
+    17 levels) with its importance-weighted likelihood, plus a class-conditional VAE for
+    labelled samples; all through ``gencore.runs``."""
+    print("\n== PCA, auto-encoder and VAE on the embedded digits (fit on 1212, selected on 135, tested on 450) ==")
+    _, pca, _, _ = _run(out, "pca", "pca", "digits", None)
+    print(f"probabilistic PCA (r={pca['n_components']}, chosen on the validation split): test NLL "
+          f"{pca['test_nll_nats']:.1f} nats = {pca['bits_per_dim']:.3f} bits/dim")
     r = 8
-    pca = PCA(r).fit(x_tr)
-    best = max((PCA(k).fit(x_tr) for k in (8, 16, 24, 32, 40, 48)), key=lambda m: m.score(x_te))
-    pca_err = pca.reconstruction_error(x_te).mean().item()
-    ppca_nll = -best.score(x_te)
-    print(f"PCA (r={r}): held-out squared reconstruction error {pca_err:.3f} per digit; best probabilistic "
-          f"PCA (r={best.n_components_}) held-out NLL {ppca_nll:.1f} nats = {_bits_per_dim(ppca_nll, 64):.3f} bits/dim")
-    torch.manual_seed(0)
-    ae = Autoencoder(64, r, hidden=[256, 128])
-    t0 = time.perf_counter()
-    fit(ae, x_tr, steps=steps, batch_size=128, lr=2e-3, progress=False, schedule="cosine")
-    ae_err = ae.reconstruction_error(x_te).mean().item()
-    print(f"MLP auto-encoder (r={r}, {steps} steps, {time.perf_counter() - t0:.1f} s): held-out reconstruction "
-          f"error {ae_err:.3f} ({ae_err / pca_err:.2f}x PCA's)")
-    out = {"pca": {"reconstruction_error": pca_err, "test_nll_nats": ppca_nll,
-                   "bits_per_dim": _bits_per_dim(ppca_nll, 64), "n_components": best.n_components_},
-           "ae": {"reconstruction_error": ae_err}}
-    # The VAEs keep the parameters with the best validation loss, like the flows: 1147
-    # training digits overfit a VAE too (the held-out ELBO peaks and then falls).
-    (xv_tr, yv_tr), (xv_va, yv_va), _, _ = _digit_splits()
-    levels = (xv_tr * DIGITS_LEVELS).floor().clamp(0, DIGITS_LEVELS - 1)
+    _, ae, _, secs = _run(out, "ae", "ae", "digits", steps, latent_dim=r)
+    print(f"MLP auto-encoder (r={r}, {steps} steps, {secs:.1f} s): test reconstruction error "
+          f"{ae['reconstruction_error']:.3f} per digit; PCA at r={r}: {ae['pca_reconstruction_error']:.3f} "
+          f"({ae['reconstruction_error'] / ae['pca_reconstruction_error']:.2f}x PCA's)")
+    result = {"pca": {"reconstruction_error": ae["pca_reconstruction_error"], "test_nll_nats": pca["test_nll_nats"],
+                      "bits_per_dim": pca["bits_per_dim"], "n_components": pca["n_components"]},
+              "ae": {"reconstruction_error": ae["reconstruction_error"]}}
     for name, cond in (("vae", False), ("cvae", True)):
-        torch.manual_seed(0)
-        vae = VAE(64, latent_dim=16, hidden=[256, 256], likelihood="categorical", context_features=10 if cond else 0)
-        t0 = time.perf_counter()
-        data = (levels, _onehot(yv_tr)) if cond else levels
-        val = (xv_va, _onehot(yv_va)) if cond else xv_va
-        fit(vae, data, steps=steps, batch_size=128, lr=2e-3, progress=False, schedule="cosine", eval_data=val,
-            eval_every=100, keep_best=True,
-            batch_transform=(lambda b, g: (dequantize(b[0], g), b[1])) if cond else (lambda b, g: dequantize(b, g)))
-        ctx = _onehot(y_te) if cond else None
-        g = torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            elbo = vae.elbo(x_te, ctx, generator=g).mean().item()
-            iw = vae.log_likelihood(x_te, 1000, ctx, generator=g).mean().item()
-        print(f"{'class-conditional ' if cond else ''}VAE (r=16, {steps} steps, {time.perf_counter() - t0:.1f} s): "
-              f"held-out ELBO {elbo:.1f} nats, importance-weighted log p(x) (K=1000) {iw:.1f} nats "
-              f"= {_bits_per_dim(-iw, 64):.3f} bits/dim")
-        out[name] = {"model": vae, "elbo_nats": elbo, "test_nll_nats": -iw, "bits_per_dim": _bits_per_dim(-iw, 64)}
-    return out
+        vae, res, meta, secs = _run(out, name, "vae", "digits", steps, conditional=cond)
+        print(f"{'class-conditional ' if cond else ''}VAE (r=16, {steps} steps, {secs:.1f} s with evaluation; kept "
+              f"step {_best(meta)['step']}): test ELBO {res['elbo_nats']:.1f} nats, importance-weighted log p(x) "
+              f"(K=1000) {-res['test_nll_nats']:.1f} nats = {res['bits_per_dim']:.3f} bits/dim")
+        result[name] = {"model": vae, "elbo_nats": res["elbo_nats"], "test_nll_nats": res["test_nll_nats"],
+                        "bits_per_dim": res["bits_per_dim"]}
+    return result
 
 
-def section_gan(steps: int) -> dict:
+def section_gan(steps: int, out: Path) -> dict:
     """A class-conditional WGAN-GP (MLP pair, per-sample gradient penalty, 5 critic updates
-    per generator update, EMA generator) on the digits, with the critic's IPM estimate."""
+    per generator update, EMA generator) on the digits through ``gencore.runs``, with the
+    critic's IPM estimate."""
     print("\n== class-conditional GAN (WGAN-GP) on the embedded digits ==")
-    x_lv, y = load_dataset("digits", "train", dequantized=False)
-    torch.manual_seed(0)
-    gan = GAN(features=64, latent_dim=32, hidden=[256, 256], n_classes=10, output="sigmoid",
-              loss="wasserstein_gp", n_critic=5, ema_decay=0.999)
-    t0 = time.perf_counter()
-    res = fit(gan, (x_lv, y), steps=steps, batch_size=128, lr=5e-4, progress=False,
-              batch_transform=lambda b, g: (dequantize(b[0], g), b[1]))
-    ipm = [h.get("train_ipm") for h in res.history]
-    print(f"{steps} generator steps ({time.perf_counter() - t0:.1f} s); critic's estimate E_p f - E_q f on "
-          f"training batches over training: {', '.join(f'{v:.2f}' for v in ipm if v is not None)}")
+    gan, _, meta, secs = _run(out, "gan", "gan", "digits", steps, batch_size=128, conditional=True, ema=0.999)
+    ipm = [h.get("train_ipm") for h in meta["extra"]["history"]]
+    print(f"{steps} generator steps ({secs:.1f} s with evaluation); critic's estimate E_p f - E_q f on training "
+          f"batches over training: {', '.join(f'{v:.2f}' for v in ipm if v is not None)}")
     return {"model": gan, "ipm_history": ipm}
 
 
@@ -238,17 +187,12 @@ def section_contrastive(steps: int, out: Path) -> list[dict]:
     """SimCLR on the digits and CLIP on digits with generated captions, both on the fused
     tiled losses, trained and evaluated through the same code as ``gencore train`` /
     ``gencore eval`` (held-out split; probes fitted on the train split's frozen features)."""
-    from gencore import tasks
-
     print("\n== contrastive representations: SimCLR (two views) and CLIP (digit + caption) ==")
     rows = []
     for model, data, family in (("simclr", "digits", "SimCLR (conv encoder, 128 features)"),
                                 ("clip", "digits-captions", "CLIP (conv image + token text encoder)")):
-        t0 = time.perf_counter()
-        run = out / "runs" / model
-        tasks.train_model(model, data, steps=steps, out=run, progress=False)
-        r = tasks.evaluate(run)
-        print(f"{family}: {steps} steps ({time.perf_counter() - t0:.1f} s with evaluation)")
+        _, r, _, secs = _run(out, model, model, data, steps)
+        print(f"{family}: {steps} steps ({secs:.1f} s with evaluation)")
         row = {"family": family, "status": "trained", "probe": r["linear_probe_accuracy"],
                "knn": r["knn_accuracy"], "knn_aug": r["augmented_test_knn_accuracy"],
                "random_probe": r["baselines"]["random_init_encoder"]["linear_probe_accuracy"]}
@@ -291,10 +235,11 @@ def section_bench(quick: bool, out: Path) -> None:
 def main(quick: bool = False, out: str | Path = "demo-out") -> int:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out / "runs", ignore_errors=True)  # the demo's own run folders: start afresh
     t_start = time.perf_counter()
     results: dict = {"inversion": section_inversion()}
 
-    flow = section_flow(steps=200 if quick else 1500)
+    flow = section_flow(200 if quick else 1500, out)
     samples = flow["model"].sample(450, generator=torch.Generator().manual_seed(0))
     flow_row = {"family": "Normalizing flow (RealNVP, 8 couplings)", "status": "trained",
                 "test_nll_nats": flow["test_nll_nats"], "bits_per_dim": flow["bits_per_dim"],
@@ -303,7 +248,7 @@ def main(quick: bool = False, out: str | Path = "demo-out") -> int:
     x_te, y_te = load_dataset("digits", "test")
     labels = torch.arange(1000) % 10
     cond = flow["conditional"]
-    cond_samples = cond["model"].sample(1000, generator=torch.Generator().manual_seed(1), context=_onehot(labels))
+    cond_samples = cond["model"].sample(1000, generator=torch.Generator().manual_seed(1), context=one_hot(labels))
     tstr = metrics.classification_accuracy_score(cond_samples, labels, x_te, y_te)
     cond_row = {"family": "Class-conditional flow (RealNVP)", "status": "trained",
                 "test_nll_nats": cond["test_nll_nats"], "bits_per_dim": cond["bits_per_dim"],
@@ -312,7 +257,7 @@ def main(quick: bool = False, out: str | Path = "demo-out") -> int:
     real_row = {"family": "reference: held-out real digits", "status": "data",
                 "tstr": f"{100 * metrics.classification_accuracy_score(x_tr, y_tr, x_te, y_te):.1f}%",
                 **_sample_metrics(flow["x_test"], flow["x_train"], flow["x_test"])}
-    ae = section_autoencoders(steps=300 if quick else 2000)
+    ae = section_autoencoders(300 if quick else 2000, out)
     pca_row = {"family": f"PCA (r={ae['pca']['n_components']}, probabilistic)", "status": "fitted",
                "test_nll_nats": ae["pca"]["test_nll_nats"], "bits_per_dim": ae["pca"]["bits_per_dim"],
                "recon": ae["pca"]["reconstruction_error"]}
@@ -322,12 +267,12 @@ def main(quick: bool = False, out: str | Path = "demo-out") -> int:
     vae_row = {"family": "VAE (r=16, categorical decoder)", "status": "trained",
                "test_nll_nats": ae["vae"]["test_nll_nats"], "bits_per_dim": ae["vae"]["bits_per_dim"],
                "tstr": "n/a (unconditional)", **_sample_metrics(vae_samples, flow["x_train"], flow["x_test"])}
-    cvae_samples = ae["cvae"]["model"].sample(1000, generator=torch.Generator().manual_seed(1), context=_onehot(labels))
+    cvae_samples = ae["cvae"]["model"].sample(1000, generator=torch.Generator().manual_seed(1), context=one_hot(labels))
     cvae_row = {"family": "Class-conditional VAE", "status": "trained",
                 "test_nll_nats": ae["cvae"]["test_nll_nats"], "bits_per_dim": ae["cvae"]["bits_per_dim"],
                 "tstr": f"{100 * metrics.classification_accuracy_score(cvae_samples, labels, x_te, y_te):.1f}%",
                 **_sample_metrics(cvae_samples[:450], flow["x_train"], flow["x_test"])}
-    gan = section_gan(steps=200 if quick else 2000)
+    gan = section_gan(200 if quick else 2000, out)
     gan_samples = gan["model"].sample(1000, labels=labels, generator=torch.Generator().manual_seed(1))
     gan_row = {"family": "Class-conditional GAN (WGAN-GP)", "status": "trained",
                "tstr": f"{100 * metrics.classification_accuracy_score(gan_samples, labels, x_te, y_te):.1f}%",

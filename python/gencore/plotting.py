@@ -86,3 +86,74 @@ def save_density_scatter(points, path, *, density, true_density=None, title=None
     if title:
         fig.suptitle(title, fontsize=10)
     return save_figure(fig, path)
+
+
+# --- 2-D samples and a GAN's training curves -------------------------------------------------
+
+def _scatter(ax, xs, data, extent, size=2):
+    if data is not None:
+        ax.scatter(data[:, 0], data[:, 1], s=1, c="0.75", alpha=0.5, label="held-out data")
+    ax.scatter(xs[:, 0], xs[:, 1], s=size, c="tab:red", alpha=0.5, label="samples")
+    ax.set_xlim(*extent)
+    ax.set_ylim(*extent)
+    ax.set_aspect("equal")
+
+
+def _extent(*arrays):
+    pts = torch.cat([torch.as_tensor(a).double().reshape(-1, 2) for a in arrays if a is not None])
+    lo, hi = pts.quantile(0.002, 0).min().item(), pts.quantile(0.998, 0).max().item()
+    pad = 0.1 * (hi - lo)
+    return (lo - pad, hi + pad)
+
+
+def save_scatter_over_data(samples, path, *, data=None, title: str | None = None) -> Path:
+    """2-D samples ``(N, 2)`` (red) over data ``(M, 2)`` (grey) as a PNG."""
+    xs = torch.as_tensor(samples).detach().double().cpu()
+    if xs.dim() != 2 or xs.shape[1] != 2:
+        raise ValueError(f"samples must be (N, 2), got {tuple(xs.shape)}")
+    fig, ax = pyplot().subplots(figsize=(4.5, 4.5), dpi=110)
+    _scatter(ax, xs, data, _extent(xs, data))
+    ax.legend(loc="upper right", fontsize=7, markerscale=4)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)
+
+
+def save_snapshots(snapshots: dict, path, *, data=None, max_panels: int = 6) -> Path:
+    """Samples at several training steps ``{step: (N, 2)}``, one panel each (at most
+    ``max_panels``, evenly spaced, the last always included)."""
+    steps = sorted(snapshots)
+    if not steps:
+        raise ValueError("no snapshots to plot")
+    if len(steps) > max_panels:
+        idx = torch.linspace(0, len(steps) - 1, max_panels).round().long().tolist()
+        steps = [steps[i] for i in idx]
+    ext = _extent(data, *(snapshots[s] for s in steps))
+    fig, axes = pyplot().subplots(1, len(steps), figsize=(2.4 * len(steps), 2.6), dpi=110, squeeze=False)
+    for ax, s in zip(axes[0], steps):
+        _scatter(ax, torch.as_tensor(snapshots[s]).double(), data, ext, size=1)
+        ax.set_title(f"step {s}", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return save_figure(fig, path)
+
+
+def save_ipm_history(histories: dict, path, *, title: str | None = None) -> Path:
+    """The critic's IPM estimate ``E_p f - E_q f`` against training steps, one panel per run
+    ``{label: fit history}``: on held-out data at each evaluation (``eval_loss``) and the
+    running mean over the training steps since the previous one (``train_ipm``)."""
+    fig, axes = pyplot().subplots(1, len(histories), figsize=(4.2 * len(histories), 3.2), dpi=110, squeeze=False)
+    for ax, (label, hist) in zip(axes[0], histories.items()):
+        steps = [h["step"] for h in hist]
+        if any("train_ipm" in h for h in hist):
+            ax.plot(steps, [h.get("train_ipm", math.nan) for h in hist], "--", label="training batches")
+        if any("eval_loss" in h for h in hist):
+            ax.plot(steps, [h.get("eval_loss", math.nan) for h in hist], "o-", ms=3, label="held-out data")
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.set_xlabel("step")
+        ax.set_ylabel("critic's E_p f - E_q f")
+        ax.set_title(label, fontsize=9)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)

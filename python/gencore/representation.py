@@ -14,8 +14,10 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from gencore.data.captions import CLASS_WORDS, SLANT_WORDS, STROKE_WORDS, encode_caption, token_id
+
 __all__ = ["embed", "linear_probe", "knn_accuracy", "retrieval_recall", "retrieval_chance", "semantic_arithmetic",
-           "nearest"]
+           "nearest", "caption_ids", "caption_arithmetic"]
 
 
 def embed(model, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
@@ -227,3 +229,58 @@ def semantic_arithmetic(E: Callable[[torch.Tensor], torch.Tensor], a, b, c, cand
         raise ValueError(f"semantic_arithmetic: E(a), E(b), E(c) must have the same shape, got "
                          f"{tuple(ea.shape)}, {tuple(eb.shape)}, {tuple(ec.shape)}")
     return nearest(ea - eb + ec, candidates, k)
+
+
+def caption_ids(tokens: torch.Tensor) -> torch.Tensor:
+    """One integer per distinct caption ``(N,)``: identical captions share an id (they are
+    interchangeable as retrieval targets)."""
+    _, ids = torch.unique(tokens, dim=0, return_inverse=True)
+    return ids
+
+
+@torch.no_grad()
+def caption_arithmetic(model, images: torch.Tensor, tokens: torch.Tensor, k: int = 5) -> dict:
+    """Semantic arithmetic on CLIP's text side, retrieved among images.
+
+    For every property word ``p`` (3 strokes, 3 slants) and ordered pair of different classes
+    ``(s, d)``: the query ``T("p s") - T("s") + T("d")`` (``T`` = :meth:`CLIP.encode_text`)
+    retrieves the ``k`` nearest ``images`` by cosine with their image embeddings. A retrieved
+    image hits the property when its caption (``tokens``, ``(N, 3)``) has ``p``, the class when
+    it is a ``d``.
+
+    Returns:
+        ``{"property_hit_rate", "class_hit_rate", "both_hit_rate"}`` over all 540 queries x k,
+        and their chance levels under random retrieval (the frequencies among ``images``; for the
+        property 1/3 by construction of the captions).
+    """
+    if images.shape[0] != tokens.shape[0]:
+        raise ValueError(f"caption_arithmetic: {images.shape[0]} images but {tokens.shape[0]} captions")
+    cand = model.encode_image(images)
+    labels = tokens[:, 2] - token_id(CLASS_WORDS[0])
+    hits = {"property": [], "class": [], "both": []}
+    chance_p, chance_b = [], []
+    for column, words in ((0, STROKE_WORDS), (1, SLANT_WORDS)):
+        for word in words:
+            a, b, c, target = [], [], [], []
+            for s in range(10):
+                for d in range(10):
+                    if s != d:
+                        a.append(f"{word} {CLASS_WORDS[s]}")
+                        b.append(CLASS_WORDS[s])
+                        c.append(CLASS_WORDS[d])
+                        target.append(d)
+            a, b, c = encode_caption(a), encode_caption(b), encode_caption(c)
+            target = torch.tensor(target)[:, None]
+            has_p = tokens[:, column] == token_id(word)
+            idx = semantic_arithmetic(model.encode_text, a, b, c, cand, k)
+            hp, hc = has_p[idx], labels[idx] == target
+            hits["property"].append(hp.double().mean())
+            hits["class"].append(hc.double().mean())
+            hits["both"].append((hp & hc).double().mean())
+            chance_p.append(has_p.double().mean())
+            chance_b.append(torch.stack([(has_p & (labels == d)).double().mean() for d in target[:, 0]]).mean())
+    mean = lambda v: torch.stack(v).mean().item()  # noqa: E731
+    return {"queries": 6 * 90, "k": k, "property_hit_rate": mean(hits["property"]),
+            "class_hit_rate": mean(hits["class"]), "both_hit_rate": mean(hits["both"]),
+            "property_chance": mean(chance_p),
+            "class_chance": 0.1, "both_chance": mean(chance_b)}

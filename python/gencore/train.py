@@ -30,6 +30,7 @@ to ~1e-10).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -46,7 +47,8 @@ from torch import nn
 from gencore import distributed as gdist
 from gencore.metrics._checks import check_int, check_real
 
-__all__ = ["fit", "FitResult", "save_checkpoint", "load_checkpoint", "record_run_extra", "CheckpointError"]
+__all__ = ["fit", "FitResult", "save_checkpoint", "load_checkpoint", "record_run_extra", "CheckpointError",
+           "RunFolderBusy", "run_lock"]
 
 FORMAT = "gencore-checkpoint"
 VERSION = 2  # 1: fixed file names, no manifest checksums (still loaded)
@@ -188,11 +190,11 @@ def _rank_seed(seed: int, r: int, step: int) -> int:
 
 
 def _initialize_data_dependent(model: nn.Module, batch) -> None:
-    """Run ActNorm's data-dependent initialisation on the first *global* batch on every rank,
-    as one process would, before DDP takes over (each rank's shard would give other values)."""
-    from gencore.nn.flow_layers import ActNorm
-
-    if not any(isinstance(m, ActNorm) and not bool(m.initialized) for m in model.modules()):
+    """Data-dependent initialisation (a module whose ``needs_data_init`` is true, such as an
+    uninitialised :class:`gencore.nn.ActNorm`, initialises itself on its first training
+    forward) on the first *global* batch on every rank, as one process would, before DDP
+    takes over (each rank's shard would give other values)."""
+    if not any(getattr(m, "needs_data_init", False) for m in model.modules()):
         return
     with torch.no_grad(), torch.random.fork_rng(), gdist.local_only():
         model.loss(batch)
@@ -327,11 +329,12 @@ def _load_optimizer(opt, sd: dict, names: dict[int, str], what: str) -> None:
 # --- on-disk layout ---------------------------------------------------------------------
 MANIFEST = "checkpoint.json"
 # Versioned tensor files: "<kind>.<step, 8+ digits>.<8 hex digits>.safetensors".
-_VERSIONED = re.compile(r"^(model|optimizer)\.\d{8,}\.[0-9a-f]{8}\.safetensors$")
+_VERSIONED = re.compile(r"^(model|optimizer|best)\.\d{8,}\.[0-9a-f]{8}\.safetensors$")
 # What an interrupted save can leave behind (deleted by the next save).
-_LEFTOVER = re.compile(r"^((model|optimizer)\.\d{8,}\.[0-9a-f]{8}\.safetensors|checkpoint\.json|best\.safetensors)"
+_LEFTOVER = re.compile(r"^((model|optimizer|best)\.\d{8,}\.[0-9a-f]{8}\.safetensors|checkpoint\.json|best\.safetensors)"
                        r"\.tmp$")
-_LEGACY = ("model.safetensors", "optimizer.safetensors")  # version 1, fixed names
+# Fixed names of version 1, and the unversioned best state of early version-2 runs.
+_LEGACY = ("model.safetensors", "optimizer.safetensors", "best.safetensors")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -388,7 +391,8 @@ def _remove_unreferenced(folder: Path, meta: dict) -> None:
                 pass
 
 
-def save_checkpoint(path, model: nn.Module, *, optimizer=None, step: int = 0, extra: dict | None = None) -> Path:
+def save_checkpoint(path, model: nn.Module, *, optimizer=None, step: int = 0, extra: dict | None = None,
+                    _keep: dict | None = None) -> Path:
     """Write a checkpoint into folder ``path``, crash-safely.
 
     ``optimizer`` is one optimizer or a dict ``{name: optimizer}`` (each saved under its name);
@@ -399,14 +403,17 @@ def save_checkpoint(path, model: nn.Module, *, optimizer=None, step: int = 0, ex
         path/checkpoint.json                          the manifest, see below
         path/model.<step>.<token>.safetensors         model.state_dict()
         path/optimizer.<step>.<token>.safetensors     optimizer state tensors + "rng.torch"
-        path/best.safetensors                         fit(keep_best=True) only, not in the manifest
+        path/best.<step>.<token>.safetensors          fit(keep_best=True): the best evaluation's
+                                                      model.state_dict(), written when it is found
 
     ``<step>`` is the step in 8+ digits and ``<token>`` 8 random hex digits, so a new save never
     touches the files the current manifest names. The manifest is JSON: ``format``,
     ``version`` (2), ``model`` (registered name), ``config`` (so :func:`load_checkpoint`
     rebuilds the model without code), ``step``, ``extra``, the optimizers' non-tensor state
     (``optimizer`` or ``optimizers``), and ``files``: ``{"model": {"name", "bytes", "sha256"},
-    "optimizer": {...}}``.
+    "optimizer": {...}, "best": {...}}`` (``best`` when ``fit`` keeps a best state: the file it
+    wrote, passed on by ``fit`` so that the manifest names it; load it with
+    ``load_checkpoint(path, best=True)``).
 
     Write order: each tensor file is written to ``<name>.tmp``, fsynced and renamed; the folder
     is fsynced; then the manifest is written the same way (``checkpoint.json.tmp``, fsync,
@@ -439,6 +446,8 @@ def save_checkpoint(path, model: nn.Module, *, optimizer=None, step: int = 0, ex
     if opt_tensors is not None:
         opt_tensors["rng.torch"] = torch.get_rng_state()
         files["optimizer"] = _write_tensors(path, "optimizer", step, opt_tensors)
+    for kind, entry in (_keep or {}).items():  # files already written (fit's best state)
+        files[kind] = entry
     meta["files"] = files
     _fsync_dir(path)  # the tensor files' renames are durable before the manifest names them
     _write_manifest(path, meta)  # the commit point
@@ -526,7 +535,8 @@ def record_run_extra(path, extra: dict) -> None:
     _write_manifest(path, meta)
 
 
-def load_checkpoint(path, model: nn.Module | None = None, *, optimizer=None) -> tuple[nn.Module, dict]:
+def load_checkpoint(path, model: nn.Module | None = None, *, optimizer=None,
+                    best: bool = False) -> tuple[nn.Module, dict]:
     """Load a checkpoint folder written by :func:`save_checkpoint` or :func:`fit`.
 
     The tensor files named by the manifest (``checkpoint.json``) are checked against its
@@ -543,6 +553,9 @@ def load_checkpoint(path, model: nn.Module | None = None, *, optimizer=None) -> 
         model: load into this model (its shapes must match); None rebuilds it from the JSON.
         optimizer: if given, its state (and the torch RNG state) is restored too; a dict
             ``{name: optimizer}`` restores each one saved under that name.
+        best: load the parameters of the best evaluation that ``fit(keep_best=True)`` kept
+            (checksummed like the others) instead of the last step's; a checkpoint without
+            one raises :class:`CheckpointError`.
 
     Returns:
         ``(model, meta)`` with ``meta`` the checkpoint's JSON (step, config, history...).
@@ -561,7 +574,9 @@ def load_checkpoint(path, model: nn.Module | None = None, *, optimizer=None) -> 
     meta = _read_meta(path)
     if model is None:
         model = build(meta["model"], meta["config"])
-    state = _load_verified(path, meta, "model")
+    if best and "best" not in meta.get("files", {}):
+        raise CheckpointError(f"checkpoint {path} holds no best state (it was not trained with keep_best)")
+    state = _load_verified(path, meta, "best" if best else "model")
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
@@ -605,68 +620,108 @@ def load_checkpoint(path, model: nn.Module | None = None, *, optimizer=None) -> 
     return model, meta
 
 
-def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
-        eval_data=None, eval_every: int | None = None, checkpoint_dir=None,
-        checkpoint_every: int | None = None, progress: bool = True, weight_decay: float = 0.0,
-        schedule: str = "constant", batch_transform=None, keep_best: bool = False,
-        resume: bool = True, callback=None) -> FitResult:
-    """Train ``model`` by minimising ``model.loss(batch)`` with AdamW.
+# --- the pieces of fit ----------------------------------------------------------------------
 
-    A model with ``configure_optimizers(lr, weight_decay)`` and ``train_step(batch,
-    optimizers, step)`` (a GAN) is trained by its own step instead, with its own optimizers
-    (``lr`` and ``weight_decay`` are passed to it; ``schedule`` scales each optimizer's
-    learning rates); ``loss(batch)`` is then only the evaluation loss.
+LOCK = ".lock"
 
-    Args:
-        model: any module with ``loss(batch) -> scalar``; ``batch`` is a tensor, or a tuple
-            when ``data`` is a tuple (e.g. ``(x, context)``).
-        data: ``(N, ...)`` tensor or tuple of tensors sharing the first dimension.
-        steps: total number of optimizer steps (a resumed run continues up to it).
-        batch_size, lr, weight_decay: minibatch size and AdamW settings.
-        seed: seeds the batch order and torch's global RNG (model-side randomness).
-        eval_data: held-out data of the same structure; its mean loss is recorded every
-            ``eval_every`` steps (default: 10 evaluations per run) and at the end.
-        checkpoint_dir: folder for checkpoints (written every ``checkpoint_every`` steps,
-            default at each evaluation, and at the end; crash-safe, see
-            :func:`save_checkpoint`). With ``resume=True`` an existing checkpoint there is
-            loaded first and training continues from its step: a run killed at any moment
-            and resumed ends with the same parameters and optimizer state as one never
-            killed.
-        progress: show a tqdm progress bar.
-        schedule: ``"constant"`` learning rate, or ``"cosine"``: ``lr * (1 + cos(pi t / steps)) / 2``
-            at step t (a function of the step alone, so resuming keeps it exact).
-        keep_best: end with the parameters of the evaluation with the lowest ``eval_data``
-            loss (early stopping without stopping); the best state is checkpointed too.
-        batch_transform: ``f(batch, generator) -> batch`` applied to each training batch
-            (e.g. a fresh dequantization), with a generator seeded by (seed, step).
-        callback: ``callback(model, record)`` after each evaluation (e.g. sample snapshots);
-            it may add entries to ``record`` and runs with the RNG state forked, so it does
-            not change the training run.
 
-    Data-parallel (an initialized process group of ``W > 1`` ranks; ``fit`` initializes it
-    itself from ``torchrun``'s environment, gloo for a CPU model, nccl for a CUDA one):
+class RunFolderBusy(CheckpointError):
+    """Another process is training into the same checkpoint folder."""
 
-    - the model is wrapped in ``DistributedDataParallel`` (starting from rank 0's
-      parameters); ``batch_size`` is the global batch, divisible by ``W``; every rank forms
-      the same global batch as one process (``batch_transform`` applied to the whole batch
-      with the same generator) and trains on its contiguous ``batch_size / W`` rows;
-    - ``train_loss`` is the mean over ranks (the global batch's loss for a mean loss);
-    - evaluation runs on rank 0 alone, with distributed losses acting locally
-      (:func:`gencore.distributed.local_only`), and its result is broadcast; ``callback``,
-      the progress bar and checkpoints are rank 0's alone; every rank loads the checkpoint
-      to resume (a shared folder) and returns once the last one is written;
-    - model-side randomness: rank 0 keeps the single-process stream, rank ``r > 0`` draws
-      from a stream reseeded from ``(seed, r, step)`` at each step (resumable);
-    - ActNorm's data-dependent initialisation sees the first global batch, as in one process;
-    - not supported (``ValueError``): two-player models (``train_step``) and
-      ``memory_efficient=True`` flows, whose in-place gradient accumulation bypasses DDP.
 
-    Returns:
-        :class:`FitResult` with the model (in eval mode), the final step and the history:
-        a list of ``{"step", "train_loss", "eval_loss", "seconds"}`` (two-player models:
-        ``train_<name>`` for each number their ``train_step`` returns, in place of
-        ``train_loss``).
-    """
+@contextlib.contextmanager
+def run_lock(folder):
+    """Hold an exclusive lock on run folder ``folder`` (created if needed) for the ``with``
+    block: a second process (another ``gencore train``, or ``fit``) on the same folder raises
+    :class:`RunFolderBusy` naming the holder's pid instead of both writing checkpoints. The
+    lock is an ``flock`` on ``folder/.lock``: the kernel releases it when the holder exits,
+    however it exits (a SIGKILLed run leaves no stale lock). Where ``fcntl`` does not exist
+    the block runs unlocked."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise RunFolderBusy(f"run folder {folder} is in use by another training process (pid {holder}); "
+                                "wait for it to finish or train into another folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _jsonable(v):
+    return json.loads(json.dumps(v))
+
+
+def _changes(saved: dict, now: dict) -> list[str]:
+    """``key: saved -> now`` for every entry that differs (both JSON-normalised)."""
+    saved, now = _jsonable(saved), _jsonable(now)
+    return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(saved) | set(now))
+            if saved.get(k) != now.get(k)]
+
+
+def _check_resume(path: Path, meta: dict, model: nn.Module, settings: dict, allow_changes: bool) -> None:
+    """Refuse to resume a checkpoint trained with another model, config, data or training
+    settings, unless ``allow_changes``."""
+    from gencore.models import model_name
+
+    extra = meta.get("extra", {})
+    saved = {"model": meta.get("model"), "config": meta.get("config"),
+             **{k: extra.get(k) for k in settings if k in extra or k == "run"}}
+    now = {"model": model_name(model), "config": getattr(model, "config", {}), **settings}
+    # Runs written before these settings were recorded compare only what they recorded.
+    now = {k: v for k, v in now.items() if k in saved and saved[k] is not None or k in ("model", "config")}
+    diff = _changes(saved, now)
+    if diff and not allow_changes:
+        raise CheckpointError(
+            f"run folder {path} holds a checkpoint (step {meta['step']}) trained differently; resuming it "
+            f"would continue under other settings: {'; '.join(diff)}. Train into a new folder, or allow "
+            "the changes explicitly (fit(allow_changes=True), gencore train --allow-changes)")
+
+
+class _BestKeeper:
+    """The parameters of the best evaluation so far (``fit(keep_best=True)``), and the file
+    that holds them: a versioned ``best.<step>.<token>.safetensors`` written when a new best
+    is found (atomically) and named by the next checkpoint's manifest, so a resumed run
+    restores exactly the best state it had at its checkpoint (a newer, unnamed best file is
+    removed and found again by the replayed steps)."""
+
+    def __init__(self, enabled: bool, folder: Path | None, write: bool) -> None:
+        self.enabled, self.folder, self.write = enabled, folder, write
+        self.loss, self.state, self.entry = math.inf, None, None
+
+    def restore(self, path: Path, meta: dict) -> None:
+        if self.enabled and "best" in meta.get("files", {}):
+            self.state = _load_verified(path, meta, "best")
+            self.loss = float(meta["extra"].get("best_eval_loss", math.inf))
+            self.entry = meta["files"]["best"]
+
+    def offer(self, model: nn.Module, loss: float, step: int) -> None:
+        if not self.enabled or not loss < self.loss:
+            return
+        self.loss = loss
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if self.folder is not None and self.write:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.entry = _write_tensors(self.folder, "best", step, {k: v.contiguous() for k, v in self.state.items()})
+            _fsync_dir(self.folder)
+
+    def files(self) -> dict:
+        return {"best": self.entry} if self.entry is not None else {}
+
+
+def _check_fit_args(model, steps, batch_size, lr, seed, weight_decay, eval_every, checkpoint_every, keep_best,
+                    eval_data, schedule) -> None:
     if not hasattr(model, "loss"):
         raise TypeError(f"{type(model).__name__} has no loss(batch) method")
     for name, v, optional in (("steps", steps, False), ("batch_size", batch_size, False),
@@ -687,37 +742,171 @@ def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float 
         raise ValueError("keep_best needs eval_data")
     if schedule not in ("constant", "cosine"):
         raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
+
+
+def _optimizers(model: nn.Module, two_player: bool, lr: float, weight_decay: float) -> dict:
+    """Every model's optimizers as ``{name: optimizer}``: a two-player model's own, else one
+    AdamW named ``"model"`` (saved in the single-optimizer checkpoint form)."""
+    if not two_player:
+        return {"model": _make_optimizer(model, lr, weight_decay)}
+    opts = model.configure_optimizers(lr, weight_decay)
+    if not isinstance(opts, dict) or not opts:
+        raise TypeError(f"{type(model).__name__}.configure_optimizers must return a non-empty dict of optimizers")
+    return opts
+
+
+def _saved_form(optimizers: dict, two_player: bool):
+    return optimizers if two_player else optimizers["model"]
+
+
+def _step_function(model, optimizers: dict, two_player: bool, ddp, seed: int, rank: int, world: int):
+    """The training step, chosen once: ``step_fn(batch, step) -> {name: float}``."""
+    if ddp is not None:
+        opt = optimizers["model"]
+
+        def step_fn(batch, step):
+            if rank > 0:
+                torch.manual_seed(_rank_seed(seed, rank, step))
+            return _ddp_loss_step(ddp, opt, _shard(batch, rank, world), step, world)
+        return step_fn
+    if two_player:
+        return lambda batch, step: model.train_step(batch, optimizers, step)
+    opt = optimizers["model"]
+    return lambda batch, step: _loss_step(model, opt, batch, step)
+
+
+def _schedule(optimizers: dict, schedule: str, steps: int):
+    """``set_lr(step)``: the learning rates of ``schedule`` at ``step`` (a function of the step
+    alone, so resuming keeps it exact)."""
+    base = {name: [g["lr"] for g in opt.param_groups] for name, opt in optimizers.items()}
+
+    def set_lr(step: int) -> None:
+        if schedule != "cosine":
+            return
+        factor = 0.5 * (1 + math.cos(math.pi * (step - 1) / steps))
+        for name, opt in optimizers.items():
+            for group, lr in zip(opt.param_groups, base[name]):
+                group["lr"] = lr * factor
+    return set_lr
+
+
+def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
+        eval_data=None, eval_every: int | None = None, checkpoint_dir=None,
+        checkpoint_every: int | None = None, progress: bool = True, weight_decay: float = 0.0,
+        schedule: str = "constant", batch_transform=None, keep_best: bool = False,
+        resume: bool = True, callback=None, metadata: dict | None = None,
+        allow_changes: bool = False) -> FitResult:
+    """Train ``model`` by minimising ``model.loss(batch)`` with AdamW.
+
+    A model with ``configure_optimizers(lr, weight_decay)`` and ``train_step(batch,
+    optimizers, step)`` (a GAN) is trained by its own step instead, with its own optimizers
+    (``lr`` and ``weight_decay`` are passed to it; ``schedule`` scales each optimizer's
+    learning rates); ``loss(batch)`` is then only the evaluation loss.
+
+    Args:
+        model: any module with ``loss(batch) -> scalar``; ``batch`` is a tensor, or a tuple
+            when ``data`` is a tuple (e.g. ``(x, context)``).
+        data: ``(N, ...)`` tensor or tuple of tensors sharing the first dimension.
+        steps: total number of optimizer steps (a resumed run continues up to it).
+        batch_size, lr, weight_decay: minibatch size and AdamW settings.
+        seed: seeds the batch order and torch's global RNG (model-side randomness).
+        eval_data: held-out data of the same structure (a validation split: with
+            ``keep_best`` it selects the parameters); its mean loss is recorded every
+            ``eval_every`` steps (default: 10 evaluations per run) and at the end.
+        checkpoint_dir: folder for checkpoints (written every ``checkpoint_every`` steps,
+            default at each evaluation, and at the end; crash-safe, see
+            :func:`save_checkpoint`). The folder is locked while ``fit`` runs
+            (:func:`run_lock`): a second process training into it gets an error. With
+            ``resume=True`` an existing checkpoint there is loaded first and training
+            continues from its step: a run killed at any moment and resumed ends with the
+            same parameters and optimizer state as one never killed.
+        progress: show a tqdm progress bar.
+        schedule: ``"constant"`` learning rate, or ``"cosine"``: ``lr * (1 + cos(pi t / steps)) / 2``
+            at step t (a function of the step alone, so resuming keeps it exact).
+        keep_best: end with the parameters of the evaluation with the lowest ``eval_data``
+            loss (early stopping without stopping); the best state is checkpointed too
+            (``load_checkpoint(path, best=True)``).
+        batch_transform: ``f(batch, generator) -> batch`` applied to each training batch
+            (e.g. a fresh dequantization), with a generator seeded by (seed, step).
+        callback: ``callback(model, record)`` after each evaluation (e.g. sample snapshots);
+            it may add entries to ``record`` and runs with the RNG state forked, so it does
+            not change the training run.
+        metadata: JSON-serialisable facts about the run (e.g. ``{"data": "moons"}``), saved in
+            every checkpoint as ``extra["run"]``.
+        allow_changes: resume a checkpoint even though the model, its config, ``metadata``,
+            ``seed``, ``batch_size``, ``lr``, ``weight_decay``, ``schedule`` or ``keep_best``
+            differ from what it was trained with; by default that raises
+            :class:`CheckpointError` listing the differences (``steps`` may always grow).
+
+    Data-parallel (an initialized process group of ``W > 1`` ranks; ``fit`` initializes it
+    itself from ``torchrun``'s environment, gloo for a CPU model, nccl for a CUDA one):
+
+    - the model is wrapped in ``DistributedDataParallel`` (starting from rank 0's
+      parameters); ``batch_size`` is the global batch, divisible by ``W``; every rank forms
+      the same global batch as one process (``batch_transform`` applied to the whole batch
+      with the same generator) and trains on its contiguous ``batch_size / W`` rows;
+    - ``train_loss`` is the mean over ranks (the global batch's loss for a mean loss);
+    - evaluation runs on rank 0 alone, with distributed losses acting locally
+      (:func:`gencore.distributed.local_only`), and its result is broadcast; ``callback``,
+      the progress bar, checkpoints and the folder lock are rank 0's alone; every rank loads
+      the checkpoint to resume (a shared folder) and returns once the last one is written;
+    - model-side randomness: rank 0 keeps the single-process stream, rank ``r > 0`` draws
+      from a stream reseeded from ``(seed, r, step)`` at each step (resumable);
+    - data-dependent initialisation (modules with ``needs_data_init``, e.g. ActNorm) sees
+      the first global batch, as in one process;
+    - not supported (``ValueError``): two-player models (``train_step``) and
+      ``memory_efficient=True`` flows, whose in-place gradient accumulation bypasses DDP.
+
+    Returns:
+        :class:`FitResult` with the model (in eval mode), the final step and the history:
+        a list of ``{"step", "train_loss", "eval_loss", "seconds"}`` (two-player models:
+        ``train_<name>`` for each number their ``train_step`` returns, in place of
+        ``train_loss``).
+    """
+    _check_fit_args(model, steps, batch_size, lr, seed, weight_decay, eval_every, checkpoint_every, keep_best,
+                    eval_data, schedule)
+    if metadata is not None:
+        try:
+            metadata = _jsonable(metadata)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"metadata must be JSON-serialisable: {e}") from e
     train_t = _as_tuple(data)
     eval_t = _as_tuple(eval_data) if eval_data is not None else None
-    eval_every = eval_every or max(1, steps // 10)
-    checkpoint_every = checkpoint_every or eval_every
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-
-    two_player = callable(getattr(model, "train_step", None)) and callable(getattr(model, "configure_optimizers", None))
     first = next(model.parameters(), None)
     gdist.init_from_env(first.device if first is not None else "cpu")
+    lock = run_lock(ckpt) if ckpt is not None and gdist.rank() == 0 else contextlib.nullcontext()
+    with lock:
+        return _fit(model, train_t, eval_t, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                    eval_every=eval_every or max(1, steps // 10), ckpt=ckpt, checkpoint_every=checkpoint_every,
+                    progress=progress, weight_decay=weight_decay, schedule=schedule,
+                    batch_transform=batch_transform, keep_best=keep_best, resume=resume, callback=callback,
+                    metadata=metadata, allow_changes=allow_changes)
+
+
+def _fit(model, train_t, eval_t, *, steps, batch_size, lr, seed, eval_every, ckpt, checkpoint_every, progress,
+         weight_decay, schedule, batch_transform, keep_best, resume, callback, metadata, allow_changes):
+    checkpoint_every = checkpoint_every or eval_every
+    two_player = callable(getattr(model, "train_step", None)) and callable(getattr(model, "configure_optimizers", None))
     world, rank = gdist.world_size(), gdist.rank()
     if world > 1:
         _check_data_parallel(model, two_player, min(batch_size, train_t[0].shape[0]), world)
 
     torch.manual_seed(seed)
     model.train()
-    if two_player:
-        optimizer = model.configure_optimizers(lr, weight_decay)
-        if not isinstance(optimizer, dict) or not optimizer:
-            raise TypeError(f"{type(model).__name__}.configure_optimizers must return a non-empty dict of optimizers")
-        base_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in optimizer.items()}
-    else:
-        optimizer = _make_optimizer(model, lr, weight_decay)
+    optimizers = _optimizers(model, two_player, lr, weight_decay)
+    set_lr = _schedule(optimizers, schedule, steps)
+    settings = {"seed": seed, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+                "schedule": schedule, "keep_best": keep_best, "run": metadata}
+    best = _BestKeeper(keep_best, ckpt, write=rank == 0)
     start, history = 0, []
-    best_loss, best_state = math.inf, None
-    if ckpt is not None and resume and (ckpt / "checkpoint.json").exists():
-        _, meta = load_checkpoint(ckpt, model, optimizer=optimizer)
+    if ckpt is not None and resume and (ckpt / MANIFEST).exists():
+        meta = _read_meta(ckpt)
+        _check_resume(ckpt, meta, model, settings, allow_changes)
+        _, meta = load_checkpoint(ckpt, model, optimizer=_saved_form(optimizers, two_player))
         start = int(meta["step"])
         history = list(meta.get("extra", {}).get("history", []))
-        if keep_best and (ckpt / "best.safetensors").exists():
-            best_state = _load_tensors(ckpt / "best.safetensors")
-            best_loss = float(meta["extra"].get("best_eval_loss", math.inf))
+        best.restore(ckpt, meta)
     batches = _Batches(train_t[0].shape[0], batch_size, seed)
 
     def global_batch(step: int):
@@ -730,10 +919,12 @@ def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float 
     if world > 1:
         if start < steps:
             _initialize_data_dependent(model, global_batch(start + 1))
-        on_cuda = first is not None and first.device.type == "cuda"
+        first = next(model.parameters())
+        on_cuda = first.device.type == "cuda"
         # static_graph: tolerates parameters that the loss never uses.
         ddp = torch.nn.parallel.DistributedDataParallel(
             _LossModule(model), device_ids=[first.device.index] if on_cuda else None, static_graph=True)
+    step_fn = _step_function(model, optimizers, two_player, ddp, seed, rank, world)
 
     bar = None
     if progress and start < steps and rank == 0:
@@ -743,23 +934,8 @@ def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float 
     t0, count, sums = time.perf_counter(), 0, {}
     step = start
     for step in range(start + 1, steps + 1):
-        if schedule == "cosine":
-            factor = 0.5 * (1 + math.cos(math.pi * (step - 1) / steps))
-            if two_player:
-                for name, opt in optimizer.items():
-                    for group, base in zip(opt.param_groups, base_lrs[name]):
-                        group["lr"] = base * factor
-            else:
-                for group in optimizer.param_groups:
-                    group["lr"] = lr * factor
-        if ddp is not None:
-            if rank > 0:
-                torch.manual_seed(_rank_seed(seed, rank, step))
-            stats = _ddp_loss_step(ddp, optimizer, _shard(global_batch(step), rank, world), step, world)
-        elif two_player:
-            stats = model.train_step(global_batch(step), optimizer, step)
-        else:
-            stats = _loss_step(model, optimizer, global_batch(step), step)
+        set_lr(step)
+        stats = step_fn(global_batch(step), step)
         for k, v in stats.items():
             if not math.isfinite(v):
                 raise FloatingPointError(f"{k} became {v} at step {step}; lower lr or check the data")
@@ -778,32 +954,22 @@ def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float 
                     with gdist.local_only():
                         value = _evaluate(model, eval_t) if rank == 0 else math.nan
                     rec["eval_loss"] = _broadcast_float(value)
-                if keep_best and rec["eval_loss"] < best_loss:
-                    best_loss = rec["eval_loss"]
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    if ckpt is not None and rank == 0:
-                        from safetensors.torch import save
-
-                        # Atomic (temporary file, fsync, rename): a kill leaves the old or the
-                        # new best state. A best state newer than the checkpoint resumed from is
-                        # harmless: replaying the steps reaches the same evaluation and keeps it.
-                        ckpt.mkdir(parents=True, exist_ok=True)
-                        _atomic_write(ckpt / "best.safetensors",
-                                      save({k: v.contiguous() for k, v in best_state.items()}))
+                best.offer(model, rec["eval_loss"], step)
             if callback is not None and rank == 0:
                 with torch.random.fork_rng():
                     callback(model, rec)
             history.append(rec)
             count, sums = 0, {}
         if ckpt is not None and rank == 0 and (step % checkpoint_every == 0 or step == steps):
-            save_checkpoint(ckpt, model, optimizer=optimizer, step=step,
-                            extra={"history": history, "seed": seed, "batch_size": batch_size, "lr": lr,
-                                   "best_eval_loss": best_loss if keep_best else None})
+            extra = {"history": history, **{k: v for k, v in settings.items() if v is not None or k == "run"},
+                     "best_eval_loss": best.loss if keep_best else None}
+            save_checkpoint(ckpt, model, optimizer=_saved_form(optimizers, two_player), step=step, extra=extra,
+                            _keep=best.files())
     if bar is not None:
         bar.close()
     if world > 1:
         torch.distributed.barrier()  # the last checkpoint is complete when fit returns on any rank
-    if keep_best and best_state is not None:
-        model.load_state_dict(best_state)
+    if keep_best and best.state is not None:
+        model.load_state_dict(best.state)
     model.eval()
     return FitResult(model=model, step=max(step, start), history=history)

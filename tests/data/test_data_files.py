@@ -363,12 +363,9 @@ def test_is_data_path(tmp_path):
     assert not files.is_data_path("mnist") and not files.is_data_path("")
 
 
-def test_readme_data_example(tmp_path, monkeypatch):
-    import re
-    from pathlib import Path
-
-    readme = Path(__file__).resolve().parents[2] / "README.md"
-    block = next(b for b in re.findall(r"```python\n(.*?)```", readme.read_text(), re.S) if "points.npy" in b)
+def test_docs_data_example(tmp_path, monkeypatch, doc_block):
+    # docs/data.md, "Your own data".
+    block = doc_block("docs/data.md", "points.npy")
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
     exec(block, scope)  # noqa: S102 - our own documentation

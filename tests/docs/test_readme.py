@@ -1,4 +1,4 @@
-"""The README's Python example runs and does what it says."""
+"""The README's Python example and the contrastive page's run and do what they say."""
 
 import re
 from pathlib import Path
@@ -19,9 +19,9 @@ def test_readme_example():
     assert all(p.grad is not None for p in scope["layers"].parameters())
 
 
-def test_readme_contrastive_example():
-    # The contrastive section's code, shortened (fewer steps, a smaller batch) so it runs in CI.
-    block = next(b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "SimCLR(" in b)
+def test_docs_contrastive_example(doc_block):
+    # The contrastive page's code, shortened (fewer steps, a smaller batch) so it runs in CI.
+    block = doc_block("docs/models/contrastive.md", "SimCLR(")
     short = block.replace("steps=2000", "steps=30").replace("steps=1500", "steps=30").replace("8192", "300")
     assert short.count("steps=30") == 2 and "300, 256" in short
     scope: dict = {}

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from gencore.contrastive_tasks import caption_arithmetic, caption_ids
+from gencore.representation import caption_arithmetic, caption_ids
 from gencore.data import (
     VOCAB,
     add_noise,

@@ -18,7 +18,7 @@ from gencore.models.gan import (
     gradient_penalty,
     r1_penalty,
 )
-from gencore.tasks import collapsed_8gaussians, eight_gaussians_modes
+from gencore.metrics import collapsed_8gaussians, eight_gaussians_modes
 from gencore.train import CheckpointError, fit, load_checkpoint
 
 

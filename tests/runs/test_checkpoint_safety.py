@@ -39,11 +39,15 @@ from gencore.train import fit
 def run(out, steps):
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(512, 3, generator=g) @ torch.tensor([[1.0, 0.5, 0.0], [0.0, 1.0, 0.3], [0.0, 0.0, 0.2]])
+    mix = torch.tensor([[1.0, 0.5, 0.0], [0.0, 1.0, 0.3], [0.0, 0.0, 0.2]])
+    x = torch.randn(512, 3, generator=g) @ mix
+    xe = torch.randn(128, 3, generator=g) @ mix
     torch.manual_seed(1)
     model = RealNVP(3, n_couplings=4, hidden=(128, 128))
-    fit(model, x, steps=steps, batch_size=64, lr=3e-3, seed=5, eval_every=6, checkpoint_dir=out,
-        checkpoint_every=1, progress=False)
+    # keep_best: the best state's own file (written at an evaluation, named by the next
+    # manifest) must survive kills too.
+    fit(model, x, steps=steps, batch_size=64, lr=3e-3, seed=5, eval_every=3, checkpoint_dir=out,
+        checkpoint_every=1, progress=False, eval_data=xe, keep_best=True)
 
 # Warm up in the zygote (one thread, so no thread pool exists at fork time): lazy imports and
 # first-call initialisation would otherwise fill the first seconds of every child.
@@ -124,7 +128,7 @@ def where_killed(path: Path) -> str:
         return "inside a file write"
     meta = json.loads((path / "checkpoint.json").read_text())
     referenced = {e["name"] for e in meta["files"].values()}
-    steps = [int(m[1]) for n in names - referenced if (m := re.match(r"(?:model|optimizer)\.(\d+)\.", n))]
+    steps = [int(m[1]) for n in names - referenced if (m := re.match(r"(?:model|optimizer|best)\.(\d+)\.", n))]
     if any(s > meta["step"] for s in steps):
         return "after a file, before the manifest"
     if steps:
@@ -133,7 +137,7 @@ def where_killed(path: Path) -> str:
 
 
 def same_checkpoint(a: Path, b: Path) -> list[str]:
-    """The tensors (model, optimizer state, RNG state) and optimizer records in which the
+    """The tensors (model, optimizer state, RNG state, best state) and records in which the
     checkpoints in ``a`` and ``b`` differ."""
     meta_a, ta = checkpoint_tensors(a)
     meta_b, tb = checkpoint_tensors(b)
@@ -142,6 +146,8 @@ def same_checkpoint(a: Path, b: Path) -> list[str]:
         differ.append("step")
     if meta_a["optimizer"] != meta_b["optimizer"]:  # param groups and non-tensor state
         differ.append("optimizer record")
+    if meta_a["extra"].get("best_eval_loss") != meta_b["extra"].get("best_eval_loss"):
+        differ.append("best_eval_loss")
     return differ
 
 

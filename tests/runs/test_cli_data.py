@@ -32,9 +32,9 @@ def test_train_eval_sample_realnvp_on_a_npy_file(blobs, tmp_path, capsys, one_th
                "--couplings", 2, "--hidden", "8", "--out", out, "--no-progress") == 0
     res = json.loads(capsys.readouterr().out)
     assert res["steps"] == 4 and res["data"] == str((blobs / "blobs.npy").resolve())
-    assert math.isfinite(res["final_eval_nll"])
+    assert math.isfinite(res["best_val_nll_nats"])
     meta = json.loads((out / "checkpoint.json").read_text())
-    assert meta["config"]["features"] == 2 and meta["extra"]["data"] == str((blobs / "blobs.npy").resolve())
+    assert meta["config"]["features"] == 2 and meta["extra"]["run"]["data"] == str((blobs / "blobs.npy").resolve())
     assert run("eval", out) == 0
     ev = json.loads((out / "eval.json").read_text())
     assert ev["step"] == 4 and math.isfinite(ev["test_nll_nats"])
@@ -72,36 +72,51 @@ def test_data_errors(blobs, tmp_path, capsys):
                "--conditional", "--no-progress") == 2
     assert "labels 0..9" in capsys.readouterr().err
     assert run("train", "vae", "--data", blobs / "blobs.npy", "--steps", 1, "--out", tmp_path / "f") == 2
-    assert "vae trains on --data digits" in capsys.readouterr().err
+    assert "vae trains on digits" in capsys.readouterr().err
     assert run("train", "realnvp", "--data", blobs / "blobs.npy", "--image", "--steps", 1,
                "--out", tmp_path / "g", "--no-progress") == 2
     assert "image=True needs images" in capsys.readouterr().err
 
 
-def test_cli_vae_selects_on_val_and_fits_without_it(tmp_path, monkeypatch):
-    """The CLI's VAE keeps its best evaluation: it must be chosen on "val" (135 digits carved from
-    train), never on the test split, and trained on "fit" (the other 1212)."""
-    from gencore import latent_tasks
+@pytest.mark.parametrize("model,data", [("realnvp", "digits"), ("realnvp", "checkerboard"), ("glow", "moons"),
+                                        ("gan", "digits"), ("gan", "8gaussians"), ("ae", "digits"),
+                                        ("vae", "digits"), ("simclr", "digits"), ("clip", "digits-captions")])
+def test_every_run_fits_on_fit_and_selects_on_val(tmp_path, monkeypatch, model, data):
+    """Every family trains on the "fit" split and evaluates (keep_best, the GAN's IPM estimate,
+    the contrastive loss) on "val", both carved from train: the test split stays unseen until eval."""
+    from gencore import runs
+    from gencore.data import load_dataset
 
     seen = {}
 
     class Stop(Exception):
         pass
 
-    def fake_fit(net, data, *, eval_data, keep_best, **kw):
+    def fake_fit(net, data, *, eval_data, keep_best=False, **kw):
         seen.update(train=data, eval=eval_data, keep_best=keep_best)
         raise Stop
 
-    monkeypatch.setattr(latent_tasks, "fit", fake_fit)
+    module = {"flow": runs.flows, "gan": runs.gan, "latent": runs.latent, "contrastive": runs.contrastive}[
+        runs.get(model).family]
+    monkeypatch.setattr(module, "fit", fake_fit)
     with pytest.raises(Stop):
-        latent_tasks.train_latent("vae", "digits", steps=1, out=tmp_path / "v", progress=False)
-    from gencore.data import load_dataset
+        runs.train(model, data, tmp_path / "r", steps=1, progress=False)
+    first = lambda v: v[0] if isinstance(v, tuple) else v  # noqa: E731
+    levels = data in ("digits", "digits-captions")
+    assert torch.equal(first(seen["eval"]), load_dataset(data, "val")[0])
+    assert torch.equal(first(seen["train"]), load_dataset(data, "fit", **({"dequantized": False} if levels else {}))[0])
+    assert seen["keep_best"] == (runs.get(model).family in ("flow", "latent"))
 
-    assert seen["keep_best"] and torch.equal(seen["eval"], load_dataset("digits", "val")[0])
-    assert torch.equal(seen["train"], load_dataset("digits", "fit", dequantized=False)[0])
-    with pytest.raises(Stop):  # the auto-encoder (no selection) still trains on all of train
-        latent_tasks.train_latent("ae", "digits", steps=1, out=tmp_path / "a", progress=False)
-    assert not seen["keep_best"] and len(seen["train"]) == 1347
+
+def test_pca_chooses_its_size_on_val(tmp_path):
+    from gencore import runs
+
+    res = runs.train("pca", "digits", tmp_path / "p")
+    assert res["chosen_on"] == "val"
+    meta = json.loads((tmp_path / "p" / "checkpoint.json").read_text())
+    scores = {int(k): v for k, v in meta["extra"]["run"]["val_log_likelihood_nats"].items()}
+    assert res["n_components"] == max(scores, key=scores.get) and len(scores) >= 10
+    assert runs.train("pca", "digits", tmp_path / "q", latent_dim=5)["n_components"] == 5
 
 
 def test_png_folder_with_class_subfolders_as_images(tmp_path, capsys, one_thread):

@@ -57,10 +57,10 @@ def test_conditional_digits_gan_eval_reports_quality_and_memorization(tmp_path):
 def test_gan_cli_errors(tmp_path, capsys):
     assert cli.main(["train", "gan", "--data", "moons", "--steps", "1", "--out", str(tmp_path / "m"),
                      "--conditional", "--no-progress"]) == 2
-    assert "apply to digits" in capsys.readouterr().err
+    assert "apply to labelled or image data" in capsys.readouterr().err
     assert cli.main(["train", "realnvp", "--data", "moons", "--steps", "1", "--out", str(tmp_path / "r"),
                      "--loss", "hinge", "--no-progress"]) == 2
-    assert "--loss applies to gan only" in capsys.readouterr().err
+    assert "--loss does not apply to realnvp" in capsys.readouterr().err
     assert cli.main(["train", "gan", "--data", "moons", "--steps", "1", "--out", str(tmp_path / "g"),
                      "--n-critic", "0", "--no-progress"]) == 2
     assert "n_critic must be an int >= 1" in capsys.readouterr().err

@@ -12,10 +12,10 @@ def run(*argv):
 
 
 def test_pca_ae_vae_train_eval_sample(tmp_path, capsys):
-    for model, steps in (("pca", 1), ("ae", 500), ("vae", 150)):
+    for model, steps in (("pca", None), ("ae", 500), ("vae", 150)):
         out = tmp_path / model
-        assert run("train", model, "--data", "digits", "--steps", steps, "--out", out, "--latent-dim", 8,
-                   "--no-progress") == 0
+        assert run("train", model, "--data", "digits", *(["--steps", steps] if steps else []), "--out", out,
+                   "--latent-dim", 8, "--no-progress") == 0
         assert run("eval", out) == 0
         res = json.loads((out / "eval.json").read_text())
         assert run("sample", out, "-n", 20, "--out", tmp_path / f"{model}.png") == 0
@@ -36,4 +36,6 @@ def test_conditional_vae_and_errors(tmp_path):
     assert run("train", "vae", "--data", "digits", "--steps", 50, "--out", out, "--conditional", "--no-progress") == 0
     assert run("sample", out, "-n", 20, "--out", tmp_path / "c.png") == 0
     assert run("train", "vae", "--data", "digits", "--steps", 5, "--out", tmp_path / "x", "--gp-weight", 1) == 2
-    assert run("train", "pca", "--data", "8gaussians", "--steps", 1, "--out", tmp_path / "y") == 2
+    assert run("train", "pca", "--data", "8gaussians", "--out", tmp_path / "y") == 2
+    assert run("train", "pca", "--data", "digits", "--steps", 1, "--out", tmp_path / "z") == 2  # closed form
+    assert not (tmp_path / "z").exists()

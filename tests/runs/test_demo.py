@@ -5,8 +5,8 @@ import math
 from gencore import demo
 
 
-def test_coupling_flow_learns_digits():
-    result = demo.section_flow(steps=150)
+def test_coupling_flow_learns_digits(tmp_path):
+    result = demo.section_flow(150, tmp_path)
     # A uniform model scores log2(17) = 4.09 bits/dim and the untrained flow (a global
     # standardization) 4.64; 200 steps of maximum likelihood reached 2.77 (measured).
     assert result["bits_per_dim"] < 3.1

@@ -1,6 +1,8 @@
 """Model classes for the methods of the lecture. Each trainable model has ``loss(batch)``
 and a JSON-serialisable ``config`` from which ``build(name, config)`` re-creates it."""
 
+import torch
+
 from gencore.models.autoencoder import Autoencoder
 from gencore.models.contrastive import CLIP, SimCLR
 from gencore.models.flows import NICE, Flow, Glow, RealNVP
@@ -17,10 +19,66 @@ MODELS["simclr"] = SimCLR
 MODELS["clip"] = CLIP
 
 
+#: Bounds on a config built by :func:`build` (from the command line or a checkpoint's JSON):
+#: every integer in it (widths, latent sizes, vocabulary...), the layer counts, and the
+#: parameter count of the model it describes (2**31 float32 parameters are 8 GiB).
+MAX_CONFIG_INT = 1 << 20
+MAX_DEPTH = 512
+DEPTH_KEYS = ("n_couplings", "steps", "n_levels", "n_scales")
+MAX_PARAMETERS = 1 << 31
+
+
+def _check_config(name: str, config) -> bool:
+    """Check the bounds; True when the config is large enough that its parameter count must
+    be checked too (some integer above 1024 or a depth above 64: below that every model here
+    stays far under :data:`MAX_PARAMETERS`)."""
+    if not isinstance(config, dict):
+        raise ValueError(f"invalid config for {name}: a mapping of arguments, got {type(config).__name__}")
+
+    def ints(key, v):
+        if isinstance(v, bool):
+            return
+        if isinstance(v, int):
+            yield key, v
+        elif isinstance(v, (list, tuple)):
+            for u in v:
+                yield from ints(key, u)
+
+    large = False
+    for key, value in config.items():
+        for k, v in ints(key, value):
+            depth = k in DEPTH_KEYS
+            bound = MAX_DEPTH if depth else MAX_CONFIG_INT
+            if abs(v) > bound:
+                raise ValueError(f"invalid config for {name}: {k} = {v} exceeds the bound {bound}")
+            large |= abs(v) > (64 if depth else 1024)
+    return large
+
+
+def _parameter_count(cls, config: dict) -> int | None:
+    """Parameters of ``cls(**config)`` counted on the meta device (no memory), or None where
+    the model cannot be built there."""
+    try:
+        with torch.device("meta"):
+            model = cls(**config)
+    except Exception:  # noqa: BLE001 - the real construction reports the problem
+        return None
+    return sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+
+
 def build(name: str, config: dict):
-    """Instantiate the model ``name`` (a key of ``MODELS``) from its ``config``."""
+    """Instantiate the model ``name`` (a key of ``MODELS``) from its ``config``.
+
+    The config is bounded before anything is allocated: integers at most
+    :data:`MAX_CONFIG_INT`, layer counts (:data:`DEPTH_KEYS`) at most :data:`MAX_DEPTH`, and
+    at most :data:`MAX_PARAMETERS` parameters (counted on the meta device); a crafted
+    checkpoint or a typo on the command line gets a ``ValueError`` naming the key instead of
+    an allocation failure or a hang."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
+    n = _parameter_count(MODELS[name], config) if _check_config(name, config) else None
+    if n is not None and n > MAX_PARAMETERS:
+        raise ValueError(f"invalid config for {name}: {n:,} parameters exceed the bound {MAX_PARAMETERS:,}")
     try:
         return MODELS[name](**config)
     except TypeError as e:

@@ -27,9 +27,9 @@ def event_shape(features, owner: str) -> tuple[int, ...]:
 def require_int(v, name: str, owner: str) -> int:
     """Type check of an integer hyperparameter: ``TypeError`` for a ``bool`` (``True`` is
     not a count) or a non-integer; the caller checks the range."""
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-        raise TypeError(f"{owner}: {name} must be an int, got {type(v).__name__} {v!r}")
-    return int(v)
+    from gencore.metrics._checks import check_int  # the one integer validator
+
+    return check_int(v, f"{owner}: {name}")
 
 
 def require_real(v, name: str, owner: str) -> float:

@@ -28,6 +28,7 @@ from torch import nn
 
 from gencore.data.augment import DEFAULT_AUGMENT, augment_digits, digit_images, digit_views
 from gencore.data.captions import VOCAB
+from gencore.metrics._checks import check_int
 from gencore.nn import MLP, CLIPLoss, NTXentLoss
 
 __all__ = ["SimCLR", "CLIP", "digit_encoder", "TokenEncoder", "ENCODER_KINDS"]
@@ -46,7 +47,7 @@ def digit_encoder(kind: str = "conv", feature_dim: int = 128, hidden: Sequence[i
     """
     if kind not in ENCODER_KINDS:
         raise ValueError(f"digit_encoder: kind must be one of {ENCODER_KINDS}, got {kind!r}")
-    _positive_int(feature_dim, "feature_dim", "digit_encoder")
+    check_int(feature_dim, "digit_encoder: feature_dim", 1)
     hidden = tuple(DEFAULT_HIDDEN[kind] if hidden is None else hidden)
     if not hidden or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):
         raise ValueError(f"digit_encoder: hidden must be a non-empty sequence of positive ints, got {hidden!r}")
@@ -77,7 +78,7 @@ class TokenEncoder(nn.Module):
                  hidden: Sequence[int] = (128,)) -> None:
         super().__init__()
         for name, v in (("vocab_size", vocab_size), ("feature_dim", feature_dim), ("width", width)):
-            _positive_int(v, name, "TokenEncoder")
+            check_int(v, f"TokenEncoder: {name}", 1)
         self.vocab_size = vocab_size
         self.embedding = nn.Embedding(vocab_size, width, padding_idx=0)
         self.mlp = MLP(width, feature_dim, tuple(hidden))
@@ -114,12 +115,12 @@ class SimCLR(nn.Module):
                  temperature: float = 0.5, learnable_temperature: bool = False, augment: dict | None = None,
                  distributed: bool = False) -> None:
         super().__init__()
-        _positive_int(projection_dim, "projection_dim", "SimCLR")
-        _positive_int(projection_hidden, "projection_hidden", "SimCLR")
+        check_int(projection_dim, "SimCLR: projection_dim", 1)
+        check_int(projection_hidden, "SimCLR: projection_hidden", 1)
         self.augment = _augment_options(augment, "SimCLR")
         if encoder is None:
             feature_dim = 128 if feature_dim is None else feature_dim
-            _positive_int(feature_dim, "feature_dim", "SimCLR")
+            check_int(feature_dim, "SimCLR: feature_dim", 1)
             hidden = list(DEFAULT_HIDDEN.get(kind, ()) if hidden is None else hidden)
             self.encoder = digit_encoder(kind, feature_dim, hidden)
             enc_config = {"kind": kind, "hidden": hidden}
@@ -199,8 +200,8 @@ class CLIP(nn.Module):
                  token_dim: int = 64, text_hidden: Sequence[int] = (128,), token_dropout: float = 0.0,
                  augment: dict | None = None, distributed: bool = False) -> None:
         super().__init__()
-        _positive_int(embed_dim, "embed_dim", "CLIP")
-        _positive_int(vocab_size, "vocab_size", "CLIP")
+        check_int(embed_dim, "CLIP: embed_dim", 1)
+        check_int(vocab_size, "CLIP: vocab_size", 1)
         if isinstance(token_dropout, bool) or not isinstance(token_dropout, (int, float)) \
                 or not 0 <= token_dropout < 1:
             raise ValueError(f"CLIP: token_dropout must be a number in [0, 1), got {token_dropout!r}")
@@ -208,7 +209,7 @@ class CLIP(nn.Module):
         config: dict = {"embed_dim": embed_dim}
         if image_encoder is None:
             image_feature_dim = 128 if image_feature_dim is None else image_feature_dim
-            _positive_int(image_feature_dim, "image_feature_dim", "CLIP")
+            check_int(image_feature_dim, "CLIP: image_feature_dim", 1)
             hidden = list(DEFAULT_HIDDEN.get(kind, ()) if hidden is None else hidden)
             self.image_encoder = digit_encoder(kind, image_feature_dim, hidden)
             config.update(kind=kind, hidden=hidden)
@@ -346,12 +347,6 @@ class CLIP(nn.Module):
 
 
 # ---- helpers ------------------------------------------------------------------------------
-
-def _positive_int(v, name: str, owner: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"{owner}: {name} must be a positive int, got {v!r}")
-    return v
-
 
 def _digit_images(x, owner: str) -> torch.Tensor:
     """``x: (B, 64)`` or ``(B, 1, 8, 8)`` floating, non-empty, finite -> ``(B, 1, 8, 8)``."""

@@ -47,6 +47,13 @@ class ActNorm(nn.Module):
         self.register_buffer("initialized", torch.tensor(False))
         self.eps = eps
 
+    @property
+    def needs_data_init(self) -> bool:
+        """True until the first training forward has set the statistics from its batch: the
+        hook through which :func:`gencore.train.fit` runs data-dependent initialisation on the
+        global batch under data-parallel training."""
+        return not bool(self.initialized)
+
     @torch.no_grad()
     def _initialize(self, x: torch.Tensor) -> None:
         if x.dim() < 2 or x.shape[1] != self.bias.shape[0]:

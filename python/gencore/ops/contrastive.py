@@ -129,7 +129,8 @@ def contrastive_cross_entropy(query: torch.Tensor, keys: torch.Tensor, scale, po
     the gathered keys), and of InfoNCE with any positive assignment.
 
     Args:
-        query: ``(n, D)``; keys: ``(m, D)``, same dtype and device.
+        query: ``(n, D)``.
+        keys: ``(m, D)``, same dtype and device as ``query``.
         scale: positive float or 0-d tensor (differentiable), multiplies the dot products.
         positive: ``(n,)`` int64 indices into ``keys``.
         exclude: ``(n,)`` int64 index of a key left out of row ``i``'s normalizer (its own

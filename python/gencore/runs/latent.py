@@ -1,0 +1,160 @@
+"""Runs of the auto-encoder line on the digits: PCA, auto-encoders and VAEs.
+
+* ``pca``: fitted in closed form (dequantized once with the run's seed). Without
+  ``--latent-dim`` the number of components is chosen by the probabilistic-PCA likelihood
+  of the ``"val"`` split (PCA fitted on ``"fit"``), then PCA is refitted on ``"train"``;
+  eval reports the test NLL (nats, bits/dim) and the reconstruction error; sample draws
+  from the probabilistic-PCA Gaussian.
+* ``ae``: trained on the squared reconstruction error of ``"fit"`` (a fresh dequantization
+  of every batch), keeping the parameters with the best ``"val"`` error; eval reports the
+  test reconstruction error next to PCA's at the same latent size; sample shows test digits
+  above their reconstructions (an auto-encoder has no prior to sample from).
+* ``vae``: the same training on the negative ELBO; eval reports the test ELBO, rate and
+  distortion, the importance-weighted log-likelihood (K samples) and bits/dim; sample
+  decodes prior draws (class columns when conditional).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from gencore import metrics
+from gencore.data import DIGITS_LEVELS, dequantize, load_dataset
+from gencore.models import PCA, build
+from gencore.runs.common import fresh_dequantization, labelled, one_hot, run_record, write_eval
+from gencore.runs.registry import ModelSpec, register
+from gencore.train import _check_resume, _read_meta, fit, run_lock, save_checkpoint
+
+DEFAULTS = {
+    "ae": {"latent_dim": 8, "hidden": [256, 128]},
+    "vae": {"latent_dim": 16, "hidden": [256, 256], "likelihood": "categorical"},
+}
+LR = 2e-3
+#: Evaluate on val (and checkpoint) at least every EVAL_EVERY steps: the VAE's best comes early.
+EVAL_EVERY = 100
+STEPS = {"ae": 2000, "vae": 3000}
+#: Numbers of components ``pca`` chooses from on the val split.
+PCA_CANDIDATES = tuple(range(4, 61, 4))
+
+
+def _train_pca(data: str, out, *, seed: int, allow_changes: bool, latent_dim: int | None) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    chosen, scores = latent_dim, {}
+    if latent_dim is None:
+        x_fit = dequantize(load_dataset("digits", "fit", dequantized=False)[0], g)
+        xv, _ = load_dataset("digits", "val")
+        scores = {k: PCA(k).fit(x_fit).score(xv) for k in PCA_CANDIDATES}
+        chosen = max(scores, key=scores.get)
+    x = dequantize(load_dataset("digits", "train", seed=seed, dequantized=False)[0], torch.Generator().manual_seed(seed))
+    net = PCA(chosen).fit(x)
+    run = {"data": data, "conditional": False, "image": False}
+    if scores:
+        run["val_log_likelihood_nats"] = {str(k): v for k, v in scores.items()}
+    with run_lock(out):
+        if (Path(out) / "checkpoint.json").exists():
+            _check_resume(Path(out), _read_meta(Path(out)), net, {"seed": seed, "run": run}, allow_changes)
+        save_checkpoint(out, net, step=0, extra={"seed": seed, "run": run})
+    return {"model": "pca", "data": data, "n_components": net.n_components_,
+            "chosen_on": "val" if scores else "--latent-dim"}
+
+
+def train(spec, data: str, out, *, steps: int, batch_size: int, lr: float | None, seed: int, progress: bool,
+          allow_changes: bool, overrides: dict, latent_dim: int | None = None, hidden: list[int] | None = None,
+          conditional: bool = False, image: bool = False) -> dict:
+    model = spec.name
+    if model == "pca":
+        if overrides:
+            raise ValueError(f"train: pca takes no config overrides, got {sorted(overrides)}")
+        return _train_pca(data, out, seed=seed, allow_changes=allow_changes, latent_dim=latent_dim)
+    config = dict(DEFAULTS[model])
+    config.update({k: v for k, v in {"hidden": hidden, "latent_dim": latent_dim}.items() if v is not None})
+    # Fit on "fit", select on "val" (both carved from "train"): the test split stays unseen
+    # until eval.
+    x_levels, y = load_dataset("digits", "fit", dequantized=False, image=image)
+    xv, yv = load_dataset("digits", "val", image=image)
+    config["features"] = list(x_levels.shape[1:]) if image else x_levels.shape[1]
+    if image:
+        config["kind"] = "conv"
+    if conditional:
+        config["context_features"] = 10
+    config.update(overrides)
+    torch.manual_seed(seed)
+    net = build(model, config)
+    res = fit(net, labelled(x_levels, y, conditional), steps=steps, batch_size=batch_size,
+              lr=LR if lr is None else lr, seed=seed, eval_data=labelled(xv, yv, conditional), checkpoint_dir=out,
+              eval_every=max(1, min(EVAL_EVERY, steps // 10)),
+              progress=progress, schedule="cosine", batch_transform=fresh_dequantization, keep_best=True,
+              metadata={"data": data, "conditional": conditional, "image": image}, allow_changes=allow_changes)
+    best = min(res.history, key=lambda h: h["eval_loss"])
+    return {"model": model, "data": data, "steps": res.step, "best_val_loss": best["eval_loss"],
+            "best_step": best["step"]}
+
+
+@torch.no_grad()
+def evaluate(run, net, meta: dict, data: str, *, n_samples: int = 1000) -> dict:
+    rec = run_record(meta)
+    if data != "digits":
+        raise ValueError(f"eval: {meta['model']} runs are evaluated on digits, not {data!r}")
+    xt, yt = load_dataset("digits", "test", image=bool(rec.get("image")))
+    name = meta["model"]
+    out: dict = {"model": name, "data": "digits", "step": meta["step"]}
+    if name == "pca":
+        nll = -net.score(xt)
+        out.update(test_nll_nats=nll, bits_per_dim=metrics.bits_per_dim(nll, 64, levels=DIGITS_LEVELS),
+                   reconstruction_error=net.reconstruction_error(xt).mean().item(), n_components=net.n_components_)
+    elif name == "ae":
+        err = net.reconstruction_error(xt).mean().item()
+        x_train = load_dataset("digits", "train")[0].reshape(-1, 64)
+        pca = PCA(net.latent_dim).fit(x_train)
+        out.update(reconstruction_error=err,
+                   pca_reconstruction_error=pca.reconstruction_error(xt.reshape(-1, 64)).mean().item(),
+                   latent_dim=net.latent_dim)
+    else:
+        ctx = one_hot(yt) if rec.get("conditional") else None
+        g = torch.Generator().manual_seed(0)
+        rate, distortion = net.rate_distortion(xt, ctx, generator=g)
+        ll = net.log_likelihood(xt, n_samples, ctx, generator=g).mean().item()
+        out.update(elbo_nats=-(rate + distortion).mean().item(), rate_nats=rate.mean().item(),
+                   distortion_nats=distortion.mean().item(), iw_samples=n_samples, test_nll_nats=-ll,
+                   bits_per_dim=metrics.bits_per_dim(-ll, 64, levels=DIGITS_LEVELS),
+                   uniform_bits_per_dim=math.log2(DIGITS_LEVELS),
+                   reconstruction_error=(net.reconstruct(xt, ctx) - xt).pow(2).sum(1).mean().item())
+    return write_eval(run, out)
+
+
+@torch.no_grad()
+def sample(run, net, meta: dict, n: int, out_png, generator: torch.Generator) -> Path:
+    """An image grid: model samples (pca, vae) or test digits over reconstructions (ae)."""
+    from gencore.plotting import save_image_grid
+
+    name, rec = meta["model"], run_record(meta)
+    if name == "pca":
+        chol = torch.linalg.cholesky(net.get_covariance().double())
+        z = torch.randn(n, chol.shape[0], generator=generator, dtype=torch.float64)
+        xs = (net.mean_.double() + z @ chol.T).float()
+        return save_image_grid(xs, out_png, title=f"probabilistic PCA (r={net.n_components_}) samples")
+    if name == "ae":
+        xt, _ = load_dataset("digits", "test", image=bool(rec.get("image")))
+        k = max(1, min(n, 32))
+        pics = torch.cat([xt[:k].reshape(k, -1), net.reconstruct(xt[:k]).reshape(k, -1)])
+        return save_image_grid(pics, out_png, nrow=k if k <= 16 else 16,
+                               title="held-out digits (top rows) and their reconstructions (bottom rows)")
+    ctx = one_hot(torch.arange(n) % 10) if rec.get("conditional") else None
+    xs = net.sample(n, generator=generator, context=ctx)
+    title = "VAE samples (decoder means)" + (" (classes 0-9 by column)" if ctx is not None else "")
+    return save_image_grid(xs, out_png, nrow=10 if ctx is not None else None, title=title)
+
+
+def _spec(name: str, summary: str, options: tuple[str, ...]) -> ModelSpec:
+    return register(ModelSpec(name=name, family="latent", summary=summary, datasets=("digits",), user_data=False,
+                              options=options, batch_size=128,
+                              default_steps=(lambda kind, opts: STEPS[name]) if name in STEPS else None,
+                              train=train, evaluate=evaluate, sample=sample))
+
+
+_spec("pca", "probabilistic PCA, the linear auto-encoder (closed form)", ("latent_dim",))
+_spec("ae", "auto-encoder (MLP, or convolutional with --image)", ("latent_dim", "hidden", "image"))
+_spec("vae", "VAE with a categorical decoder over the 17 pixel levels", ("latent_dim", "hidden", "conditional"))
