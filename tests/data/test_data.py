@@ -54,3 +54,19 @@ def test_levels_and_fresh_dequantization():
     a = dequantize(levels, torch.Generator().manual_seed(0))
     b = dequantize(levels, torch.Generator().manual_seed(1))
     assert torch.equal(torch.floor(a * 17), levels) and not torch.equal(a, b)
+
+
+def test_integer_arguments_refuse_bools_and_fractions():
+    from gencore.data import dequantize, load_dataset, sample_toy
+
+    for bad in (True, 1.5):
+        with pytest.raises(TypeError, match="seed must be an int"):
+            load_dataset("digits", "train", seed=bad)
+        with pytest.raises(TypeError, match="n_levels must be an int"):
+            dequantize(torch.zeros(3), n_levels=bad)
+        with pytest.raises(TypeError, match="sample_toy: n must be an int"):
+            sample_toy("moons", bad)
+    with pytest.raises(ValueError, match="seed must be an int >= 0"):
+        load_dataset("digits", "train", seed=-1)
+    with pytest.raises(TypeError, match="floating tensor"):
+        dequantize(torch.zeros(3, dtype=torch.int64))

@@ -134,3 +134,18 @@ class TestBadInputs:
             M.wasserstein_1d(torch.randn(3), torch.randn(3), x_weights=torch.tensor([1.0, -1.0, 1.0]))
         with pytest.raises(ValueError, match="must be a 1-D"):
             M.wasserstein_1d(torch.randn(3, 2), torch.randn(3))
+
+
+def test_median_bandwidth_follows_the_data_at_any_scale():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(50, 3, generator=g), torch.randn(60, 3, generator=g)
+    h = M.median_bandwidth(x, y)
+    # Close points: the |a|^2 + |b|^2 - 2ab expansion cancels to 0 in float32; the bandwidth
+    # must scale with the data instead of falling back to 1.
+    assert M.median_bandwidth(x * 1e-4 + 5, y * 1e-4 + 5).item() == pytest.approx(h.item() * 1e-4, rel=2e-2)
+    # Tiny data: its squares underflow in float32; the bandwidth is still the data's (not 1), and
+    # mmd refuses it rather than using a wrong one.
+    assert M.median_bandwidth(x * 1e-20, y * 1e-20).item() == pytest.approx(h.item() * 1e-20, rel=1e-5)
+    with pytest.raises(ValueError, match="median bandwidth"):
+        M.mmd(x * 1e-20, y * 1e-20)
+    assert M.median_bandwidth(x[:1], x[:1]).item() == 1.0  # no spread: bandwidth 1

@@ -92,6 +92,12 @@ def dequantize(levels: torch.Tensor, generator: torch.Generator | None = None, *
     Training on a new dequantization of each batch (``fit(..., batch_transform=...)``) keeps
     a density model from overfitting one fixed draw of the noise.
     """
+    from gencore.metrics._checks import check_int  # the one integer validator
+
+    check_int(n_levels, "dequantize: n_levels", 2)
+    if not isinstance(levels, torch.Tensor) or not levels.dtype.is_floating_point:
+        raise TypeError(f"dequantize: levels must be a floating tensor, got "
+                        f"{levels.dtype if isinstance(levels, torch.Tensor) else type(levels).__name__}")
     return (levels + torch.rand(levels.shape, generator=generator, dtype=levels.dtype)) / n_levels
 
 
@@ -134,6 +140,9 @@ def load_dataset(name, split: str = "train", seed: int = 0, *, dtype=torch.float
             that fails its checks (:mod:`gencore.data.files`; ``TypeError`` for non-numeric
             data, ``FileNotFoundError`` for a missing path).
     """
+    from gencore.metrics._checks import check_int
+
+    check_int(seed, "load_dataset: seed", 0)
     if split not in SPLITS:
         raise ValueError(f"load_dataset: split must be 'train', 'val', 'test' or 'fit', got {split!r}")
     if name in PAIRED_DATASETS:

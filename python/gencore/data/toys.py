@@ -34,7 +34,10 @@ def _check(name):
 
 def sample_toy(name: str, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """``(n, 2)`` float64 samples of the toy ``name``."""
+    from gencore.metrics._checks import check_int
+
     _check(name)
+    check_int(n, "sample_toy: n", 0)
     g = generator
     kw = {"generator": g, "dtype": torch.float64}
     if name == "8gaussians":

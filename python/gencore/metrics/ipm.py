@@ -17,14 +17,21 @@ __all__ = ["mmd", "median_bandwidth", "wasserstein_1d", "sliced_wasserstein"]
 
 
 def median_bandwidth(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Median of the pairwise Euclidean distances within the pooled sample (zeros excluded)."""
+    """Median of the pairwise Euclidean distances within the pooled sample (zeros excluded).
+
+    The distances are computed in float64 from the differences (not through the
+    ``|a|^2 + |b|^2 - 2 a.b`` expansion, which cancels to 0 for close points), so data at any
+    scale gets its own bandwidth (returned in the data's dtype; :func:`mmd` refuses one whose
+    square under- or overflows); a pooled sample of identical points has no spread and gets
+    bandwidth 1."""
     z = torch.cat([x, y])
-    d = torch.cdist(z, z)
+    z64 = z.double()
+    d = torch.cdist(z64, z64, compute_mode="donot_use_mm_for_euclid_dist")
     off = d[~torch.eye(len(z), dtype=torch.bool, device=z.device)]
     off = off[off > 0]
     if off.numel() == 0:
         return torch.ones((), dtype=z.dtype, device=z.device)
-    return off.median()
+    return off.median().to(z.dtype)
 
 
 def _kernel(a, b, kernel, h):
