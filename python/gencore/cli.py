@@ -328,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("model", choices=models())
     pt.add_argument("--data", required=True, type=_dataset, metavar="DATA",
                     help=f"{', '.join(DATASETS + PAIRED_DATASETS)} (digits-captions: image-caption pairs, for "
-                    "clip), or your own data (flows, gan): a .npy, .npz, .csv or .safetensors file or a folder "
+                    "clip), or your own data (flows, gan, pca, ae, vae): a .npy, .npz, .csv or .safetensors file or a folder "
                     "of PNG images")
     pt.add_argument("--out", required=True, help="run folder (resumes if it holds a checkpoint of the same run)")
     pt.add_argument("--steps", type=int, default=None,

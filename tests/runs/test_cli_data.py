@@ -71,11 +71,31 @@ def test_data_errors(blobs, tmp_path, capsys):
     assert run("train", "realnvp", "--data", tmp_path / "many.npz", "--steps", 1, "--out", tmp_path / "e",
                "--conditional", "--no-progress") == 2
     assert "labels 0..9" in capsys.readouterr().err
-    assert run("train", "vae", "--data", blobs / "blobs.npy", "--steps", 1, "--out", tmp_path / "f") == 2
-    assert "vae trains on digits" in capsys.readouterr().err
+    assert run("train", "simclr", "--data", blobs / "blobs.npy", "--steps", 1, "--out", tmp_path / "f") == 2
+    assert "simclr trains on digits; got --data" in capsys.readouterr().err
     assert run("train", "realnvp", "--data", blobs / "blobs.npy", "--image", "--steps", 1,
                "--out", tmp_path / "g", "--no-progress") == 2
     assert "image=True needs images" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model", ["pca", "ae", "vae"])
+def test_pca_ae_vae_on_your_own_data(blobs, tmp_path, capsys, model, one_thread):
+    """The auto-encoder line on a .npy of 2-D points: trained (fit / val), scored on the file's
+    own test split, sampled as a scatter; the VAE with a Gaussian decoder (continuous data)."""
+    out = tmp_path / model
+    steps = [] if model == "pca" else ["--steps", 30, "--batch-size", 32]
+    assert run("train", model, "--data", blobs / "blobs.npy", *steps, "--out", out, "--no-progress",
+               *(["--latent-dim", 1] if model != "vae" else [])) == 0
+    assert run("eval", out) == 0
+    res = json.loads((out / "eval.json").read_text())
+    assert res["data"] == str((blobs / "blobs.npy").resolve()) and "bits_per_dim" not in res
+    if model == "vae":
+        meta = json.loads((out / "checkpoint.json").read_text())
+        assert meta["config"]["likelihood"] == "gaussian_learned" and math.isfinite(res["test_nll_nats"])
+    else:
+        assert res["reconstruction_error"] > 0 and math.isfinite(res["reconstruction_error"])
+    assert run("sample", out, "-n", 16, "--out", tmp_path / f"{model}.png") == 0
+    assert (tmp_path / f"{model}.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.parametrize("model,data", [("realnvp", "digits"), ("realnvp", "checkerboard"), ("glow", "moons"),

@@ -1,4 +1,9 @@
-"""Runs of the auto-encoder line on the digits: PCA, auto-encoders and VAEs.
+"""Runs of the auto-encoder line: PCA, auto-encoders and VAEs, on the digits or your own data.
+
+Digits train on a fresh dequantization of every batch and the VAE decodes a categorical
+distribution over the 17 levels; your own data (vectors, or PNG images with ``--image`` for
+the auto-encoder) is used as :func:`gencore.data.load_dataset` returns it, and the VAE's
+decoder is a Gaussian with a learned variance per pixel (``likelihood="gaussian_learned"``).
 
 * ``pca``: fitted in closed form (dequantized once with the run's seed). Without
   ``--latent-dim`` the number of components is chosen by the probabilistic-PCA likelihood
@@ -24,7 +29,7 @@ import torch
 from gencore import metrics
 from gencore.data import DIGITS_LEVELS, dequantize, load_dataset
 from gencore.models import PCA, build
-from gencore.runs.common import fresh_dequantization, labelled, one_hot, run_record, write_eval
+from gencore.runs.common import check_picture, fresh_dequantization, labelled, one_hot, run_record, write_eval
 from gencore.runs.registry import ModelSpec, register
 from gencore.train import _check_resume, _read_meta, fit, run_lock, save_checkpoint
 
@@ -32,6 +37,8 @@ DEFAULTS = {
     "ae": {"latent_dim": 8, "hidden": [256, 128]},
     "vae": {"latent_dim": 16, "hidden": [256, 256], "likelihood": "categorical"},
 }
+#: Your own data: continuous values, so a Gaussian decoder with learned variances.
+USER_VAE = {"likelihood": "gaussian_learned"}
 LR = 2e-3
 #: Evaluate on val (and checkpoint) at least every EVAL_EVERY steps: the VAE's best comes early.
 EVAL_EVERY = 100
@@ -40,15 +47,34 @@ STEPS = {"ae": 2000, "vae": 3000}
 PCA_CANDIDATES = tuple(range(4, 61, 4))
 
 
+def _load(data: str, split: str, *, seed: int = 0, image: bool = False, levels: bool = False):
+    """``(x, y)`` of a split; ``levels=True`` gives the digits' integer levels (for a fresh
+    dequantization per batch), your own data as stored."""
+    if data == "digits" and levels:
+        return load_dataset(data, split, seed=seed, image=image, dequantized=False)
+    return load_dataset(data, split, seed=seed, image=image)
+
+
+def _candidates(d: int) -> tuple[int, ...]:
+    """PCA sizes to choose from for ``d`` features: :data:`PCA_CANDIDATES` below ``d`` (the
+    digits), else up to 16 sizes spread over ``1..d-1``."""
+    if d > PCA_CANDIDATES[-1]:
+        return PCA_CANDIDATES
+    return tuple(sorted({max(1, round(i * (d - 1) / 16)) for i in range(1, 17)})) if d > 1 else (1,)
+
+
 def _train_pca(data: str, out, *, seed: int, allow_changes: bool, latent_dim: int | None) -> dict:
     g = torch.Generator().manual_seed(seed)
     chosen, scores = latent_dim, {}
+    digits = data == "digits"
     if latent_dim is None:
-        x_fit = dequantize(load_dataset("digits", "fit", dequantized=False)[0], g)
-        xv, _ = load_dataset("digits", "val")
-        scores = {k: PCA(k).fit(x_fit).score(xv) for k in PCA_CANDIDATES}
+        x_fit = _load(data, "fit", seed=seed, levels=True)[0]
+        x_fit = dequantize(x_fit, g) if digits else x_fit
+        xv, _ = _load(data, "val")
+        scores = {k: PCA(k).fit(x_fit).score(xv) for k in _candidates(x_fit.shape[1])}
         chosen = max(scores, key=scores.get)
-    x = dequantize(load_dataset("digits", "train", seed=seed, dequantized=False)[0], torch.Generator().manual_seed(seed))
+    x = _load(data, "train", seed=seed, levels=True)[0]
+    x = dequantize(x, torch.Generator().manual_seed(seed)) if digits else x
     net = PCA(chosen).fit(x)
     run = {"data": data, "conditional": False, "image": False}
     if scores:
@@ -69,12 +95,15 @@ def train(spec, data: str, out, *, steps: int, batch_size: int, lr: float | None
         if overrides:
             raise ValueError(f"train: pca takes no config overrides, got {sorted(overrides)}")
         return _train_pca(data, out, seed=seed, allow_changes=allow_changes, latent_dim=latent_dim)
+    digits = data == "digits"
     config = dict(DEFAULTS[model])
+    if model == "vae" and not digits:
+        config.update(USER_VAE)
     config.update({k: v for k, v in {"hidden": hidden, "latent_dim": latent_dim}.items() if v is not None})
     # Fit on "fit", select on "val" (both carved from "train"): the test split stays unseen
     # until eval.
-    x_levels, y = load_dataset("digits", "fit", dequantized=False, image=image)
-    xv, yv = load_dataset("digits", "val", image=image)
+    x_levels, y = _load(data, "fit", seed=seed, image=image, levels=True)
+    xv, yv = _load(data, "val", image=image)
     config["features"] = list(x_levels.shape[1:]) if image else x_levels.shape[1]
     if image:
         config["kind"] = "conv"
@@ -86,7 +115,8 @@ def train(spec, data: str, out, *, steps: int, batch_size: int, lr: float | None
     res = fit(net, labelled(x_levels, y, conditional), steps=steps, batch_size=batch_size,
               lr=LR if lr is None else lr, seed=seed, eval_data=labelled(xv, yv, conditional), checkpoint_dir=out,
               eval_every=max(1, min(EVAL_EVERY, steps // 10)),
-              progress=progress, schedule="cosine", batch_transform=fresh_dequantization, keep_best=True,
+              progress=progress, schedule="cosine", batch_transform=fresh_dequantization if digits else None,
+              keep_best=True,
               metadata={"data": data, "conditional": conditional, "image": image}, allow_changes=allow_changes)
     best = min(res.history, key=lambda h: h["eval_loss"])
     return {"model": model, "data": data, "steps": res.step, "best_val_loss": best["eval_loss"],
@@ -96,21 +126,25 @@ def train(spec, data: str, out, *, steps: int, batch_size: int, lr: float | None
 @torch.no_grad()
 def evaluate(run, net, meta: dict, data: str, *, n_samples: int = 1000) -> dict:
     rec = run_record(meta)
-    if data != "digits":
-        raise ValueError(f"eval: {meta['model']} runs are evaluated on digits, not {data!r}")
-    xt, yt = load_dataset("digits", "test", image=bool(rec.get("image")))
+    image = bool(rec.get("image"))
+    xt, yt = _load(data, "test", image=image)
+    expected = tuple(getattr(net, "event_shape", ())) or (getattr(net, "n_features_in_", xt.shape[1]),)
+    if tuple(xt.shape[1:]) != expected:
+        raise ValueError(f"eval: the model expects examples of shape {expected}, {data} has {tuple(xt.shape[1:])}")
+    digits = data == "digits"
     name = meta["model"]
-    out: dict = {"model": name, "data": "digits", "step": meta["step"]}
+    out: dict = {"model": name, "data": data, "step": meta["step"]}
+    d = xt[0].numel()
     if name == "pca":
         nll = -net.score(xt)
-        out.update(test_nll_nats=nll, bits_per_dim=metrics.bits_per_dim(nll, 64, levels=DIGITS_LEVELS),
-                   reconstruction_error=net.reconstruction_error(xt).mean().item(), n_components=net.n_components_)
+        out.update(test_nll_nats=nll, reconstruction_error=net.reconstruction_error(xt).mean().item(),
+                   n_components=net.n_components_)
     elif name == "ae":
         err = net.reconstruction_error(xt).mean().item()
-        x_train = load_dataset("digits", "train")[0].reshape(-1, 64)
-        pca = PCA(net.latent_dim).fit(x_train)
+        x_train = _load(data, "train")[0].reshape(-1, d)
+        pca = PCA(min(net.latent_dim, d)).fit(x_train)
         out.update(reconstruction_error=err,
-                   pca_reconstruction_error=pca.reconstruction_error(xt.reshape(-1, 64)).mean().item(),
+                   pca_reconstruction_error=pca.reconstruction_error(xt.reshape(-1, d)).mean().item(),
                    latent_dim=net.latent_dim)
     else:
         ctx = one_hot(yt) if rec.get("conditional") else None
@@ -119,37 +153,57 @@ def evaluate(run, net, meta: dict, data: str, *, n_samples: int = 1000) -> dict:
         ll = net.log_likelihood(xt, n_samples, ctx, generator=g).mean().item()
         out.update(elbo_nats=-(rate + distortion).mean().item(), rate_nats=rate.mean().item(),
                    distortion_nats=distortion.mean().item(), iw_samples=n_samples, test_nll_nats=-ll,
-                   bits_per_dim=metrics.bits_per_dim(-ll, 64, levels=DIGITS_LEVELS),
-                   uniform_bits_per_dim=math.log2(DIGITS_LEVELS),
-                   reconstruction_error=(net.reconstruct(xt, ctx) - xt).pow(2).sum(1).mean().item())
+                   reconstruction_error=(net.reconstruct(xt, ctx) - xt).pow(2).reshape(len(xt), -1).sum(1)
+                   .mean().item())
+    if digits and "test_nll_nats" in out:
+        out["bits_per_dim"] = metrics.bits_per_dim(out["test_nll_nats"], 64, levels=DIGITS_LEVELS)
+        out["uniform_bits_per_dim"] = math.log2(DIGITS_LEVELS)
     return write_eval(run, out)
 
 
 @torch.no_grad()
 def sample(run, net, meta: dict, n: int, out_png, generator: torch.Generator) -> Path:
-    """An image grid: model samples (pca, vae) or test digits over reconstructions (ae)."""
-    from gencore.plotting import save_image_grid
+    """Model samples (pca, vae) or test examples over their reconstructions (ae): an image
+    grid for images, a scatter for 2-D data."""
+    from gencore.plotting import save_image_grid, save_scatter_over_data
 
     name, rec = meta["model"], run_record(meta)
+    data = rec.get("data", "digits")
+    if name == "ae":
+        xt, _ = _load(data, "test", image=bool(rec.get("image")))
+        k = max(1, min(n, 32))
+        recon = net.reconstruct(xt[:k])
+        if xt[0].numel() == 2:
+            return save_scatter_over_data(recon.reshape(k, 2), out_png, data=xt.reshape(len(xt), 2),
+                                          title="reconstructions of held-out points (red) over the data")
+        check_picture(data, recon)
+        pics = torch.cat([xt[:k].reshape(k, -1), recon.reshape(k, -1)])
+        return save_image_grid(pics, out_png, nrow=k if k <= 16 else 16, shape=_shape(xt),
+                               title="held-out examples (top rows) and their reconstructions (bottom rows)")
+    ctx = None
     if name == "pca":
         chol = torch.linalg.cholesky(net.get_covariance().double())
         z = torch.randn(n, chol.shape[0], generator=generator, dtype=torch.float64)
         xs = (net.mean_.double() + z @ chol.T).float()
-        return save_image_grid(xs, out_png, title=f"probabilistic PCA (r={net.n_components_}) samples")
-    if name == "ae":
-        xt, _ = load_dataset("digits", "test", image=bool(rec.get("image")))
-        k = max(1, min(n, 32))
-        pics = torch.cat([xt[:k].reshape(k, -1), net.reconstruct(xt[:k]).reshape(k, -1)])
-        return save_image_grid(pics, out_png, nrow=k if k <= 16 else 16,
-                               title="held-out digits (top rows) and their reconstructions (bottom rows)")
-    ctx = one_hot(torch.arange(n) % 10) if rec.get("conditional") else None
-    xs = net.sample(n, generator=generator, context=ctx)
-    title = "VAE samples (decoder means)" + (" (classes 0-9 by column)" if ctx is not None else "")
-    return save_image_grid(xs, out_png, nrow=10 if ctx is not None else None, title=title)
+        title = f"probabilistic PCA (r={net.n_components_}) samples"
+    else:
+        ctx = one_hot(torch.arange(n) % 10) if rec.get("conditional") else None
+        xs = net.sample(n, generator=generator, context=ctx)
+        title = "VAE samples (decoder means)" + (" (classes 0-9 by column)" if ctx is not None else "")
+    if xs[0].numel() == 2:
+        return save_scatter_over_data(xs.reshape(n, 2), out_png, title=title)
+    check_picture(data, xs)
+    return save_image_grid(xs, out_png, nrow=10 if ctx is not None else None, title=title,
+                           shape=_shape(xs) if data != "digits" else (8, 8))
+
+
+def _shape(x: torch.Tensor) -> tuple[int, int]:
+    """The (H, W) of an image grid: the images' own, or 8 x 8 for the digits' vectors."""
+    return tuple(x.shape[-2:]) if x.dim() == 4 else (8, 8)
 
 
 def _spec(name: str, summary: str, options: tuple[str, ...]) -> ModelSpec:
-    return register(ModelSpec(name=name, family="latent", summary=summary, datasets=("digits",), user_data=False,
+    return register(ModelSpec(name=name, family="latent", summary=summary, datasets=("digits",), user_data=True,
                               options=options, batch_size=128,
                               default_steps=(lambda kind, opts: STEPS[name]) if name in STEPS else None,
                               train=train, evaluate=evaluate, sample=sample))
