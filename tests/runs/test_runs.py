@@ -146,11 +146,11 @@ def test_a_crafted_checkpoint_config_is_refused_before_allocating(tmp_path):
 
 def test_cli_size_flags_are_bounded(tmp_path, capsys):
     assert train_cli("realnvp", "--data", "8gaussians", "--out", tmp_path / "a", "--hidden", "1000000000") == 2
-    assert "hidden" in capsys.readouterr().err
+    assert "hidden = 1000000000 exceeds the bound" in capsys.readouterr().err
     assert train_cli("realnvp", "--data", "8gaussians", "--out", tmp_path / "b", "--couplings", "100000") == 2
     assert "exceeds the bound" in capsys.readouterr().err
     assert train_cli("realnvp", "--data", "8gaussians", "--out", tmp_path / "c", "--steps", "10000000000") == 2
-    assert "steps must be between" in capsys.readouterr().err
+    assert "steps must be an int in [1, 10000000]" in capsys.readouterr().err
 
 
 # --- the kept best state ------------------------------------------------------------------------
@@ -228,3 +228,14 @@ def test_realnvp_defaults_reach_the_documented_checkerboard_quality(tmp_path):
     assert cli.main(["eval", str(tmp_path / "d")]) == 0
     res = json.loads((tmp_path / "d" / "eval.json").read_text())
     assert res["gap_to_entropy_nats"] <= 0.15
+
+
+@pytest.mark.parametrize("model, data, kw", [("realnvp", "8gaussians", {"hidden": [0]}),
+                                             ("realnvp", "8gaussians", {"hidden": -3}),
+                                             ("realnvp", "digits", {"hidden": [0], "image": True}),
+                                             ("glow", "digits", {"hidden": [-2], "image": True}),
+                                             ("realnvp", "8gaussians", {"couplings": 0})])
+def test_non_positive_sizes_from_python_are_clear_errors(model, data, kw, tmp_path):
+    with pytest.raises(ValueError, match="hidden|n_couplings"):
+        runs.train(model, data, tmp_path / "r", steps=1, progress=False, **kw)
+    assert not (tmp_path / "r" / "checkpoint.json").exists()

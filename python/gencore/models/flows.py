@@ -230,7 +230,15 @@ def _event_shape(features) -> tuple[int, ...]:
 
 
 def _first(hidden) -> int:
-    return hidden if isinstance(hidden, int) else int(list(hidden)[0])
+    """The CNN width of an image flow: ``hidden`` (an int) or its first entry, a positive int."""
+    from gencore.metrics._checks import check_int
+
+    if not isinstance(hidden, int):
+        hidden = list(hidden)
+        if not hidden:
+            raise ValueError("hidden (the CNN width of an image flow) is empty")
+        hidden = hidden[0]
+    return check_int(hidden, "hidden (the CNN width of an image flow)", 1)
 
 
 def _split_sizes(n: int, swap: bool) -> tuple[int, int]:

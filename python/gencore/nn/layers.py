@@ -36,9 +36,13 @@ class MLP(nn.Sequential):
                 raise TypeError(f"MLP: {name} must be an int, got bool {v!r}")
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"MLP: {name} must be a positive int, got {v!r}")
+        if isinstance(hidden, int):
+            hidden = [hidden]  # one hidden layer
         hidden = list(hidden)
-        if any(isinstance(v, bool) for v in hidden):
+        if any(isinstance(v, bool) or not isinstance(v, int) for v in hidden):
             raise TypeError(f"MLP: hidden sizes must be ints, got {hidden!r}")
+        if any(v < 1 for v in hidden):
+            raise ValueError(f"MLP: hidden sizes must be positive, got {hidden!r}")
         layers: list[nn.Module] = []
         sizes = [in_features, *hidden]
         for a, b in zip(sizes[:-1], sizes[1:]):

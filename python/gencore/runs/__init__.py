@@ -38,12 +38,9 @@ MAX_BATCH_SIZE = 1 << 20
 
 
 def _positive_int(v, name: str, bound: int) -> int:
-    from gencore.metrics._checks import check_int
+    from gencore.metrics._checks import check_int  # the one integer validator
 
-    check_int(v, name)
-    if not 1 <= v <= bound:
-        raise ValueError(f"train: {name} must be between 1 and {bound:,}, got {v}")
-    return int(v)
+    return check_int(v, f"train: {name}", 1, bound)
 
 
 def _check_data(spec: ModelSpec, data) -> str:
@@ -88,12 +85,8 @@ def train(model: str, data: str, out, *, steps: int | None = None, batch_size: i
     options = {k: v for k, v in options.items() if v is not None}
     check_options(spec, options)
     data = _check_data(spec, data)
-    if "hidden" in options:
-        options["hidden"] = [_positive_int(h, "hidden (each size)", 1 << 20) for h in options["hidden"]] \
-            if isinstance(options["hidden"], (list, tuple)) else [_positive_int(options["hidden"], "hidden", 1 << 20)]
-    for key in ("couplings", "latent_dim", "n_critic"):
-        if key in options:
-            _positive_int(options[key], key, 1 << 20)
+    if "hidden" in options and not isinstance(options["hidden"], (list, tuple)):
+        options["hidden"] = [options["hidden"]]  # one width; the model checks the values, build bounds them
     for key in ("conditional", "image"):
         options[key] = bool(options.get(key, False)) if key in spec.options else None
     options = {k: v for k, v in options.items() if v is not None}
