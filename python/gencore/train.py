@@ -676,11 +676,11 @@ def _check_resume(path: Path, meta: dict, model: nn.Module, settings: dict, allo
     from gencore.models import model_name
 
     extra = meta.get("extra", {})
-    saved = {"model": meta.get("model"), "config": meta.get("config"),
-             **{k: extra.get(k) for k in settings if k in extra or k == "run"}}
-    now = {"model": model_name(model), "config": getattr(model, "config", {}), **settings}
-    # Runs written before these settings were recorded compare only what they recorded.
-    now = {k: v for k, v in now.items() if k in saved and saved[k] is not None or k in ("model", "config")}
+    saved = {"model": meta.get("model"), "config": meta.get("config")}
+    now = {"model": model_name(model), "config": getattr(model, "config", {})}
+    for k, v in settings.items():  # a setting the checkpoint did not record is not compared
+        if extra.get(k) is not None:
+            saved[k], now[k] = extra[k], v
     diff = _changes(saved, now)
     if diff and not allow_changes:
         raise CheckpointError(

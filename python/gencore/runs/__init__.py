@@ -27,9 +27,8 @@ from pathlib import Path
 
 import torch
 
-from gencore.data import PAIRED_DATASETS, TOYS, is_data_path
 from gencore.runs import contrastive, flows, gan, latent  # noqa: F401  (register the models)
-from gencore.runs.common import data_kind, run_record
+from gencore.runs.common import data_kind, is_user_data, resolve_data, run_record
 from gencore.runs.registry import OPTIONS, REGISTRY, ModelSpec, check_options, get, models
 
 #: Bounds on the training-length arguments: a typo must not start a run of days.
@@ -47,8 +46,8 @@ def _check_data(spec: ModelSpec, data) -> str:
     data = str(data)
     if data in spec.datasets:
         return data
-    if spec.user_data and data not in TOYS + PAIRED_DATASETS + ("digits",) and is_data_path(data):
-        return str(Path(data).expanduser().resolve())
+    if spec.user_data and is_user_data(data):
+        return resolve_data(data)
     own = " or your own data (a .npy, .npz, .csv or .safetensors file, or a folder of PNG images)" \
         if spec.user_data else ""
     raise ValueError(f"train: {spec.name} trains on {', '.join(spec.datasets)}{own}; got --data {data}")
@@ -129,9 +128,7 @@ def evaluate(run, data: str | None = None) -> dict:
     data = data or run_record(meta).get("data")
     if data is None:
         raise ValueError("eval: the checkpoint does not record its dataset; pass --data")
-    if is_data_path(data) and data not in TOYS + PAIRED_DATASETS + ("digits",):
-        data = str(Path(data).expanduser().resolve())
-    return spec.evaluate(run, net, meta, data)
+    return spec.evaluate(run, net, meta, resolve_data(data))
 
 
 def sample(run, n: int, out_png, *, seed: int = 0) -> Path:

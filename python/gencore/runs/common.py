@@ -37,6 +37,12 @@ def is_user_data(data: str) -> bool:
     return data not in (*TOYS, "digits", *PAIRED_DATASETS) and is_data_path(data)
 
 
+def resolve_data(data) -> str:
+    """``data`` as the run records it: an embedded dataset's name, or your own data's absolute path."""
+    data = str(data)
+    return str(Path(data).expanduser().resolve()) if is_user_data(data) else data
+
+
 def data_kind(data: str, image: bool = False, x: torch.Tensor | None = None) -> str:
     """``"toy"`` (2-D toys; your own vectors outside [0, 1]), ``"image"`` (``--image``) or
     ``"digits"`` (the digits; your own vectors in [0, 1]): which defaults apply."""
