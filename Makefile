@@ -63,6 +63,7 @@ bench: install
 	$(VPY) bench/bench_reparam.py --out bench/results
 	$(VPY) bench/bench_contrastive.py --out bench/results
 	$(VPY) -m pip install --quiet -r requirements-bench.txt
+	$(VPY) bench/bench_vq.py --out bench/results
 	$(VPY) bench/bench_flow_libraries.py --out bench/results
 	$(VPY) bench/update_docs.py
 
@@ -172,6 +173,7 @@ gpu-check:
 	$(PYTHON) bench/bench_reparam.py --device cuda --dtype float32 --out bench/results
 	$(PYTHON) bench/bench_contrastive.py --device cuda --dtype float32 --out bench/results
 	$(PYTHON) bench/bench_contrastive.py --device cuda --dtype bfloat16 --out bench/results
+	$(PYTHON) bench/bench_vq.py --device cuda --dtype float32 --out bench/results
 	if [ -n "$$OUT" ]; then cp bench/results/*cuda* "$$OUT"/; fi
 
 # The CUDA kernels executed on CPU: the emulated suite in three thread/block orders.

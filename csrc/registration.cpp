@@ -61,4 +61,14 @@ STABLE_TORCH_LIBRARY(gencore, m) {
       "contrastive_rows_backward(Tensor grad_loss, Tensor query, Tensor keys, Tensor scale, "
       "Tensor positive, Tensor exclude, Tensor lse) -> (Tensor grad_query, Tensor grad_keys, "
       "Tensor grad_scale)");
+  // Vector quantization (csrc/vq/vq.h): for x (N, D) and codebook (K, D), the index of
+  // each row's nearest code in squared Euclidean distance (ties to the lowest index) and
+  // that distance |x_i - codebook_index|^2, recomputed exactly; cosine: both sides scaled
+  // to unit rows first. Tiled: no (N, K) matrix is stored. Differentiable in sq_dist
+  // (python/gencore/ops/vq.py, whose nearest_code returns (indices, sq_dist)). The float
+  // output comes first: opcheck's autograd test adds up the outputs in order, and an
+  // int64 first output makes that sum an int64 tensor that cannot take the float.
+  m.def(
+      "nearest_code(Tensor x, Tensor codebook, *, bool cosine=False) -> "
+      "(Tensor sq_dist, Tensor indices)");
 }

@@ -2,6 +2,8 @@
 // reductions and grid sizing. Warp-per-segment kernels use kWarpsPerBlock warps a block.
 #pragma once
 
+#include <cuda_runtime.h>
+
 #include "common/stable_api.h"
 
 #include <algorithm>
@@ -59,6 +61,34 @@ inline unsigned grid_for(int64_t items) {
   const int64_t blocks = (items + kWarpsPerBlock - 1) / kWarpsPerBlock;
   GENCORE_CHECK(blocks < (int64_t{1} << 31), "gencore: tensor too large for one launch");
   return static_cast<unsigned>(std::max<int64_t>(blocks, 1));
+}
+
+// A grid of row blocks (blockIdx.x: `tile` rows each) times splits of the column tiles
+// (blockIdx.y: `tiles_per_split` tiles of `tile` columns each), with enough splits to give
+// the device blocks_per_sm blocks per SM when the rows alone are too few; at most
+// max_splits splits, none of them empty. The split count follows the SM count, so a
+// result merged over splits is the same on every run of one GPU model.
+struct SplitGrid {
+  dim3 blocks;
+  int64_t splits, tiles_per_split;
+};
+
+inline SplitGrid split_grid(int64_t rows, int64_t cols, int64_t tile, int64_t blocks_per_sm,
+                            int64_t max_splits, int device, const char* op) {
+  const int64_t row_blocks = (rows + tile - 1) / tile;
+  const int64_t tiles = (cols + tile - 1) / tile;
+  GENCORE_CHECK(row_blocks < (int64_t{1} << 31), "gencore: ", op, ": too many rows (", rows,
+                ") for one launch");
+  int sms = 0;
+  const cudaError_t err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  GENCORE_CHECK(err == cudaSuccess, "gencore: ", op, ": cudaDeviceGetAttribute failed: ",
+                cudaGetErrorString(err));
+  const int64_t target = static_cast<int64_t>(sms) * blocks_per_sm;
+  int64_t splits = (target + row_blocks - 1) / row_blocks;
+  splits = std::max<int64_t>(1, std::min({splits, tiles, max_splits, int64_t{65535}}));
+  const int64_t per = (tiles + splits - 1) / splits;
+  splits = (tiles + per - 1) / per;
+  return {dim3(static_cast<unsigned>(row_blocks), static_cast<unsigned>(splits)), splits, per};
 }
 
 // True when every pointer is aligned to `bytes`.

@@ -485,26 +485,12 @@ __global__ void __launch_bounds__(kThreads, 2)
 }
 
 // ------------------------------------------------------------------ launchers ----------
-struct Grid {
-  dim3 blocks;
-  int64_t splits, tiles_per_split;
-};
+using Grid = cuda::SplitGrid;
 
 // Row blocks of X times splits of Y's tiles, enough blocks to fill the device when X
 // alone is too short; no more than max_splits splits, none of them empty.
 Grid make_grid(int64_t nx, int64_t ny, int64_t max_splits, int device) {
-  const int64_t row_blocks = (nx + kTile - 1) / kTile;
-  const int64_t tiles = (ny + kTile - 1) / kTile;
-  GENCORE_CHECK(row_blocks < (int64_t{1} << 31), "gencore: contrastive: too many rows (", nx,
-                ") for one launch");
-  int sms = 0;
-  GENCORE_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  const int64_t target = static_cast<int64_t>(sms) * kBlocksPerSm;
-  int64_t splits = (target + row_blocks - 1) / row_blocks;
-  splits = std::max<int64_t>(1, std::min({splits, tiles, max_splits, int64_t{65535}}));
-  const int64_t per = (tiles + splits - 1) / splits;
-  splits = (tiles + per - 1) / per;
-  return {dim3(static_cast<unsigned>(row_blocks), static_cast<unsigned>(splits)), splits, per};
+  return cuda::split_grid(nx, ny, kTile, kBlocksPerSm, max_splits, device, "contrastive");
 }
 
 template <typename T, typename A>

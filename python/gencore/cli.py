@@ -5,11 +5,12 @@
     gencore bench coupling       fused coupling op vs eager PyTorch and torch.compile
     gencore bench reparam        fused reparameterized sampling + KL, the same way
     gencore bench contrastive    tiled CLIP / NT-Xent losses vs the materialized ones
+    gencore bench vq             tiled nearest-code search and the VQ layer vs one-hot VQ
     gencore train realnvp --data checkerboard --out runs/rnvp   (default steps and config per model)
     gencore eval runs/rnvp       test NLL (nats), bits/dim, gap to the true entropy
     gencore sample runs/rnvp -n 512 --out samples.png
     gencore train gan --data 8gaussians --out runs/gan
-    gencore train vae --data digits --out runs/vae      (also pca, ae)
+    gencore train vae --data digits --out runs/vae      (also pca, ae, vqvae)
     gencore train simclr --data digits --out runs/simclr
     gencore train clip --data digits-captions --out runs/clip
     gencore train realnvp --data my.npy --steps 2000 --out runs/mine   (your own data: .npy, .npz, .csv,
@@ -113,14 +114,15 @@ def cmd_info(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from gencore.benchmarks import contrastive, coupling, reparam
+    from gencore.benchmarks import contrastive, coupling, reparam, vq
 
     argv = ["--device", args.device, "--dtype", args.dtype]
     if args.quick:
         argv.append("--quick")
     if args.out:
         argv += ["--out", args.out]
-    return {"coupling": coupling.main, "reparam": reparam.main, "contrastive": contrastive.main}[args.op](argv)
+    return {"coupling": coupling.main, "reparam": reparam.main, "contrastive": contrastive.main,
+            "vq": vq.main}[args.op](argv)
 
 
 def _train_options(args) -> dict:
@@ -311,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     pi.set_defaults(fn=cmd_info)
 
     pb = command("bench", help="benchmark a fused op against eager PyTorch and torch.compile")
-    pb.add_argument("op", choices=["coupling", "reparam", "contrastive"])
+    pb.add_argument("op", choices=["coupling", "reparam", "contrastive", "vq"])
     pb.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     pb.add_argument("--dtype", default="float32", choices=["float32", "float64", "float16", "bfloat16"])
     pb.add_argument("--quick", action="store_true", help="small cases, few repetitions")

@@ -143,6 +143,14 @@ def section_autoencoders(steps: int, out: Path) -> dict:
               f"(K=1000) {-res['test_nll_nats']:.1f} nats = {res['bits_per_dim']:.3f} bits/dim")
         result[name] = {"model": vae, "elbo_nats": res["elbo_nats"], "test_nll_nats": res["test_nll_nats"],
                         "bits_per_dim": res["bits_per_dim"]}
+    vq_steps = min(steps, 1500)  # its validation bound is best near step 900 (docs/models/latent.md)
+    vq, res, meta, secs = _run(out, "vqvae", "vqvae", "digits", vq_steps)
+    print(f"VQ-VAE (64 codes on a 4 x 4 grid = {res['latent_bits']:.0f} bits, {vq_steps} steps, {secs:.1f} s; kept "
+          f"step {_best(meta)['step']}): test bound -log p(x|z_q) - log p(z_q) = {res['test_nll_bound_nats']:.1f} nats "
+          f"= {res['bits_per_dim']:.3f} bits/dim (prior {res['prior_nll_nats']:.1f} nats), reconstruction error "
+          f"{res['reconstruction_error']:.3f}, codes in use {res['code_perplexity']:.1f} of {res['num_codes']}")
+    result["vqvae"] = {"model": vq, **{k: res[k] for k in ("test_nll_bound_nats", "bits_per_dim", "reconstruction_error",
+                                                            "code_perplexity", "latent_bits")}}
     return result
 
 
@@ -224,12 +232,13 @@ def print_representation_table(rows: list[dict]) -> None:
 
 def section_bench(quick: bool, out: Path) -> None:
     print("\n== fused ops vs eager PyTorch and torch.compile ==")
-    from gencore.benchmarks import contrastive, coupling, reparam
+    from gencore.benchmarks import contrastive, coupling, reparam, vq
 
     for bench in (coupling, reparam):
         bench.main((["--quick"] if quick else []) + ["--out", str(out)])
-    # The full contrastive benchmark (N up to 65536) takes many minutes: `make bench` runs it.
+    # The full contrastive and VQ benchmarks (N up to 65536) take many minutes: `make bench` runs them.
     contrastive.main(["--quick", "--out", str(out)])
+    vq.main(["--quick", "--out", str(out)])
 
 
 def main(quick: bool = False, out: str | Path = "demo-out") -> int:
@@ -272,6 +281,11 @@ def main(quick: bool = False, out: str | Path = "demo-out") -> int:
                 "test_nll_nats": ae["cvae"]["test_nll_nats"], "bits_per_dim": ae["cvae"]["bits_per_dim"],
                 "tstr": f"{100 * metrics.classification_accuracy_score(cvae_samples, labels, x_te, y_te):.1f}%",
                 **_sample_metrics(cvae_samples[:450], flow["x_train"], flow["x_test"])}
+    vq_samples = ae["vqvae"]["model"].sample(450, generator=torch.Generator().manual_seed(0)).reshape(450, -1)
+    vq_row = {"family": f"VQ-VAE (64 codes, {ae['vqvae']['latent_bits']:.0f} bits; NLL: upper bound)",
+              "status": "trained", "test_nll_nats": ae["vqvae"]["test_nll_bound_nats"],
+              "bits_per_dim": ae["vqvae"]["bits_per_dim"], "recon": ae["vqvae"]["reconstruction_error"],
+              "tstr": "n/a (unconditional)", **_sample_metrics(vq_samples, flow["x_train"], flow["x_test"])}
     gan = section_gan(200 if quick else 2000, out)
     gan_samples = gan["model"].sample(1000, labels=labels, generator=torch.Generator().manual_seed(1))
     gan_row = {"family": "Class-conditional GAN (WGAN-GP)", "status": "trained",
@@ -282,7 +296,8 @@ def main(quick: bool = False, out: str | Path = "demo-out") -> int:
     save_image_grid(vae_samples[:64], out / "vae_samples.png", title="VAE samples (decoder means)")
     save_image_grid(cvae_samples[:100], out / "vae_class_samples.png", nrow=10,
                     title="class-conditional VAE: column k is class k")
-    rows = [real_row, flow_row, cond_row, pca_row, ae_row, vae_row, cvae_row, gan_row]
+    save_image_grid(vq_samples[:64], out / "vqvae_samples.png", title="VQ-VAE samples (prior codes, decoder means)")
+    rows = [real_row, flow_row, cond_row, pca_row, ae_row, vae_row, cvae_row, vq_row, gan_row]
     representation = section_contrastive(steps=60 if quick else 800, out=out)
     save_image_grid(flow["x_test"][:64], out / "digits_real.png", title="held-out digits")
     save_image_grid(samples[:64], out / "flow_samples.png", title="RealNVP samples")
@@ -300,6 +315,6 @@ def main(quick: bool = False, out: str | Path = "demo-out") -> int:
     for r in rows:
         r.pop("model", None)
     print(f"\nfigures (digits_real.png, flow_samples.png, flow_class_samples.png, vae_samples.png, "
-          f"vae_class_samples.png, gan_class_samples.png), demo.json and benchmark tables in {out}/ "
+          f"vae_class_samples.png, vqvae_samples.png, gan_class_samples.png), demo.json and benchmark tables in {out}/ "
           f"({results['seconds']:.0f} s)")
     return 0

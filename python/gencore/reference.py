@@ -12,7 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["affine_coupling", "masked_affine_coupling", "reparameterize", "clip_loss", "nt_xent_loss", "contrastive_cross_entropy"]
+__all__ = ["affine_coupling", "masked_affine_coupling", "reparameterize", "clip_loss", "nt_xent_loss", "contrastive_cross_entropy",
+           "nearest_code"]
 
 
 def _per_example_sum(t: torch.Tensor) -> torch.Tensor:
@@ -164,3 +165,17 @@ def contrastive_cross_entropy(query: torch.Tensor, keys: torch.Tensor, scale, po
         cols = torch.arange(keys.shape[0], device=keys.device)
         logits = logits.masked_fill(cols[None, :] == exclude[:, None], float("-inf"))
     return torch.logsumexp(logits, 1) - logits.gather(1, positive[:, None]).squeeze(1)
+
+
+def nearest_code(x: torch.Tensor, codebook: torch.Tensor, *, cosine: bool = False):
+    """Reference of :func:`gencore.ops.nearest_code`, materializing the ``(N, K)`` distances.
+
+    ``|x_i|^2 + |c_j|^2 - 2 x_i . c_j``, its ``argmin`` over ``j`` (the first on ties) and
+    the exact ``|x_i - c_idx|^2``; ``cosine``: both sides ``F.normalize``d first. (Unlike
+    the op, ``argmin`` treats a NaN distance as the minimum.)
+    """
+    if cosine:
+        x, codebook = F.normalize(x, dim=1), F.normalize(codebook, dim=1)
+    dist = x.pow(2).sum(1, keepdim=True) + codebook.pow(2).sum(1) - 2 * x @ codebook.T
+    indices = dist.argmin(1)
+    return indices, (x - codebook[indices]).pow(2).sum(1)

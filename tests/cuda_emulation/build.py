@@ -73,6 +73,19 @@ MUTANTS = {
         "    // must be done before it is overwritten.\n    __syncthreads();\n",
         "    // must be done before it is overwritten.\n",
     ),
+    # A code tile that ties the running best replaces it: ties no longer go to the lowest
+    # index.
+    "vq-tie-to-later-tile": (
+        "vq/vq_cuda.cu",
+        "      if (v < run_v[r]) {",
+        "      if (v <= run_v[r]) {",
+    ),
+    # The 16 threads of a row combine their pairs over 8 of them only.
+    "vq-short-row-reduction": (
+        "vq/vq_cuda.cu",
+        "      for (int o = kSide / 2; o > 0; o /= 2) {",
+        "      for (int o = kSide / 2; o > 1; o /= 2) {",
+    ),
     # The warp reduction of a coupling segment's log-determinant loses its last step.
     "short-warp-sum": (
         "common/cuda_utils.cuh",

@@ -9,9 +9,11 @@ import torch
 import test_emu_contrastive
 import test_emu_coupling
 import test_emu_reparam
+import test_emu_vq
 
 CSRC = Path(__file__).resolve().parents[2] / "csrc"
-TESTED = {*test_emu_coupling.COVERS, *test_emu_reparam.COVERS, *test_emu_contrastive.COVERS}
+TESTED = {*test_emu_coupling.COVERS, *test_emu_reparam.COVERS, *test_emu_contrastive.COVERS,
+           *test_emu_vq.COVERS}
 
 
 def cuda_ops_in_sources() -> set[str]:

@@ -188,3 +188,49 @@ def test_contrastive_cross_entropy_matches_reference(case):
     _compare(lambda a, b, c: ops.contrastive_cross_entropy(a, b, c, positive, exclude),
              lambda a, b, c: reference.contrastive_cross_entropy(a, b, c, positive, exclude), (q, k, s), dtype,
              scale=float(s) + 1)
+
+
+def _amax(t):
+    return t.abs().max().item() if t.numel() else 0.0
+
+
+@st.composite
+def vq_case(draw):
+    dtype = draw(DTYPES)
+    n, k, d = draw(st.integers(0, 30)), draw(st.integers(1, 40)), draw(st.integers(0, 8))
+    x = _tensor(draw, (n, d), dtype, strided=draw(st.booleans()))
+    c = _tensor(draw, (k, d), dtype, scale=draw(st.floats(0.01, 100.0)), strided=draw(st.booleans()))
+    if k > 1 and draw(st.booleans()):  # exact duplicates: ties to the lowest index
+        c = torch.cat([c, c[: k // 2]])
+    return x.requires_grad_(), c.requires_grad_(), draw(st.booleans())
+
+
+@SETTINGS
+@given(vq_case())
+def test_nearest_code_is_a_nearest_code(case):
+    x, c, cosine = case
+    idx, sq = ops.nearest_code(x, c, cosine=cosine)
+    assert idx.shape == sq.shape == (x.shape[0],)
+    if x.shape[0] == 0:
+        return
+    xs, cs = (F.normalize(t.detach().double(), dim=1) if cosine else t.detach().double() for t in (x, c))
+    dist = torch.cdist(xs, cs).pow(2) if xs.shape[1] else torch.zeros(len(xs), len(cs), dtype=torch.float64)
+    eps = torch.finfo(x.dtype).eps
+    tol = 64 * eps * (1 + dist.max(1).values)
+    best = dist.min(1).values
+    assert (dist.gather(1, idx[:, None]).squeeze(1) <= best + tol).all()
+    # ties: no code before the chosen one is strictly nearer by more than rounding, and
+    # an exact duplicate of an earlier code is never chosen
+    first_at_min = (dist <= (best + tol)[:, None]).float().argmax(1)
+    assert (idx >= first_at_min).all()
+    dup = [j for j in range(len(cs)) if any(torch.equal(cs[j], cs[i]) for i in range(j))]
+    assert not set(idx.tolist()) & set(dup)
+    exact = (xs - cs[idx]).pow(2).sum(1)
+    torch.testing.assert_close(sq.double(), exact, **_tol(x.dtype, scale=1 + _amax(exact)))
+    if not cosine:  # the gradient: 2 (x - c_idx) to x, its negative summed into the chosen codes
+        w = torch.randn(len(sq), dtype=torch.float64).to(x.dtype)
+        gx, gc = torch.autograd.grad((sq * w).sum(), (x, c))
+        want_x = 2 * w[:, None].double() * (x.detach().double() - c.detach().double()[idx])
+        want_c = torch.zeros_like(c, dtype=torch.float64).index_add(0, idx, -want_x)
+        torch.testing.assert_close(gx.double(), want_x, **_tol(x.dtype, scale=1 + _amax(want_x)))
+        torch.testing.assert_close(gc.double(), want_c, **_tol(x.dtype, scale=1 + _amax(want_c)))

@@ -8,7 +8,11 @@ global batch. Semantics under test (see gencore.nn.contrastive):
 - gradient of a rank's own features == W * the single-process gradient of those rows;
 - gradient of the temperature / logit scale, averaged over ranks (what DDP does with a
   parameter gradient) == the single-process gradient;
-- fit on 2 ranks ends with the parameters of fit in one process on the same global batches.
+- fit on 2 ranks ends with the parameters of fit in one process on the same global batches;
+- VectorQuantizer: the EMA codebook, the gradient-learned codebook (gradients averaged over
+  ranks, as DDP does) and the inputs' gradients (W * the single-process ones) after a few
+  steps equal one process on the global batch, and dead-code restarts leave every rank with
+  the same codebook.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from torch import nn
 import gencore
 from gencore import distributed as gdist
 from gencore.models import NICE
-from gencore.nn import CLIPLoss, NTXentLoss
+from gencore.nn import CLIPLoss, NTXentLoss, VectorQuantizer
 from gencore.train import fit, load_checkpoint
 
 WORLD = 2
@@ -141,6 +145,51 @@ def _errors(r: int) -> dict:
     return out
 
 
+VQ_STEPS, VQ_ROWS, VQ_CODES, VQ_DIM = 3, 10, 6, 3  # rows per rank per step
+
+
+def make_vq(kind: str) -> VectorQuantizer:
+    torch.manual_seed(5)
+    ema = {"ema": 0.8, "grad": None, "restart": 0.8}[kind]
+    # restart: a threshold no code can keep (every code restarts every step)
+    return VectorQuantizer(VQ_CODES, VQ_DIM, ema_decay=ema, restart_dead_codes=kind == "restart",
+                           dead_threshold=1e6 if kind == "restart" else 1.0).double()
+
+
+def vq_batch(step: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(100 + step)
+    return torch.randn(WORLD * VQ_ROWS, VQ_DIM, 2, generator=g, dtype=torch.float64)
+
+
+def vq_steps(kind: str, part: slice, world: int) -> dict:
+    """VQ_STEPS training steps on rows `part` of each global batch; with world > 1 the
+    codebook's gradient is averaged over ranks (DDP's all-reduce) before an SGD step."""
+    import torch.distributed as dist
+
+    vq = make_vq(kind)
+    out: dict = {}
+    for step in range(VQ_STEPS):
+        x = vq_batch(step)[part].requires_grad_()
+        res = vq(x)
+        full = vq_batch(step)
+        w = torch.linspace(-1, 1, full.numel(), dtype=torch.float64).reshape(full.shape)[part]
+        # the output's part of the loss, as a mean over the rows (local rows on a rank)
+        loss = res.loss + (res.quantized * w).sum() / x.shape[0]
+        loss.backward()
+        if vq.ema_decay is None:
+            if world > 1:
+                dist.all_reduce(vq.codebook.grad)
+                vq.codebook.grad /= world
+            with torch.no_grad():
+                vq.codebook -= 0.5 * vq.codebook.grad
+            out[f"grad_codebook{step}"] = vq.codebook.grad.clone()
+            vq.codebook.grad = None
+        out[f"grad_x{step}"] = x.grad
+        out[f"perplexity{step}"] = res.perplexity.detach()
+    out["codebook"] = vq.codebook.detach().clone()
+    return out
+
+
 def worker(r: int, folder: Path) -> None:
     import torch.distributed as dist
 
@@ -179,6 +228,10 @@ def worker(r: int, folder: Path) -> None:
     resumed = make_nice()
     fit(resumed, flow_data(128, 0), checkpoint_dir=ckpt, **fit_kwargs())
     res["fit.nice.resumed"] = params(resumed)
+
+    for kind in ("ema", "grad", "restart"):
+        for k, v in vq_steps(kind, rows(r, (VQ_ROWS, VQ_ROWS)), WORLD).items():
+            res[f"vq.{kind}.{k}"] = v
 
     res["errors"], res["folder"] = _errors(r), str(folder)
     torch.save(res, folder / f"rank{r}.pt")
@@ -311,3 +364,25 @@ def test_checkpoint_written_by_rank_0_loads(ranks):
 
 if __name__ == "__main__":
     worker(int(sys.argv[1]), Path(sys.argv[2]))
+
+
+@pytest.mark.parametrize("kind", ["ema", "grad"])
+def test_vector_quantizer_matches_one_process_on_the_global_batch(ranks, kind):
+    one = vq_steps(kind, slice(None), 1)
+    for r, res in enumerate(ranks):
+        torch.testing.assert_close(res[f"vq.{kind}.codebook"], one["codebook"])
+        for step in range(VQ_STEPS):
+            torch.testing.assert_close(res[f"vq.{kind}.perplexity{step}"], one[f"perplexity{step}"])
+            # a rank's mean is over its own rows: W times the global mean's gradient
+            torch.testing.assert_close(res[f"vq.{kind}.grad_x{step}"],
+                                       WORLD * one[f"grad_x{step}"][rows(r, (VQ_ROWS, VQ_ROWS))])
+            if kind == "grad":
+                torch.testing.assert_close(res[f"vq.{kind}.grad_codebook{step}"], one[f"grad_codebook{step}"])
+
+
+def test_vector_quantizer_restarts_keep_ranks_identical(ranks):
+    a, b = (res["vq.restart.codebook"] for res in ranks)
+    assert torch.equal(a, b)
+    # every code was restarted onto one of rank 0's input vectors of the last step
+    last = vq_batch(VQ_STEPS - 1)[:VQ_ROWS].movedim(1, -1).reshape(-1, VQ_DIM)
+    assert all(any(torch.equal(c, v) for v in last) for c in a)

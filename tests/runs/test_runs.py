@@ -33,7 +33,8 @@ def test_every_model_is_registered_with_a_family_and_functions():
 def test_an_inapplicable_option_is_one_clear_error(model, tmp_path, capsys):
     spec = runs.get(model)
     values = {"couplings": "2", "hidden": "8", "latent_dim": "4", "conditional": None, "image": None,
-              "loss": "hinge", "n_critic": "2", "gp_weight": "1", "r1_weight": "1", "spectral_norm": None, "ema": "0.9"}
+              "loss": "hinge", "n_critic": "2", "gp_weight": "1", "r1_weight": "1", "spectral_norm": None, "ema": "0.9",
+              "num_codes": "8", "no_restart": None}
     for key, value in values.items():
         if key in spec.options:
             continue
@@ -210,10 +211,10 @@ def test_defaults_need_no_steps(tmp_path, monkeypatch):
 
     expected = {("realnvp", "checkerboard"): (10000, 256), ("realnvp", "digits"): (3000, 256),
                 ("gan", "8gaussians"): (3000, 256), ("vae", "digits"): (3000, 128), ("ae", "digits"): (2000, 128),
-                ("simclr", "digits"): (2000, 256), ("clip", "digits-captions"): (1500, 256)}
+                ("simclr", "digits"): (2000, 256), ("clip", "digits-captions"): (1500, 256),
+                ("vqvae", "digits"): (3000, 128)}
     for (model, data), want in expected.items():
-        module = {"flow": runs.flows, "gan": runs.gan, "latent": runs.latent,
-                  "contrastive": runs.contrastive}[runs.get(model).family]
+        module = sys.modules[runs.get(model).train.__module__]
         monkeypatch.setattr(module, "fit", fake_fit)
         with pytest.raises(Stop):
             runs.train(model, data, tmp_path / model, progress=False)

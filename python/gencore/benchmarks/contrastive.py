@@ -15,16 +15,15 @@ size the materialized losses cannot hold in memory.
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
 from gencore import ops, reference
-from gencore.benchmarks.harness import Measurement, measure_op, peak_memory, time_interleaved
+from gencore.benchmarks.harness import (Measurement, available_bytes, measure_op, one_call_in_this_process,
+                                        peak_memory, time_interleaved)
 
 CASES = [(1024, 128), (8192, 256), (32768, 128)]
 QUICK_CASES = [(1024, 128), (4096, 64)]
@@ -99,7 +98,7 @@ def run(device: str = "cpu", dtype: torch.dtype = torch.float32, cases=CASES, re
             case = f"{name} {n}×{d}"
             providers = {"gencore": g, "eager": e, "compile": c}
             for provider, need in _materialized_need(name, n, dtype).items():
-                if need > 0.7 * _available_bytes(dev):
+                if need > 0.7 * available_bytes(dev):
                     del providers[provider]
                     SKIPPED.append(f"{case}: {provider} skipped, it would need about {need / 2**30:.0f} GiB "
                                    f"(several {_materialized_gib(name, n, dtype):.0f} GiB matrices)")
@@ -147,21 +146,12 @@ def _huge_child(name: str, n: int, d: int, device: str, dtype: str) -> dict:
     dev, dt = torch.device(device), getattr(torch, dtype)
     g, _, _, scale = _losses(compile_references=False)[name]
     a, b, s = _inputs(n, d, dev, dt, scale)
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-        base = torch.cuda.memory_allocated(dev)
-        torch.cuda.reset_peak_memory_stats(dev)
-    else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t0 = time.perf_counter()
-    loss = g(a, b, s)
-    grads = torch.autograd.grad(loss, (a, b, s))
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-        extra = (torch.cuda.max_memory_allocated(dev) - base) / 2**20
-    else:
-        extra = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
-    ms = (time.perf_counter() - t0) * 1e3
+
+    def call():
+        loss = g(a, b, s)
+        return loss, torch.autograd.grad(loss, (a, b, s))
+
+    (loss, grads), ms, extra = one_call_in_this_process(call, dev)
     finite = bool(torch.isfinite(loss)) and all(bool(torch.isfinite(x).all()) for x in grads)
     return {"ms": ms, "extra_mib": extra, "loss": loss.item(), "finite": finite}
 
@@ -179,16 +169,6 @@ def _materialized_need(name, n, dtype) -> dict[str, float]:
     eager keeps about four ``M x M`` matrices alive, torch.compile about two."""
     one = _materialized_gib(name, n, dtype) * 2**30
     return {"eager": 4 * one, "compile": 2 * one}
-
-
-def _available_bytes(dev) -> float:
-    if dev.type == "cuda":
-        return float(torch.cuda.mem_get_info(dev)[0])
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return float(line.split()[1]) * 1024
-    return float("inf")
 
 
 def notes(rows) -> str:

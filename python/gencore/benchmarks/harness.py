@@ -15,6 +15,7 @@ import csv
 import datetime as _dt
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import time
@@ -107,6 +108,37 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> float:
         live += nbytes
         peak = max(peak, live)
     return peak / 2**20
+
+
+def one_call_in_this_process(fn: Callable[[], object], device: torch.device) -> tuple[object, float, float]:
+    """``(result, ms, extra MiB)`` of one call of ``fn`` in a process that has done little
+    else: the wall time, and the peak resident set's increase (CPU) or the allocator's peak
+    above what was live before (CUDA), so the memory is that call's alone."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    result = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        extra = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    else:
+        extra = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+    return result, (time.perf_counter() - t0) * 1e3, extra
+
+
+def available_bytes(device: torch.device) -> float:
+    """Free memory of the device: CUDA's free bytes, or the system's MemAvailable."""
+    if device.type == "cuda":
+        return float(torch.cuda.mem_get_info(device)[0])
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    return float("inf")
 
 
 def _git_commit() -> str:

@@ -9,6 +9,7 @@ from gencore.models.flows import NICE, Flow, Glow, RealNVP
 from gencore.models.gan import GAN
 from gencore.models.pca import PCA
 from gencore.models.vae import VAE
+from gencore.models.vqvae import VQVAE
 
 MODELS = {"nice": NICE, "realnvp": RealNVP, "glow": Glow}
 MODELS["gan"] = GAN
@@ -17,6 +18,7 @@ MODELS["ae"] = Autoencoder
 MODELS["vae"] = VAE
 MODELS["simclr"] = SimCLR
 MODELS["clip"] = CLIP
+MODELS["vqvae"] = VQVAE
 
 
 #: Bounds on a config built by :func:`build` (from the command line or a checkpoint's JSON):
@@ -96,3 +98,4 @@ __all__ = ["Flow", "NICE", "RealNVP", "Glow", "MODELS", "build", "model_name"]
 __all__ += ["GAN"]
 __all__ += ["PCA", "Autoencoder", "VAE"]
 __all__ += ["SimCLR", "CLIP"]
+__all__ += ["VQVAE"]

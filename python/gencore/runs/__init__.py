@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from gencore.runs import contrastive, flows, gan, latent  # noqa: F401  (register the models)
+from gencore.runs import contrastive, flows, gan, latent, vqvae  # noqa: F401  (register the models)
 from gencore.runs.common import data_kind, is_user_data, resolve_data, run_record
 from gencore.runs.registry import OPTIONS, REGISTRY, ModelSpec, check_options, get, models
 
@@ -59,7 +59,8 @@ def train(model: str, data: str, out, *, steps: int | None = None, batch_size: i
     """Train ``model`` (a key of :data:`REGISTRY`) on ``data`` into run folder ``out``.
 
     Args:
-        model: ``nice``, ``realnvp``, ``glow``, ``gan``, ``pca``, ``ae``, ``vae``, ``simclr``, ``clip``.
+        model: ``nice``, ``realnvp``, ``glow``, ``gan``, ``pca``, ``ae``, ``vae``, ``vqvae``, ``simclr``,
+            ``clip``.
         data: an embedded dataset the model trains on, or (flows, gan) the path of your own data.
         out: the run folder (resumed if it holds a checkpoint of the same run).
         steps: optimizer steps; default: the model's (``ModelSpec.default_steps``); pca takes none.
@@ -120,7 +121,8 @@ def load_run(run) -> tuple[torch.nn.Module, dict]:
 
 def evaluate(run, data: str | None = None) -> dict:
     """The test-split numbers of a run (per family: see :mod:`gencore.runs.flows`,
-    :mod:`~gencore.runs.gan`, :mod:`~gencore.runs.latent`, :mod:`~gencore.runs.contrastive`),
+    :mod:`~gencore.runs.gan`, :mod:`~gencore.runs.latent`, :mod:`~gencore.runs.vqvae`,
+    :mod:`~gencore.runs.contrastive`),
     written to ``run/eval.json`` and returned. ``data``: another dataset of the same shape
     (default: the one the run trained on)."""
     net, meta = load_run(run)

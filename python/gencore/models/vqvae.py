@@ -1,0 +1,314 @@
+"""VQ-VAE: a discrete latent grid, a categorical decoder and an autoregressive prior.
+
+The lecture's first fix of the VAE's blur (van den Oord et al., 2017): the encoder maps an
+image to a small grid of vectors, each replaced by its nearest code in a learned codebook
+(:class:`gencore.nn.VectorQuantizer`, on the tiled :func:`gencore.ops.nearest_code`); the
+decoder reads the grid of codes; and since the posterior is a point mass, generation needs
+a prior over code grids: here a small causal transformer over the grid in raster order
+(:class:`CodePrior`, attention by ``torch.nn.functional.scaled_dot_product_attention``).
+
+Likelihood. With ``z_q(x)`` the code grid of ``x`` and the prior ``p(z)``,
+
+    log p(x) = log sum_z p(x | z) p(z)  >=  log p(x | z_q(x)) + log p(z_q(x)),
+
+so ``-log p(x | z_q(x)) - log p(z_q(x))`` (nats per example) is an upper bound on the
+negative log-likelihood, comparable with the other models' NLL (bits/dim via
+:func:`gencore.metrics.bits_per_dim`). Like the VAE's ``"categorical"`` decoder, ``x`` is the
+dequantized data ``(level + u) / levels`` in [0, 1) and its density carries the
+dequantization volume ``levels^D``.
+
+Training (:meth:`VQVAE.loss`) minimises the bound plus the quantizer's commitment (and, without
+EMA, codebook) loss as a sum per example; the prior learns the codes of the current encoder
+(detached), jointly, so one run of :func:`gencore.train.fit` trains all three parts and its
+validation loss is the bound itself (plus the small commitment term).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from gencore.models._common import require_int, require_real
+from gencore.nn import VectorQuantizer
+
+__all__ = ["VQVAE", "CodePrior"]
+
+
+class _Block(nn.Module):
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        b, t, w = h.shape
+        q, k, v = self.qkv(self.norm1(h)).reshape(b, t, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        h = h + self.proj(a.transpose(1, 2).reshape(b, t, w))
+        return h + self.mlp(self.norm2(h))
+
+
+class CodePrior(nn.Module):
+    """An autoregressive prior over sequences of ``length`` codes out of ``num_codes``:
+    ``p(z) = prod_t p(z_t | z_<t)`` by a causal transformer (a start token, learned positions,
+    pre-norm blocks of causal self-attention and an MLP).
+
+    Args:
+        num_codes: ``K``.
+        length: ``T``, the codes per sequence (the grid's cells in raster order).
+        width, layers, heads: the transformer's size (``width`` divisible by ``heads``).
+        classes: with ``classes > 0`` the prior is class-conditional, ``p(z | y)``: the
+            start token is the class's (labels ``0..classes-1``).
+    """
+
+    def __init__(self, num_codes: int, length: int, width: int = 64, layers: int = 2, heads: int = 4,
+                 classes: int = 0) -> None:
+        super().__init__()
+        for name, v in (("num_codes", num_codes), ("length", length), ("width", width), ("layers", layers),
+                        ("heads", heads)):
+            if require_int(v, name, "CodePrior") < 1:
+                raise ValueError(f"CodePrior: {name} must be a positive int, got {v!r}")
+        if require_int(classes, "classes", "CodePrior") < 0:
+            raise ValueError(f"CodePrior: classes must be an int >= 0, got {classes!r}")
+        if width % heads:
+            raise ValueError(f"CodePrior: width ({width}) must be divisible by heads ({heads})")
+        self.num_codes, self.length, self.classes = num_codes, length, classes
+        self.embed = nn.Embedding(num_codes + max(1, classes), width)  # codes, then the start token(s)
+        self.pos = nn.Parameter(0.02 * torch.randn(length, width))
+        self.blocks = nn.ModuleList(_Block(width, heads) for _ in range(layers))
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, num_codes)
+
+    def _start(self, n: int, labels: torch.Tensor | None, device) -> torch.Tensor:
+        if self.classes == 0:
+            if labels is not None:
+                raise ValueError("CodePrior: labels given to an unconditional prior")
+            return torch.full((n, 1), self.num_codes, dtype=torch.long, device=device)
+        if labels is None:
+            raise ValueError(f"CodePrior: this prior is class-conditional: pass labels in 0..{self.classes - 1}")
+        labels = torch.as_tensor(labels, device=device)
+        if labels.shape != (n,) or labels.dtype != torch.long or bool((labels < 0).any()) \
+                or bool((labels >= self.classes).any()):
+            raise ValueError(f"CodePrior: labels must be {n} int64 values in 0..{self.classes - 1}")
+        return (self.num_codes + labels)[:, None]
+
+    def logits(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, T)`` codes -> ``(B, T, K)`` logits of ``p(z_t | z_<t)`` (teacher forcing)."""
+        start = self._start(codes.shape[0], labels, codes.device)
+        inp = torch.cat([start, codes[:, :-1]], 1)
+        h = self.embed(inp) + self.pos[: inp.shape[1]]
+        for blk in self.blocks:
+            h = blk(h)
+        return self.head(self.norm(h))
+
+    def log_prob(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``log p(z)`` (or ``log p(z | y)``) per sequence, ``(B,)`` in nats."""
+        if codes.dim() != 2 or codes.shape[1] != self.length:
+            raise ValueError(f"CodePrior: codes must have shape (B, {self.length}), got {tuple(codes.shape)}")
+        logp = torch.log_softmax(self.logits(codes, labels), -1)
+        return logp.gather(-1, codes[..., None]).squeeze(-1).sum(1)
+
+    @torch.no_grad()
+    def sample(self, n: int, *, temperature: float = 1.0, top_k: int | None = None,
+               generator: torch.Generator | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``n`` sequences ``(n, T)`` drawn code by code (``temperature`` divides the logits;
+        ``top_k`` keeps the k most likely codes at each step)."""
+        if require_int(n, "n", "CodePrior.sample") < 1:
+            raise ValueError(f"CodePrior.sample: n must be a positive int, got {n!r}")
+        require_real(temperature, "temperature", "CodePrior.sample")
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"CodePrior.sample: temperature must be finite and > 0, got {temperature!r}")
+        if top_k is not None and not 1 <= require_int(top_k, "top_k", "CodePrior.sample") <= self.num_codes:
+            raise ValueError(f"CodePrior.sample: top_k must be in [1, {self.num_codes}], got {top_k!r}")
+        device = self.head.weight.device
+        self._start(n, labels, device)  # checks the labels
+        codes = torch.zeros(n, self.length, dtype=torch.long, device=device)
+        for t in range(self.length):
+            logits = self.logits(codes[:, : t + 1], labels)[:, t] / temperature
+            if top_k is not None:
+                kth = logits.topk(top_k, dim=-1).values[:, -1:]
+                logits = logits.masked_fill(logits < kth, -math.inf)
+            probs = torch.softmax(logits.double(), -1)
+            codes[:, t] = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(device)
+        return codes
+
+
+class VQVAE(nn.Module):
+    """VQ-VAE for images ``(B, C, H, W)`` (H, W even; the digits: ``(1, 8, 8)``, or their
+    flattened ``(B, 64)`` form) with a categorical decoder over ``levels`` pixel values.
+
+    The encoder (3x3 conv, a stride-2 4x4 conv, 3x3 conv, 1x1 to ``code_dim``) makes an
+    ``(H/2, W/2)`` grid of vectors; the decoder mirrors it (transposed stride-2 conv) and
+    outputs ``levels`` logits per pixel. The prior is a :class:`CodePrior` over the grid.
+
+    Args:
+        features: the image shape ``(C, H, W)``.
+        num_codes: codebook size ``K``: each example is ``(H/2)(W/2) log2 K`` bits.
+        code_dim: size of each code vector.
+        hidden: channels of the convolutions.
+        levels: pixel levels of the categorical decoder (17 for the digits).
+        beta: commitment weight.
+        ema_decay: EMA codebook updates (``None``: learned by gradient).
+        restart_dead_codes: restart unused codes from the batch (see VectorQuantizer).
+        prior_width, prior_layers, prior_heads: the prior transformer.
+        classes: a class-conditional prior ``p(z | y)`` over ``classes`` labels (0: none);
+            the batches are then ``(x, y)`` with int64 labels.
+    """
+
+    def __init__(self, features=(1, 8, 8), num_codes: int = 64, code_dim: int = 16, hidden: int = 64, *,
+                 levels: int = 17, beta: float = 0.25, ema_decay: float | None = 0.99,
+                 restart_dead_codes: bool = True, prior_width: int = 64, prior_layers: int = 2,
+                 prior_heads: int = 4, classes: int = 0) -> None:
+        super().__init__()
+        shape = [int(v) for v in features] if not isinstance(features, int) else []
+        if len(shape) != 3 or any(v < 1 for v in shape) or shape[1] % 2 or shape[2] % 2:
+            raise ValueError(f"VQVAE: features must be an image shape (C, H, W) with even H and W, got {features!r}")
+        for name, v in (("num_codes", num_codes), ("code_dim", code_dim), ("hidden", hidden)):
+            if require_int(v, name, "VQVAE") < 1:
+                raise ValueError(f"VQVAE: {name} must be a positive int, got {v!r}")
+        if require_int(levels, "levels", "VQVAE") < 2:
+            raise ValueError(f"VQVAE: levels must be an int >= 2, got {levels!r}")
+        c, h, w = shape
+        self.event_shape = tuple(shape)
+        self.features = c * h * w
+        self.grid = (h // 2, w // 2)
+        self.levels = levels
+        self.encoder = nn.Sequential(
+            nn.Conv2d(c, hidden, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(hidden, code_dim, 1))
+        self.quantizer = VectorQuantizer(num_codes, code_dim, beta=beta, ema_decay=ema_decay,
+                                         restart_dead_codes=restart_dead_codes)
+        self.decoder = nn.Sequential(
+            nn.Conv2d(code_dim, hidden, 3, padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(hidden, hidden, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(hidden, c * levels, 1))
+        self.prior = CodePrior(num_codes, self.grid[0] * self.grid[1], prior_width, prior_layers, prior_heads,
+                               classes)
+        self.classes = classes
+        self.config = {"features": shape, "num_codes": num_codes, "code_dim": code_dim, "hidden": hidden,
+                       "levels": levels, "beta": float(beta), "ema_decay": ema_decay,
+                       "restart_dead_codes": restart_dead_codes, "prior_width": prior_width,
+                       "prior_layers": prior_layers, "prior_heads": prior_heads, "classes": classes}
+
+    @property
+    def num_codes(self) -> int:
+        return self.quantizer.num_codes
+
+    @property
+    def latent_bits(self) -> float:
+        """Bits of one example's code grid: ``cells * log2(K)``."""
+        return self.grid[0] * self.grid[1] * math.log2(self.num_codes)
+
+    # ---- parts ---------------------------------------------------------------------------
+    def _image(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
+            raise TypeError(f"VQVAE: {name} must be a floating-point tensor")
+        if x.dim() == 2 and x.shape[1] == self.features:
+            x = x.reshape(-1, *self.event_shape)
+        if tuple(x.shape[1:]) != self.event_shape:
+            raise ValueError(f"VQVAE: {name} must have shape (B, {', '.join(map(str, self.event_shape))}) "
+                             f"or (B, {self.features}), got {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            raise ValueError("VQVAE: empty batch")
+        if not bool(torch.isfinite(x).all()) or bool((x < 0).any()) or bool((x > 1).any()):
+            raise ValueError(f"VQVAE: {name} must be dequantized data in [0, 1] (finite), got values in "
+                             f"[{x.min().item():.4g}, {x.max().item():.4g}]")
+        return x
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's grid of vectors ``(B, code_dim, H/2, W/2)``."""
+        return self.encoder(2 * self._image(x) - 1)
+
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        """The code grid ``(B, H/2, W/2)`` (int64) of ``x`` (the quantizer in eval mode: no update)."""
+        was = self.quantizer.training
+        self.quantizer.eval()
+        try:
+            return self.quantizer(self.encode(x)).indices
+        finally:
+            self.quantizer.train(was)
+
+    def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """Per-pixel logits ``(B, C, H, W, levels)`` of ``p(x | z)`` for a code grid ``(B, H/2, W/2)``."""
+        vectors = self.quantizer.codebook[codes].movedim(-1, 1)
+        return self._logits(self.decoder(vectors))
+
+    def _logits(self, out: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = out.shape
+        return out.reshape(b, self.event_shape[0], self.levels, h, w).permute(0, 1, 3, 4, 2)
+
+    def _log_px(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        level = (x * self.levels).floor().clamp(0, self.levels - 1).long()
+        picked = torch.log_softmax(logits, -1).gather(-1, level[..., None]).squeeze(-1)
+        return picked.flatten(1).sum(1) + self.features * math.log(self.levels)
+
+    # ---- objectives ----------------------------------------------------------------------
+    def terms(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Per-example terms in nats, each ``(B,)``: ``distortion = -log p(x | z_q(x))``,
+        ``prior_nll = -log p(z_q(x))`` (conditional prior: ``-log p(z_q(x) | y)``),
+        ``bound = distortion + prior_nll`` (>= -log p(x), or -log p(x | y)); and the
+        quantizer's output (``vq``)."""
+        x = self._image(x)
+        out = self.quantizer(self.encode(x))
+        distortion = -self._log_px(x, self._logits(self.decoder(out.quantized)))
+        prior_nll = -self.prior.log_prob(out.indices.flatten(1), labels)
+        return {"distortion": distortion, "prior_nll": prior_nll, "bound": distortion + prior_nll, "vq": out}
+
+    def loss(self, batch) -> torch.Tensor:
+        """Mean over the batch of the bound plus the quantizer's loss summed per example (nats)."""
+        x, labels = (batch[0], batch[1] if self.classes else None) if isinstance(batch, (tuple, list)) \
+            else (batch, None)
+        t = self.terms(x, labels)
+        per_example = t["vq"].loss * (t["vq"].quantized[0].numel())
+        return t["bound"].mean() + per_example
+
+    @torch.no_grad()
+    def nll_bound(self, x: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 512) -> torch.Tensor:
+        """``-log p(x | z_q(x)) - log p(z_q(x))`` per example (nats, ``(B,)``): an upper bound
+        on the negative log-likelihood (eval mode: the codebook is not updated)."""
+        was = self.training
+        self.eval()
+        try:
+            return torch.cat([self.terms(x[i:i + batch_size], None if labels is None else labels[i:i + batch_size])
+                              ["bound"] for i in range(0, len(x), batch_size)])
+        finally:
+            self.train(was)
+
+    # ---- generation ----------------------------------------------------------------------
+    def _mean(self, logits: torch.Tensor, sample: bool = False, generator=None) -> torch.Tensor:
+        probs = torch.softmax(logits, -1)
+        centers = (torch.arange(self.levels, dtype=logits.dtype, device=logits.device) + 0.5) / self.levels
+        if not sample:
+            return (probs * centers).sum(-1)
+        idx = torch.multinomial(probs.reshape(-1, self.levels).cpu(), 1, generator=generator)
+        return centers[idx.to(logits.device).reshape(probs.shape[:-1])]
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, *, labels: torch.Tensor | None = None,
+               temperature: float = 1.0, top_k: int | None = None, mean: bool = True) -> torch.Tensor:
+        """``n`` images ``(n, C, H, W)``: code grids from the prior (given ``labels`` for a
+        class-conditional one), decoded to the decoder's mean (``mean=True``) or to a draw
+        from ``p(x | z)``."""
+        codes = self.prior.sample(n, temperature=temperature, top_k=top_k, generator=generator, labels=labels)
+        logits = self.decode_codes(codes.reshape(n, *self.grid))
+        return self._mean(logits, sample=not mean, generator=generator)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """The decoder's mean at ``z_q(x)``, in ``x``'s shape."""
+        return self._mean(self.decode_codes(self.codes(x))).reshape(x.shape)
+
+    @torch.no_grad()
+    def code_perplexity(self, x: torch.Tensor) -> float:
+        """``exp(entropy)`` of the code frequencies over all cells of ``x``: codes in effective use."""
+        counts = torch.bincount(self.codes(x).flatten(), minlength=self.num_codes).double()
+        p = counts / counts.sum()
+        return math.exp(-(p[p > 0] * p[p > 0].log()).sum().item())
