@@ -27,15 +27,21 @@ STABLE_TORCH_LIBRARY(gencore, m) {
       "(Tensor grad_x, Tensor grad_params)");
   // z = mu + exp(logvar / 2) * eps with eps from Philox4x32-10 at rng_state = (seed, offset)
   // (an int64 tensor of shape (2,) on mu's device); n_samples = 0: z has mu's shape, else
-  // (n_samples, *mu.shape). kl = KL(N(mu, exp(logvar)) || N(0, I)) per row, shape (B,).
+  // (n_samples, *mu.shape). kl = KL(N(mu, exp(logvar)) || N(prior_mu, exp(prior_logvar)))
+  // per row, shape (B,); the prior tensors (mu's shape) are given together or not at all
+  // (N(0, I)), and are positional because register_autograd refuses keyword-only tensors.
   // log_q = log N(z; mu, exp(logvar)) per (sample, row) when with_log_q, else shape (0,).
   m.def(
-      "reparameterize(Tensor mu, Tensor logvar, Tensor rng_state, *, int n_samples=0, "
-      "bool with_log_q=False) -> (Tensor z, Tensor kl, Tensor log_q)");
-  // eps is regenerated from rng_state; grad_log_q may be empty (log_q unused).
+      "reparameterize(Tensor mu, Tensor logvar, Tensor rng_state, Tensor? prior_mu=None, "
+      "Tensor? prior_logvar=None, *, int n_samples=0, bool with_log_q=False) -> "
+      "(Tensor z, Tensor kl, Tensor log_q)");
+  // eps is regenerated from rng_state; grad_log_q may be empty (log_q unused). The prior's
+  // gradients are empty (shape (0,)) without a prior.
   m.def(
       "reparameterize_backward(Tensor grad_z, Tensor grad_kl, Tensor grad_log_q, Tensor mu, "
-      "Tensor logvar, Tensor rng_state, *, int n_samples) -> (Tensor grad_mu, Tensor grad_logvar)");
+      "Tensor logvar, Tensor rng_state, Tensor? prior_mu=None, Tensor? prior_logvar=None, "
+      "*, int n_samples) -> (Tensor grad_mu, Tensor grad_logvar, "
+      "Tensor grad_prior_mu, Tensor grad_prior_logvar)");
   // Contrastive losses, tiled with an online log-sum-exp (csrc/contrastive/contrastive.h):
   // the (N, N) logits are never stored. The *_lse outputs are the row / column
   // log-sum-exps (accumulation dtype) the backward needs; the public wrappers return

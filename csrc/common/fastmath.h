@@ -14,6 +14,15 @@
 #include <cstdint>
 #include <limits>
 
+// Forced inline: GCC's size limits otherwise keep exp out of line in a loop that calls it
+// more than once (the learned-prior KL of reparam_cpu.cpp), and a call per element
+// leaves the loop scalar (measured: 8x slower).
+#if defined(__GNUC__)
+#define GENCORE_FASTMATH_INLINE inline __attribute__((always_inline))
+#else
+#define GENCORE_FASTMATH_INLINE inline
+#endif
+
 namespace gencore {
 namespace fastmath {
 
@@ -43,20 +52,20 @@ struct ExpTraits<double> {
 // 2^(n-1) for an integral n in [-124, 128], n given as a float. The float path
 // converts (n + 126) * 2^23 to an int32 bit pattern: a float multiply-add and one
 // conversion, all 8-wide on AVX (which has no 256-bit integer arithmetic).
-inline float pow2_half(float n) {
+GENCORE_FASTMATH_INLINE float pow2_half(float n) {
   return __builtin_bit_cast(float, static_cast<int32_t>((n + 126.0f) * 8388608.0f));
 }
 
 // double: the rounding trick left n in the low bits of (n + 1.5 * 2^52); int64 add
 // and shift (SSE2) build the exponent field.
-inline double pow2_half(double n) {
+GENCORE_FASTMATH_INLINE double pow2_half(double n) {
   const int64_t k = __builtin_bit_cast(int64_t, n + ExpTraits<double>::kRound) -
                     __builtin_bit_cast(int64_t, ExpTraits<double>::kRound);
   return __builtin_bit_cast(double, (k + 1022) << 52);
 }
 
 // q(r) = exp(r) - 1 on |r| <= ln2/2, computed without cancellation.
-inline float expm1_reduced(float r) {
+GENCORE_FASTMATH_INLINE float expm1_reduced(float r) {
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
@@ -66,7 +75,7 @@ inline float expm1_reduced(float r) {
   return r + r * r * p;
 }
 
-inline double expm1_reduced(double r) {
+GENCORE_FASTMATH_INLINE double expm1_reduced(double r) {
   // sum_{k=1}^{13} r^k / k!, by Horner from the highest term.
   double p = 1.0 / 6227020800.0;
   p = p * r + 1.0 / 479001600.0;
@@ -93,7 +102,7 @@ struct ExpParts {
 
 // x must lie in [kLo, kHi] (and not be NaN).
 template <typename T>
-inline ExpParts<T> exp_parts_in_range(T x) {
+GENCORE_FASTMATH_INLINE ExpParts<T> exp_parts_in_range(T x) {
   using Tr = ExpTraits<T>;
   const T n = (x * Tr::kLog2e + Tr::kRound) - Tr::kRound;  // round to nearest
   const T r = (x - n * Tr::kLn2Hi) - n * Tr::kLn2Lo;
@@ -101,7 +110,7 @@ inline ExpParts<T> exp_parts_in_range(T x) {
 }
 
 template <typename T>
-inline ExpParts<T> exp_parts(T x) {
+GENCORE_FASTMATH_INLINE ExpParts<T> exp_parts(T x) {
   using Tr = ExpTraits<T>;
   // NaN fails both comparisons and becomes kLo here: the reduction never sees it.
   T xc = x > Tr::kLo ? x : Tr::kLo;
@@ -110,7 +119,7 @@ inline ExpParts<T> exp_parts(T x) {
 }
 
 template <typename T>
-inline T exp(T x) {
+GENCORE_FASTMATH_INLINE T exp(T x) {
   const ExpParts<T> e = exp_parts(x);
   T y = (e.half + e.half * e.q) * T(2);
   y = x > ExpTraits<T>::kHi ? std::numeric_limits<T>::infinity() : y;
@@ -119,7 +128,7 @@ inline T exp(T x) {
 }
 
 template <typename T>
-inline T expm1(T x) {
+GENCORE_FASTMATH_INLINE T expm1(T x) {
   const ExpParts<T> e = exp_parts(x);
   const T scale = e.half * T(2);
   T y = scale * e.q + (scale - T(1));
@@ -143,7 +152,7 @@ struct TanhTraits<double> {
 // (no 1 - t cancellation). |a| is capped where tanh rounds to 1, so the reduced
 // argument stays in range and exp's edge cases need no handling here.
 template <typename T>
-inline T tanh(T a) {
+GENCORE_FASTMATH_INLINE T tanh(T a) {
   T m = a < T(0) ? -a : a;
   m = m < TanhTraits<T>::kSaturate ? m : TanhTraits<T>::kSaturate;  // NaN -> cap
   const ExpParts<T> p = exp_parts_in_range(T(-2) * m);

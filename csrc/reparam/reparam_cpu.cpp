@@ -81,6 +81,8 @@ void normals_block(philox::Stream st, uint64_t col0, uint64_t row, uint64_t samp
   box_muller_words<T>(w, G, groups, out);
 }
 
+// sigma = exp(logvar / 2), twice the block's KL to N(0, I) (reparam.h) and its sum of
+// logvar. One loop for both kinds of prior, so that z does not depend on the prior.
 template <typename T>
 GENCORE_CPU_CLONES void sigma_block(const T* __restrict mu, const T* __restrict lv,
                                     T* __restrict sigma, int64_t m, T& kl, T& lvsum) {
@@ -89,11 +91,24 @@ GENCORE_CPU_CLONES void sigma_block(const T* __restrict mu, const T* __restrict 
   for (int64_t i = 0; i < m; ++i) {
     const T s = fastmath::exp(T(0.5) * lv[i]);
     sigma[i] = s;
-    a += mu[i] * mu[i] + (s * s - T(1)) - lv[i];
+    a += expm1mx(lv[i], s * s) + mu[i] * mu[i];
     b += lv[i];
   }
   kl = a;
   lvsum = b;
+}
+
+// Twice the block's KL to N(pm, e^pl).
+template <typename T>
+GENCORE_CPU_CLONES T prior_kl_block(const T* __restrict mu, const T* __restrict lv,
+                                    const T* __restrict pm, const T* __restrict pl, int64_t m) {
+  T a = T(0);
+#pragma omp simd reduction(+ : a)
+  for (int64_t i = 0; i < m; ++i) {
+    const T x = lv[i] - pl[i];
+    a += expm1mx(x, fastmath::exp(x)) + sq_scaled(mu[i] - pm[i], fastmath::exp(-pl[i]));
+  }
+  return a;
 }
 
 template <typename T>
@@ -118,21 +133,34 @@ GENCORE_CPU_CLONES void accumulate_block(const T* __restrict gz, const T* __rest
   }
 }
 
-template <typename T>
+// dz/dmu = 1, dz/dlogvar = eps sigma / 2, dlog_q/dlogvar = -1/2 and the KL's
+// dkl/dmu = (mu - pm) e^-pl = -dkl/dpm, dkl/dlogvar = (e^x - 1) / 2 (x = logvar - pl),
+// dkl/dpl = -(e^x - 1) / 2 - (mu - pm)^2 e^-pl / 2; without a prior pm = pl = 0.
+template <typename T, bool kPrior>
 GENCORE_CPU_CLONES void finish_block(const T* __restrict mu, const T* __restrict lv,
+                                     const T* __restrict pm, const T* __restrict pl,
                                      const T* __restrict acc_mu, const T* __restrict acc_lv,
                                      T gkl, T glq, T* __restrict gmu, T* __restrict glv,
-                                     int64_t m) {
+                                     T* __restrict gpm, T* __restrict gpl, int64_t m) {
 #pragma omp simd
   for (int64_t i = 0; i < m; ++i) {
     const T s = fastmath::exp(T(0.5) * lv[i]);
-    gmu[i] = acc_mu[i] + gkl * mu[i];
-    // dz/dlogvar = eps sigma / 2; dkl/dlogvar = (sigma^2 - 1) / 2; dlog_q/dlogvar = -1/2.
-    glv[i] = T(0.5) * s * acc_lv[i] + T(0.5) * gkl * (s * s - T(1)) + glq;
+    const T x = kPrior ? lv[i] - pl[i] : lv[i];
+    const T d = kPrior ? mu[i] - pm[i] : mu[i];
+    const T w = kPrior ? fastmath::exp(-pl[i]) : T(1);
+    const T ex = kPrior ? fastmath::exp(x) : s * s;
+    const T dlv = T(0.5) * (expm1mx(x, ex) + x);
+    const T dmu = scaled(d, w);
+    gmu[i] = acc_mu[i] + gkl * dmu;
+    glv[i] = T(0.5) * s * acc_lv[i] + gkl * dlv + glq;
+    if (kPrior) {
+      gpm[i] = -gkl * dmu;
+      gpl[i] = -gkl * (dlv + T(0.5) * sq_scaled(d, w));
+    }
   }
 }
 
-template <typename T>
+template <typename T, bool kPrior>
 void forward_impl(Tensors& t, int64_t S_arg) {
   const int64_t rows = t.mu.size(0), n = row_length(t.mu), numel = t.mu.numel();
   const int64_t S = S_arg > 0 ? S_arg : 1;
@@ -141,6 +169,8 @@ void forward_impl(Tensors& t, int64_t S_arg) {
   const philox::Stream st = philox::make_stream(rs[0], rs[1]);
   const T* mu = t.mu.const_data_ptr<T>();
   const T* lv = t.logvar.const_data_ptr<T>();
+  const T* pm = kPrior ? t.prior_mu.const_data_ptr<T>() : nullptr;
+  const T* pl = kPrior ? t.prior_logvar.const_data_ptr<T>() : nullptr;
   T* z = t.z.mutable_data_ptr<T>();
   const int64_t per_row = chunks_per_row(n), tasks = rows * per_row;
   // Per task: [kl, sum logvar, sum eps^2 of sample 0, 1, ...]; added in a fixed order.
@@ -154,6 +184,7 @@ void forward_impl(Tensors& t, int64_t S_arg) {
       const int64_t m = std::min(kBlock, end - b), off = row * n + b;
       T kl, lvs;
       sigma_block<T>(mu + off, lv + off, sigma, m, kl, lvs);
+      if (kPrior) kl = prior_kl_block<T>(mu + off, lv + off, pm + off, pl + off, m);
       part[0] += kl;
       part[1] += lvs;
       for (int64_t s = 0; s < S; ++s) {
@@ -181,7 +212,7 @@ void forward_impl(Tensors& t, int64_t S_arg) {
   }
 }
 
-template <typename T>
+template <typename T, bool kPrior>
 void backward_impl(BackwardTensors& t, int64_t S_arg) {
   const int64_t rows = t.mu.size(0), n = row_length(t.mu), numel = t.mu.numel();
   const int64_t S = S_arg > 0 ? S_arg : 1;
@@ -189,6 +220,8 @@ void backward_impl(BackwardTensors& t, int64_t S_arg) {
   const philox::Stream st = philox::make_stream(rs[0], rs[1]);
   const T* mu = t.mu.const_data_ptr<T>();
   const T* lv = t.logvar.const_data_ptr<T>();
+  const T* pm = kPrior ? t.prior_mu.const_data_ptr<T>() : nullptr;
+  const T* pl = kPrior ? t.prior_logvar.const_data_ptr<T>() : nullptr;
   const T* gz = t.grad_z.const_data_ptr<T>();
   const T* gkl = t.grad_kl.const_data_ptr<T>();
   // d log_q[s, b] / d logvar[b, j] = -1/2 for every j: one constant per row.
@@ -200,6 +233,8 @@ void backward_impl(BackwardTensors& t, int64_t S_arg) {
   }
   T* gmu = t.grad_mu.mutable_data_ptr<T>();
   T* glv = t.grad_logvar.mutable_data_ptr<T>();
+  T* gpm = kPrior ? t.grad_prior_mu.mutable_data_ptr<T>() : nullptr;
+  T* gpl = kPrior ? t.grad_prior_logvar.mutable_data_ptr<T>() : nullptr;
   for_each_row_chunk(rows, n, [&](int64_t, int64_t row, int64_t begin, int64_t end) {
     alignas(64) T eps[kBlock];
     alignas(64) T acc_mu[kBlock];
@@ -212,36 +247,43 @@ void backward_impl(BackwardTensors& t, int64_t S_arg) {
         normals_block<T>(st, b, row, s, m, eps);
         accumulate_block<T>(gz + s * numel + off, eps, acc_mu, acc_lv, m);
       }
-      finish_block<T>(mu + off, lv + off, acc_mu, acc_lv, gkl[row], glq[row], gmu + off,
-                      glv + off, m);
+      finish_block<T, kPrior>(mu + off, lv + off, kPrior ? pm + off : nullptr,
+                              kPrior ? pl + off : nullptr, acc_mu, acc_lv, gkl[row], glq[row],
+                              gmu + off, glv + off, kPrior ? gpm + off : nullptr,
+                              kPrior ? gpl + off : nullptr, m);
     }
   });
 }
 
 }  // namespace
 
-std::tuple<Tensor, Tensor, Tensor> reparameterize_cpu(const Tensor& mu,
-                                                      const Tensor& logvar,
-                                                      const Tensor& rng_state,
-                                                      int64_t n_samples,
-                                                      bool with_log_q) {
-  Tensors t = prepare_forward(mu, logvar, rng_state, n_samples, with_log_q);
+std::tuple<Tensor, Tensor, Tensor> reparameterize_cpu(
+    const Tensor& mu, const Tensor& logvar, const Tensor& rng_state,
+    const std::optional<Tensor>& prior_mu, const std::optional<Tensor>& prior_logvar,
+    int64_t n_samples, bool with_log_q) {
+  Tensors t =
+      prepare_forward(mu, logvar, rng_state, n_samples, with_log_q, prior_mu, prior_logvar);
   check_cpu(mu, "mu");
-  GENCORE_DISPATCH_FLOATING_TYPES(mu.scalar_type(), "reparameterize_cpu",
-                                  [&] { forward_impl<scalar_t>(t, n_samples); });
+  GENCORE_DISPATCH_FLOATING_TYPES(mu.scalar_type(), "reparameterize_cpu", [&] {
+    if (t.has_prior()) forward_impl<scalar_t, true>(t, n_samples);
+    else forward_impl<scalar_t, false>(t, n_samples);
+  });
   return {t.z, t.kl, t.log_q};
 }
 
-std::tuple<Tensor, Tensor> reparameterize_backward_cpu(
+std::tuple<Tensor, Tensor, Tensor, Tensor> reparameterize_backward_cpu(
     const Tensor& grad_z, const Tensor& grad_kl, const Tensor& grad_log_q,
     const Tensor& mu, const Tensor& logvar, const Tensor& rng_state,
+    const std::optional<Tensor>& prior_mu, const std::optional<Tensor>& prior_logvar,
     int64_t n_samples) {
-  BackwardTensors t =
-      prepare_backward(grad_z, grad_kl, grad_log_q, mu, logvar, rng_state, n_samples);
+  BackwardTensors t = prepare_backward(grad_z, grad_kl, grad_log_q, mu, logvar, rng_state,
+                                       n_samples, prior_mu, prior_logvar);
   check_cpu(mu, "mu");
-  GENCORE_DISPATCH_FLOATING_TYPES(mu.scalar_type(), "reparameterize_backward_cpu",
-                                  [&] { backward_impl<scalar_t>(t, n_samples); });
-  return {t.grad_mu, t.grad_logvar};
+  GENCORE_DISPATCH_FLOATING_TYPES(mu.scalar_type(), "reparameterize_backward_cpu", [&] {
+    if (t.has_prior()) backward_impl<scalar_t, true>(t, n_samples);
+    else backward_impl<scalar_t, false>(t, n_samples);
+  });
+  return {t.grad_mu, t.grad_logvar, t.grad_prior_mu, t.grad_prior_logvar};
 }
 
 STABLE_TORCH_LIBRARY_IMPL(gencore, CPU, m) {

@@ -74,8 +74,10 @@ __device__ __forceinline__ void store4(T* p, int64_t c, int64_t n, const A (&v)[
 }
 
 // partial layout: [kl sums (segments) | logvar sums (segments) | eps^2 sums (samples x segments)]
-template <typename T, typename A, bool kVec, bool kLogQ>
+// kPrior: the KL against N(pm, e^pl) (reparam.h), else against N(0, I) (pm, pl unused).
+template <typename T, typename A, bool kVec, bool kLogQ, bool kPrior>
 __global__ void reparam_fwd_kernel(const T* __restrict__ mu, const T* __restrict__ lv,
+                                   const T* __restrict__ pm, const T* __restrict__ pl,
                                    const int64_t* __restrict__ rng, T* __restrict__ z,
                                    A* __restrict__ partial, Geometry g) {
   const cuda::WarpSegment w = warp_segment(g);
@@ -90,9 +92,13 @@ __global__ void reparam_fwd_kernel(const T* __restrict__ mu, const T* __restrict
     T* zr = z + s * g.numel + row * g.n;
     A sq = A(0);
     for (int64_t c = begin + 4 * lane; c < end; c += 4 * kWarp) {
-      A m[4], l[4], out[4];
+      A m[4], l[4], out[4], pmv[4] = {A(0), A(0), A(0), A(0)}, plv[4] = {A(0), A(0), A(0), A(0)};
       load4<T, A, kVec>(mur, c, g.n, m);
       load4<T, A, kVec>(lvr, c, g.n, l);
+      if (kPrior && s == 0) {
+        load4<T, A, kVec>(pm + row * g.n, c, g.n, pmv);
+        load4<T, A, kVec>(pl + row * g.n, c, g.n, plv);
+      }
       const auto e = philox::normals_at<A>(st, static_cast<uint64_t>(c / 4),
                                            static_cast<uint64_t>(row), static_cast<uint64_t>(s));
 #pragma unroll
@@ -102,7 +108,12 @@ __global__ void reparam_fwd_kernel(const T* __restrict__ mu, const T* __restrict
         out[k] = m[k] + sigma * e.n[k];
         if (kLogQ) sq += in ? e.n[k] * e.n[k] : A(0);
         if (s == 0 && in) {
-          kl += m[k] * m[k] + (sigma * sigma - A(1)) - l[k];
+          if (kPrior) {
+            const A x = l[k] - plv[k];
+            kl += expm1mx(x, ::exp(x)) + sq_scaled(m[k] - pmv[k], ::exp(-plv[k]));
+          } else {
+            kl += expm1mx(l[k], sigma * sigma) + m[k] * m[k];
+          }
           lvs += l[k];
         }
       }
@@ -146,11 +157,14 @@ __global__ void reparam_finish_kernel(const A* __restrict__ partial, T* __restri
   }
 }
 
-template <typename T, typename A, bool kVec>
+// The KL's gradients as in reparam_cpu.cpp's finish_block.
+template <typename T, typename A, bool kVec, bool kPrior>
 __global__ void reparam_bwd_kernel(const T* __restrict__ gz, const T* __restrict__ gkl,
                                    const A* __restrict__ glq_row, const T* __restrict__ mu,
-                                   const T* __restrict__ lv, const int64_t* __restrict__ rng,
-                                   T* __restrict__ gmu, T* __restrict__ glv, Geometry g) {
+                                   const T* __restrict__ lv, const T* __restrict__ pm,
+                                   const T* __restrict__ pl, const int64_t* __restrict__ rng,
+                                   T* __restrict__ gmu, T* __restrict__ glv,
+                                   T* __restrict__ gpm, T* __restrict__ gpl, Geometry g) {
   const cuda::WarpSegment w = warp_segment(g);
   if (w.index >= g.segments) return;
   const int lane = w.lane;
@@ -161,8 +175,13 @@ __global__ void reparam_bwd_kernel(const T* __restrict__ gz, const T* __restrict
   const A gq = glq_row != nullptr ? glq_row[row] : A(0);
   for (int64_t c = begin + 4 * lane; c < end; c += 4 * kWarp) {
     A m[4], l[4], acc_mu[4] = {A(0), A(0), A(0), A(0)}, acc_lv[4] = {A(0), A(0), A(0), A(0)};
+    A pmv[4] = {A(0), A(0), A(0), A(0)}, plv[4] = {A(0), A(0), A(0), A(0)};
     load4<T, A, kVec>(mu + base, c, g.n, m);
     load4<T, A, kVec>(lv + base, c, g.n, l);
+    if (kPrior) {
+      load4<T, A, kVec>(pm + base, c, g.n, pmv);
+      load4<T, A, kVec>(pl + base, c, g.n, plv);
+    }
     for (int64_t s = 0; s < g.samples; ++s) {
       A gzs[4];
       load4<T, A, kVec>(gz + s * g.numel + base, c, g.n, gzs);
@@ -174,15 +193,25 @@ __global__ void reparam_bwd_kernel(const T* __restrict__ gz, const T* __restrict
         acc_lv[k] += gzs[k] * e.n[k];
       }
     }
-    A om[4], ol[4];
+    A om[4], ol[4], opm[4], opl[4];
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
       const A sigma = ::exp(A(0.5) * l[k]);
-      om[k] = acc_mu[k] + gk * m[k];
-      ol[k] = A(0.5) * sigma * acc_lv[k] + A(0.5) * gk * (sigma * sigma - A(1)) + gq;
+      const A x = l[k] - plv[k], d = m[k] - pmv[k];
+      const A w = kPrior ? ::exp(-plv[k]) : A(1);
+      const A dlv = A(0.5) * (expm1mx(x, kPrior ? ::exp(x) : sigma * sigma) + x);
+      const A dmu = scaled(d, w);
+      om[k] = acc_mu[k] + gk * dmu;
+      ol[k] = A(0.5) * sigma * acc_lv[k] + gk * dlv + gq;
+      opm[k] = -gk * dmu;
+      opl[k] = -gk * (dlv + A(0.5) * sq_scaled(d, w));
     }
     store4<T, A, kVec>(gmu + base, c, g.n, om);
     store4<T, A, kVec>(glv + base, c, g.n, ol);
+    if (kPrior) {
+      store4<T, A, kVec>(gpm + base, c, g.n, opm);
+      store4<T, A, kVec>(gpl + base, c, g.n, opl);
+    }
   }
 }
 
@@ -195,13 +224,13 @@ void dispatch_bool(bool b, const Fn& fn) {
 
 }  // namespace
 
-std::tuple<Tensor, Tensor, Tensor> reparameterize_cuda(const Tensor& mu,
-                                                       const Tensor& logvar,
-                                                       const Tensor& rng_state,
-                                                       int64_t n_samples,
-                                                       bool with_log_q) {
+std::tuple<Tensor, Tensor, Tensor> reparameterize_cuda(
+    const Tensor& mu, const Tensor& logvar, const Tensor& rng_state,
+    const std::optional<Tensor>& prior_mu, const std::optional<Tensor>& prior_logvar,
+    int64_t n_samples, bool with_log_q) {
   const cuda::DeviceGuard guard(mu);
-  Tensors t = prepare_forward(mu, logvar, rng_state, n_samples, with_log_q);
+  Tensors t =
+      prepare_forward(mu, logvar, rng_state, n_samples, with_log_q, prior_mu, prior_logvar);
   check_cuda(mu, "mu");
   const Geometry g = make_geometry(t.mu, n_samples);
   if (g.rows == 0) return {t.z, t.kl, t.log_q};
@@ -210,20 +239,25 @@ std::tuple<Tensor, Tensor, Tensor> reparameterize_cuda(const Tensor& mu,
                                             [&] {
     using T = scalar_t;
     using A = opmath_t<T>;
-    const bool vec = g.n % 4 == 0 && cuda::aligned_to(4 * sizeof(T), {t.mu.const_data_ptr(),
-                                                                      t.logvar.const_data_ptr(),
-                                                                      t.z.const_data_ptr()});
+    const bool prior = t.has_prior();
+    const T* pm = prior ? t.prior_mu.const_data_ptr<T>() : nullptr;
+    const T* pl = prior ? t.prior_logvar.const_data_ptr<T>() : nullptr;
+    const bool vec = g.n % 4 == 0 &&
+                     cuda::aligned_to(4 * sizeof(T), {t.mu.const_data_ptr(), t.logvar.const_data_ptr(),
+                                                      t.z.const_data_ptr(), pm, pl});
     const int64_t slots = 2 + (with_log_q ? g.samples : 0);
     Tensor partial =
         empty({slots * g.segments}, t.mu, scalar_type_of<A>());
     dispatch_bool(vec, [&](auto kv) {
       dispatch_bool(with_log_q, [&](auto kq) {
-        reparam_fwd_kernel<T, A, decltype(kv)::value, decltype(kq)::value>
-            <<<grid_for(g.segments), kWarp * kWarpsPerBlock, 0, stream>>>(
-                t.mu.const_data_ptr<T>(), t.logvar.const_data_ptr<T>(),
-                t.rng_state.const_data_ptr<int64_t>(), t.z.mutable_data_ptr<T>(),
-                partial.mutable_data_ptr<A>(), g);
-        GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
+        dispatch_bool(prior, [&](auto kp) {
+          reparam_fwd_kernel<T, A, decltype(kv)::value, decltype(kq)::value, decltype(kp)::value>
+              <<<grid_for(g.segments), kWarp * kWarpsPerBlock, 0, stream>>>(
+                  t.mu.const_data_ptr<T>(), t.logvar.const_data_ptr<T>(), pm, pl,
+                  t.rng_state.const_data_ptr<int64_t>(), t.z.mutable_data_ptr<T>(),
+                  partial.mutable_data_ptr<A>(), g);
+          GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
+        });
         reparam_finish_kernel<T, A, decltype(kq)::value>
             <<<grid_for(g.rows), kWarp * kWarpsPerBlock, 0, stream>>>(
                 partial.const_data_ptr<A>(), t.kl.mutable_data_ptr<T>(),
@@ -235,16 +269,17 @@ std::tuple<Tensor, Tensor, Tensor> reparameterize_cuda(const Tensor& mu,
   return {t.z, t.kl, t.log_q};
 }
 
-std::tuple<Tensor, Tensor> reparameterize_backward_cuda(
+std::tuple<Tensor, Tensor, Tensor, Tensor> reparameterize_backward_cuda(
     const Tensor& grad_z, const Tensor& grad_kl, const Tensor& grad_log_q,
     const Tensor& mu, const Tensor& logvar, const Tensor& rng_state,
+    const std::optional<Tensor>& prior_mu, const std::optional<Tensor>& prior_logvar,
     int64_t n_samples) {
   const cuda::DeviceGuard guard(mu);
-  BackwardTensors t =
-      prepare_backward(grad_z, grad_kl, grad_log_q, mu, logvar, rng_state, n_samples);
+  BackwardTensors t = prepare_backward(grad_z, grad_kl, grad_log_q, mu, logvar, rng_state,
+                                       n_samples, prior_mu, prior_logvar);
   check_cuda(mu, "mu");
   const Geometry g = make_geometry(t.mu, n_samples);
-  if (t.mu.numel() == 0) return {t.grad_mu, t.grad_logvar};
+  if (t.mu.numel() == 0) return {t.grad_mu, t.grad_logvar, t.grad_prior_mu, t.grad_prior_logvar};
   auto stream = cuda::current_stream();
   GENCORE_DISPATCH_FLOATING_TYPES_AND_HALF2(mu.scalar_type(),
                                             "reparameterize_backward_cuda", [&] {
@@ -260,22 +295,31 @@ std::tuple<Tensor, Tensor> reparameterize_backward_cuda(
                     0),
           -0.5));
     }
+    const bool prior = t.has_prior();
+    const T* pm = prior ? t.prior_mu.const_data_ptr<T>() : nullptr;
+    const T* pl = prior ? t.prior_logvar.const_data_ptr<T>() : nullptr;
+    T* gpm = prior ? t.grad_prior_mu.mutable_data_ptr<T>() : nullptr;
+    T* gpl = prior ? t.grad_prior_logvar.mutable_data_ptr<T>() : nullptr;
     const bool vec = g.n % 4 == 0 &&
                      cuda::aligned_to(4 * sizeof(T), {t.grad_z.const_data_ptr(), t.mu.const_data_ptr(),
                                                       t.logvar.const_data_ptr(),
                                                       t.grad_mu.const_data_ptr(),
-                                                      t.grad_logvar.const_data_ptr()});
+                                                      t.grad_logvar.const_data_ptr(), pm, pl, gpm,
+                                                      gpl});
     dispatch_bool(vec, [&](auto kv) {
-      reparam_bwd_kernel<T, A, decltype(kv)::value>
-          <<<grid_for(g.segments), kWarp * kWarpsPerBlock, 0, stream>>>(
-              t.grad_z.const_data_ptr<T>(), t.grad_kl.const_data_ptr<T>(),
-              glq.defined() ? glq.const_data_ptr<A>() : nullptr, t.mu.const_data_ptr<T>(),
-              t.logvar.const_data_ptr<T>(), t.rng_state.const_data_ptr<int64_t>(),
-              t.grad_mu.mutable_data_ptr<T>(), t.grad_logvar.mutable_data_ptr<T>(), g);
-      GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
+      dispatch_bool(prior, [&](auto kp) {
+        reparam_bwd_kernel<T, A, decltype(kv)::value, decltype(kp)::value>
+            <<<grid_for(g.segments), kWarp * kWarpsPerBlock, 0, stream>>>(
+                t.grad_z.const_data_ptr<T>(), t.grad_kl.const_data_ptr<T>(),
+                glq.defined() ? glq.const_data_ptr<A>() : nullptr, t.mu.const_data_ptr<T>(),
+                t.logvar.const_data_ptr<T>(), pm, pl, t.rng_state.const_data_ptr<int64_t>(),
+                t.grad_mu.mutable_data_ptr<T>(), t.grad_logvar.mutable_data_ptr<T>(), gpm, gpl,
+                g);
+        GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
+      });
     });
   });
-  return {t.grad_mu, t.grad_logvar};
+  return {t.grad_mu, t.grad_logvar, t.grad_prior_mu, t.grad_prior_logvar};
 }
 
 STABLE_TORCH_LIBRARY_IMPL(gencore, CUDA, m) {

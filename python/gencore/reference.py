@@ -107,14 +107,18 @@ def reparameterize(
     n_samples: int | None = None,
     generator: torch.Generator | None = None,
     eps: torch.Tensor | None = None,
+    prior_mu: torch.Tensor | None = None,
+    prior_logvar: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference of :func:`gencore.ops.reparameterize`: ``randn_like`` noise (or the given
-    ``eps``), the sample, and the closed-form KL to N(0, I) per example, in nats.
+    ``eps``), the sample, and the closed-form KL to the prior per example, in nats: to
+    N(0, I), or to ``N(prior_mu, exp(prior_logvar))`` (a missing one of the two is 0).
 
     Args:
         mu, logvar: ``(B, ...)``.
         n_samples: None, or ``k`` samples in a new leading dimension.
         eps: the standard normals to use, of ``z``'s shape (tests pass gencore's).
+        prior_mu, prior_logvar: ``(B, ...)`` or None.
 
     Returns:
         ``z`` of shape ``mu.shape`` or ``(k, *mu.shape)``, ``kl`` of shape ``(B,)``.
@@ -123,7 +127,12 @@ def reparameterize(
     if eps is None:
         eps = torch.randn(shape, dtype=mu.dtype, device=mu.device, generator=generator)
     z = mu + torch.exp(0.5 * logvar) * eps
-    kl = 0.5 * _per_example_sum(mu.pow(2) + logvar.exp() - 1 - logvar)
+    if prior_mu is None and prior_logvar is None:
+        kl = 0.5 * _per_example_sum(mu.pow(2) + logvar.exp() - 1 - logvar)
+    else:
+        pm = torch.zeros_like(mu) if prior_mu is None else prior_mu
+        plv = torch.zeros_like(mu) if prior_logvar is None else prior_logvar
+        kl = 0.5 * _per_example_sum((logvar - plv).exp() + (mu - pm).pow(2) * (-plv).exp() - 1 - (logvar - plv))
     return z, kl
 
 

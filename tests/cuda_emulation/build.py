@@ -86,6 +86,13 @@ MUTANTS = {
         "      for (int o = kSide / 2; o > 0; o /= 2) {",
         "      for (int o = kSide / 2; o > 1; o /= 2) {",
     ),
+    # The learned prior is loaded only for a second sample: with one sample the KL is
+    # silently taken against N(0, I).
+    "reparam-prior-not-loaded": (
+        "reparam/reparam_cuda.cu",
+        "      if (kPrior && s == 0) {",
+        "      if (kPrior && s == 1) {",
+    ),
     # The warp reduction of a coupling segment's log-determinant loses its last step.
     "short-warp-sum": (
         "common/cuda_utils.cuh",

@@ -21,16 +21,26 @@ def inputs(shape, dtype, seed):
     return mu, logvar, rng
 
 
+def prior_inputs(shape, dtype, seed):
+    """A learned prior N(prior_mu, e^prior_logvar), its log-variance within ~3 of logvar's."""
+    g = torch.Generator().manual_seed(1000 + seed)
+    return torch.randn(shape, generator=g).to(dtype), (0.8 * torch.randn(shape, generator=g)).to(dtype)
+
+
+@pytest.mark.parametrize("prior", [False, True], ids=["std-normal", "prior"])
 @pytest.mark.parametrize("with_log_q", [False, True])
 @pytest.mark.parametrize("n_samples", [0, 3])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_reparameterize(emu, shape, dtype, n_samples, with_log_q):
-    mu, logvar, rng = inputs(shape, dtype, seed=sum(shape) + n_samples)
+def test_reparameterize(emu, shape, dtype, n_samples, with_log_q, prior):
+    seed = sum(shape) + n_samples
+    mu, logvar, rng = inputs(shape, dtype, seed=seed)
+    pm, pl = prior_inputs(shape, dtype, seed) if prior else (None, None)
     cd = cpu_dtype(dtype)
+    cpu_prior = (pm.to(cd), pl.to(cd)) if prior else (None, None)
     kw = dict(n_samples=n_samples, with_log_q=with_log_q)
-    z, kl, log_q = emu.call("reparameterize", mu, logvar, rng, **kw)
-    z0, kl0, log_q0 = torch.ops.gencore.reparameterize(mu.to(cd), logvar.to(cd), rng, **kw)
+    z, kl, log_q = emu.call("reparameterize", mu, logvar, rng, pm, pl, **kw)
+    z0, kl0, log_q0 = torch.ops.gencore.reparameterize(mu.to(cd), logvar.to(cd), rng, *cpu_prior, **kw)
     assert_matches(z, z0, dtype, "z")
     assert_matches(kl, kl0, dtype, "kl")
     assert_matches(log_q, log_q0, dtype, "log_q")
@@ -41,11 +51,37 @@ def test_reparameterize(emu, shape, dtype, n_samples, with_log_q):
     glq = torch.randn(log_q.shape, generator=g).to(dtype)
     # An empty feature dimension has no gradient to compute: no launch then.
     call = emu.call if mu.numel() else (lambda name, *a, **k: getattr(emu.ops, name)(*a, **k))
-    gmu, glv = call("reparameterize_backward", gz, gkl, glq, mu, logvar, rng, n_samples=n_samples)
-    gmu0, glv0 = torch.ops.gencore.reparameterize_backward(gz.to(cd), gkl.to(cd), glq.to(cd), mu.to(cd),
-                                                           logvar.to(cd), rng, n_samples=n_samples)
-    assert_matches(gmu, gmu0, dtype, "grad_mu")
-    assert_matches(glv, glv0, dtype, "grad_logvar")
+    got = call("reparameterize_backward", gz, gkl, glq, mu, logvar, rng, pm, pl, n_samples=n_samples)
+    want = torch.ops.gencore.reparameterize_backward(gz.to(cd), gkl.to(cd), glq.to(cd), mu.to(cd),
+                                                     logvar.to(cd), rng, *cpu_prior, n_samples=n_samples)
+    for name, a, b in zip(("grad_mu", "grad_logvar", "grad_prior_mu", "grad_prior_logvar"), got, want):
+        assert_matches(a, b, dtype, name)
+    if not prior:
+        assert got[2].shape == (0,) and got[3].shape == (0,)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_prior_extremes(emu, dtype):
+    """logvar - prior_logvar of +-30 and of 1e-6, mu = prior_mu under an overflowing
+    e^-prior_logvar: the device math gives the CPU's (finite) KL and gradients."""
+    lv = torch.tensor([[30.0, -30.0, 1e-6, 0.0, -85.0], [-30.0, 30.0, -1e-6, 15.0, 0.5]], dtype=dtype)
+    pl = torch.tensor([[0.0, 0.0, 0.0, 30.0, -100.0], [0.0, 0.0, 0.0, -15.0, 0.5 - 1e-3]], dtype=dtype)
+    mu = torch.tensor([[1.0, -2.0, 0.5, 3.0, 1.0], [0.0, 1e3, -1.0, 2.0, 0.25]], dtype=dtype)
+    pm = mu.clone()
+    pm[:, :4] = 0
+    rng = torch.tensor([5, 6], dtype=torch.int64)
+    _, kl, _ = emu.call("reparameterize", mu, lv, rng, pm, pl, n_samples=0, with_log_q=False)
+    _, kl0, _ = torch.ops.gencore.reparameterize(mu, lv, rng, pm, pl)
+    assert torch.isfinite(kl).all()
+    assert_matches(kl, kl0, dtype, "kl")
+    ones = torch.ones_like(mu)
+    got = emu.call("reparameterize_backward", ones, torch.ones(2, dtype=dtype), torch.empty(0, dtype=dtype), mu, lv,
+                   rng, pm, pl, n_samples=0)
+    want = torch.ops.gencore.reparameterize_backward(ones, torch.ones(2, dtype=dtype), torch.empty(0, dtype=dtype),
+                                                     mu, lv, rng, pm, pl, n_samples=0)
+    for name, a, b in zip(("grad_mu", "grad_logvar", "grad_prior_mu", "grad_prior_logvar"), got, want):
+        assert torch.isfinite(a).all(), name
+        assert_matches(a, b, dtype, name)
 
 
 @pytest.mark.parametrize("shape", [(3, 130), (2, 64)], ids=str)

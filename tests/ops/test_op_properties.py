@@ -112,23 +112,37 @@ def reparam_case(draw):
     mu = _tensor(draw, shape, dtype, strided=strided)
     lv = _tensor(draw, shape, dtype, scale=draw(st.floats(0.0, 3.0)), strided=strided)
     k = draw(st.one_of(st.none(), st.integers(1, 3)))
-    return dtype, mu, lv, k, draw(st.integers(0, 2**62))
+    # A learned prior (its log-variance up to 3 from the posterior's) or N(0, I).
+    prior = None
+    if draw(st.booleans()):
+        prior = (_tensor(draw, shape, dtype, strided=strided),
+                 _tensor(draw, shape, dtype, scale=draw(st.floats(0.0, 3.0)), strided=strided))
+    return dtype, mu, lv, k, draw(st.integers(0, 2**62)), prior
 
 
 @SETTINGS
 @given(reparam_case())
 def test_reparameterize_matches_reference(case):
-    dtype, mu, lv, k, seed = case
+    dtype, mu, lv, k, seed, prior = case
     # The kernel's normals (mu = 0, logvar = 0) from the same stream are the reference's eps.
     zero = torch.zeros_like(mu)
     eps = ops.reparameterize(zero, zero, n_samples=k, generator=torch.Generator().manual_seed(seed))[0]
     eps = eps.double()
+    if prior is None:
+        def fn(m, v):
+            return ops.reparameterize(m, v, n_samples=k, generator=torch.Generator().manual_seed(seed))
 
-    def fn(m, v):
-        return ops.reparameterize(m, v, n_samples=k, generator=torch.Generator().manual_seed(seed))
+        _compare(fn, lambda m, v: reference.reparameterize(m, v, n_samples=k, eps=eps), (mu, lv), dtype,
+                 scale=10.0)
+        return
 
-    _compare(fn, lambda m, v: reference.reparameterize(m, v, n_samples=k, eps=eps), (mu, lv), dtype,
-             scale=10.0)
+    def fn_prior(m, v, pm, pv):
+        return ops.reparameterize(m, v, prior_mu=pm, prior_logvar=pv, n_samples=k,
+                                  generator=torch.Generator().manual_seed(seed))
+
+    _compare(fn_prior, lambda m, v, pm, pv: reference.reparameterize(m, v, n_samples=k, eps=eps, prior_mu=pm,
+                                                                     prior_logvar=pv),
+             (mu, lv, *prior), dtype, scale=10.0 * math.exp(3.0))
 
 
 def _features(draw, n, d, dtype, normalize):

@@ -353,6 +353,214 @@ def test_bad_inputs():
         torch.ops.gencore.reparameterize(mu, mu, torch.zeros(3, dtype=torch.int64))
 
 
+# --- the learned prior: kl = KL(N(mu, e^logvar) || N(prior_mu, e^prior_logvar)) ---------------
+
+
+def prior_inputs(shape, dtype=torch.float64, device="cpu", seed=0):
+    g = torch.Generator().manual_seed(100 + seed)
+    pm = torch.randn(shape, generator=g, dtype=torch.float64)
+    pl = torch.randn(shape, generator=g, dtype=torch.float64) * 0.7
+    return pm.to(device, dtype), pl.to(device, dtype)
+
+
+def kl_torch(mu, lv, pm, pl):
+    q = torch.distributions.Normal(mu, torch.exp(0.5 * lv))
+    p = torch.distributions.Normal(pm, torch.exp(0.5 * pl))
+    return torch.distributions.kl_divergence(q, p).reshape(mu.shape[0], -1).sum(1)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (2, 3, 5), (7, 4099), (9,)])
+@pytest.mark.parametrize("n_samples", [None, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_prior_matches_torch_distributions(device, shape, n_samples, dtype):
+    mu, lv = inputs(shape, dtype, device, seed=1)
+    pm, pl = prior_inputs(shape, dtype, device)
+    st = state(device=device)
+    z, kl, lq = torch.ops.gencore.reparameterize(mu, lv, st, pm, pl, n_samples=n_samples or 0, with_log_q=True)
+    z0, _, lq0 = torch.ops.gencore.reparameterize(mu, lv, st, n_samples=n_samples or 0, with_log_q=True)
+    # The prior changes only the KL: the same eps, z and log_q.
+    assert torch.equal(z, z0) and torch.equal(lq, lq0)
+    want = kl_torch(mu.double(), lv.double(), pm.double(), pl.double())
+    n = math.prod(shape[1:])
+    tol = 1e-12 if dtype == torch.float64 else 3e-6
+    torch.testing.assert_close(kl.double(), want, atol=tol * 10 * max(1, n) ** 0.5, rtol=tol * 10)
+
+
+def test_prior_of_zeros_is_the_standard_normal_prior():
+    mu, lv = inputs((6, 33), seed=2)
+    zero = torch.zeros_like(mu)
+    g = lambda: torch.Generator().manual_seed(4)  # noqa: E731
+    z1, kl1 = ops.reparameterize(mu, lv, generator=g())
+    z2, kl2 = ops.reparameterize(mu, lv, prior_mu=zero, prior_logvar=zero, generator=g())
+    assert torch.equal(z1, z2)
+    torch.testing.assert_close(kl1, kl2, atol=1e-13, rtol=1e-13)
+
+
+def test_one_prior_tensor_means_zero_for_the_other():
+    mu, lv = inputs((5, 8), seed=3)
+    pm, pl = prior_inputs((5, 8))
+    zero = torch.zeros_like(mu)
+    torch.testing.assert_close(ops.reparameterize(mu, lv, prior_mu=pm)[1], kl_torch(mu, lv, pm, zero))
+    torch.testing.assert_close(ops.reparameterize(mu, lv, prior_logvar=pl)[1], kl_torch(mu, lv, zero, pl))
+
+
+def test_prior_kl_is_zero_for_equal_gaussians_and_keeps_digits_when_nearly_equal():
+    mu, lv = inputs((4, 64), torch.float32, seed=4)
+    assert torch.equal(ops.reparameterize(mu, lv, prior_mu=mu, prior_logvar=lv)[1], torch.zeros(4))
+    # logvar - prior_logvar of 1e-6 .. 0.3: e^x - 1 - x cancels in the direct form (float32
+    # keeps no digit of it at 1e-4); the kernel's series keeps them.
+    x = torch.cat([torch.full((1, 64), 1e-4), torch.full((1, 64), -1e-3), torch.full((1, 64), 1e-6),
+                   torch.logspace(-6, math.log10(0.3), 64).reshape(1, 64)])
+    pl = lv - x
+    kl = ops.reparameterize(mu, lv, prior_mu=mu, prior_logvar=pl)[1]
+    x64 = lv.double() - pl.double()
+    want = 0.5 * (torch.expm1(x64) - x64).sum(1)
+    torch.testing.assert_close(kl.double(), want, rtol=2e-6, atol=0)
+    naive = 0.5 * ((lv - pl).exp() - 1 - (lv - pl)).sum(1)  # what a float32 reference gets
+    assert ((naive.double() - want).abs() / want).max() > 1e-4
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_prior_is_safe_for_large_logvar_differences(dtype):
+    # |logvar - prior_logvar| = 30 both ways, and far-apart means: finite KL and gradients
+    # equal to float64's.
+    lv = torch.tensor([[30.0, -30.0, 0.0, 15.0], [-30.0, 30.0, -20.0, 0.0]], dtype=dtype)
+    pl = torch.tensor([[0.0, 0.0, 30.0, -15.0], [0.0, 0.0, 10.0, -30.0]], dtype=dtype)
+    mu = torch.tensor([[1.0, -2.0, 0.5, 3.0], [0.0, 1e3, -1.0, 2.0]], dtype=dtype)
+    pm = torch.zeros_like(mu)
+    args = [t.clone().requires_grad_() for t in (mu, lv, pm, pl)]
+    _, kl = ops.reparameterize(args[0], args[1], prior_mu=args[2], prior_logvar=args[3])
+    grads = torch.autograd.grad(kl.sum(), args)
+    ref = [t.double().requires_grad_() for t in (mu, lv, pm, pl)]
+    kl_ref = kl_torch(*ref)
+    grads_ref = torch.autograd.grad(kl_ref.sum(), ref)
+    assert torch.isfinite(kl).all() and all(torch.isfinite(g).all() for g in grads)
+    rtol = 1e-12 if dtype == torch.float64 else 2e-6
+    torch.testing.assert_close(kl.double(), kl_ref.detach(), rtol=rtol, atol=0)
+    for g, gr in zip(grads, grads_ref):
+        torch.testing.assert_close(g.double(), gr, rtol=rtol, atol=1e-30)
+
+
+def test_prior_mean_equal_to_mu_under_a_tiny_prior_variance_is_finite():
+    # prior_logvar = -100: e^-prior_logvar overflows float32, but (mu - prior_mu)^2 e^-pl
+    # is 0 at mu = prior_mu, and the KL (~ 0.5 (e^x - 1 - x), x = 100 + logvar) is finite.
+    mu = torch.ones(2, 3)
+    lv = torch.full((2, 3), -85.0)
+    pl = torch.full((2, 3), -100.0)
+    m, l, p = mu.clone().requires_grad_(), lv.clone().requires_grad_(), pl.clone().requires_grad_()
+    _, kl = ops.reparameterize(m, l, prior_mu=mu, prior_logvar=p)
+    x = torch.tensor(15.0, dtype=torch.float64)
+    torch.testing.assert_close(kl.double(), torch.full((2,), 1.5 * (math.expm1(15.0) - 15.0), dtype=torch.float64),
+                               rtol=1e-5, atol=0)
+    grads = torch.autograd.grad(kl.sum(), (m, l, p))
+    assert torch.equal(grads[0], torch.zeros(2, 3)) and torch.isfinite(grads[1]).all()
+    torch.testing.assert_close(grads[2].double(), -0.5 * torch.expm1(x).expand(2, 3), rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("n_samples", [None, 4])
+def test_prior_gradients_match_reference(device, n_samples):
+    shape = (5, 301)
+    mu, lv = inputs(shape, torch.float64, device, seed=3)
+    pm, pl = prior_inputs(shape, torch.float64, device, seed=3)
+    st = state(device=device)
+    lead = (n_samples,) if n_samples else ()
+    gz = torch.randn((*lead, *shape), dtype=torch.float64, device=device)
+    gk = torch.randn(shape[0], dtype=torch.float64, device=device)
+    gq = torch.randn((*lead, shape[0]), dtype=torch.float64, device=device)
+    eps = eps_of(shape, st, n_samples or 0, device=device)
+
+    a = [t.clone().requires_grad_() for t in (mu, lv, pm, pl)]
+    z, kl, lq = torch.ops.gencore.reparameterize(a[0], a[1], st, a[2], a[3], n_samples=n_samples or 0,
+                                                 with_log_q=True)
+    got = torch.autograd.grad((z, kl, lq), a, (gz, gk, gq))
+    b = [t.clone().requires_grad_() for t in (mu, lv, pm, pl)]
+    z2, kl2 = reference.reparameterize(b[0], b[1], n_samples=n_samples, eps=eps, prior_mu=b[2], prior_logvar=b[3])
+    lq2 = (-0.5 * eps.pow(2) - 0.5 * b[1] - 0.5 * math.log(2 * math.pi)).reshape(*lead, shape[0], -1).sum(-1)
+    want = torch.autograd.grad((z2, kl2, lq2), b, (gz, gk, gq))
+    for name, x, y in zip(("mu", "logvar", "prior_mu", "prior_logvar"), got, want):
+        torch.testing.assert_close(x, y, atol=1e-11, rtol=1e-11, msg=name)
+
+
+@pytest.mark.parametrize("n_samples", [None, 2])
+def test_prior_gradcheck_float64_fixed_seed(n_samples):
+    mu, lv = inputs((3, 7), torch.float64, seed=5)
+    pm, pl = prior_inputs((3, 7), torch.float64, seed=5)
+
+    def f(m, l, a, b):
+        g = torch.Generator().manual_seed(11)
+        return ops.reparameterize(m, l, prior_mu=a, prior_logvar=b, n_samples=n_samples, generator=g,
+                                  return_log_q=True)
+
+    assert torch.autograd.gradcheck(f, tuple(t.requires_grad_() for t in (mu, lv, pm, pl)))
+
+
+@pytest.mark.parametrize("n_samples,with_log_q", [(0, False), (3, True)])
+def test_prior_opcheck(n_samples, with_log_q):
+    mu, lv = inputs((4, 10), torch.float32)
+    pm, pl = prior_inputs((4, 10), torch.float32)
+    args = (mu.requires_grad_(), lv.requires_grad_(), state(), pm.requires_grad_(), pl.requires_grad_())
+    torch.library.opcheck(torch.ops.gencore.reparameterize.default, args,
+                          {"n_samples": n_samples, "with_log_q": with_log_q})
+
+
+def test_prior_compiles_fullgraph():
+    mu, lv = inputs((32, 16), torch.float32)
+    pm, pl = prior_inputs((32, 16), torch.float32)
+
+    def f(m, l, a, b):
+        z, kl = ops.reparameterize(m, l, prior_mu=a, prior_logvar=b, generator=torch.Generator().manual_seed(0))
+        return z.sum() + kl.sum()
+
+    a = [t.clone().requires_grad_() for t in (mu, lv, pm, pl)]
+    eager = f(*a)
+    ge = torch.autograd.grad(eager, a)
+    b = [t.clone().requires_grad_() for t in (mu, lv, pm, pl)]
+    compiled = torch.compile(f, backend="aot_eager")(*b)
+    gc = torch.autograd.grad(compiled, b)
+    torch.testing.assert_close(compiled, eager)
+    for x, y in zip(gc, ge):
+        torch.testing.assert_close(x, y)
+
+
+def test_prior_non_contiguous_and_empty():
+    mu, lv = inputs((6, 40))
+    pm, pl = prior_inputs((6, 40))
+    st = state()
+    a = torch.ops.gencore.reparameterize(mu[:, ::2], lv[:, ::2], st, pm[:, 1::2], pl[:, ::2])
+    b = torch.ops.gencore.reparameterize(mu[:, ::2].contiguous(), lv[:, ::2].contiguous(), st,
+                                         pm[:, 1::2].contiguous(), pl[:, ::2].contiguous())
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    z, kl = ops.reparameterize(torch.zeros(0, 5), torch.zeros(0, 5), prior_mu=torch.zeros(0, 5))
+    assert z.shape == (0, 5) and kl.shape == (0,)
+    z, kl = ops.reparameterize(torch.zeros(3, 0), torch.zeros(3, 0), prior_logvar=torch.zeros(3, 0))
+    assert z.shape == (3, 0) and torch.equal(kl, torch.zeros(3))
+
+
+def test_prior_bad_inputs():
+    mu = torch.zeros(4, 5)
+    with pytest.raises(ValueError, match="prior_mu must have the shape of mu"):
+        ops.reparameterize(mu, mu, prior_mu=torch.zeros(4, 6))
+    with pytest.raises(ValueError, match="prior_logvar must have the shape of mu"):
+        ops.reparameterize(mu, mu, prior_mu=mu, prior_logvar=torch.zeros(5))
+    with pytest.raises(TypeError, match="same dtype"):
+        ops.reparameterize(mu, mu, prior_logvar=torch.zeros(4, 5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="same device"):
+        ops.reparameterize(mu, mu, prior_mu=torch.zeros(4, 5, device="meta"))
+    with pytest.raises(TypeError, match="prior_mu must be a tensor"):
+        ops.reparameterize(mu, mu, prior_mu=0.0)
+    # The raw op takes both or neither.
+    with pytest.raises(ValueError, match="prior_mu and prior_logvar must be given together, got only prior_mu"):
+        torch.ops.gencore.reparameterize(mu, mu, state(), mu)
+    with pytest.raises(ValueError, match="given together, got only prior_logvar"):
+        torch.ops.gencore.reparameterize(mu, mu, state(), None, mu)
+
+
+def test_prior_meta_tensors_give_shapes():
+    mu = torch.zeros(4, 5, device="meta")
+    z, kl, lq = torch.ops.gencore.reparameterize(mu, mu, state(device="meta"), mu, mu, n_samples=2, with_log_q=True)
+    assert z.shape == (2, 4, 5) and kl.shape == (4,) and lq.shape == (2, 4) and z.device.type == "meta"
+
+
 @pytest.mark.cuda
 def test_cuda_generator_on_cpu_tensor_is_rejected():
     with pytest.raises(ValueError, match="generator is on"):
@@ -396,3 +604,27 @@ def test_cuda_half_types(dtype):
     gm64, gl64 = torch.autograd.grad(z64.sum() + k64.sum(), (m64, l64))
     torch.testing.assert_close(gm.double(), gm64, atol=0.05, rtol=0.02)
     torch.testing.assert_close(gl.double(), gl64, atol=0.05, rtol=0.02)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n_samples", [0, 3])
+def test_cuda_prior_matches_cpu(dtype, n_samples):
+    shape = (37, 1001)
+    mu, lv = inputs(shape, dtype, seed=7)
+    pm, pl = prior_inputs(shape, dtype, seed=7)
+    st = state()
+    g = torch.Generator().manual_seed(3)
+    gz = torch.randn((n_samples, *shape) if n_samples else shape, generator=g).to(dtype)
+    gk = torch.randn(shape[0], generator=g).to(dtype)
+
+    def run(device):
+        a = [t.to(device).requires_grad_() for t in (mu, lv, pm, pl)]
+        z, kl, _ = torch.ops.gencore.reparameterize(a[0], a[1], st.to(device), a[2], a[3], n_samples=n_samples)
+        grads = torch.autograd.grad((z, kl), a, (gz.to(device), gk.to(device)))
+        return [t.cpu() for t in (z, kl, *grads)]
+
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    for name, a, b in zip(("z", "kl", "grad_mu", "grad_logvar", "grad_prior_mu", "grad_prior_logvar"),
+                          run("cuda"), run("cpu")):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol * 10, msg=name)
