@@ -131,7 +131,13 @@ def _backward(ctx, grad_sq, _grad_indices):
     return gx, gc, None
 
 
-torch.library.register_autograd("gencore::nearest_code", _backward, setup_context=_setup)
+def _op_backward(ctx, grad_sq, grad_indices):
+    # The registered op has two positional inputs (cosine is keyword-only): torch 2.14
+    # refuses a third gradient, which the autograd.Function path below needs.
+    return _backward(ctx, grad_sq, grad_indices)[:2]
+
+
+torch.library.register_autograd("gencore::nearest_code", _op_backward, setup_context=_setup)
 
 
 def _forward(x, codebook, cosine):
