@@ -123,7 +123,8 @@ def section_autoencoders(steps: int, out: Path) -> dict:
     """PCA (closed form, its size chosen on the validation split), a non-linear auto-encoder
     at latent size r = 8 beside PCA at the same size, and a VAE (categorical decoder over the
     17 levels) with its importance-weighted likelihood, plus a class-conditional VAE for
-    labelled samples; all through ``gencore.runs``."""
+    labelled samples, a hierarchical VAE with two stochastic layers and a VQ-VAE; all through
+    ``gencore.runs``."""
     print("\n== PCA, auto-encoder and VAE on the embedded digits (fit on 1212, selected on 135, tested on 450) ==")
     _, pca, _, _ = _run(out, "pca", "pca", "digits", None)
     print(f"probabilistic PCA (r={pca['n_components']}, chosen on the validation split): test NLL "
@@ -143,6 +144,15 @@ def section_autoencoders(steps: int, out: Path) -> dict:
               f"(K=1000) {-res['test_nll_nats']:.1f} nats = {res['bits_per_dim']:.3f} bits/dim")
         result[name] = {"model": vae, "elbo_nats": res["elbo_nats"], "test_nll_nats": res["test_nll_nats"],
                         "bits_per_dim": res["bits_per_dim"]}
+    hv_steps = min(steps, 800)  # its validation loss is best near step 200-500 (bench/results/hvae-quality.md)
+    hv, res, meta, secs = _run(out, "hvae", "hvae", "digits", hv_steps)
+    print(f"hierarchical VAE (z_1, z_2 = 16, 8; {hv_steps} steps, {secs:.1f} s with evaluation; kept step "
+          f"{_best(meta)['step']}): test ELBO {res['elbo_nats']:.1f} nats, importance-weighted log p(x) (K=1000) "
+          f"{-res['test_nll_nats']:.1f} nats = {res['bits_per_dim']:.3f} bits/dim; KL per layer (z_1, z_2) "
+          f"{', '.join(f'{v:.1f}' for v in res['kl_per_layer_nats'])} nats, active units "
+          f"{', '.join(map(str, res['active_units']))}")
+    result["hvae"] = {"model": hv, **{k: res[k] for k in ("elbo_nats", "test_nll_nats", "bits_per_dim",
+                                                           "kl_per_layer_nats", "active_units")}}
     vq_steps = min(steps, 1500)  # its validation bound is best near step 900 (docs/models/latent.md)
     vq, res, meta, secs = _run(out, "vqvae", "vqvae", "digits", vq_steps)
     print(f"VQ-VAE (64 codes on a 4 x 4 grid = {res['latent_bits']:.0f} bits, {vq_steps} steps, {secs:.1f} s; kept "
@@ -151,6 +161,12 @@ def section_autoencoders(steps: int, out: Path) -> dict:
           f"{res['reconstruction_error']:.3f}, codes in use {res['code_perplexity']:.1f} of {res['num_codes']}")
     result["vqvae"] = {"model": vq, **{k: res[k] for k in ("test_nll_bound_nats", "bits_per_dim", "reconstruction_error",
                                                             "code_perplexity", "latent_bits")}}
+    cvq, res, meta, secs = _run(out, "cvqvae", "vqvae", "digits", vq_steps, conditional=True)
+    print(f"class-conditional VQ-VAE (prior p(z | y), {vq_steps} steps, {secs:.1f} s; kept step {_best(meta)['step']}): "
+          f"test bound -log p(x|z_q) - log p(z_q|y) = {res['test_nll_bound_nats']:.1f} nats = "
+          f"{res['bits_per_dim']:.3f} bits/dim")
+    result["cvqvae"] = {"model": cvq, **{k: res[k] for k in ("test_nll_bound_nats", "bits_per_dim",
+                                                              "reconstruction_error")}}
     return result
 
 
@@ -281,11 +297,22 @@ def main(quick: bool = False, out: str | Path = "demo-out") -> int:
                 "test_nll_nats": ae["cvae"]["test_nll_nats"], "bits_per_dim": ae["cvae"]["bits_per_dim"],
                 "tstr": f"{100 * metrics.classification_accuracy_score(cvae_samples, labels, x_te, y_te):.1f}%",
                 **_sample_metrics(cvae_samples[:450], flow["x_train"], flow["x_test"])}
+    hv_samples = ae["hvae"]["model"].sample(450, generator=torch.Generator().manual_seed(0))
+    hv_row = {"family": "Hierarchical VAE (z: 16, 8)", "status": "trained",
+              "test_nll_nats": ae["hvae"]["test_nll_nats"], "bits_per_dim": ae["hvae"]["bits_per_dim"],
+              "tstr": "n/a (unconditional)", **_sample_metrics(hv_samples, flow["x_train"], flow["x_test"])}
     vq_samples = ae["vqvae"]["model"].sample(450, generator=torch.Generator().manual_seed(0)).reshape(450, -1)
     vq_row = {"family": f"VQ-VAE (64 codes, {ae['vqvae']['latent_bits']:.0f} bits; NLL: upper bound)",
               "status": "trained", "test_nll_nats": ae["vqvae"]["test_nll_bound_nats"],
               "bits_per_dim": ae["vqvae"]["bits_per_dim"], "recon": ae["vqvae"]["reconstruction_error"],
               "tstr": "n/a (unconditional)", **_sample_metrics(vq_samples, flow["x_train"], flow["x_test"])}
+    cvq_samples = ae["cvqvae"]["model"].sample(1000, generator=torch.Generator().manual_seed(1),
+                                               labels=labels).reshape(1000, -1)
+    cvq_row = {"family": "Class-conditional VQ-VAE (NLL: upper bound)", "status": "trained",
+               "test_nll_nats": ae["cvqvae"]["test_nll_bound_nats"], "bits_per_dim": ae["cvqvae"]["bits_per_dim"],
+               "recon": ae["cvqvae"]["reconstruction_error"],
+               "tstr": f"{100 * metrics.classification_accuracy_score(cvq_samples, labels, x_te, y_te):.1f}%",
+               **_sample_metrics(cvq_samples[:450], flow["x_train"], flow["x_test"])}
     gan = section_gan(200 if quick else 2000, out)
     gan_samples = gan["model"].sample(1000, labels=labels, generator=torch.Generator().manual_seed(1))
     gan_row = {"family": "Class-conditional GAN (WGAN-GP)", "status": "trained",
@@ -297,7 +324,8 @@ def main(quick: bool = False, out: str | Path = "demo-out") -> int:
     save_image_grid(cvae_samples[:100], out / "vae_class_samples.png", nrow=10,
                     title="class-conditional VAE: column k is class k")
     save_image_grid(vq_samples[:64], out / "vqvae_samples.png", title="VQ-VAE samples (prior codes, decoder means)")
-    rows = [real_row, flow_row, cond_row, pca_row, ae_row, vae_row, cvae_row, vq_row, gan_row]
+    save_image_grid(hv_samples[:64], out / "hvae_samples.png", title="hierarchical VAE samples (decoder means)")
+    rows = [real_row, flow_row, cond_row, pca_row, ae_row, vae_row, cvae_row, hv_row, vq_row, cvq_row, gan_row]
     representation = section_contrastive(steps=60 if quick else 800, out=out)
     save_image_grid(flow["x_test"][:64], out / "digits_real.png", title="held-out digits")
     save_image_grid(samples[:64], out / "flow_samples.png", title="RealNVP samples")
@@ -315,6 +343,6 @@ def main(quick: bool = False, out: str | Path = "demo-out") -> int:
     for r in rows:
         r.pop("model", None)
     print(f"\nfigures (digits_real.png, flow_samples.png, flow_class_samples.png, vae_samples.png, "
-          f"vae_class_samples.png, vqvae_samples.png, gan_class_samples.png), demo.json and benchmark tables in {out}/ "
+          f"vae_class_samples.png, hvae_samples.png, vqvae_samples.png, gan_class_samples.png), demo.json and benchmark tables in {out}/ "
           f"({results['seconds']:.0f} s)")
     return 0

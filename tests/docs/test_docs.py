@@ -18,7 +18,8 @@ TESTED = {
     ("docs/models/contrastive.md", "SimCLR("): "tests/docs/test_readme.py::test_docs_contrastive_example",
     ("docs/data.md", "points.npy"): "tests/data/test_data_files.py::test_docs_data_example",
     ("docs/models/flows.md", "RealNVP(2, n_couplings=16"): "tests/docs/test_docs.py::test_docs_flows_example",
-    ("docs/models/latent.md", "VAE(64, latent_dim=16"): "tests/docs/test_docs.py::test_docs_vae_example",
+    ("docs/models/latent.md", "VAE(64, latent_dim=16"): "tests/docs/test_docs.py::test_docs_vae_examples",
+    ("docs/models/latent.md", "HierarchicalVAE(64, latent_dims"): "tests/docs/test_docs.py::test_docs_vae_examples",
 }
 
 
@@ -101,16 +102,20 @@ def test_docs_flows_example(doc_block, tmp_path, monkeypatch, one_thread):
     assert scope["cond"].log_prob(torch.randn(3, 64), context=torch.eye(10)[:3]).shape == (3,)
 
 
-def test_docs_vae_example(doc_block, one_thread):
+@pytest.mark.parametrize("key, name", [("VAE(64, latent_dim=16", "vae"),
+                                       ("HierarchicalVAE(64, latent_dims", "hvae")])
+def test_docs_vae_examples(doc_block, one_thread, key, name):
     # docs/models/latent.md, shortened: 30 steps instead of 3000, K = 20 instead of 1000.
-    block = doc_block("docs/models/latent.md", "VAE(64, latent_dim=16")
+    block = doc_block("docs/models/latent.md", key)
     short = block.replace("steps=3000", "steps=30").replace("n_samples=1000", "n_samples=20")
     assert "steps=30" in short and "n_samples=20" in short
     scope: dict = {}
     torch.manual_seed(0)
     exec(short, scope)  # noqa: S102 - our own documentation
-    ll = scope["vae"].log_likelihood(scope["x_test"][:10], n_samples=5)
+    ll = scope[name].log_likelihood(scope["x_test"][:10], n_samples=5)
     assert ll.shape == (10,) and torch.isfinite(ll).all()
+    if name == "hvae":
+        assert not scope[name].training and len(scope[name].active_units(scope["x_test"])) == 2
 
 
 def test_docs_docstring_dialect():

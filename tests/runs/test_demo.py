@@ -44,6 +44,11 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     pca = next(r for r in res["table"] if r["family"].startswith("PCA"))
     ae = next(r for r in res["table"] if r["family"].startswith("Auto-encoder"))
     assert vae["test_nll_nats"] < pca["test_nll_nats"]  # the VAE is the better density
+    hvae = next(r for r in res["table"] if r["family"].startswith("Hierarchical VAE"))
+    assert hvae["test_nll_nats"] < pca["test_nll_nats"] and 0 <= hvae["near_copy_fraction"] <= 1
+    assert (tmp_path / "hvae_samples.png").read_bytes()[:4] == b"\x89PNG"
+    cvq = next(r for r in res["table"] if r["family"].startswith("Class-conditional VQ-VAE"))
+    assert 0 <= float(cvq["tstr"].rstrip("%")) <= 100 and cvq["inception_score"] >= 1
     assert ae["recon"] < pca["recon"]  # the non-linear auto-encoder beats PCA at r = 8
     clip = next(r for r in res["representation"] if r["family"].startswith("CLIP"))
     assert clip["zero_shot"] > 0.3  # 60 steps; chance is 10%

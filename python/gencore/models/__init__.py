@@ -7,6 +7,7 @@ from gencore.models.autoencoder import Autoencoder
 from gencore.models.contrastive import CLIP, SimCLR
 from gencore.models.flows import NICE, Flow, Glow, RealNVP
 from gencore.models.gan import GAN
+from gencore.models.hvae import HierarchicalVAE
 from gencore.models.pca import PCA
 from gencore.models.vae import VAE
 from gencore.models.vqvae import VQVAE
@@ -19,6 +20,7 @@ MODELS["vae"] = VAE
 MODELS["simclr"] = SimCLR
 MODELS["clip"] = CLIP
 MODELS["vqvae"] = VQVAE
+MODELS["hvae"] = HierarchicalVAE
 
 
 #: Bounds on a config built by :func:`build` (from the command line or a checkpoint's JSON):
@@ -98,4 +100,4 @@ __all__ = ["Flow", "NICE", "RealNVP", "Glow", "MODELS", "build", "model_name"]
 __all__ += ["GAN"]
 __all__ += ["PCA", "Autoencoder", "VAE"]
 __all__ += ["SimCLR", "CLIP"]
-__all__ += ["VQVAE"]
+__all__ += ["VQVAE", "HierarchicalVAE"]

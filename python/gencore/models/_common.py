@@ -37,3 +37,58 @@ def require_real(v, name: str, owner: str) -> float:
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
         raise TypeError(f"{owner}: {name} must be a real number, got {type(v).__name__} {v!r}")
     return float(v)
+
+
+def flat_batch(x, event_shape: tuple[int, ...], owner: str, name: str = "x"):
+    """A batch of examples ``(B, *event_shape)`` (or already flat ``(B, D)``) as ``(B, D)``,
+    after the checks every model's entry point makes: a floating-point tensor, the shape, a
+    non-empty batch, finite values (``TypeError`` / ``ValueError`` naming ``owner`` and
+    ``name``)."""
+    import math
+
+    import torch
+
+    if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
+        raise TypeError(f"{owner}: {name} must be a floating-point tensor, got "
+                        f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}")
+    features = math.prod(event_shape)
+    if tuple(x.shape[1:]) != tuple(event_shape) and not (x.dim() == 2 and x.shape[1] == features):
+        raise ValueError(f"{owner}: {name} must have shape (B, {', '.join(map(str, event_shape))}), "
+                         f"got {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{owner}: {name} is an empty batch")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{owner}: {name} contains NaN or infinite values")
+    return x.reshape(x.shape[0], features)
+
+
+def categorical_log_px(x, logits, levels: int):
+    """Per-pixel ``log p(x)`` of dequantized data under a categorical over ``levels`` values.
+
+    ``x`` holds ``(level + u) / levels`` in [0, 1] (a value of exactly 1 is the top level);
+    ``logits: (..., *x.shape, levels)`` may have extra leading (sample) dimensions. Returns
+    ``(..., *x.shape)`` in nats, including the dequantization volume ``log levels`` per pixel,
+    so sums over pixels are densities of the dequantized ``x`` (comparable with flows).
+    """
+    import math
+
+    import torch
+
+    level = (x * levels).floor().clamp(0, levels - 1).long()
+    logp = torch.log_softmax(logits, dim=-1)
+    picked = logp.gather(-1, level.expand(logits.shape[:-1]).unsqueeze(-1)).squeeze(-1)
+    return picked + math.log(levels)
+
+
+def categorical_mean(logits, levels: int, sample: bool = False, generator=None):
+    """Data-space value of a categorical over ``levels`` level centres ``(k + 1/2) / levels``:
+    its mean (``sample=False``), or a draw (on the CPU, so a CPU ``generator`` serves every
+    device). ``logits: (..., levels)`` -> ``(...)``."""
+    import torch
+
+    probs = torch.softmax(logits, dim=-1)
+    centers = (torch.arange(levels, dtype=logits.dtype, device=logits.device) + 0.5) / levels
+    if not sample:
+        return (probs * centers).sum(-1)
+    idx = torch.multinomial(probs.reshape(-1, levels).cpu(), 1, generator=generator)
+    return centers[idx.to(logits.device).reshape(probs.shape[:-1])]

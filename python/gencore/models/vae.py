@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gencore.models._common import require_int, require_real
+from gencore.models._common import categorical_log_px, categorical_mean, flat_batch, require_int, require_real
 from gencore.nn import MLP, Reparameterize
 
 __all__ = ["VAE", "LIKELIHOODS"]
@@ -102,22 +102,14 @@ class VAE(nn.Module):
     # ---- input handling ----------------------------------------------------------------
 
     def _flat(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
-        if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
-            raise TypeError(f"VAE: {name} must be a floating-point tensor")
-        if x.shape[1:] != self.event_shape and not (x.dim() == 2 and x.shape[1] == self.features):
-            raise ValueError(f"VAE: {name} must have shape (B, {', '.join(map(str, self.event_shape))}), "
-                             f"got {tuple(x.shape)}")
-        if x.shape[0] == 0:
-            raise ValueError(f"VAE: {name} is an empty batch")
-        if not torch.isfinite(x).all():
-            raise ValueError(f"VAE: {name} contains NaN or infinite values")
+        xf = flat_batch(x, self.event_shape, "VAE", name)
         if self.likelihood in ("categorical", "bernoulli") and ((x < 0) | (x > 1)).any():
             hint = (f"dequantized data (level + u) / levels, levels = {self.levels}; raw levels must be "
                     "dequantized first (gencore.data.dequantize)" if self.likelihood == "categorical"
                     else "probabilities or binary pixels")
             raise ValueError(f"VAE: likelihood={self.likelihood!r} needs {name} in [0, 1] ({hint}); "
                              f"got values in [{x.min().item():.6g}, {x.max().item():.6g}]")
-        return x.reshape(x.shape[0], self.features)
+        return xf
 
     def _context(self, context: torch.Tensor | None, n: int) -> torch.Tensor | None:
         if self.context_features:
@@ -166,10 +158,7 @@ class VAE(nn.Module):
             logits = params[..., 0]
             return -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
         # categorical over the levels of the dequantized x, plus the dequantization volume
-        level = (x * self.levels).floor().clamp(0, self.levels - 1).long()
-        logp = torch.log_softmax(params, dim=-1)
-        picked = logp.gather(-1, level.expand(*params.shape[:-1]).unsqueeze(-1)).squeeze(-1)
-        return picked.sum(-1) + self.features * math.log(self.levels)
+        return categorical_log_px(x, params, self.levels).sum(-1)
 
     def _mean(self, params: torch.Tensor, sample: bool = False, generator=None) -> torch.Tensor:
         """The decoder's mean (or a sample with ``sample=True``) in data space, ``(..., D)``."""
@@ -184,13 +173,7 @@ class VAE(nn.Module):
             if not sample:
                 return p
             return torch.bernoulli(p, generator=generator)
-        probs = torch.softmax(params, dim=-1)
-        centers = (torch.arange(self.levels, dtype=params.dtype, device=params.device) + 0.5) / self.levels
-        if not sample:
-            return (probs * centers).sum(-1)
-        flat = probs.reshape(-1, self.levels)
-        idx = torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
-        return centers[idx]
+        return categorical_mean(params, self.levels, sample, generator)
 
     def _shape_out(self, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(*x.shape[:-1], *self.event_shape)

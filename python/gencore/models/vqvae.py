@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gencore.models._common import require_int, require_real
+from gencore.models._common import categorical_log_px, categorical_mean, require_int, require_real
 from gencore.nn import VectorQuantizer
 
 __all__ = ["VQVAE", "CodePrior"]
@@ -246,9 +246,7 @@ class VQVAE(nn.Module):
         return out.reshape(b, self.event_shape[0], self.levels, h, w).permute(0, 1, 3, 4, 2)
 
     def _log_px(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        level = (x * self.levels).floor().clamp(0, self.levels - 1).long()
-        picked = torch.log_softmax(logits, -1).gather(-1, level[..., None]).squeeze(-1)
-        return picked.flatten(1).sum(1) + self.features * math.log(self.levels)
+        return categorical_log_px(x, logits, self.levels).flatten(1).sum(1)
 
     # ---- objectives ----------------------------------------------------------------------
     def terms(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -284,12 +282,7 @@ class VQVAE(nn.Module):
 
     # ---- generation ----------------------------------------------------------------------
     def _mean(self, logits: torch.Tensor, sample: bool = False, generator=None) -> torch.Tensor:
-        probs = torch.softmax(logits, -1)
-        centers = (torch.arange(self.levels, dtype=logits.dtype, device=logits.device) + 0.5) / self.levels
-        if not sample:
-            return (probs * centers).sum(-1)
-        idx = torch.multinomial(probs.reshape(-1, self.levels).cpu(), 1, generator=generator)
-        return centers[idx.to(logits.device).reshape(probs.shape[:-1])]
+        return categorical_mean(logits, self.levels, sample, generator)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, *, labels: torch.Tensor | None = None,

@@ -59,7 +59,7 @@ def train(model: str, data: str, out, *, steps: int | None = None, batch_size: i
     """Train ``model`` (a key of :data:`REGISTRY`) on ``data`` into run folder ``out``.
 
     Args:
-        model: ``nice``, ``realnvp``, ``glow``, ``gan``, ``pca``, ``ae``, ``vae``, ``vqvae``, ``simclr``,
+        model: ``nice``, ``realnvp``, ``glow``, ``gan``, ``pca``, ``ae``, ``vae``, ``hvae``, ``vqvae``, ``simclr``,
             ``clip``.
         data: an embedded dataset the model trains on, or (flows, gan) the path of your own data.
         out: the run folder (resumed if it holds a checkpoint of the same run).
@@ -72,7 +72,8 @@ def train(model: str, data: str, out, *, steps: int | None = None, batch_size: i
         config: Python only: entries of the model's config that override the defaults and the
             options (e.g. ``{"kind": "mlp"}`` for SimCLR's encoder); checked by the model.
         **options: the model's options (:data:`OPTIONS`, ``ModelSpec.options``): ``couplings``,
-            ``hidden`` (a list of ints), ``latent_dim``, ``conditional``, ``image``, GAN options.
+            ``hidden`` (a list of ints), ``latent_dim``, ``latent_dims`` (hvae), ``conditional``, ``image``,
+            GAN options.
 
     Returns:
         A summary dict (model, data, steps, the best validation number).

@@ -17,6 +17,9 @@ decoder is a Gaussian with a learned variance per pixel (``likelihood="gaussian_
 * ``vae``: the same training on the negative ELBO; eval reports the test ELBO, rate and
   distortion, the importance-weighted log-likelihood (K samples) and bits/dim; sample
   decodes prior draws (class columns when conditional).
+* ``hvae``: the hierarchical VAE (:class:`gencore.models.HierarchicalVAE`, the digits only:
+  its decoder is the categorical one), trained and scored as ``vae``; eval adds the KL and
+  the active units of every stochastic layer (``z_1`` first).
 """
 
 from __future__ import annotations
@@ -36,13 +39,14 @@ from gencore.train import _check_resume, _read_meta, fit, run_lock, save_checkpo
 DEFAULTS = {
     "ae": {"latent_dim": 8, "hidden": [256, 128]},
     "vae": {"latent_dim": 16, "hidden": [256, 256], "likelihood": "categorical"},
+    "hvae": {"latent_dims": [16, 8], "hidden": [256, 256]},
 }
 #: Your own data: continuous values, so a Gaussian decoder with learned variances.
 USER_VAE = {"likelihood": "gaussian_learned"}
 LR = 2e-3
 #: Evaluate on val (and checkpoint) at least every EVAL_EVERY steps: the VAE's best comes early.
 EVAL_EVERY = 100
-STEPS = {"ae": 2000, "vae": 3000}
+STEPS = {"ae": 2000, "vae": 3000, "hvae": 3000}
 #: Numbers of components ``pca`` chooses from on the val split.
 PCA_CANDIDATES = tuple(range(4, 61, 4))
 
@@ -89,7 +93,7 @@ def _train_pca(data: str, out, *, seed: int, allow_changes: bool, latent_dim: in
 
 def train(spec, data: str, out, *, steps: int, batch_size: int, lr: float | None, seed: int, progress: bool,
           allow_changes: bool, overrides: dict, latent_dim: int | None = None, hidden: list[int] | None = None,
-          conditional: bool = False, image: bool = False) -> dict:
+          conditional: bool = False, image: bool = False, latent_dims: list[int] | None = None) -> dict:
     model = spec.name
     if model == "pca":
         if overrides:
@@ -99,7 +103,8 @@ def train(spec, data: str, out, *, steps: int, batch_size: int, lr: float | None
     config = dict(DEFAULTS[model])
     if model == "vae" and not digits:
         config.update(USER_VAE)
-    config.update({k: v for k, v in {"hidden": hidden, "latent_dim": latent_dim}.items() if v is not None})
+    config.update({k: v for k, v in {"hidden": hidden, "latent_dim": latent_dim, "latent_dims": latent_dims}.items()
+                   if v is not None})
     # Fit on "fit", select on "val" (both carved from "train"): the test split stays unseen
     # until eval.
     x_levels, y = _load(data, "fit", seed=seed, image=image, levels=True)
@@ -155,6 +160,10 @@ def evaluate(run, net, meta: dict, data: str, *, n_samples: int = 1000) -> dict:
                    distortion_nats=distortion.mean().item(), iw_samples=n_samples, test_nll_nats=-ll,
                    reconstruction_error=(net.reconstruct(xt, ctx) - xt).pow(2).reshape(len(xt), -1).sum(1)
                    .mean().item())
+        if name == "hvae":  # what each stochastic layer carries (z_1 first): collapse shows as ~0
+            out.update(latent_dims=list(net.latent_dims),
+                       kl_per_layer_nats=net.kl_per_layer(xt, generator=g).mean(0).tolist(),
+                       active_units=net.active_units(xt))
     if digits and "test_nll_nats" in out:
         out["bits_per_dim"] = metrics.bits_per_dim(out["test_nll_nats"], 64, levels=DIGITS_LEVELS)
         out["uniform_bits_per_dim"] = math.log2(DIGITS_LEVELS)
@@ -189,7 +198,8 @@ def sample(run, net, meta: dict, n: int, out_png, generator: torch.Generator) ->
     else:
         ctx = one_hot(torch.arange(n) % 10) if rec.get("conditional") else None
         xs = net.sample(n, generator=generator, context=ctx)
-        title = "VAE samples (decoder means)" + (" (classes 0-9 by column)" if ctx is not None else "")
+        title = ("hierarchical VAE" if name == "hvae" else "VAE") + " samples (decoder means)" \
+            + (" (classes 0-9 by column)" if ctx is not None else "")
     if xs[0].numel() == 2:
         return save_scatter_over_data(xs.reshape(n, 2), out_png, title=title)
     check_picture(data, xs)
@@ -202,8 +212,8 @@ def _shape(x: torch.Tensor) -> tuple[int, int]:
     return tuple(x.shape[-2:]) if x.dim() == 4 else (8, 8)
 
 
-def _spec(name: str, summary: str, options: tuple[str, ...]) -> ModelSpec:
-    return register(ModelSpec(name=name, family="latent", summary=summary, datasets=("digits",), user_data=True,
+def _spec(name: str, summary: str, options: tuple[str, ...], user_data: bool = True) -> ModelSpec:
+    return register(ModelSpec(name=name, family="latent", summary=summary, datasets=("digits",), user_data=user_data,
                               options=options, batch_size=128,
                               default_steps=(lambda kind, opts: STEPS[name]) if name in STEPS else None,
                               train=train, evaluate=evaluate, sample=sample))
@@ -212,3 +222,5 @@ def _spec(name: str, summary: str, options: tuple[str, ...]) -> ModelSpec:
 _spec("pca", "probabilistic PCA, the linear auto-encoder (closed form)", ("latent_dim",))
 _spec("ae", "auto-encoder (MLP, or convolutional with --image)", ("latent_dim", "hidden", "image"))
 _spec("vae", "VAE with a categorical decoder over the 17 pixel levels", ("latent_dim", "hidden", "conditional"))
+_spec("hvae", "hierarchical VAE: stochastic layers inferred top-down against learned priors, categorical decoder",
+      ("latent_dims", "hidden"), user_data=False)

@@ -34,6 +34,7 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("hidden", "sizes", "hidden widths, e.g. 256,256 (conditioners; the networks of gan, ae, vae; "
                               "the image encoder of simclr, clip)"),
     Option("latent_dim", int, "size of z (gan, ae, vae), components (pca; default: chosen on the val split)"),
+    Option("latent_dims", "sizes", "hvae: sizes of the stochastic layers, z_1 (next to the data) first, e.g. 16,8"),
     Option("conditional", bool, "condition on the class (labels 0..9)"),
     Option("image", bool, "image data as (C, H, W) with convolutional networks (digits: (1, 8, 8))"),
     Option("loss", str, "gan: the game's loss (default: non_saturating on 2-D data, wasserstein_gp on images)",
