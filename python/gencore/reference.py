@@ -197,6 +197,13 @@ RQ_MIN_BIN_HEIGHT = 1e-3
 RQ_MIN_DERIVATIVE = 1e-3
 
 
+def _clamp_keep_grad(t: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """``t`` clamped to ``[lo, hi]`` in value, with the identity's gradient: the clamps of
+    the spline only absorb rounding (or select the tails, where the result is masked), and
+    the gradient of ``clamp`` at its bounds differs between torch releases."""
+    return t + (t.clamp(lo, hi) - t).detach()
+
+
 def rq_spline_knots(widths: torch.Tensor, heights: torch.Tensor, derivatives: torch.Tensor, bound: float):
     """The knots of the monotonic rational-quadratic spline from its unnormalized parameters.
 
@@ -258,7 +265,7 @@ def rq_spline(x: torch.Tensor, widths: torch.Tensor, heights: torch.Tensor, deri
     """
     xk, yk, dk = rq_spline_knots(widths, heights, derivatives, bound)
     inside = (x >= -bound) & (x <= bound)
-    xc = x.clamp(-bound, bound)
+    xc = _clamp_keep_grad(x, -bound, bound)
     knots = yk if reverse else xk
     # the bin of each element: the last knot at or below it (the top knot belongs to the last bin)
     idx = (torch.searchsorted(knots[..., 1:-1].contiguous(), xc[..., None].contiguous(), right=True))
@@ -277,10 +284,10 @@ def rq_spline(x: torch.Tensor, widths: torch.Tensor, heights: torch.Tensor, deri
         b = h * d0 - dy * g
         c = -s * dy
         disc = (b * b - 4 * a * c).clamp(min=0)
-        t = (2 * c / (-b - torch.sqrt(disc))).clamp(0, 1)
+        t = _clamp_keep_grad(2 * c / (-b - torch.sqrt(disc)), 0, 1)
         out = x0 + t * w
     else:
-        t = ((xc - x0) / w).clamp(0, 1)
+        t = _clamp_keep_grad((xc - x0) / w, 0, 1)
         out = y0 + h * (s * t * t + d0 * t * (1 - t)) / (s + g * t * (1 - t))
     tt = t * (1 - t)
     log_deriv = (2 * torch.log(s) + torch.log(d1 * t * t + 2 * s * tt + d0 * (1 - t) ** 2)
