@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import numbers
+
+import torch
+from torch import nn
 
 
 def event_shape(features, owner: str) -> tuple[int, ...]:
@@ -39,15 +43,31 @@ def require_real(v, name: str, owner: str) -> float:
     return float(v)
 
 
+def require_nonneg_real(v, name: str, owner: str) -> float:
+    """A finite real number >= 0 (a weight such as ``beta``): ``TypeError`` for a ``bool`` or
+    a non-number, ``ValueError`` otherwise."""
+    v = require_real(v, name, owner)
+    if not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"{owner}: {name} must be a finite number >= 0, got {v!r}")
+    return v
+
+
+def in_eval(module: nn.Module, fn):
+    """``fn()`` with ``module`` in eval mode (batch norm with running statistics, no codebook
+    updates), its mode restored afterwards."""
+    was = module.training
+    module.eval()
+    try:
+        return fn()
+    finally:
+        module.train(was)
+
+
 def flat_batch(x, event_shape: tuple[int, ...], owner: str, name: str = "x"):
     """A batch of examples ``(B, *event_shape)`` (or already flat ``(B, D)``) as ``(B, D)``,
     after the checks every model's entry point makes: a floating-point tensor, the shape, a
     non-empty batch, finite values (``TypeError`` / ``ValueError`` naming ``owner`` and
     ``name``)."""
-    import math
-
-    import torch
-
     if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
         raise TypeError(f"{owner}: {name} must be a floating-point tensor, got "
                         f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}")
@@ -70,10 +90,6 @@ def categorical_log_px(x, logits, levels: int):
     ``(..., *x.shape)`` in nats, including the dequantization volume ``log levels`` per pixel,
     so sums over pixels are densities of the dequantized ``x`` (comparable with flows).
     """
-    import math
-
-    import torch
-
     level = (x * levels).floor().clamp(0, levels - 1).long()
     logp = torch.log_softmax(logits, dim=-1)
     picked = logp.gather(-1, level.expand(logits.shape[:-1]).unsqueeze(-1)).squeeze(-1)
@@ -84,8 +100,6 @@ def categorical_mean(logits, levels: int, sample: bool = False, generator=None):
     """Data-space value of a categorical over ``levels`` level centres ``(k + 1/2) / levels``:
     its mean (``sample=False``), or a draw (on the CPU, so a CPU ``generator`` serves every
     device). ``logits: (..., levels)`` -> ``(...)``."""
-    import torch
-
     probs = torch.softmax(logits, dim=-1)
     centers = (torch.arange(levels, dtype=logits.dtype, device=logits.device) + 0.5) / levels
     if not sample:

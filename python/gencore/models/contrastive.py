@@ -29,6 +29,7 @@ from torch import nn
 from gencore.data.augment import DEFAULT_AUGMENT, augment_digits, digit_images, digit_views
 from gencore.data.captions import VOCAB
 from gencore.metrics._checks import check_int
+from gencore.models._common import in_eval as _in_eval
 from gencore.nn import MLP, CLIPLoss, NTXentLoss
 
 __all__ = ["SimCLR", "CLIP", "digit_encoder", "TokenEncoder", "ENCODER_KINDS"]
@@ -406,16 +407,6 @@ def _probe_encoder(encoder, feature_dim, owner: str, name: str, probe, input_des
     if feature_dim is not None and feature_dim != out.shape[1]:
         raise ValueError(f"{owner}: {dim_name}={feature_dim} but {name} outputs {out.shape[1]} features")
     return int(out.shape[1])
-
-
-def _in_eval(module: nn.Module, fn):
-    """``fn()`` with ``module`` in eval mode, its mode restored afterwards."""
-    was = module.training
-    module.eval()
-    try:
-        return fn()
-    finally:
-        module.train(was)
 
 
 def _generator_from_global_rng(device: torch.device) -> torch.Generator:

@@ -39,8 +39,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from gencore.models._common import (categorical_log_px, categorical_mean, event_shape, flat_batch, require_int,
-                                    require_real)
+from gencore.models._common import (categorical_log_px, categorical_mean, event_shape, flat_batch, in_eval,
+                                    require_int, require_nonneg_real)
 from gencore.ops import reparameterize
 
 __all__ = ["HierarchicalVAE"]
@@ -117,10 +117,8 @@ class HierarchicalVAE(nn.Module):
             raise ValueError(f"{owner}: levels must be an int >= 2, got {levels!r}")
         if not isinstance(batch_norm, bool):
             raise TypeError(f"{owner}: batch_norm must be a bool, got {batch_norm!r}")
-        free_bits, beta = require_real(free_bits, "free_bits", owner), require_real(beta, "beta", owner)
-        for name, v in (("free_bits", free_bits), ("beta", beta)):
-            if not (math.isfinite(v) and v >= 0):
-                raise ValueError(f"{owner}: {name} must be a finite number >= 0, got {v!r}")
+        free_bits = require_nonneg_real(free_bits, "free_bits", owner)
+        beta = require_nonneg_real(beta, "beta", owner)
         self.event_shape = shape
         self.features = math.prod(shape)
         self.latent_dims = tuple(latent_dims)
@@ -258,10 +256,7 @@ class HierarchicalVAE(nn.Module):
         (the per-layer floor on the batch mean of each KL; without free bits and with
         ``beta = 1``, the negative ELBO)."""
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        if beta is None:
-            beta = self.beta
-        elif not (isinstance(beta, (int, float)) and not isinstance(beta, bool) and math.isfinite(beta) and beta >= 0):
-            raise ValueError(f"HierarchicalVAE.loss: beta must be a finite number >= 0, got {beta!r}")
+        beta = self.beta if beta is None else require_nonneg_real(beta, "beta", "HierarchicalVAE.loss")
         t = self.terms(x)
         kl = t["kl"].mean(0)
         if self.free_bits > 0:
@@ -286,8 +281,7 @@ class HierarchicalVAE(nn.Module):
             raise ValueError(f"HierarchicalVAE.log_likelihood: batch_size must be a positive int, got {batch_size!r}")
         _no_context(context)
         xf = self._flat(x)
-        with _EvalMode(self):
-            return self._iw(xf, n_samples, generator, batch_size)
+        return in_eval(self, lambda: self._iw(xf, n_samples, generator, batch_size))
 
     def _iw(self, xf: torch.Tensor, n_samples: int, generator, batch_size: int) -> torch.Tensor:
         out = []
@@ -322,8 +316,7 @@ class HierarchicalVAE(nn.Module):
         xf = self._flat(x)
         if xf.shape[0] < 2:
             raise ValueError("HierarchicalVAE.active_units: needs at least 2 examples")
-        with _EvalMode(self):
-            _, _, means = self._infer(xf, mean=True)
+        _, _, means = in_eval(self, lambda: self._infer(xf, mean=True))
         return [int((m.var(0) > threshold).sum()) for m in means]
 
     # ---- generation ---------------------------------------------------------------------
@@ -341,36 +334,22 @@ class HierarchicalVAE(nn.Module):
         def normal(shape):
             return torch.randn(shape, generator=generator, dtype=p.dtype, device="cpu").to(p.device)
 
-        z = normal((n, self.latent_dims[-1]))
-        with _EvalMode(self):
+        def top_down():
+            z = normal((n, self.latent_dims[-1]))
             for l in reversed(range(self.n_layers - 1)):
                 _, pm, plv, _ = self._prior_step(l, z)
                 z = pm + torch.exp(0.5 * plv) * normal(pm.shape)
-            logits = self._logits(z)
+            return self._logits(z)
+
+        logits = in_eval(self, top_down)
         return self._shape_out(categorical_mean(logits, self.levels, not mean, generator))
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, context: None = None) -> torch.Tensor:
         """Decoder mean at the posterior means (top-down): ``x -> E[x | z_1 = mu_1(x)]``, shape of ``x``."""
         _no_context(context)
-        with _EvalMode(self):
-            z1, _, _ = self._infer(self._flat(x), mean=True)
-            logits = self._logits(z1)
+        logits = in_eval(self, lambda: self._logits(self._infer(self._flat(x), mean=True)[0]))
         return categorical_mean(logits, self.levels).reshape(x.shape)
-
-
-class _EvalMode:
-    """``with _EvalMode(model):`` eval mode (batch normalisation with its running statistics)
-    inside, the previous mode restored after."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model, self.was = model, model.training
-
-    def __enter__(self):
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        self.model.train(self.was)
 
 
 def _no_context(context) -> None:

@@ -25,7 +25,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gencore.models._common import categorical_log_px, categorical_mean, flat_batch, require_int, require_real
+from gencore.models._common import (categorical_log_px, categorical_mean, flat_batch, require_int,
+                                    require_nonneg_real, require_real)
 from gencore.nn import MLP, Reparameterize
 
 __all__ = ["VAE", "LIKELIHOODS"]
@@ -270,7 +271,4 @@ class VAE(nn.Module):
 
 
 def _check_beta(beta) -> float:
-    require_real(beta, "beta", "VAE")
-    if not (math.isfinite(beta) and beta >= 0):
-        raise ValueError(f"VAE: beta must be a finite number >= 0, got {beta!r}")
-    return float(beta)
+    return require_nonneg_real(beta, "beta", "VAE")

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gencore.models._common import categorical_log_px, categorical_mean, require_int, require_real
+from gencore.models._common import categorical_log_px, categorical_mean, in_eval, require_int, require_real
 from gencore.nn import VectorQuantizer
 
 __all__ = ["VQVAE", "CodePrior"]
@@ -229,12 +229,7 @@ class VQVAE(nn.Module):
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
         """The code grid ``(B, H/2, W/2)`` (int64) of ``x`` (the quantizer in eval mode: no update)."""
-        was = self.quantizer.training
-        self.quantizer.eval()
-        try:
-            return self.quantizer(self.encode(x)).indices
-        finally:
-            self.quantizer.train(was)
+        return in_eval(self.quantizer, lambda: self.quantizer(self.encode(x)).indices)
 
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """Per-pixel logits ``(B, C, H, W, levels)`` of ``p(x | z)`` for a code grid ``(B, H/2, W/2)``."""
@@ -272,13 +267,9 @@ class VQVAE(nn.Module):
     def nll_bound(self, x: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 512) -> torch.Tensor:
         """``-log p(x | z_q(x)) - log p(z_q(x))`` per example (nats, ``(B,)``): an upper bound
         on the negative log-likelihood (eval mode: the codebook is not updated)."""
-        was = self.training
-        self.eval()
-        try:
-            return torch.cat([self.terms(x[i:i + batch_size], None if labels is None else labels[i:i + batch_size])
-                              ["bound"] for i in range(0, len(x), batch_size)])
-        finally:
-            self.train(was)
+        return in_eval(self, lambda: torch.cat([
+            self.terms(x[i:i + batch_size], None if labels is None else labels[i:i + batch_size])["bound"]
+            for i in range(0, len(x), batch_size)]))
 
     # ---- generation ----------------------------------------------------------------------
     def _mean(self, logits: torch.Tensor, sample: bool = False, generator=None) -> torch.Tensor:
