@@ -13,6 +13,8 @@
     gencore train vae --data digits --out runs/vae      (also pca, ae, vqvae)
     gencore train simclr --data digits --out runs/simclr
     gencore train clip --data digits-captions --out runs/clip
+    gencore train text2image --data digits-captions --out runs/t2i
+    gencore sample runs/t2i --caption "bold upright seven" -n 16 --out seven.png
     gencore train realnvp --data my.npy --steps 2000 --out runs/mine   (your own data: .npy, .npz, .csv,
                                  .safetensors or a folder of PNGs; gencore.data.files)
     gencore eval runs/clip       linear probe, kNN, zero-shot, retrieval recall@1/@5 (simclr, clip)
@@ -157,7 +159,7 @@ def cmd_sample(args) -> int:
     from gencore import runs
 
     # _validate gave --out its suffix: matplotlib writes "X" as "X.png", reported as written.
-    path = runs.sample(args.run, args.n, args.out, seed=args.seed)
+    path = runs.sample(args.run, args.n, args.out, seed=args.seed, caption=args.caption, candidates=args.candidates)
     print(f"wrote {path}")
     for extra in runs.figures(args.run, args.out):
         print(f"wrote {extra}")
@@ -330,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("model", choices=models())
     pt.add_argument("--data", required=True, type=_dataset, metavar="DATA",
                     help=f"{', '.join(DATASETS + PAIRED_DATASETS)} (digits-captions: image-caption pairs, for "
-                    "clip), or your own data (flows, gan, pca, ae, vae): a .npy, .npz, .csv or .safetensors file or a folder "
+                    "clip and text2image), or your own data (flows, gan, pca, ae, vae): a .npy, .npz, .csv or .safetensors file or a folder "
                     "of PNG images")
     pt.add_argument("--out", required=True, help="run folder (resumes if it holds a checkpoint of the same run)")
     pt.add_argument("--steps", type=int, default=None,
@@ -365,6 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("-n", type=int, default=64, help=f"number of samples, 1 to {MAX_SAMPLES} (default: 64)")
     ps.add_argument("--out", required=True, help="PNG file (.png is added to a name without a suffix)")
     ps.add_argument("--seed", type=int, default=0)
+    ps.add_argument("--caption", default=None, help='text2image: the caption of every image, words of the '
+                    'captions\' vocabulary, e.g. "bold upright seven" (default: one column per class)')
+    ps.add_argument("--candidates", type=int, default=1,
+                    help="text2image: keep the best of this many images per caption by CLIP similarity (default: 1)")
     ps.set_defaults(fn=cmd_sample)
 
     pd = command("demo", help="show the library working end to end (the README's main job)")

@@ -4,7 +4,8 @@ Every model family of the lecture is trained briefly on the embedded digits and 
 with the metrics that apply to it; one comparison table is printed, figures are written
 as PNG into the output folder, and the run ends with the fused-op benchmark ratios.
 The representation learners (SimCLR, CLIP) get a table of their own: they are judged by
-what their frozen features are good for, not by likelihood or samples.
+what their frozen features are good for, not by likelihood or samples; so does text to
+image (DALL-E), judged by whether its images show what their captions say.
 """
 
 from __future__ import annotations
@@ -246,6 +247,58 @@ def print_representation_table(rows: list[dict]) -> None:
               f"| {r['status']} |")
 
 
+#: The captions of the demo's text-to-image grid: one row each (the last two name
+#: combinations held out of training, gencore.runs.text2image.HELD_OUT_COMBOS).
+DEMO_CAPTIONS = ("bold upright seven", "thin upright seven", "thin left one", "bold right one", "regular upright two",
+                 "bold left three", "thin right four", "regular upright zero", "regular left seven",
+                 "bold upright eight")
+
+
+def section_text_to_image(steps: int, out: Path) -> dict:
+    """DALL-E on the captioned digits (:class:`gencore.models.TextToImage`) through
+    ``gencore.runs``: trained with ten (stroke, slant, class) combinations held out, scored
+    on the test captions by ``gencore eval`` (class by the digits classifier, stroke and
+    slant by the captions' own rule, retrieval by an independent CLIP), and a caption ->
+    image grid."""
+    print("
+== text to image: caption tokens, then VQ code tokens, one transformer (DALL-E) ==")
+    net, r, meta, secs = _run(out, "text2image", "text2image", "digits-captions", steps)
+    from gencore.runs.text2image import CANDIDATES, SAMPLING
+
+    s = SAMPLING
+    print(f"{steps} steps ({secs:.1f} s with evaluation; kept step {_best(meta)['step']}); sampling: guidance "
+          f"{s['guidance']}, temperature {s['temperature']}; re-ranked: best of {CANDIDATES} by the model's CLIP")
+    g = torch.Generator().manual_seed(0)
+    images = net.generate([c for c in DEMO_CAPTIONS for _ in range(8)], candidates=CANDIDATES, generator=g, **s)
+    save_image_grid(images, out / "text2image.png", nrow=8, row_labels=DEMO_CAPTIONS,
+                    title=f"text to image (best of {CANDIDATES} by CLIP); the last two captions never seen in training")
+    tc, ho = r["test_captions"], r["held_out_combos"]
+    mem = r["diversity_and_memorization"]
+    rows = [{"family": "reference: real test digits", **tc["real_test_digits"],
+             "near_copy_fraction": mem["real_test_digits"]["near_copy_fraction"]},
+            {"family": "chance", **tc["chance"]},
+            {"family": "generated", **tc["generated"], "near_copy_fraction": mem["generated"]["near_copy_fraction"]},
+            {"family": f"generated, re-ranked (best of {CANDIDATES})", **tc["generated_reranked"],
+             "near_copy_fraction": mem["generated_reranked"]["near_copy_fraction"]},
+            {"family": "held-out combinations, re-ranked", **ho["generated_reranked"]}]
+    return {"rows": rows, "perplexity_per_code": r["prior"]["perplexity_per_code"],
+            "unigram_perplexity_per_code": r["prior"]["unigram_perplexity_per_code"], "seconds": secs}
+
+
+def print_text_to_image_table(t2i: dict) -> None:
+    def pct(v):
+        return "–" if v is None else f"{100 * v:.1f}%"
+
+    print("| text to image, test captions | class | stroke | slant | all three | CLIP recall@1 | near-copies |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in t2i["rows"]:
+        print(f"| {r['family']} | {pct(r['class_accuracy'])} | {pct(r['stroke_accuracy'])} "
+              f"| {pct(r['slant_accuracy'])} | {pct(r['all_accuracy'])} | {pct(r.get('clip_recall@1'))} "
+              f"| {pct(r.get('near_copy_fraction'))} |")
+    print(f"\nthe prior's perplexity on the test digits' codes: {t2i['perplexity_per_code']:.1f} codes per token "
+          f"(unigram frequencies: {t2i['unigram_perplexity_per_code']:.1f}; uniform: 64)")
+
+
 def section_bench(quick: bool, out: Path) -> None:
     print("\n== fused ops vs eager PyTorch and torch.compile ==")
     from gencore.benchmarks import contrastive, coupling, reparam, vq
@@ -327,6 +380,9 @@ def main(quick: bool = False, out: str | Path = "demo-out") -> int:
     save_image_grid(hv_samples[:64], out / "hvae_samples.png", title="hierarchical VAE samples (decoder means)")
     rows = [real_row, flow_row, cond_row, pca_row, ae_row, vae_row, cvae_row, hv_row, vq_row, cvq_row, gan_row]
     representation = section_contrastive(steps=60 if quick else 800, out=out)
+    from gencore.runs.text2image import STEPS as T2I_STEPS
+
+    t2i = section_text_to_image(60 if quick else T2I_STEPS, out)
     save_image_grid(flow["x_test"][:64], out / "digits_real.png", title="held-out digits")
     save_image_grid(samples[:64], out / "flow_samples.png", title="RealNVP samples")
     save_image_grid(cond_samples[:100], out / "flow_class_samples.png", nrow=10,
@@ -335,14 +391,17 @@ def main(quick: bool = False, out: str | Path = "demo-out") -> int:
     print_table(rows)
     print("\n== representations on the held-out digits ==")
     print_representation_table(representation)
+    print("\n== text to image on the test captions (class: digits classifier; stroke, slant: the captions' rule) ==")
+    print_text_to_image_table(t2i)
     results["table"] = rows
     results["representation"] = representation
+    results["text_to_image"] = t2i
     section_bench(quick, out)
     results["seconds"] = time.perf_counter() - t_start
     (out / "demo.json").write_text(json.dumps(results, indent=2, default=float))
     for r in rows:
         r.pop("model", None)
     print(f"\nfigures (digits_real.png, flow_samples.png, flow_class_samples.png, vae_samples.png, "
-          f"vae_class_samples.png, hvae_samples.png, vqvae_samples.png, gan_class_samples.png), demo.json and benchmark tables in {out}/ "
+          f"vae_class_samples.png, hvae_samples.png, vqvae_samples.png, gan_class_samples.png, text2image.png), demo.json and benchmark tables in {out}/ "
           f"({results['seconds']:.0f} s)")
     return 0

@@ -28,10 +28,12 @@ def save_figure(fig, path) -> Path:
 
 
 def save_image_grid(images, path, *, nrow: int | None = None, title: str | None = None,
-                    shape=(8, 8)) -> Path:
+                    shape=(8, 8), row_labels=None) -> Path:
     """Save ``(N, H*W)`` or ``(N, H, W)`` or ``(N, 1, H, W)`` images in ``[0, 1]`` as a grid PNG.
 
-    Values are clipped to ``[0, 1]`` for display only.
+    Values are clipped to ``[0, 1]`` for display only. ``nrow`` images per grid row;
+    ``row_labels``: one text per grid row, written to its left (e.g. the caption a row of
+    images was drawn for).
     """
     x = torch.as_tensor(images).detach().float().cpu()
     if x.dim() == 2:
@@ -49,9 +51,16 @@ def save_image_grid(images, path, *, nrow: int | None = None, title: str | None 
         r, c = divmod(i, nrow)
         canvas[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + c * (w + 1):1 + c * (w + 1) + w] = x[i].clamp(0, 1)
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(nrow * 0.45 + 0.3, ncol * 0.45 + (0.5 if title else 0.3)), dpi=110)
+    extra = 1.6 if row_labels is not None else 0.0
+    fig, ax = plt.subplots(figsize=(nrow * 0.45 + 0.3 + extra, ncol * 0.45 + (0.5 if title else 0.3)), dpi=110)
     ax.imshow(canvas.numpy(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
     ax.axis("off")
+    if row_labels is not None:
+        labels = [str(v) for v in row_labels]
+        if len(labels) != ncol:
+            raise ValueError(f"row_labels: {len(labels)} labels for {ncol} rows of images")
+        for r, text in enumerate(labels):
+            ax.text(-1, 1 + r * (h + 1) + h / 2, text, ha="right", va="center", fontsize=8)
     if title:
         ax.set_title(title, fontsize=9)
     return save_figure(fig, path)

@@ -20,6 +20,7 @@ TESTED = {
     ("docs/models/flows.md", "RealNVP(2, n_couplings=16"): "tests/docs/test_docs.py::test_docs_flows_example",
     ("docs/models/latent.md", "VAE(64, latent_dim=16"): "tests/docs/test_docs.py::test_docs_vae_examples",
     ("docs/models/latent.md", "HierarchicalVAE(64, latent_dims"): "tests/docs/test_docs.py::test_docs_vae_examples",
+    ("docs/models/text2image.md", "TextToImage()"): "tests/docs/test_docs.py::test_docs_text2image_example",
 }
 
 
@@ -116,6 +117,18 @@ def test_docs_vae_examples(doc_block, one_thread, key, name):
     assert ll.shape == (10,) and torch.isfinite(ll).all()
     if name == "hvae":
         assert not scope[name].training and len(scope[name].active_units(scope["x_test"])) == 2
+
+
+def test_docs_text2image_example(doc_block, one_thread):
+    # docs/models/text2image.md, shortened: 10 steps instead of 100.
+    block = doc_block("docs/models/text2image.md", "TextToImage()")
+    short = block.replace("steps=100", "steps=10")
+    assert "steps=10," in short
+    scope: dict = {}
+    exec(short, scope)  # noqa: S102 - our own documentation
+    assert scope["images"].shape == (3, 1, 8, 8) and bool(((scope["images"] >= 0) & (scope["images"] <= 1)).all())
+    assert scope["nll"].shape == (135,) and scope["per_code"].shape == (135, 16)
+    assert bool((scope["per_code"] <= 0).all())
 
 
 def test_docs_docstring_dialect():

@@ -53,3 +53,8 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     clip = next(r for r in res["representation"] if r["family"].startswith("CLIP"))
     assert clip["zero_shot"] > 0.3  # 60 steps; chance is 10%
     assert (tmp_path / "contrastive-cpu-float32.md").exists()
+    t2i = {r["family"]: r for r in res["text_to_image"]["rows"]}
+    assert t2i["reference: real test digits"]["class_accuracy"] > 0.95 and t2i["chance"]["class_accuracy"] == 0.1
+    assert all(0 <= r["class_accuracy"] <= 1 for r in t2i.values()) and len(t2i) == 5
+    assert "| text to image, test captions |" in out
+    assert (tmp_path / "text2image.png").read_bytes()[:4] == b"\x89PNG"

@@ -9,6 +9,7 @@ from gencore.models.flows import NICE, Flow, Glow, RealNVP
 from gencore.models.gan import GAN
 from gencore.models.hvae import HierarchicalVAE
 from gencore.models.pca import PCA
+from gencore.models.text2image import TextToImage
 from gencore.models.vae import VAE
 from gencore.models.vqvae import VQVAE
 
@@ -21,6 +22,7 @@ MODELS["simclr"] = SimCLR
 MODELS["clip"] = CLIP
 MODELS["vqvae"] = VQVAE
 MODELS["hvae"] = HierarchicalVAE
+MODELS["text2image"] = TextToImage
 
 
 #: Bounds on a config built by :func:`build` (from the command line or a checkpoint's JSON):
@@ -100,4 +102,4 @@ __all__ = ["Flow", "NICE", "RealNVP", "Glow", "MODELS", "build", "model_name"]
 __all__ += ["GAN"]
 __all__ += ["PCA", "Autoencoder", "VAE"]
 __all__ += ["SimCLR", "CLIP"]
-__all__ += ["VQVAE", "HierarchicalVAE"]
+__all__ += ["VQVAE", "HierarchicalVAE", "TextToImage"]

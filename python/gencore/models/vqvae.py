@@ -38,9 +38,13 @@ __all__ = ["VQVAE", "CodePrior"]
 
 
 class _Block(nn.Module):
-    def __init__(self, width: int, heads: int) -> None:
+    """A pre-norm transformer block: causal self-attention (``scaled_dot_product_attention``)
+    and a 4x MLP, each residual; ``dropout`` on the attention weights and on both branches
+    in training."""
+
+    def __init__(self, width: int, heads: int, dropout: float = 0.0) -> None:
         super().__init__()
-        self.heads = heads
+        self.heads, self.dropout = heads, float(dropout)
         self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
         self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
         self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
@@ -48,9 +52,14 @@ class _Block(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         b, t, w = h.shape
         q, k, v = self.qkv(self.norm1(h)).reshape(b, t, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        h = h + self.proj(a.transpose(1, 2).reshape(b, t, w))
-        return h + self.mlp(self.norm2(h))
+        p = self.dropout if self.training else 0.0
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
+        a = self.proj(a.transpose(1, 2).reshape(b, t, w))
+        if p > 0:
+            a = F.dropout(a, p)
+        h = h + a
+        m = self.mlp(self.norm2(h))
+        return h + (F.dropout(m, p) if p > 0 else m)
 
 
 class CodePrior(nn.Module):
@@ -158,12 +167,15 @@ class VQVAE(nn.Module):
         prior_width, prior_layers, prior_heads: the prior transformer.
         classes: a class-conditional prior ``p(z | y)`` over ``classes`` labels (0: none);
             the batches are then ``(x, y)`` with int64 labels.
+        prior: False builds the auto-encoder and codebook only (``self.prior`` is None; the
+            prior-dependent methods refuse): a stage of a model with its own prior over the
+            codes (:class:`gencore.models.TextToImage`).
     """
 
     def __init__(self, features=(1, 8, 8), num_codes: int = 64, code_dim: int = 16, hidden: int = 64, *,
                  levels: int = 17, beta: float = 0.25, ema_decay: float | None = 0.99,
                  restart_dead_codes: bool = True, prior_width: int = 64, prior_layers: int = 2,
-                 prior_heads: int = 4, classes: int = 0) -> None:
+                 prior_heads: int = 4, classes: int = 0, prior: bool = True) -> None:
         super().__init__()
         shape = [int(v) for v in features] if not isinstance(features, int) else []
         if len(shape) != 3 or any(v < 1 for v in shape) or shape[1] % 2 or shape[2] % 2:
@@ -190,13 +202,17 @@ class VQVAE(nn.Module):
             nn.ConvTranspose2d(hidden, hidden, 4, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU(),
             nn.Conv2d(hidden, c * levels, 1))
+        if not isinstance(prior, bool):
+            raise TypeError(f"VQVAE: prior must be a bool, got {type(prior).__name__}")
         self.prior = CodePrior(num_codes, self.grid[0] * self.grid[1], prior_width, prior_layers, prior_heads,
-                               classes)
+                               classes) if prior else None
         self.classes = classes
         self.config = {"features": shape, "num_codes": num_codes, "code_dim": code_dim, "hidden": hidden,
                        "levels": levels, "beta": float(beta), "ema_decay": ema_decay,
                        "restart_dead_codes": restart_dead_codes, "prior_width": prior_width,
                        "prior_layers": prior_layers, "prior_heads": prior_heads, "classes": classes}
+        if not prior:
+            self.config["prior"] = False
 
     @property
     def num_codes(self) -> int:
@@ -243,22 +259,38 @@ class VQVAE(nn.Module):
     def _log_px(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         return categorical_log_px(x, logits, self.levels).flatten(1).sum(1)
 
+    def _prior(self, what: str) -> CodePrior:
+        if self.prior is None:
+            raise ValueError(f"VQVAE.{what}: this VQVAE was built with prior=False (no prior over its codes)")
+        return self.prior
+
     # ---- objectives ----------------------------------------------------------------------
+    def autoencode(self, x: torch.Tensor):
+        """The auto-encoder's pass: ``(distortion, vq)`` with ``distortion = -log p(x | z_q(x))``
+        per example ``(B,)`` in nats and ``vq`` the quantizer's output (its ``indices``, the
+        code grid ``(B, H/2, W/2)``; its ``loss``, the commitment term). The quantizer updates
+        its codebook in training mode."""
+        x = self._image(x)
+        out = self.quantizer(self.encode(x))
+        return -self._log_px(x, self._logits(self.decoder(out.quantized))), out
+
     def terms(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Per-example terms in nats, each ``(B,)``: ``distortion = -log p(x | z_q(x))``,
         ``prior_nll = -log p(z_q(x))`` (conditional prior: ``-log p(z_q(x) | y)``),
         ``bound = distortion + prior_nll`` (>= -log p(x), or -log p(x | y)); and the
         quantizer's output (``vq``)."""
-        x = self._image(x)
-        out = self.quantizer(self.encode(x))
-        distortion = -self._log_px(x, self._logits(self.decoder(out.quantized)))
-        prior_nll = -self.prior.log_prob(out.indices.flatten(1), labels)
+        distortion, out = self.autoencode(x)
+        prior_nll = -self._prior("terms").log_prob(out.indices.flatten(1), labels)
         return {"distortion": distortion, "prior_nll": prior_nll, "bound": distortion + prior_nll, "vq": out}
 
     def loss(self, batch) -> torch.Tensor:
-        """Mean over the batch of the bound plus the quantizer's loss summed per example (nats)."""
+        """Mean over the batch of the bound plus the quantizer's loss summed per example (nats);
+        with ``prior=False`` the distortion alone in place of the bound."""
         x, labels = (batch[0], batch[1] if self.classes else None) if isinstance(batch, (tuple, list)) \
             else (batch, None)
+        if self.prior is None:
+            distortion, vq = self.autoencode(x)
+            return distortion.mean() + vq.loss * vq.quantized[0].numel()
         t = self.terms(x, labels)
         per_example = t["vq"].loss * (t["vq"].quantized[0].numel())
         return t["bound"].mean() + per_example
@@ -281,7 +313,7 @@ class VQVAE(nn.Module):
         """``n`` images ``(n, C, H, W)``: code grids from the prior (given ``labels`` for a
         class-conditional one), decoded to the decoder's mean (``mean=True``) or to a draw
         from ``p(x | z)``."""
-        codes = self.prior.sample(n, temperature=temperature, top_k=top_k, generator=generator, labels=labels)
+        codes = self._prior("sample").sample(n, temperature=temperature, top_k=top_k, generator=generator, labels=labels)
         logits = self.decode_codes(codes.reshape(n, *self.grid))
         return self._mean(logits, sample=not mean, generator=generator)
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from gencore.runs import contrastive, flows, gan, latent, vqvae  # noqa: F401  (register the models)
+from gencore.runs import contrastive, flows, gan, latent, text2image, vqvae  # noqa: F401  (register the models)
 from gencore.runs.common import data_kind, is_user_data, resolve_data, run_record
 from gencore.runs.registry import OPTIONS, REGISTRY, ModelSpec, check_options, get, models
 
@@ -60,7 +60,7 @@ def train(model: str, data: str, out, *, steps: int | None = None, batch_size: i
 
     Args:
         model: ``nice``, ``realnvp``, ``glow``, ``gan``, ``pca``, ``ae``, ``vae``, ``hvae``, ``vqvae``, ``simclr``,
-            ``clip``.
+            ``clip``, ``text2image``.
         data: an embedded dataset the model trains on, or (flows, gan) the path of your own data.
         out: the run folder (resumed if it holds a checkpoint of the same run).
         steps: optimizer steps; default: the model's (``ModelSpec.default_steps``); pca takes none.
@@ -123,7 +123,7 @@ def load_run(run) -> tuple[torch.nn.Module, dict]:
 def evaluate(run, data: str | None = None) -> dict:
     """The test-split numbers of a run (per family: see :mod:`gencore.runs.flows`,
     :mod:`~gencore.runs.gan`, :mod:`~gencore.runs.latent`, :mod:`~gencore.runs.vqvae`,
-    :mod:`~gencore.runs.contrastive`),
+    :mod:`~gencore.runs.contrastive`, :mod:`~gencore.runs.text2image`),
     written to ``run/eval.json`` and returned. ``data``: another dataset of the same shape
     (default: the one the run trained on)."""
     net, meta = load_run(run)
@@ -134,19 +134,29 @@ def evaluate(run, data: str | None = None) -> dict:
     return spec.evaluate(run, net, meta, resolve_data(data))
 
 
-def sample(run, n: int, out_png, *, seed: int = 0) -> Path:
+def sample(run, n: int, out_png, *, seed: int = 0, caption: str | None = None, candidates: int = 1) -> Path:
     """Draw ``n`` samples into a PNG (an image grid, or a scatter for 2-D data); returns the
-    path written."""
+    path written. ``caption`` and ``candidates`` (text2image only): draw every image for this
+    caption, each the best of ``candidates`` by the model's CLIP re-ranker (default: one
+    column per class, no re-ranking)."""
     from gencore.metrics._checks import check_int
 
     check_int(n, "n")
     if n < 1:
         raise ValueError(f"sample: -n must be a positive int, got {n!r}")
+    check_int(candidates, "candidates")
+    if candidates < 1:
+        raise ValueError(f"sample: --candidates must be a positive int, got {candidates!r}")
     net, meta = load_run(run)
     spec = get(meta["model"])
     if spec.sample is None:
         raise ValueError(f"sample: {spec.name} learns representations and has no generator to sample from")
-    return spec.sample(run, net, meta, n, out_png, torch.Generator().manual_seed(seed))
+    g = torch.Generator().manual_seed(seed)
+    if spec.name == "text2image":
+        return spec.sample(run, net, meta, n, out_png, g, caption=caption, candidates=candidates)
+    if caption is not None or candidates != 1:
+        raise ValueError(f"sample: --caption and --candidates apply to text2image runs, not {spec.name}")
+    return spec.sample(run, net, meta, n, out_png, g)
 
 
 def figures(run, out_png) -> list[Path]:

@@ -55,7 +55,7 @@ class ModelSpec:
 
     Attributes:
         name: the model's name (``gencore train NAME``; a key of :data:`gencore.models.MODELS`).
-        family: ``"flow"``, ``"gan"``, ``"latent"`` or ``"contrastive"``.
+        family: ``"flow"``, ``"gan"``, ``"latent"``, ``"contrastive"`` or ``"multimodal"``.
         summary: one line for ``--help``.
         datasets: the embedded datasets it trains on.
         user_data: whether it trains on your own data (``--data PATH``).
@@ -88,7 +88,7 @@ class ModelSpec:
 REGISTRY: dict[str, ModelSpec] = {}
 
 
-FAMILIES = ("flow", "gan", "latent", "contrastive")
+FAMILIES = ("flow", "gan", "latent", "contrastive", "multimodal")
 
 
 def models() -> list[str]:
