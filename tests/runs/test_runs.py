@@ -133,6 +133,19 @@ def test_config_sizes_are_bounded(config, fragment):
         build("realnvp", config)
 
 
+@pytest.mark.parametrize("name, config, fragment", [
+    ("text2image", {"layers": 10**6}, "layers = 1000000 exceeds the bound 512"),
+    ("text2image", {"width": 1 << 19}, "parameters exceed the bound"),
+    ("vqvae", {"prior_layers": 10**5}, "prior_layers = 100000 exceeds the bound 512"),
+    ("hvae", {"features": 64, "latent_dims": [2] * 1000}, "latent_dims has 1000 entries"),
+    ("text2image", {"bogus": 1}, "unexpected keyword argument 'bogus'"),
+])
+def test_depths_and_list_lengths_are_bounded_for_every_model(name, config, fragment):
+    # Each of these used to build (or hang building) on the meta device before the bound.
+    with pytest.raises(ValueError, match=fragment):
+        build(name, config)
+
+
 def test_a_crafted_checkpoint_config_is_refused_before_allocating(tmp_path):
     from gencore.models import RealNVP
     from gencore.train import save_checkpoint

@@ -26,11 +26,11 @@ MODELS["text2image"] = TextToImage
 
 
 #: Bounds on a config built by :func:`build` (from the command line or a checkpoint's JSON):
-#: every integer in it (widths, latent sizes, vocabulary...), the layer counts, and the
+#: every integer in it (widths, latent sizes, vocabulary...), the layer counts and list lengths, and the
 #: parameter count of the model it describes (2**31 float32 parameters are 8 GiB).
 MAX_CONFIG_INT = 1 << 20
 MAX_DEPTH = 512
-DEPTH_KEYS = ("n_couplings", "steps", "n_levels", "n_scales")
+DEPTH_KEYS = ("n_couplings", "steps", "n_levels", "n_scales", "layers", "prior_layers")
 MAX_PARAMETERS = 1 << 31
 
 
@@ -47,6 +47,9 @@ def _check_config(name: str, config) -> bool:
         if isinstance(v, int):
             yield key, v
         elif isinstance(v, (list, tuple)):
+            if len(v) > MAX_DEPTH:
+                raise ValueError(f"invalid config for {name}: {key} has {len(v)} entries, more than "
+                                 f"the bound {MAX_DEPTH}")
             for u in v:
                 yield from ints(key, u)
 
