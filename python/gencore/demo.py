@@ -260,8 +260,7 @@ def section_text_to_image(steps: int, out: Path) -> dict:
     on the test captions by ``gencore eval`` (class by the digits classifier, stroke and
     slant by the captions' own rule, retrieval by an independent CLIP), and a caption ->
     image grid."""
-    print("
-== text to image: caption tokens, then VQ code tokens, one transformer (DALL-E) ==")
+    print("\n== text to image: caption tokens, then VQ code tokens, one transformer (DALL-E) ==")
     net, r, meta, secs = _run(out, "text2image", "text2image", "digits-captions", steps)
     from gencore.runs.text2image import CANDIDATES, SAMPLING
 
