@@ -67,6 +67,17 @@ STABLE_TORCH_LIBRARY(gencore, m) {
       "contrastive_rows_backward(Tensor grad_loss, Tensor query, Tensor keys, Tensor scale, "
       "Tensor positive, Tensor exclude, Tensor lse) -> (Tensor grad_query, Tensor grad_keys, "
       "Tensor grad_scale)");
+  // SigLIP's sigmoid loss, (1/n) sum_ij softplus(-z_ij (logit_scale a_i.b_j + logit_bias))
+  // with z = +1 on the pairs (i, i + positive_offset), -1 elsewhere; a (n, D), b (m, D).
+  // Tiled like the losses above; its backward recomputes the tiles (nothing is saved).
+  m.def(
+      "sigmoid_contrastive_loss(Tensor image_features, Tensor text_features, Tensor logit_scale, "
+      "Tensor logit_bias, int positive_offset=0) -> Tensor");
+  m.def(
+      "sigmoid_contrastive_loss_backward(Tensor grad_loss, Tensor image_features, "
+      "Tensor text_features, Tensor logit_scale, Tensor logit_bias, int positive_offset) -> "
+      "(Tensor grad_image_features, Tensor grad_text_features, Tensor grad_logit_scale, "
+      "Tensor grad_logit_bias)");
   // Vector quantization (csrc/vq/vq.h): for x (N, D) and codebook (K, D), the index of
   // each row's nearest code in squared Euclidean distance (ties to the lowest index) and
   // that distance |x_i - codebook_index|^2, recomputed exactly; cosine: both sides scaled

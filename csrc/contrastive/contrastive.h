@@ -27,6 +27,19 @@
 //       grad_q += scale * W k,  grad_k += scale * W^T q,  grad_scale += sum(W * R).
 //     symmetric (col_lse undefined, grad_k undefined): the total gradient with respect
 //     to the one tensor q = k goes into grad_q: grad_q += scale * (W + W^T) q.
+//
+// The sigmoid (SigLIP) loss has no normalizer to carry between passes, only a sum of
+// elementwise terms over the same tiles. With L = scale * q k^T + bias and
+// z[i, j] = +1 where j == i + offset (a positive pair), -1 elsewhere:
+//
+//   Backend::sigmoid_forward(q, k, scale, bias, offset, row_sum)
+//     row_sum[i] += sum_j softplus(-z[i, j] L[i, j])     (n,) A; scale, bias 0-d A
+//
+//   Backend::sigmoid_backward(q, k, scale, bias, offset, coef, grad_q, grad_k,
+//                             grad_scale, grad_bias)
+//     W = coef * (sigmoid(L) - [z = +1]) (coef: 0-d A), computed as -coef sigmoid(-L)
+//     on the positives; accumulates grad_q += scale * W k, grad_k += scale * W^T q,
+//     grad_scale += sum(W * R) and grad_bias += sum(W).
 #pragma once
 
 #include <cmath>
@@ -75,14 +88,19 @@ inline void check_pair(const Tensor& a, const char* a_name, const Tensor& b, con
 // would sync a CUDA stream, so a CUDA tensor's value is not checked here: a non-finite
 // or non-positive scale there gives a non-finite loss. (The Python wrappers check float
 // hyper-parameters on every device; the nn modules form the scale as exp(parameter).)
-inline void check_scale(const Tensor& s, const char* name, const Device& device, ScalarType acc,
-                        bool reciprocal) {
+// A 0-d floating tensor on `device`.
+inline void check_scalar_tensor(const Tensor& s, const char* name, const Device& device) {
   GENCORE_CHECK_VALUE(s.dim() == 0, "gencore: ", name, " must be a 0-d tensor, got shape ",
                       shape(s));
   check_floating(s, name);
   GENCORE_CHECK_VALUE(s.device() == device, "gencore: ", name,
                       " must be on the features' device (", device_name(device), "), got ",
                       device_name(s.device()));
+}
+
+inline void check_scale(const Tensor& s, const char* name, const Device& device, ScalarType acc,
+                        bool reciprocal) {
+  check_scalar_tensor(s, name, device);
   if (!s.is_cuda()) {
     const double v = cpu_scalar(s);
     GENCORE_CHECK_VALUE(std::isfinite(v) && v > 0, "gencore: ", name,
@@ -293,6 +311,71 @@ std::tuple<Tensor, Tensor, Tensor> contrastive_rows_backward_impl(
   gs = aten::sub(gs, aten::sum(aten::mul(g, aten::sum(aten::mul(q_acc, kpos), 1))));
   return {to_dtype(gq, query.scalar_type()), to_dtype(gk, keys.scalar_type()),
           to_dtype(gs, scale.scalar_type())};
+}
+
+// ---------------------------------------------------------------- SigLIP ----------------
+// loss = (1/n) sum_{i < n, j < m} softplus(-z[i, j] L[i, j]), L = logit_scale * a b^T +
+// logit_bias, z = +1 on the pairs (i, i + positive_offset), -1 elsewhere. SigLIP itself is
+// n = m, offset 0; the distributed loss (python/gencore/nn/contrastive.py) calls it on
+// another rank's text chunk with offset m (no positives) and rescales.
+
+// The bias: a 0-d floating tensor on the device, finite (checked on CPU only: reading a
+// CUDA value would sync the stream).
+inline void check_bias(const Tensor& b, const char* name, const Device& device) {
+  check_scalar_tensor(b, name, device);
+  if (!b.is_cuda()) {
+    const double v = cpu_scalar(b);
+    GENCORE_CHECK_VALUE(std::isfinite(v), "gencore: ", name, " must be finite, got ", v);
+  }
+}
+
+struct SigmoidOperands {
+  Operands ops;
+  Tensor bias;  // 0-d, accumulation dtype
+};
+
+inline SigmoidOperands prepare_sigmoid(const Tensor& image, const Tensor& text,
+                                       const Tensor& logit_scale, const Tensor& logit_bias,
+                                       int64_t offset) {
+  Operands ops = prepare(image, "image_features", text, "text_features", logit_scale,
+                         "logit_scale", false);
+  check_bias(logit_bias, "logit_bias", image.device());
+  const int64_t m = text.size(0);
+  // Offsets outside [-n, m] place no positive at all, as -n and m do: refused rather than
+  // letting i + offset overflow.
+  GENCORE_CHECK_VALUE(offset >= -ops.n && offset <= m, "gencore: positive_offset must be in [-n, m] = [",
+                      -ops.n, ", ", m, "], got ", offset);
+  return {ops, to_contig(logit_bias, ops.acc)};
+}
+
+template <class Backend>
+Tensor sigmoid_contrastive_loss_impl(const Tensor& image, const Tensor& text,
+                                     const Tensor& logit_scale, const Tensor& logit_bias,
+                                     int64_t positive_offset) {
+  const auto [ops, bias] = prepare_sigmoid(image, text, logit_scale, logit_bias, positive_offset);
+  const auto& [a, b, s, acc, n] = ops;
+  const Tensor row_sum = zeros({n}, a, acc);
+  Backend::sigmoid_forward(a, b, s, bias, positive_offset, row_sum);
+  return to_dtype(aten::div(aten::sum(row_sum), static_cast<double>(n)), image.scalar_type());
+}
+
+template <class Backend>
+std::tuple<Tensor, Tensor, Tensor, Tensor> sigmoid_contrastive_loss_backward_impl(
+    const Tensor& grad_loss, const Tensor& image, const Tensor& text, const Tensor& logit_scale,
+    const Tensor& logit_bias, int64_t positive_offset) {
+  const auto [ops, bias] = prepare_sigmoid(image, text, logit_scale, logit_bias, positive_offset);
+  const auto& [a, b, s, acc, n] = ops;
+  GENCORE_CHECK_VALUE(grad_loss.dim() == 0, "gencore: grad_loss must be a 0-d tensor, got shape ",
+                      shape(grad_loss));
+  check_same_device(grad_loss, "grad_loss", image, "image_features");
+  const Tensor coef = to_contig(aten::div(to_dtype(grad_loss, acc), static_cast<double>(n)), acc);
+  Tensor ga = zeros({n, a.size(1)}, a, acc);
+  Tensor gb = zeros({b.size(0), b.size(1)}, b, acc);
+  Tensor gs = zeros({}, a, acc);
+  Tensor gbias = zeros({}, a, acc);
+  Backend::sigmoid_backward(a, b, s, bias, positive_offset, coef, ga, gb, gs, gbias);
+  return {to_dtype(ga, image.scalar_type()), to_dtype(gb, text.scalar_type()),
+          to_dtype(gs, logit_scale.scalar_type()), to_dtype(gbias, logit_bias.scalar_type())};
 }
 
 }  // namespace contrastive

@@ -75,6 +75,32 @@ GENCORE_CPU_CLONES T weights_row(T* __restrict x, int64_t n, T a, T lse,
   return acc;
 }
 
+// sum_j softplus(x_j + bias): the sigmoid loss of a row of negatives.
+template <typename T>
+GENCORE_CPU_CLONES T softplus_sum(const T* __restrict x, int64_t n, T bias) {
+  T acc = T(0);
+#pragma omp simd reduction(+ : acc)
+  for (int64_t j = 0; j < n; ++j) acc += fastmath::softplus(x[j] + bias);
+  return acc;
+}
+
+// x := c sigmoid(x + bias) (every entry a negative's weight); adds sum_j w_j to *w_sum and
+// sum_j w_j x_j (old x) to *wx_sum.
+template <typename T>
+GENCORE_CPU_CLONES void sigmoid_weights_row(T* __restrict x, int64_t n, T c, T bias,
+                                            T* __restrict w_sum, T* __restrict wx_sum) {
+  T ws = T(0), wx = T(0);
+#pragma omp simd reduction(+ : ws, wx)
+  for (int64_t j = 0; j < n; ++j) {
+    const T w = c * fastmath::sigmoid(x[j] + bias);
+    ws += w;
+    wx += w * x[j];
+    x[j] = w;
+  }
+  *w_sum += ws;
+  *wx_sum += wx;
+}
+
 // Online log-sum-exp state of one row or column: logits seen so far sum to l * exp(m).
 template <typename T>
 inline void merge(T& m, T& l, T tile_sum_at_new_max, T new_max) {
@@ -257,6 +283,90 @@ void backward_typed(const Tensor& q, const Tensor& k, const Tensor& scale,
   *grad_scale.mutable_data_ptr<T>() += static_cast<T>(total / static_cast<double>(s));  // 0-d, fresh
 }
 
+// The tile column of row i's positive (i + offset - j0), or -1 when it is not in the tile.
+inline int64_t positive_in_tile(int64_t i, int64_t offset, int64_t j0, int64_t bc) {
+  const int64_t j = i + offset - j0;
+  return j >= 0 && j < bc ? j : -1;
+}
+
+template <typename T>
+void sigmoid_forward_typed(const Tensor& q, const Tensor& k, const Tensor& scale,
+                           const Tensor& bias, int64_t offset, const Tensor& row_sum) {
+  const int64_t n = q.size(0), m = k.size(0);
+  const T s = static_cast<T>(cpu_scalar(scale)), b = static_cast<T>(cpu_scalar(bias));
+  T* out = row_sum.mutable_data_ptr<T>();
+  Tensor buf = empty({std::min(n, kTile), std::min(m, kTile)}, q);
+  for (int64_t i0 = 0; i0 < n; i0 += kTile) {
+    const int64_t br = std::min(kTile, n - i0);
+    for (int64_t j0 = 0; j0 < m; j0 += kTile) {
+      const int64_t bc = std::min(kTile, m - j0);
+      T* x = tile_product<T>(q, k, buf, i0, br, j0, bc, s).template mutable_data_ptr<T>();
+      torch::stable::parallel_for(0, br, std::max<int64_t>(1, 16384 / bc), [&](int64_t r0, int64_t r1) {
+        for (int64_t rr = r0; rr < r1; ++rr) {
+          const int64_t i = i0 + rr;
+          T* row = x + rr * bc;
+          // The positive's term softplus(-L) on its own: a -inf logit adds exactly 0 to the
+          // row's softplus sum (softplus(L) - L would cancel to 0 where the term is tiny).
+          const int64_t jp = positive_in_tile(i, offset, j0, bc);
+          T pos = T(0);
+          if (jp >= 0) {
+            pos = fastmath::softplus(-(row[jp] + b));
+            row[jp] = -std::numeric_limits<T>::infinity();
+          }
+          out[i] += softplus_sum(row, bc, b) + pos;  // tiles in a fixed order
+        }
+      });
+    }
+  }
+}
+
+template <typename T>
+void sigmoid_backward_typed(const Tensor& q, const Tensor& k, const Tensor& scale,
+                            const Tensor& bias, int64_t offset, const Tensor& coef,
+                            const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_scale,
+                            const Tensor& grad_bias) {
+  const int64_t n = q.size(0), m = k.size(0);
+  const T s = static_cast<T>(cpu_scalar(scale)), b = static_cast<T>(cpu_scalar(bias));
+  const T c = static_cast<T>(cpu_scalar(coef));
+  Tensor buf = empty({std::min(n, kTile), std::min(m, kTile)}, q);
+  std::vector<T> w_part(kTile), wx_part(kTile);
+  double w_total = 0, wx_total = 0;  // sum(W) and sum(W * L), in tile and row order
+  for (int64_t i0 = 0; i0 < n; i0 += kTile) {
+    const int64_t br = std::min(kTile, n - i0);
+    for (int64_t j0 = 0; j0 < m; j0 += kTile) {
+      const int64_t bc = std::min(kTile, m - j0);
+      Tensor r = tile_product<T>(q, k, buf, i0, br, j0, bc, s);
+      T* x = r.mutable_data_ptr<T>();
+      torch::stable::parallel_for(0, br, std::max<int64_t>(1, 16384 / bc), [&](int64_t r0, int64_t r1) {
+        for (int64_t rr = r0; rr < r1; ++rr) {
+          T* row = x + rr * bc;
+          const int64_t jp = positive_in_tile(i0 + rr, offset, j0, bc);
+          const T lp = jp >= 0 ? row[jp] : T(0);
+          w_part[rr] = wx_part[rr] = T(0);
+          sigmoid_weights_row(row, bc, c, b, &w_part[rr], &wx_part[rr]);
+          if (jp >= 0) {
+            // The positive's weight c (sigmoid(L) - 1) = -c sigmoid(-L), without the
+            // cancellation; the row sums trade the negative's weight for it.
+            const T w = -c * fastmath::sigmoid(-(lp + b));
+            w_part[rr] += w - row[jp];
+            wx_part[rr] += (w - row[jp]) * lp;
+            row[jp] = w;
+          }
+        }
+      });
+      for (int64_t rr = 0; rr < br; ++rr) {
+        w_total += w_part[rr];
+        wx_total += wx_part[rr];
+      }
+      addmm_(aten::narrow(grad_q, 0, i0, br), r, aten::narrow(k, 0, j0, bc), 1, s);
+      addmm_(aten::narrow(grad_k, 0, j0, bc), aten::t(r), aten::narrow(q, 0, i0, br), 1, s);
+    }
+  }
+  // 0-d and fresh: sum(W * R) = sum(W * L) / s with L the unbiased product s R.
+  *grad_scale.mutable_data_ptr<T>() += static_cast<T>(wx_total / static_cast<double>(s));
+  *grad_bias.mutable_data_ptr<T>() += static_cast<T>(w_total);
+}
+
 struct CpuBackend {
   static void forward(const Tensor& q, const Tensor& k, const Tensor& scale,
                       const Tensor& exclude, bool symmetric, const Tensor& row_lse,
@@ -275,6 +385,21 @@ struct CpuBackend {
                                grad_q, grad_k, grad_scale);
     });
   }
+  static void sigmoid_forward(const Tensor& q, const Tensor& k, const Tensor& scale,
+                              const Tensor& bias, int64_t offset, const Tensor& row_sum) {
+    GENCORE_DISPATCH_FLOATING_TYPES(q.scalar_type(), "sigmoid_contrastive_forward_cpu", [&] {
+      sigmoid_forward_typed<scalar_t>(q, k, scale, bias, offset, row_sum);
+    });
+  }
+  static void sigmoid_backward(const Tensor& q, const Tensor& k, const Tensor& scale,
+                               const Tensor& bias, int64_t offset, const Tensor& coef,
+                               const Tensor& grad_q, const Tensor& grad_k,
+                               const Tensor& grad_scale, const Tensor& grad_bias) {
+    GENCORE_DISPATCH_FLOATING_TYPES(q.scalar_type(), "sigmoid_contrastive_backward_cpu", [&] {
+      sigmoid_backward_typed<scalar_t>(q, k, scale, bias, offset, coef, grad_q, grad_k,
+                                       grad_scale, grad_bias);
+    });
+  }
 };
 
 }  // namespace
@@ -286,6 +411,9 @@ STABLE_TORCH_LIBRARY_IMPL(gencore, CPU, m) {
   m.impl("nt_xent_loss_backward", TORCH_BOX(&nt_xent_loss_backward_impl<CpuBackend>));
   m.impl("contrastive_rows", TORCH_BOX(&contrastive_rows_impl<CpuBackend>));
   m.impl("contrastive_rows_backward", TORCH_BOX(&contrastive_rows_backward_impl<CpuBackend>));
+  m.impl("sigmoid_contrastive_loss", TORCH_BOX(&sigmoid_contrastive_loss_impl<CpuBackend>));
+  m.impl("sigmoid_contrastive_loss_backward",
+         TORCH_BOX(&sigmoid_contrastive_loss_backward_impl<CpuBackend>));
 }
 
 }  // namespace contrastive

@@ -16,6 +16,9 @@
 // the splits' partial results are combined in a fixed order, as are the per-block
 // partial sums of grad_scale: every result is deterministic (on one GPU model: the
 // split count follows the number of SMs).
+// The sigmoid (SigLIP) loss runs on the same tiles with an elementwise epilogue instead
+// of the log-sum-exp: softplus_sum_kernel (forward) and sigmoid_grad_kernel (backward,
+// sharing grad_kernel's W y accumulation, add_w_times_y).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <mma.h>
@@ -64,6 +67,12 @@ __device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, 
 __device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
 __device__ __forceinline__ float dev_log(float v) { return logf(v); }
 __device__ __forceinline__ double dev_log(double v) { return log(v); }
+
+// softplus(v) = log(1 + exp(v)) and sigmoid(v), without overflow at any v.
+__device__ __forceinline__ float dev_softplus(float v) { return fmaxf(v, 0.0f) + log1pf(expf(-fabsf(v))); }
+__device__ __forceinline__ double dev_softplus(double v) { return fmax(v, 0.0) + log1p(exp(-fabs(v))); }
+__device__ __forceinline__ float dev_sigmoid(float v) { return 1.0f / (1.0f + expf(-v)); }
+__device__ __forceinline__ double dev_sigmoid(double v) { return 1.0 / (1.0 + exp(-v)); }
 
 template <typename A>
 __device__ __forceinline__ A neg_inf() {
@@ -363,6 +372,60 @@ __device__ __forceinline__ KeyStat<A> key_stat(const Stats<A>& st, int64_t j, bo
   return {st.col_lse[j], st.beta[j]};
 }
 
+// out[a, :] += scale * W[a, :] y[b0:b0+64, :] for the block's rows a0.. (W: the tile's
+// weights in w_tile), y read in kK-row, 64-column slices. Called by every thread of the
+// block: its first barrier publishes w_tile, its last retires w_tile's readers before the
+// caller's next tile rewrites it.
+template <typename T, typename A>
+__device__ __forceinline__ void add_w_times_y(const A (&w_tile)[kTile][kTile + 1],
+                                              A (&y_slice)[simt_slice<A>()][kTile + 1],
+                                              const Pair<T, A>& p, int64_t a0, int64_t b0,
+                                              A scale, A* __restrict__ out) {
+  constexpr int kK = simt_slice<A>();
+  const int tid = threadIdx.x, tx = tid % kSide, ty = tid / kSide;
+  const int64_t D = p.d;
+  const int rows = p.ny - b0 < kTile ? static_cast<int>(p.ny - b0) : kTile;
+  for (int64_t d0 = 0; d0 < D; d0 += kTile) {
+    A acc2[kMicro][kMicro];
+#pragma unroll
+    for (int i = 0; i < kMicro; ++i)
+#pragma unroll
+      for (int j = 0; j < kMicro; ++j) acc2[i][j] = A(0);
+    for (int c0 = 0; c0 < rows; c0 += kK) {
+#pragma unroll
+      for (int l = 0; l < kK * kTile / kThreads; ++l) {
+        const int e = tid + l * kThreads, c = e / kTile, dd = e % kTile;
+        const int64_t b = b0 + c0 + c, d = d0 + dd;
+        y_slice[c][dd] = (b < p.ny && d < D) ? static_cast<A>(p.y[b * D + d]) : A(0);
+      }
+      __syncthreads();
+#pragma unroll
+      for (int c = 0; c < kK; ++c) {
+        A wv[kMicro], yv[kMicro];
+#pragma unroll
+        for (int i = 0; i < kMicro; ++i) wv[i] = w_tile[ty + kSide * i][c0 + c];
+#pragma unroll
+        for (int j = 0; j < kMicro; ++j) yv[j] = y_slice[c][tx + kSide * j];
+#pragma unroll
+        for (int i = 0; i < kMicro; ++i)
+#pragma unroll
+          for (int j = 0; j < kMicro; ++j) acc2[i][j] += wv[i] * yv[j];
+      }
+      __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < kMicro; ++i) {
+      const int64_t a = a0 + ty + kSide * i;
+      if (a >= p.nx) continue;
+#pragma unroll
+      for (int j = 0; j < kMicro; ++j) {
+        const int64_t d = d0 + tx + kSide * j;
+        if (d < D) out[a * D + d] += scale * acc2[i][j];
+      }
+    }
+  }
+}
+
 // out[a] += scale * sum_b W(a, b) y[b] for the owned rows a: W = W (kXIsQuery, out =
 // grad_q) or W^T (out = grad_k). out: (nx, D), offset by blockIdx.y * nx * D when Y is
 // split. scale_partial (kXIsQuery only; nullptr: not wanted): the block's sum(W * R).
@@ -427,49 +490,7 @@ __global__ void __launch_bounds__(kThreads, 2)
         w_tile[ty + kSide * i][tx + kSide * j] = w;
       }
     }
-    // out[a, d0:d0+64] += scale * W[a, :] y[b0:b0+64, d0:d0+64], y in kK-row slices. The
-    // first barrier below also publishes w_tile; the last one retires its readers before
-    // the next tile rewrites it.
-    const int rows = p.ny - b0 < kTile ? static_cast<int>(p.ny - b0) : kTile;
-    for (int64_t d0 = 0; d0 < D; d0 += kTile) {
-      A acc2[kMicro][kMicro];
-#pragma unroll
-      for (int i = 0; i < kMicro; ++i)
-#pragma unroll
-        for (int j = 0; j < kMicro; ++j) acc2[i][j] = A(0);
-      for (int c0 = 0; c0 < rows; c0 += kK) {
-#pragma unroll
-        for (int l = 0; l < kK * kTile / kThreads; ++l) {
-          const int e = tid + l * kThreads, c = e / kTile, dd = e % kTile;
-          const int64_t b = b0 + c0 + c, d = d0 + dd;
-          y_slice[c][dd] = (b < p.ny && d < D) ? static_cast<A>(p.y[b * D + d]) : A(0);
-        }
-        __syncthreads();
-#pragma unroll
-        for (int c = 0; c < kK; ++c) {
-          A wv[kMicro], yv[kMicro];
-#pragma unroll
-          for (int i = 0; i < kMicro; ++i) wv[i] = w_tile[ty + kSide * i][c0 + c];
-#pragma unroll
-          for (int j = 0; j < kMicro; ++j) yv[j] = y_slice[c][tx + kSide * j];
-#pragma unroll
-          for (int i = 0; i < kMicro; ++i)
-#pragma unroll
-            for (int j = 0; j < kMicro; ++j) acc2[i][j] += wv[i] * yv[j];
-        }
-        __syncthreads();
-      }
-#pragma unroll
-      for (int i = 0; i < kMicro; ++i) {
-        const int64_t a = a0 + ty + kSide * i;
-        if (a >= p.nx) continue;
-#pragma unroll
-        for (int j = 0; j < kMicro; ++j) {
-          const int64_t d = d0 + tx + kSide * j;
-          if (d < D) out[a * D + d] += scale * acc2[i][j];
-        }
-      }
-    }
+    add_w_times_y(w_tile, y_slice, p, a0, b0, scale, out);
   }
 
   if (scale_partial != nullptr) {  // uniform over the block
@@ -480,6 +501,120 @@ __global__ void __launch_bounds__(kThreads, 2)
       A total = A(0);
       for (int w = 0; w < kThreads / kWarp; ++w) total += red[w];
       scale_partial[static_cast<int64_t>(blockIdx.y) * gridDim.x + blockIdx.x] = total;
+    }
+  }
+}
+
+// ------------------------------------------------------------------ sigmoid (SigLIP) ---
+// The same tiles with an elementwise epilogue: L = scale R + bias, a positive where column
+// b == row a + offset.
+template <typename A>
+struct SigmoidArgs {
+  const A* bias;  // 0-d, on the device
+  const A* coef;  // 0-d: the backward's grad_loss / n
+  int64_t offset;
+};
+
+// out[a] += sum over this split's columns b of softplus(-z L[a, b]), X = q (rows of L).
+// out: (nx,), offset by blockIdx.y * nx when Y is split.
+template <typename T, typename A, class Dot>
+__global__ void __launch_bounds__(kThreads)
+    softplus_sum_kernel(Pair<T, A> p, SigmoidArgs<A> sa, A* __restrict__ out) {
+  __shared__ typename Dot::Smem dot_sm;
+  const int tid = threadIdx.x, tx = tid % kSide, ty = tid / kSide;
+  const int64_t a0 = static_cast<int64_t>(blockIdx.x) * kTile;
+  const A scale = *p.scale, bias = *sa.bias;
+  A sum[kMicro];
+#pragma unroll
+  for (int i = 0; i < kMicro; ++i) sum[i] = A(0);
+  const TileRange tr = tile_range(p.ny, p.tiles_per_split);
+  for (int64_t t = tr.begin; t < tr.end; ++t) {
+    const int64_t b0 = t * kTile;
+    A acc[kMicro][kMicro];
+    Dot::run(dot_sm, p.x, p.nx, a0, p.y, p.ny, b0, p.d, acc);
+#pragma unroll
+    for (int j = 0; j < kMicro; ++j) {
+      const int64_t b = b0 + tx + kSide * j;
+      if (b >= p.ny) continue;
+#pragma unroll
+      for (int i = 0; i < kMicro; ++i) {
+        const int64_t a = a0 + ty + kSide * i;
+        const A l = mul_rn(scale, acc[i][j]) + bias;
+        sum[i] += dev_softplus(b == a + sa.offset ? -l : l);
+      }
+    }
+  }
+  out += static_cast<int64_t>(blockIdx.y) * p.nx;
+#pragma unroll
+  for (int i = 0; i < kMicro; ++i) {
+#pragma unroll
+    for (int o = kSide / 2; o > 0; o /= 2) sum[i] += __shfl_xor_sync(0xffffffffu, sum[i], o);
+    const int64_t a = a0 + ty + kSide * i;
+    if (tx == 0 && a < p.nx) out[a] += sum[i];
+  }
+}
+
+// out[a] += scale * sum_b W(a, b) y[b] with W = coef (sigmoid(L) - [positive]) (kXIsQuery:
+// X = q, out = grad_q; else X = k, W^T, out = grad_k), out offset by blockIdx.y * nx * D
+// when Y is split. partial (kXIsQuery only; nullptr: not wanted): (2, blocks), the block's
+// sum(W * R) and sum(W).
+template <typename T, typename A, class Dot, bool kXIsQuery>
+__global__ void __launch_bounds__(kThreads, 2)
+    sigmoid_grad_kernel(Pair<T, A> p, SigmoidArgs<A> sa, A* __restrict__ out,
+                        A* __restrict__ partial) {
+  constexpr int kK = simt_slice<A>();
+  __shared__ typename Dot::Smem dot_sm;
+  __shared__ A w_tile[kTile][kTile + 1];  // [a][b]
+  __shared__ A y_slice[kK][kTile + 1];
+  __shared__ A red[2][kThreads / kWarp];
+  const int tid = threadIdx.x, tx = tid % kSide, ty = tid / kSide;
+  const int64_t a0 = static_cast<int64_t>(blockIdx.x) * kTile;
+  const A scale = *p.scale, bias = *sa.bias, coef = *sa.coef;
+  out += static_cast<int64_t>(blockIdx.y) * p.nx * p.d;
+  A wr_sum = A(0), w_sum = A(0);
+  const TileRange tr = tile_range(p.ny, p.tiles_per_split);
+  for (int64_t t = tr.begin; t < tr.end; ++t) {
+    const int64_t b0 = t * kTile;
+    A acc[kMicro][kMicro];
+    Dot::run(dot_sm, p.x, p.nx, a0, p.y, p.ny, b0, p.d, acc);
+#pragma unroll
+    for (int j = 0; j < kMicro; ++j) {
+      const int64_t b = b0 + tx + kSide * j;
+#pragma unroll
+      for (int i = 0; i < kMicro; ++i) {
+        const int64_t a = a0 + ty + kSide * i;
+        A w = A(0);
+        if (a < p.nx && b < p.ny) {
+          const A l = mul_rn(scale, acc[i][j]) + bias;
+          const bool positive = kXIsQuery ? b == a + sa.offset : a == b + sa.offset;
+          // sigmoid(L) - 1 = -sigmoid(-L), without the cancellation.
+          w = positive ? -coef * dev_sigmoid(-l) : coef * dev_sigmoid(l);
+        }
+        wr_sum += w * acc[i][j];
+        w_sum += w;
+        w_tile[ty + kSide * i][tx + kSide * j] = w;
+      }
+    }
+    add_w_times_y(w_tile, y_slice, p, a0, b0, scale, out);
+  }
+  if (partial != nullptr) {  // uniform over the block
+    wr_sum = warp_sum(wr_sum);
+    w_sum = warp_sum(w_sum);
+    if (tid % kWarp == 0) {
+      red[0][tid / kWarp] = wr_sum;
+      red[1][tid / kWarp] = w_sum;
+    }
+    __syncthreads();
+    if (tid == 0) {
+      A total_wr = A(0), total_w = A(0);
+      for (int w = 0; w < kThreads / kWarp; ++w) {
+        total_wr += red[0][w];
+        total_w += red[1][w];
+      }
+      const int64_t blocks = static_cast<int64_t>(gridDim.x) * gridDim.y;
+      const int64_t blk = static_cast<int64_t>(blockIdx.y) * gridDim.x + blockIdx.x;
+      partial[blk] = total_wr;
+      partial[blocks + blk] = total_w;
     }
   }
 }
@@ -532,6 +667,36 @@ void launch_lse(const Tensor& x, const Tensor& y, const Tensor& scale,
   GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
+// The grid of a gradient pass over x (nx, D) and y, the buffer its kernel writes (out
+// itself, or (splits, nx, D) split partials, capped at kMaxSplitBytes) and `per_block`
+// block partial sums (0: none).
+struct GradPlan {
+  Grid grid;
+  Tensor target, partial;
+
+  template <typename A>
+  A* partial_ptr() const {
+    return partial.defined() ? partial.mutable_data_ptr<A>() : nullptr;
+  }
+  // out += the splits' partials, added in split order.
+  void finish(const Tensor& out) const {
+    if (grid.splits > 1) aten::add_into(out, aten::sum(target, 0));
+  }
+};
+
+template <typename A>
+GradPlan plan_grad(const Tensor& x, const Tensor& y, const Tensor& out, int64_t per_block) {
+  const int64_t nx = x.size(0), ny = y.size(0), d = x.size(1);
+  const int64_t split_bytes = std::max<int64_t>(1, nx * d * static_cast<int64_t>(sizeof(A)));
+  const int64_t max_splits = std::max<int64_t>(1, kMaxSplitBytes / split_bytes);
+  GradPlan g{make_grid(nx, ny, max_splits, x.get_device()), Tensor(), Tensor()};
+  g.target = g.grid.splits == 1 ? out : zeros({g.grid.splits, nx, d}, out);
+  if (per_block > 0) {
+    g.partial = empty({per_block * static_cast<int64_t>(g.grid.blocks.x) * g.grid.splits}, out);
+  }
+  return g;
+}
+
 // out (nx, D) += scale * W y (kXIsQuery: x = q, W as is; else x = k, W^T); with
 // grad_scale defined also grad_scale += sum(W * R).
 template <typename T, class Dot, bool kXIsQuery>
@@ -539,23 +704,49 @@ void launch_grad(const Tensor& x, const Tensor& y, const Tensor& scale,
                  const Tensor& exclude, const Stats<opmath_t<T>>& st,
                  const Tensor& out, const Tensor& grad_scale) {
   using A = opmath_t<T>;
-  const int64_t nx = x.size(0), ny = y.size(0), d = x.size(1);
-  const int64_t split_bytes = std::max<int64_t>(1, nx * d * static_cast<int64_t>(sizeof(A)));
-  const int64_t max_splits = std::max<int64_t>(1, kMaxSplitBytes / split_bytes);
-  const Grid g = make_grid(nx, ny, max_splits, x.get_device());
-  const Pair<T, A> p = make_pair<T, A>(x, y, scale, exclude, g.tiles_per_split);
-  const Tensor target = g.splits == 1 ? out : zeros({g.splits, nx, d}, out);
-  Tensor partial;
-  if (grad_scale.defined()) {
-    partial = empty({static_cast<int64_t>(g.blocks.x) * g.splits}, out);
-  }
-  const auto stream = cuda::current_stream();
-  grad_kernel<T, A, Dot, kXIsQuery><<<g.blocks, kThreads, 0, stream>>>(
-      p, st, target.mutable_data_ptr<A>(),
-      partial.defined() ? partial.mutable_data_ptr<A>() : nullptr);
+  const GradPlan g = plan_grad<A>(x, y, out, grad_scale.defined() ? 1 : 0);
+  const Pair<T, A> p = make_pair<T, A>(x, y, scale, exclude, g.grid.tiles_per_split);
+  grad_kernel<T, A, Dot, kXIsQuery><<<g.grid.blocks, kThreads, 0, cuda::current_stream()>>>(
+      p, st, g.target.mutable_data_ptr<A>(), g.partial_ptr<A>());
   GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
-  if (g.splits > 1) aten::add_into(out, aten::sum(target, 0));
-  if (partial.defined()) aten::add_into(grad_scale, aten::sum(partial));
+  g.finish(out);
+  if (g.partial.defined()) aten::add_into(grad_scale, aten::sum(g.partial));
+}
+
+// softplus_sum_kernel: row_sum (nq,) += the sigmoid loss of each row of q.
+template <typename T, class Dot>
+void launch_softplus_sum(const Tensor& q, const Tensor& k, const Tensor& scale,
+                         const SigmoidArgs<opmath_t<T>>& sa, const Tensor& row_sum) {
+  using A = opmath_t<T>;
+  const int64_t nx = q.size(0), ny = k.size(0);
+  const Grid g = make_grid(nx, ny, /*max_splits=*/ny, q.get_device());
+  const Pair<T, A> p = make_pair<T, A>(q, k, scale, Tensor(), g.tiles_per_split);
+  const Tensor target = g.splits == 1 ? row_sum : zeros({g.splits, nx}, row_sum);
+  softplus_sum_kernel<T, A, Dot><<<g.blocks, kThreads, 0, cuda::current_stream()>>>(
+      p, sa, target.mutable_data_ptr<A>());
+  GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
+  if (g.splits > 1) aten::add_into(row_sum, aten::sum(target, 0));
+}
+
+// sigmoid_grad_kernel: out (nx, D) += scale * W y (kXIsQuery: x = q; else x = k, W^T);
+// with grad_scale / grad_bias defined (kXIsQuery) also sum(W * R) / sum(W) into them.
+template <typename T, class Dot, bool kXIsQuery>
+void launch_sigmoid_grad(const Tensor& x, const Tensor& y, const Tensor& scale,
+                         const SigmoidArgs<opmath_t<T>>& sa, const Tensor& out,
+                         const Tensor& grad_scale, const Tensor& grad_bias) {
+  using A = opmath_t<T>;
+  const GradPlan g = plan_grad<A>(x, y, out, grad_scale.defined() ? 2 : 0);
+  const Pair<T, A> p = make_pair<T, A>(x, y, scale, Tensor(), g.grid.tiles_per_split);
+  sigmoid_grad_kernel<T, A, Dot, kXIsQuery>
+      <<<g.grid.blocks, kThreads, 0, cuda::current_stream()>>>(
+          p, sa, g.target.mutable_data_ptr<A>(), g.partial_ptr<A>());
+  GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
+  g.finish(out);
+  if (g.partial.defined()) {
+    const int64_t blocks = g.partial.numel() / 2;  // [sum(W * R) per block, sum(W) per block]
+    aten::add_into(grad_scale, aten::sum(aten::narrow(g.partial, 0, 0, blocks)));
+    aten::add_into(grad_bias, aten::sum(aten::narrow(g.partial, 0, blocks, blocks)));
+  }
 }
 
 template <typename T>
@@ -642,6 +833,38 @@ struct CudaBackend {
     });
     if (symmetric) aten::add_into(grad_q, gk);
   }
+
+  static void sigmoid_forward(const Tensor& q, const Tensor& k, const Tensor& scale,
+                              const Tensor& bias, int64_t offset, const Tensor& row_sum) {
+    const cuda::DeviceGuard guard(q);
+    check_backend_inputs(q, k, scale);
+    GENCORE_DISPATCH_FLOATING_TYPES_AND_HALF2(q.scalar_type(), "sigmoid_contrastive_forward_cuda", [&] {
+      using A = opmath_t<scalar_t>;
+      const SigmoidArgs<A> sa{bias.const_data_ptr<A>(), nullptr, offset};
+      dispatch_dot<scalar_t>([&](auto dot) {
+        launch_softplus_sum<scalar_t, decltype(dot)>(q, k, scale, sa, row_sum);
+      });
+    });
+  }
+
+  static void sigmoid_backward(const Tensor& q, const Tensor& k, const Tensor& scale,
+                               const Tensor& bias, int64_t offset, const Tensor& coef,
+                               const Tensor& grad_q, const Tensor& grad_k,
+                               const Tensor& grad_scale, const Tensor& grad_bias) {
+    const cuda::DeviceGuard guard(q);
+    check_backend_inputs(q, k, scale);
+    GENCORE_CHECK(grad_q.is_contiguous() && grad_k.is_contiguous(),
+                  "gencore: contrastive CUDA backend needs contiguous gradient accumulators");
+    GENCORE_DISPATCH_FLOATING_TYPES_AND_HALF2(q.scalar_type(), "sigmoid_contrastive_backward_cuda", [&] {
+      using A = opmath_t<scalar_t>;
+      const SigmoidArgs<A> sa{bias.const_data_ptr<A>(), coef.const_data_ptr<A>(), offset};
+      dispatch_dot<scalar_t>([&](auto dot) {
+        using Dot = decltype(dot);
+        launch_sigmoid_grad<scalar_t, Dot, true>(q, k, scale, sa, grad_q, grad_scale, grad_bias);
+        launch_sigmoid_grad<scalar_t, Dot, false>(k, q, scale, sa, grad_k, Tensor(), Tensor());
+      });
+    });
+  }
 };
 
 STABLE_TORCH_LIBRARY_IMPL(gencore, CUDA, m) {
@@ -651,6 +874,9 @@ STABLE_TORCH_LIBRARY_IMPL(gencore, CUDA, m) {
   m.impl("nt_xent_loss_backward", TORCH_BOX(&nt_xent_loss_backward_impl<CudaBackend>));
   m.impl("contrastive_rows", TORCH_BOX(&contrastive_rows_impl<CudaBackend>));
   m.impl("contrastive_rows_backward", TORCH_BOX(&contrastive_rows_backward_impl<CudaBackend>));
+  m.impl("sigmoid_contrastive_loss", TORCH_BOX(&sigmoid_contrastive_loss_impl<CudaBackend>));
+  m.impl("sigmoid_contrastive_loss_backward",
+         TORCH_BOX(&sigmoid_contrastive_loss_backward_impl<CudaBackend>));
 }
 
 }  // namespace contrastive

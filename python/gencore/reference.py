@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["affine_coupling", "masked_affine_coupling", "reparameterize", "clip_loss", "nt_xent_loss", "contrastive_cross_entropy",
-           "nearest_code", "rq_spline"]
+           "sigmoid_contrastive_loss", "nearest_code", "rq_spline"]
 
 
 def _per_example_sum(t: torch.Tensor) -> torch.Tensor:
@@ -145,6 +145,25 @@ def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_s
     logits = logit_scale * image_features @ text_features.T
     labels = torch.arange(logits.shape[0], device=logits.device)
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+
+def sigmoid_contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale, logit_bias, *,
+                             positive_offset: int = 0) -> torch.Tensor:
+    """Reference of :func:`gencore.ops.sigmoid_contrastive_loss` (SigLIP) and of
+    :func:`gencore.ops.sigmoid_contrastive_pairs`, materializing the ``(n, m)`` logits.
+
+    ``logits = logit_scale * image_features @ text_features.T + logit_bias``; labels ``z = +1``
+    on the pairs ``(i, i + positive_offset)``, ``-1`` elsewhere;
+    ``loss = -sum(logsigmoid(z * logits)) / n``, in nats per image.
+    """
+    logits = logit_scale * image_features @ text_features.T + logit_bias
+    n, m = logits.shape
+    rows = torch.arange(n, device=logits.device)
+    cols = rows + positive_offset
+    keep = (cols >= 0) & (cols < m)
+    z = -torch.ones_like(logits)
+    z[rows[keep], cols[keep]] = 1
+    return -F.logsigmoid(z * logits).sum() / n
 
 
 def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, *, temperature=0.5) -> torch.Tensor:

@@ -73,6 +73,13 @@ MUTANTS = {
         "    // must be done before it is overwritten.\n    __syncthreads();\n",
         "    // must be done before it is overwritten.\n",
     ),
+    # The sigmoid loss's backward gives its positive pairs a negative's weight: the
+    # sigmoid(L) - 1 term is lost (SigLIP's gradient then only pushes pairs apart).
+    "sigmoid-positive-as-negative": (
+        "contrastive/contrastive_cuda.cu",
+        "          w = positive ? -coef * dev_sigmoid(-l) : coef * dev_sigmoid(l);",
+        "          w = coef * dev_sigmoid(l);",
+    ),
     # A code tile that ties the running best replaces it: ties no longer go to the lowest
     # index.
     "vq-tie-to-later-tile": (

@@ -1,5 +1,6 @@
 """The CUDA contrastive kernels (csrc/contrastive/contrastive_cuda.cu), run by the SIMT
-emulator, against the CPU tiles: clip_loss, nt_xent_loss and contrastive_rows, forward and
+emulator, against the CPU tiles: clip_loss, nt_xent_loss, contrastive_rows and
+sigmoid_contrastive_loss (SigLIP), forward and
 backward, on the SIMT (float32/float64, and float16/bfloat16 with
 GENCORE_CONTRASTIVE_SIMT=1) and tensor-core (wmma) tile products, with the key tiles split
 over gridDim.y (many SMs) or not (one SM)."""
@@ -10,7 +11,7 @@ import torch
 from simt_testing import LOW, assert_matches, cpu_dtype
 
 COVERS = ("clip_loss", "clip_loss_backward", "nt_xent_loss", "nt_xent_loss_backward", "contrastive_rows",
-          "contrastive_rows_backward")
+          "contrastive_rows_backward", "sigmoid_contrastive_loss", "sigmoid_contrastive_loss_backward")
 
 # (N, D): one row, sizes that are no multiple of 4/16/32/64, several 64-row tiles, D = 0
 # and D past one wmma slice (32) and one SIMT slice (16). (200, 0): with one SM a block
@@ -117,6 +118,39 @@ def test_contrastive_rows(emu, sm_count, nm, dtype, with_exclude):
     refs = torch.ops.gencore.contrastive_rows_backward(gl.to(cd), q.to(cd), k.to(cd), s, positive, exclude,
                                                        ref[1])
     check_all(outs, refs, dtype, ("grad_query", "grad_keys", "grad_scale"))
+
+
+@parametrize
+def test_sigmoid_contrastive_loss(emu, sm_count, shape, dtype):
+    n, d = shape
+    a, b = features(n, d, dtype, 11), features(n, d, dtype, 12)
+    cd = cpu_dtype(dtype)
+    s, bias = scalar(10.0, dtype), scalar(-10.0, dtype)  # SigLIP's initialisation
+    loss = emu.call("sigmoid_contrastive_loss", a, b, s, bias, 0)
+    ref = torch.ops.gencore.sigmoid_contrastive_loss(a.to(cd), b.to(cd), s, bias, 0)
+    check_all((loss,), (ref,), dtype, ("loss",))
+    g = scalar(1.3, dtype).to(dtype)
+    outs = emu.call("sigmoid_contrastive_loss_backward", g, a, b, s, bias, 0)
+    refs = torch.ops.gencore.sigmoid_contrastive_loss_backward(g.to(cd), a.to(cd), b.to(cd), s, bias, 0)
+    check_all(outs, refs, dtype, ("grad_image", "grad_text", "grad_scale", "grad_bias"))
+
+
+@pytest.mark.parametrize("nm_offset", [(1, 2, 1), (5, 3, -2), (50, 130, 64), (130, 70, 70), (130, 70, -130),
+                                       (70, 200, 3)], ids=str)
+def test_sigmoid_contrastive_rectangular(emu, sm_count, nm_offset, dtype):
+    """n != m with the positives on a shifted diagonal (offset m or -n: none at all), at
+    scale 100 and bias -10 (logits in [-110, 90])."""
+    n, m, offset = nm_offset
+    a, b = features(n, 24, dtype, 13), features(m, 24, dtype, 14)
+    cd = cpu_dtype(dtype)
+    s, bias = scalar(100.0, dtype), scalar(-10.0, dtype)
+    loss = emu.call("sigmoid_contrastive_loss", a, b, s, bias, offset)
+    ref = torch.ops.gencore.sigmoid_contrastive_loss(a.to(cd), b.to(cd), s, bias, offset)
+    check_all((loss,), (ref,), dtype, ("loss",))
+    g = scalar(0.6, dtype).to(dtype)
+    outs = emu.call("sigmoid_contrastive_loss_backward", g, a, b, s, bias, offset)
+    refs = torch.ops.gencore.sigmoid_contrastive_loss_backward(g.to(cd), a.to(cd), b.to(cd), s, bias, offset)
+    check_all(outs, refs, dtype, ("grad_image", "grad_text", "grad_scale", "grad_bias"))
 
 
 @pytest.mark.parametrize("sms, n, launches", [(132, 130, 4), (1, 260, 2)])

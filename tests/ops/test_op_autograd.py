@@ -41,6 +41,9 @@ def _cases():
                          (r(4, 3), r(4, 3), torch.tensor(0.3, dtype=torch.float64, requires_grad=True))),
         "contrastive_cross_entropy": (lambda q, k, s: ops.contrastive_cross_entropy(q, k, s, positive, exclude),
                                       (r(4, 3), r(5, 3), torch.tensor(2.0, dtype=torch.float64, requires_grad=True))),
+        "sigmoid_contrastive_loss": (lambda a, b, s, c: ops.sigmoid_contrastive_loss(a, b, s, c),
+                                     (r(4, 3), r(4, 3), torch.tensor(1.7, dtype=torch.float64, requires_grad=True),
+                                      torch.tensor(-0.5, dtype=torch.float64, requires_grad=True))),
         "nearest_code": (lambda x, c: ops.nearest_code(x, c)[1] + ops.nearest_code(x, c, cosine=True)[1],
                          (r(6, 3), r(4, 3))),
     }

@@ -204,6 +204,24 @@ def test_contrastive_cross_entropy_matches_reference(case):
              scale=float(s) + 1)
 
 
+@st.composite
+def sigmoid_case(draw):
+    dtype = draw(DTYPES)
+    n, m, d = draw(st.integers(1, 25)), draw(st.integers(1, 25)), draw(st.integers(0, 8))
+    q, k = _features(draw, n, d, dtype, True), _features(draw, m, d, dtype, True)
+    bias = torch.tensor(draw(st.floats(-20.0, 20.0)), dtype=dtype)
+    return dtype, q, k, torch.tensor(draw(HYPER), dtype=dtype), bias, draw(st.integers(-n, m))
+
+
+@SETTINGS
+@given(sigmoid_case())
+def test_sigmoid_contrastive_pairs_matches_reference(case):
+    dtype, q, k, s, bias, offset = case
+    _compare(lambda a, b, c, e: ops.sigmoid_contrastive_pairs(a, b, c, e, positive_offset=offset),
+             lambda a, b, c, e: reference.sigmoid_contrastive_loss(a, b, c, e, positive_offset=offset),
+             (q, k, s, bias), dtype, scale=float(s) + abs(float(bias)) + 1)
+
+
 def _amax(t):
     return t.abs().max().item() if t.numel() else 0.0
 

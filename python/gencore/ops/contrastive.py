@@ -1,8 +1,9 @@
-"""Contrastive similarity-matrix losses (CLIP, SimCLR's NT-Xent) that never store the matrix.
+"""Contrastive similarity-matrix losses (CLIP, SimCLR's NT-Xent, SigLIP) that never store the matrix.
 
 The logits ``scale * a @ b.T`` are visited tile by tile with an online log-sum-exp: the
 forward keeps only the row (and column) log-sum-exps, ``O(N)`` numbers; the backward
-recomputes each tile and turns it into its gradient weights in place. Memory is
+recomputes each tile and turns it into its gradient weights in place. SigLIP's sigmoid
+loss is a plain sum of elementwise terms over the same tiles: nothing is kept at all. Memory is
 ``O(N * D)`` for any batch size, where the materialized loss needs several ``N x N``
 matrices (``N = 65536``: 16 GiB each in float32). The schemas are in
 ``csrc/registration.cpp``, the tiling in ``csrc/contrastive/``.
@@ -17,7 +18,8 @@ import torch
 from gencore.ops._autograd import first_order, transforms_active
 from gencore.ops._errors import typed
 
-__all__ = ["clip_loss", "nt_xent_loss", "contrastive_cross_entropy"]
+__all__ = ["clip_loss", "nt_xent_loss", "contrastive_cross_entropy", "sigmoid_contrastive_loss",
+           "sigmoid_contrastive_pairs"]
 
 _clip = typed(torch.ops.gencore.clip_loss.default)
 _clip_backward = torch.ops.gencore.clip_loss_backward.default
@@ -25,6 +27,8 @@ _ntxent = typed(torch.ops.gencore.nt_xent_loss.default)
 _ntxent_backward = torch.ops.gencore.nt_xent_loss_backward.default
 _rows = typed(torch.ops.gencore.contrastive_rows.default)
 _rows_backward = torch.ops.gencore.contrastive_rows_backward.default
+_sigmoid = typed(torch.ops.gencore.sigmoid_contrastive_loss.default)
+_sigmoid_backward = torch.ops.gencore.sigmoid_contrastive_loss_backward.default
 
 
 def _as_scale(value, name: str, like: torch.Tensor, reciprocal: bool = False) -> torch.Tensor:
@@ -49,6 +53,27 @@ def _as_scale(value, name: str, like: torch.Tensor, reciprocal: bool = False) ->
     if reciprocal and value < lowest:
         raise ValueError(f"gencore: {name} must be >= {lowest:.3g} (its reciprocal must be finite in "
                          f"{str(dtype).removeprefix('torch.')}), got {value}")
+    return torch.tensor(float(value), dtype=dtype, device=like.device)
+
+
+def _as_bias(value, like: torch.Tensor) -> torch.Tensor:
+    """A finite logit bias as a 0-d tensor on ``like``'s device (a tensor is checked for
+    shape, device and dtype; its value on CPU by the op)."""
+    if isinstance(value, torch.Tensor):
+        if value.device != like.device:
+            raise ValueError(f"gencore: logit_bias must be on the features' device ({like.device}), got {value.device}")
+        if value.dim() != 0 and value.numel() == 1:
+            value = value.reshape(())
+        if value.dim() != 0:
+            raise ValueError(f"gencore: logit_bias must be a scalar (0-d tensor), got shape {tuple(value.shape)}")
+        if not value.dtype.is_floating_point:
+            raise TypeError(f"gencore: logit_bias must be a floating-point tensor, got {value.dtype}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"gencore: logit_bias must be a float or a 0-d tensor, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"gencore: logit_bias must be finite, got {value}")
+    dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
     return torch.tensor(float(value), dtype=dtype, device=like.device)
 
 
@@ -152,6 +177,78 @@ def contrastive_cross_entropy(query: torch.Tensor, keys: torch.Tensor, scale, po
     return loss
 
 
+def sigmoid_contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale,
+                             logit_bias) -> torch.Tensor:
+    """SigLIP's sigmoid loss, without materializing the ``(N, N)`` logits.
+
+    ``L = logit_scale * image_features @ text_features.T + logit_bias``; every pair is a
+    binary problem, positive on the diagonal (``z_ii = 1``) and negative elsewhere
+    (``z_ij = -1``): ``loss = -(1/N) sum_ij log sigmoid(z_ij L_ij)``, in nats per image (Zhai
+    et al. 2023, "Sigmoid Loss for Language Image Pre-Training"). Each term is computed as
+    ``softplus(-z L)``, finite at any logit; the positives' gradient ``sigmoid(L) - 1`` as
+    ``-sigmoid(-L)`` (no cancellation). At SigLIP's initialisation (``logit_scale`` 10,
+    ``logit_bias`` -10) and at scale 100, bias -10 the loss and gradients stay finite.
+
+    Unlike :func:`clip_loss` there is no normalizer over a row or column: the forward is one
+    pass of tiles summing elementwise terms, the backward recomputes the tiles and nothing
+    is saved between them. Memory ``O(N D)``.
+
+    Args:
+        image_features: ``(N, D)``. CPU: float32/float64; CUDA: also float16/bfloat16
+            (float32 accumulation). Used as given (normalize them first for cosine logits).
+        text_features: ``(N, D)``, same dtype and device.
+        logit_scale: the multiplier ``t``, already exponentiated: a positive float or a 0-d
+            tensor (differentiable, e.g. ``log_scale.exp()``).
+        logit_bias: the bias ``b``: a finite float or a 0-d tensor (differentiable).
+
+    Returns:
+        0-d loss in the features' dtype, differentiable in both feature tensors, the scale
+        and the bias.
+
+    Raises:
+        ValueError: shapes differ or are not ``(N, D)``, empty batch, ``logit_scale`` not
+            finite and positive, ``logit_bias`` not finite, tensors on different devices.
+        TypeError: non-floating or mismatched dtypes.
+    """
+    _check_tensor(image_features, "image_features")
+    _check_tensor(text_features, "text_features")
+    if image_features.dim() == 2 and text_features.dim() == 2 and image_features.shape[0] != text_features.shape[0]:
+        raise ValueError("gencore: image_features and text_features must have the same number of rows N (row i of "
+                         "one is the positive of row i of the other): got image_features.shape="
+                         f"{tuple(image_features.shape)} and text_features.shape={tuple(text_features.shape)}")
+    return sigmoid_contrastive_pairs(image_features, text_features, logit_scale, logit_bias)
+
+
+def sigmoid_contrastive_pairs(query: torch.Tensor, keys: torch.Tensor, logit_scale, logit_bias, *,
+                              positive_offset: int = 0) -> torch.Tensor:
+    """The sigmoid loss of every (query, key) pair, rectangular, tiled.
+
+    ``L = logit_scale * query @ keys.T + logit_bias`` (``n x m``); the pair ``(i, j)`` is
+    positive where ``j == i + positive_offset`` and negative elsewhere;
+    ``loss = (1/n) sum_ij softplus(-z_ij L_ij)``, in nats per query row. With ``n == m`` and
+    offset 0 this is :func:`sigmoid_contrastive_loss`. An offset of ``m`` (or ``-n``) makes
+    every pair negative: the block of a distributed loss that pairs this rank's images with
+    another rank's texts (:class:`gencore.nn.SigLIPLoss`).
+
+    Args:
+        query: ``(n, D)``; keys: ``(m, D)``, same dtype and device.
+        logit_scale: positive float or 0-d tensor; logit_bias: finite float or 0-d tensor.
+        positive_offset: an int in ``[-n, m]``.
+
+    Returns:
+        0-d loss, differentiable in ``query``, ``keys``, the scale and the bias.
+    """
+    _check_tensor(query, "image_features")
+    _check_tensor(keys, "text_features")
+    if isinstance(positive_offset, bool) or not isinstance(positive_offset, int):
+        raise TypeError(f"gencore: positive_offset must be an int, got {type(positive_offset).__name__}")
+    scale = _as_scale(logit_scale, "logit_scale", query)
+    bias = _as_bias(logit_bias, query)
+    if transforms_active("gencore.ops.sigmoid_contrastive_loss"):
+        return _SigmoidLoss.apply(query, keys, scale, bias, positive_offset)
+    return _sigmoid(query, keys, scale, bias, positive_offset)
+
+
 # ----------------------------------------------------------------- fake kernels -----------
 def _acc(dtype):
     return torch.float64 if dtype == torch.float64 else torch.float32
@@ -236,6 +333,24 @@ def _(grad_loss, query, keys, scale, positive, exclude, lse):
             torch.empty_like(keys, memory_format=torch.contiguous_format), torch.empty_like(scale))
 
 
+@torch.library.register_fake("gencore::sigmoid_contrastive_loss")
+def _(image_features, text_features, logit_scale, logit_bias, positive_offset=0):
+    _check_pair_fake(image_features, text_features, False, "image_features and text_features")
+    _check_scale_fake(logit_scale, "logit_scale", image_features)
+    _check_scale_fake(logit_bias, "logit_bias", image_features)
+    return image_features.new_empty(())
+
+
+@torch.library.register_fake("gencore::sigmoid_contrastive_loss_backward")
+def _(grad_loss, image_features, text_features, logit_scale, logit_bias, positive_offset):
+    _check_pair_fake(image_features, text_features, False, "image_features and text_features")
+    for name, t in (("grad_loss", grad_loss), ("logit_scale", logit_scale), ("logit_bias", logit_bias)):
+        _check_device_fake(t, name, image_features)
+    return (torch.empty_like(image_features, memory_format=torch.contiguous_format),
+            torch.empty_like(text_features, memory_format=torch.contiguous_format),
+            torch.empty_like(logit_scale), torch.empty_like(logit_bias))
+
+
 # ----------------------------------------------------------------- autograd ---------------
 def _clip_setup(ctx, inputs, output):
     image, text, scale = inputs
@@ -273,6 +388,22 @@ def _rows_bwd(ctx, grad_loss, _grad_lse):
     return gq, gk, gs, None, None
 
 
+def _sigmoid_setup(ctx, inputs, output):
+    image, text, scale, bias, offset = inputs
+    ctx.offset = offset
+    ctx.save_for_backward(image, text, scale, bias)
+
+
+@first_order("gencore.ops.sigmoid_contrastive_loss")
+def _sigmoid_bwd(ctx, grad_loss):
+    image, text, scale, bias = ctx.saved_tensors
+    gi, gt, gs, gb = _sigmoid_backward(grad_loss, image, text, scale, bias, ctx.offset)
+    return gi, gt, gs, gb, None
+
+
+torch.library.register_autograd("gencore::sigmoid_contrastive_loss", _sigmoid_bwd, setup_context=_sigmoid_setup)
+
+
 # The log-sum-exp outputs are the backward's saved statistics, not part of the loss: the
 # wrappers never return them, and their incoming gradients are ignored.
 torch.library.register_autograd("gencore::clip_loss", _clip_bwd, setup_context=_clip_setup)
@@ -299,3 +430,4 @@ def _function(name, op, setup, backward):
 _ClipLoss = _function("_ClipLoss", _clip, _clip_setup, _clip_bwd)
 _NTXentLoss = _function("_NTXentLoss", _ntxent, _ntxent_setup, _ntxent_bwd)
 _ContrastiveRows = _function("_ContrastiveRows", _rows, _rows_setup, _rows_bwd)
+_SigmoidLoss = _function("_SigmoidLoss", _sigmoid, _sigmoid_setup, _sigmoid_bwd)
