@@ -1,4 +1,4 @@
-"""gencore.nn.NTXentLoss / CLIPLoss in one process: against gencore.reference, validation, the
+"""gencore.nn.NTXentLoss / CLIPLoss / SigLIPLoss in one process: against gencore.reference, validation, the
 logit scale's initialisation and clamp, and distributed=True falling back without a process group."""
 
 import math
@@ -8,7 +8,7 @@ import torch
 
 from gencore import distributed as gdist
 from gencore import reference
-from gencore.nn import CLIPLoss, NTXentLoss
+from gencore.nn import CLIPLoss, NTXentLoss, SigLIPLoss
 
 
 def pair(n=9, d=7, seed=0, dtype=torch.float64):
@@ -79,6 +79,38 @@ def test_clip_logit_scale_init_and_clamp():
     assert small.logit_scale.item() == 5.0
 
 
+@pytest.mark.parametrize("distributed", [False, True])
+def test_siglip_matches_reference(distributed):
+    a, b = pair(n=11, d=6, seed=4)
+    crit = SigLIPLoss(distributed=distributed).double()
+    na, nb = torch.nn.functional.normalize(a, dim=1), torch.nn.functional.normalize(b, dim=1)
+    loss = crit(na, nb)
+    s = crit.log_logit_scale.detach().clone().requires_grad_(True)
+    c = crit.logit_bias.detach().clone().requires_grad_(True)
+    ref = reference.sigmoid_contrastive_loss(torch.nn.functional.normalize(a, dim=1),
+                                             torch.nn.functional.normalize(b, dim=1), s.exp(), c)
+    torch.testing.assert_close(loss, ref, rtol=1e-10, atol=0)
+    for g, r in zip(grads(loss, a, b, crit.log_logit_scale, crit.logit_bias), grads(ref, a, b, s, c)):
+        torch.testing.assert_close(g, r, rtol=1e-8, atol=1e-12)
+
+
+def test_siglip_init_is_the_papers_and_the_scale_is_clamped():
+    crit = SigLIPLoss()
+    assert [n for n, _ in crit.named_parameters()] == ["log_logit_scale", "logit_bias"]
+    assert crit.logit_scale.item() == pytest.approx(10.0, rel=1e-6) and crit.logit_bias.item() == -10.0
+    with torch.no_grad():
+        crit.log_logit_scale.fill_(math.log(250.0))
+    assert crit.logit_scale.item() == pytest.approx(100.0, rel=1e-6)
+    a, b = pair(n=5, d=4, seed=5, dtype=torch.float32)
+    crit(a, b).backward()
+    assert crit.log_logit_scale.grad.item() == 0.0 and crit.logit_bias.grad.item() != 0.0
+    with pytest.raises(ValueError, match="init_logit_bias must be a finite number"):
+        SigLIPLoss(init_logit_bias=float("nan"))
+    with pytest.raises(ValueError, match="exceeds max_logit_scale"):
+        SigLIPLoss(init_logit_scale=math.log(200.0))
+    assert "logit_bias=-10" in repr(SigLIPLoss(distributed=True))
+
+
 class TestValidation:
     @pytest.mark.parametrize("t", [0, -0.5, float("nan"), float("inf"), "0.5", True])
     def test_bad_temperature(self, t):
@@ -99,7 +131,7 @@ class TestValidation:
         with pytest.raises(ValueError, match="exceeds max_logit_scale"):
             CLIPLoss(init_logit_scale=math.log(200.0))
 
-    @pytest.mark.parametrize("crit", [NTXentLoss(), CLIPLoss(), NTXentLoss(distributed=True)])
+    @pytest.mark.parametrize("crit", [NTXentLoss(), CLIPLoss(), NTXentLoss(distributed=True), SigLIPLoss()])
     def test_bad_inputs(self, crit):
         with pytest.raises(ValueError, match=r"must have shape \(N, D\)"):
             crit(torch.randn(4), torch.randn(4))

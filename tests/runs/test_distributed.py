@@ -32,7 +32,7 @@ from torch import nn
 import gencore
 from gencore import distributed as gdist
 from gencore.models import NICE
-from gencore.nn import CLIPLoss, NTXentLoss, VectorQuantizer
+from gencore.nn import CLIPLoss, NTXentLoss, SigLIPLoss, VectorQuantizer
 from gencore.train import fit, load_checkpoint
 
 WORLD = 2
@@ -68,7 +68,16 @@ def make_clip():
     return loss
 
 
-LOSSES = {"ntxent": make_ntxent, "ntxent_learnable": make_ntxent_learnable, "clip": make_clip}
+def make_siglip():
+    loss = SigLIPLoss(distributed=True).double()
+    with torch.no_grad():  # raw features: scale 10 and bias -10 would leave the positives' gradient ~0
+        loss.log_logit_scale.fill_(math.log(2.0))
+        loss.logit_bias.fill_(-1.5)
+    return loss
+
+
+LOSSES = {"ntxent": make_ntxent, "ntxent_learnable": make_ntxent_learnable, "clip": make_clip,
+          "siglip": make_siglip}
 
 
 class PairEncoder(nn.Module):

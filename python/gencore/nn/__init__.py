@@ -1,6 +1,6 @@
 """Drop-in ``torch.nn`` modules over the fused ops."""
 
-from gencore.nn.contrastive import CLIPLoss, NTXentLoss
+from gencore.nn.contrastive import CLIPLoss, NTXentLoss, SigLIPLoss
 from gencore.nn.coupling import AffineCoupling
 from gencore.nn.flow_layers import (
     ActNorm,
@@ -18,4 +18,4 @@ from gencore.nn.vq import VectorQuantizer, VQOutput
 
 __all__ = ["AffineCoupling", "AdditiveCoupling", "ActNorm", "DiagonalScale", "Reverse", "Squeeze",
            "FactorOut", "InvertibleLinear", "ConvConditioner", "MLP", "Reparameterize",
-           "NTXentLoss", "CLIPLoss", "VectorQuantizer", "VQOutput"]
+           "NTXentLoss", "CLIPLoss", "SigLIPLoss", "VectorQuantizer", "VQOutput"]

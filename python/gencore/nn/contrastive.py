@@ -1,5 +1,5 @@
-"""``NTXentLoss`` and ``CLIPLoss``: contrastive losses as modules over the fused ops, exact
-across ranks with ``distributed=True``.
+"""``NTXentLoss``, ``CLIPLoss`` and ``SigLIPLoss``: contrastive losses as modules over the fused
+ops, exact across ranks with ``distributed=True``.
 
 Distributed semantics (``W`` ranks, rank ``r`` holding ``n_r`` of the ``N = sum_r n_r`` pairs):
 the features of all ranks are gathered with :func:`gencore.distributed.all_gather_with_grad`
@@ -20,6 +20,11 @@ rows (keys) with :func:`gencore.ops.contrastive_cross_entropy`, so no rank build
   (Dividing by ``W`` inside the loss, or gathering without a summing backward, are the two
   usual ways to get this wrong by a factor of ``W``.)
 
+``SigLIPLoss`` gathers only the text features: its loss is a sum over pairs with no
+normalizer, so rank ``r``'s share is its own images against every text,
+:func:`gencore.ops.sigmoid_contrastive_pairs` with the positives at offset ``sum_{s<r} n_s``,
+scaled the same way (``W / N`` times the sum over its ``n_r x N`` pairs).
+
 Without an initialized process group (or with one rank, or inside
 :func:`gencore.distributed.local_only`) ``distributed=True`` falls back to the single-process
 op: the global batch then *is* the local batch, so the loss is still exact, and a model built
@@ -37,7 +42,7 @@ from torch import nn
 from gencore import distributed as gdist
 from gencore import ops
 
-__all__ = ["NTXentLoss", "CLIPLoss"]
+__all__ = ["NTXentLoss", "CLIPLoss", "SigLIPLoss"]
 
 
 def _check_pair(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str], who: str) -> None:
@@ -61,6 +66,12 @@ def _check_pair(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str], who: s
 def _positive_finite(value, name: str, who: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{who}: {name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def _finite(value, name: str, who: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{who}: {name} must be a finite number, got {value!r}")
     return float(value)
 
 
@@ -179,3 +190,71 @@ class CLIPLoss(nn.Module):
     def extra_repr(self) -> str:
         return (f"distributed={self.distributed}, logit_scale={self.logit_scale.item():.4g}, "
                 f"max_logit_scale={self.max_logit_scale:.4g}")
+
+
+class SigLIPLoss(nn.Module):
+    """SigLIP's sigmoid loss with a learnable logit scale and bias, in nats per image.
+
+    ``L = t * image_features @ text_features.T + b`` with ``t = min(exp(log_logit_scale),
+    max_logit_scale)``; every (image, text) pair is its own binary problem, positive on the
+    diagonal: ``loss = -(1/N) sum_ij log sigmoid(z_ij L_ij)``, ``z_ii = 1``, ``z_ij = -1``
+    (Zhai et al. 2023). The initialisation is the paper's: ``t = 10`` (``log_logit_scale =
+    ln 10``) and ``b = -10``, which starts the loss near its value for the N^2 - N negatives
+    instead of letting them swamp the N positives. Features are used as given: normalize
+    them first. Single process: :func:`gencore.ops.sigmoid_contrastive_loss` (tiled; the
+    ``N x N`` matrix is never stored).
+
+    Distributed (``distributed=True``): the text features of every rank are all-gathered
+    (:func:`gencore.distributed.all_gather_with_grad`, whose backward sums over ranks) and
+    rank ``r`` scores its own images against all of them; loss and every gradient equal
+    one process on the global batch (module docstring). An all-gather rather than the
+    paper's ring exchange of text chunks: the gathered features are ``N x D`` numbers, small
+    beside the activations that produced them, the gather with a summing backward is the one
+    the CLIP and NT-Xent losses already use (and test), and one collective replaces
+    ``W - 1`` dependent point-to-point steps. A ring would keep only ``2 N / W`` text rows
+    per rank; at ``D = 512`` float32 the whole gathered batch is 2 MiB per 1024 pairs.
+
+    Args:
+        distributed: negatives from every rank.
+        init_logit_scale: initial ``log_logit_scale`` (log space): ``ln 10``.
+        init_logit_bias: initial ``logit_bias``: ``-10``.
+        max_logit_scale: the clamp on ``t`` (linear space), positive finite, at least
+            ``exp(init_logit_scale)``.
+
+    Shapes: ``image_features, text_features: (N, D)``, row i paired with row i -> ``()``.
+    With ``distributed=True`` every rank must call it (ranks may hold different N).
+    """
+
+    def __init__(self, distributed: bool = False, init_logit_scale: float = math.log(10.0),
+                 init_logit_bias: float = -10.0, max_logit_scale: float = 100.0) -> None:
+        super().__init__()
+        init_logit_scale = _finite(init_logit_scale, "init_logit_scale", "SigLIPLoss")
+        init_logit_bias = _finite(init_logit_bias, "init_logit_bias", "SigLIPLoss")
+        self.max_logit_scale = _positive_finite(max_logit_scale, "max_logit_scale", "SigLIPLoss")
+        if init_logit_scale > math.log(self.max_logit_scale):
+            raise ValueError(f"SigLIPLoss: exp(init_logit_scale) = {math.exp(init_logit_scale):.4g} exceeds "
+                             f"max_logit_scale = {self.max_logit_scale:.4g} (its gradient would be zero)")
+        self.distributed = bool(distributed)
+        self.log_logit_scale = nn.Parameter(torch.tensor(init_logit_scale))
+        self.logit_bias = nn.Parameter(torch.tensor(init_logit_bias))
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """The scale in use, ``min(exp(log_logit_scale), max_logit_scale)``: a differentiable 0-d tensor."""
+        return self.log_logit_scale.exp().clamp(max=self.max_logit_scale)
+
+    def forward(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        _check_pair(image_features, text_features, ("image_features", "text_features"), "SigLIPLoss")
+        scale, bias = self.logit_scale, self.logit_bias
+        if not (self.distributed and gdist.is_distributed()):
+            return ops.sigmoid_contrastive_loss(image_features, text_features, scale, bias)
+        all_text, sizes = gdist.all_gather_with_grad(text_features, return_sizes=True)
+        w, r = len(sizes), gdist.rank()
+        n = image_features.shape[0]
+        # (1/n) * the sum over this rank's n x N pairs; positives at (i, base + i).
+        part = ops.sigmoid_contrastive_pairs(image_features, all_text, scale, bias, positive_offset=sum(sizes[:r]))
+        return part * (w * n / all_text.shape[0])
+
+    def extra_repr(self) -> str:
+        return (f"distributed={self.distributed}, logit_scale={self.logit_scale.item():.4g}, "
+                f"logit_bias={self.logit_bias.item():.4g}, max_logit_scale={self.max_logit_scale:.4g}")
