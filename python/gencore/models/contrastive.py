@@ -30,7 +30,7 @@ from gencore.data.augment import DEFAULT_AUGMENT, augment_digits, digit_images, 
 from gencore.data.captions import VOCAB
 from gencore.metrics._checks import check_int
 from gencore.models._common import in_eval as _in_eval
-from gencore.nn import MLP, CLIPLoss, NTXentLoss
+from gencore.nn import MLP, CLIPLoss, NTXentLoss, SigLIPLoss
 
 __all__ = ["SimCLR", "CLIP", "digit_encoder", "TokenEncoder", "ENCODER_KINDS"]
 
@@ -166,6 +166,10 @@ class SimCLR(nn.Module):
         return self.criterion(z[:n], z[n:])
 
 
+#: CLIP's losses: the name of ``CLIP(loss=...)`` -> the criterion module.
+LOSSES = {"softmax": CLIPLoss, "siglip": SigLIPLoss}
+
+
 class CLIP(nn.Module):
     """CLIP on digits with captions: image and text encoders, linear projections into a shared
     ``embed_dim`` space of unit vectors, the symmetric contrastive loss with a learnable logit
@@ -191,17 +195,24 @@ class CLIP(nn.Module):
             intensity changes alter the slant and stroke the digit captions describe (measured
             on digits-captions: image->text recall@1 0.62 -> 0.28, caption arithmetic 0.87 -> 0.58).
         distributed: gather negatives across ``torch.distributed`` ranks (exact global loss).
+        loss: ``"softmax"`` (CLIP's symmetric cross-entropy, :class:`gencore.nn.CLIPLoss`) or
+            ``"siglip"`` (the sigmoid loss of every pair with a learnable scale and bias,
+            :class:`gencore.nn.SigLIPLoss`, initialised at scale 10 and bias -10).
 
-    Units: :meth:`loss` in nats (mean of the image->text and text->image cross-entropies).
+    Units: :meth:`loss` in nats: the mean of the image->text and text->image cross-entropies
+    (softmax), or the sum over a row's pairs of the binary log-losses, averaged over images
+    (siglip).
     """
 
     def __init__(self, image_encoder: nn.Module | None = None, text_encoder: nn.Module | None = None,
                  embed_dim: int = 32, *, image_feature_dim: int | None = None, text_feature_dim: int | None = None,
                  kind: str = "conv", hidden: Sequence[int] | None = None, vocab_size: int = len(VOCAB),
                  token_dim: int = 64, text_hidden: Sequence[int] = (128,), token_dropout: float = 0.0,
-                 augment: dict | None = None, distributed: bool = False) -> None:
+                 augment: dict | None = None, distributed: bool = False, loss: str = "softmax") -> None:
         super().__init__()
         check_int(embed_dim, "CLIP: embed_dim", 1)
+        if loss not in LOSSES:
+            raise ValueError(f"CLIP: loss must be one of {', '.join(LOSSES)}, got {loss!r}")
         check_int(vocab_size, "CLIP: vocab_size", 1)
         if isinstance(token_dropout, bool) or not isinstance(token_dropout, (int, float)) \
                 or not 0 <= token_dropout < 1:
@@ -232,11 +243,12 @@ class CLIP(nn.Module):
         self.token_dropout = float(token_dropout)
         self.image_projection = nn.Linear(image_feature_dim, embed_dim, bias=False)
         self.text_projection = nn.Linear(text_feature_dim, embed_dim, bias=False)
-        self.criterion = CLIPLoss(distributed=distributed)
+        self.loss_kind = loss
+        self.criterion = LOSSES[loss](distributed=distributed)
         config.update(image_feature_dim=image_feature_dim, text_feature_dim=text_feature_dim, vocab_size=vocab_size,
                       token_dropout=self.token_dropout,
                       augment=None if self.augment is None else _jsonable(self.augment),
-                      distributed=bool(distributed))
+                      distributed=bool(distributed), loss=loss)
         self.config = config
 
     @property

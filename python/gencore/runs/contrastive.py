@@ -42,11 +42,13 @@ KNN_K = 5
 
 
 def train(spec, data: str, out, *, steps: int, batch_size: int, lr: float | None, seed: int, progress: bool,
-          allow_changes: bool, overrides: dict, hidden: list[int] | None = None) -> dict:
+          allow_changes: bool, overrides: dict, hidden: list[int] | None = None, loss: str | None = None) -> dict:
     model = spec.name
     config = dict(DEFAULTS[model])
     if hidden is not None:
         config["hidden"] = list(hidden)
+    if loss is not None:  # clip only (the registry's options)
+        config["loss"] = loss
     config.update(overrides)
     torch.manual_seed(seed)
     net = build(model, config)
@@ -106,11 +108,14 @@ def evaluate(run, net, meta: dict, data: str) -> dict:
         }
         out["caption_arithmetic"] = caption_arithmetic(net, xt, tt)
         out["logit_scale"] = net.logit_scale.item()
+        out["loss"] = net.loss_kind
+        if net.loss_kind == "siglip":
+            out["logit_bias"] = net.criterion.logit_bias.item()
     return write_eval(run, out)
 
 
 for _name, _summary in (("simclr", "SimCLR: two augmented views, NT-Xent on the fused tiled loss"),
-                        ("clip", "CLIP: digits and captions, the fused tiled CLIP loss")):
+                        ("clip", "CLIP: digits and captions, the fused tiled CLIP (or --loss siglip) loss")):
     register(ModelSpec(name=_name, family="contrastive", summary=_summary, datasets=(DATA[_name],),
-                       user_data=False, options=("hidden",), batch_size=256,
+                       user_data=False, options=("hidden", "loss") if _name == "clip" else ("hidden",), batch_size=256,
                        default_steps=lambda kind, opts, _n=_name: STEPS[_n], train=train, evaluate=evaluate))

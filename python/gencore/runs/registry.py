@@ -37,8 +37,9 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("latent_dims", "sizes", "hvae: sizes of the stochastic layers, z_1 (next to the data) first, e.g. 16,8"),
     Option("conditional", bool, "condition on the class (labels 0..9)"),
     Option("image", bool, "image data as (C, H, W) with convolutional networks (digits: (1, 8, 8))"),
-    Option("loss", str, "gan: the game's loss (default: non_saturating on 2-D data, wasserstein_gp on images)",
-           ("non_saturating", "wasserstein_gp", "hinge")),
+    Option("loss", str, "gan: the game's loss (default: non_saturating on 2-D data, wasserstein_gp on images); "
+                        "clip: softmax (CLIP's, the default) or siglip (the sigmoid loss)",
+           ("non_saturating", "wasserstein_gp", "hinge", "softmax", "siglip")),
     Option("n_critic", int, "gan: discriminator updates per generator update (default: 5 for wasserstein_gp)"),
     Option("gp_weight", float, "gan: gradient penalty weight (wasserstein_gp)"),
     Option("r1_weight", float, "gan: R1 penalty weight on real data"),
