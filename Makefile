@@ -63,6 +63,8 @@ bench: install
 	$(VPY) bench/bench_reparam.py --out bench/results
 	$(VPY) bench/bench_contrastive.py --out bench/results
 	$(VPY) -m pip install --quiet -r requirements-bench.txt
+	$(VPY) -m pip install --quiet --no-deps open_clip_torch==3.3.0
+	$(VPY) bench/bench_siglip.py --out bench/results
 	$(VPY) bench/bench_vq.py --out bench/results
 	$(VPY) bench/bench_flow_libraries.py --out bench/results
 	$(VPY) bench/update_docs.py
@@ -173,6 +175,8 @@ gpu-check:
 	$(PYTHON) bench/bench_reparam.py --device cuda --dtype float32 --out bench/results
 	$(PYTHON) bench/bench_contrastive.py --device cuda --dtype float32 --out bench/results
 	$(PYTHON) bench/bench_contrastive.py --device cuda --dtype bfloat16 --out bench/results
+	$(PYTHON) bench/bench_siglip.py --device cuda --dtype float32 --out bench/results
+	$(PYTHON) bench/bench_siglip.py --device cuda --dtype bfloat16 --out bench/results
 	$(PYTHON) bench/bench_vq.py --device cuda --dtype float32 --out bench/results
 	if [ -n "$$OUT" ]; then cp bench/results/*cuda* "$$OUT"/; fi
 

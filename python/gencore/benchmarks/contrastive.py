@@ -1,9 +1,13 @@
 """Benchmark of the tiled contrastive losses against the materialized references.
 
-Providers: ``gencore`` (:func:`gencore.ops.clip_loss` / :func:`gencore.ops.nt_xent_loss`:
-tiles with an online log-sum-exp, no ``N x N`` matrix), ``eager``
-(:func:`gencore.reference.clip_loss` / ``nt_xent_loss``: the logits materialized, then
-``F.cross_entropy``) and ``compile`` (the same references under ``torch.compile``).
+Providers: ``gencore`` (:func:`gencore.ops.clip_loss` / :func:`gencore.ops.nt_xent_loss` /
+:func:`gencore.ops.sigmoid_contrastive_loss`: tiles, no ``N x N`` matrix), ``eager``
+(:func:`gencore.reference.clip_loss` / ``nt_xent_loss`` / ``sigmoid_contrastive_loss``: the
+logits materialized, then ``F.cross_entropy`` or ``F.logsigmoid``), ``compile`` (the same
+references under ``torch.compile``) and, for SigLIP, ``open_clip`` (open_clip's
+``SigLipLoss``, one process; its ``loss.py`` is loaded on its own, where
+``pip install --no-deps open_clip_torch`` put it: the package's ``__init__`` imports
+torchvision, which is not needed here).
 Cases are ``(N, D)``; NT-Xent's similarity matrix is ``2N x 2N``. Small and medium cases
 report forward, backward and forward+backward; large ones forward+backward only (one
 call of the materialized loss takes tens of seconds there). Each row also gives the
@@ -44,21 +48,56 @@ def _losses(compile_references: bool = True):
     def e_nt(a, b, t):
         return reference.nt_xent_loss(a, b, temperature=t)
 
+    def g_sig(a, b, s):
+        return ops.sigmoid_contrastive_loss(a, b, s, SIGLIP_BIAS)
+
+    def e_sig(a, b, s):
+        return reference.sigmoid_contrastive_loss(a, b, s, SIGLIP_BIAS)
+
     return {
         "clip": (g_clip, e_clip, torch.compile(e_clip, dynamic=False) if compile_references else None, 14.3),
         "nt_xent": (g_nt, e_nt, torch.compile(e_nt, dynamic=False) if compile_references else None, 0.5),
+        "siglip": (g_sig, e_sig, torch.compile(e_sig, dynamic=False) if compile_references else None, 10.0),
     }
+
+
+SIGLIP_BIAS = -10.0  # with the scale 10 above: SigLIP's initialisation
+
+
+def open_clip_siglip():
+    """open_clip's ``SigLipLoss().forward`` as ``f(a, b, scale)``, or None when open_clip is
+    not installed. Only ``open_clip/loss.py`` is executed (it imports torch alone)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "loss.py"
+    mod_spec = importlib.util.spec_from_file_location("_open_clip_loss", path)
+    mod = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(mod)
+    loss = mod.SigLipLoss()
+    bias = {}
+
+    def f(a, b, s):
+        key = (a.device, s.dtype)
+        if key not in bias:
+            bias[key] = torch.tensor(SIGLIP_BIAS, device=a.device, dtype=s.dtype)
+        return loss(a, b, s, bias[key])
+
+    return f
 
 
 def gemm_flops(loss: str, n: int, d: int) -> float:
     """Floating-point operations of the matrix products gencore runs for forward+backward.
 
-    CLIP: the ``N x N x D`` product once forward, three times backward (recompute, ``W k``,
-    ``W^T q``). NT-Xent on ``M = 2N`` rows visits only the tiles on and above the diagonal:
+    CLIP and SigLIP: the ``N x N x D`` product once forward, three times backward
+    (recompute, ``W k``, ``W^T q``). NT-Xent on ``M = 2N`` rows visits only the tiles on and above the diagonal:
     half of the ``M x M x D`` product forward and half backward, plus the two gradient
     products on those tiles.
     """
-    if loss == "clip":
+    if loss in ("clip", "siglip"):
         return 4 * 2.0 * n * n * d
     m = 2 * n
     return (0.5 + 0.5 + 1.0) * 2.0 * m * m * d
@@ -84,11 +123,16 @@ def _inputs(n, d, device, dtype, scale):
 
 
 def run(device: str = "cpu", dtype: torch.dtype = torch.float32, cases=CASES, reps: int = 10,
-        huge: bool | None = None):
+        huge: bool | None = None, names=("clip", "nt_xent")):
+    """Rows of every case for the losses ``names`` (``clip``, ``nt_xent``, ``siglip``)."""
     dev = torch.device(device)
     rows: list[Measurement] = []
     SKIPPED.clear()
-    losses = _losses()
+    losses = {k: v for k, v in _losses().items() if k in names}
+    peer = open_clip_siglip() if "siglip" in names else None
+    if "siglip" in names and peer is None:
+        SKIPPED.append("open_clip not installed: its SigLipLoss not measured "
+                       "(pip install --no-deps open_clip_torch==3.3.0)")
     rates = {}
     for n, d in cases:
         if d not in rates:
@@ -97,7 +141,11 @@ def run(device: str = "cpu", dtype: torch.dtype = torch.float32, cases=CASES, re
             a, b, s = _inputs(n, d, dev, dtype, scale)
             case = f"{name} {n}×{d}"
             providers = {"gencore": g, "eager": e, "compile": c}
+            if name == "siglip" and peer is not None:
+                providers["open_clip"] = peer
             for provider, need in _materialized_need(name, n, dtype).items():
+                if provider not in providers:
+                    continue
                 if need > 0.7 * available_bytes(dev):
                     del providers[provider]
                     SKIPPED.append(f"{case}: {provider} skipped, it would need about {need / 2**30:.0f} GiB "
@@ -114,7 +162,7 @@ def run(device: str = "cpu", dtype: torch.dtype = torch.float32, cases=CASES, re
     if huge is None:
         huge = list(cases) == CASES  # the full benchmark, not --quick
     if huge:
-        rows += _huge(dev, dtype)
+        rows += _huge(dev, dtype, names)
     return rows
 
 
@@ -126,13 +174,13 @@ def _full_only(case, providers, inputs, dev):
     return rows
 
 
-def _huge(dev, dtype):
+def _huge(dev, dtype, names):
     """gencore alone at N = 65536: time and extra memory of one forward+backward of each
     loss, each in a fresh process so that the peak resident set (CPU) or the allocator's
     peak (CUDA) belongs to that call alone."""
     n, d = HUGE
     rows = []
-    for name in ("clip", "nt_xent"):
+    for name in names:
         cmd = [sys.executable, "-m", "gencore.benchmarks.contrastive", "--huge-child", name, str(n), str(d),
                dev.type, str(dtype).removeprefix("torch.")]
         r = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
@@ -160,7 +208,7 @@ SKIPPED: list[str] = []
 
 
 def _materialized_gib(name, n, dtype=torch.float32):
-    m = n if name == "clip" else 2 * n
+    m = 2 * n if name == "nt_xent" else n
     return m * m * torch.finfo(dtype).bits / 8 / 2**30
 
 
@@ -168,11 +216,18 @@ def _materialized_need(name, n, dtype) -> dict[str, float]:
     """Bytes the materialized providers hold at their peak: measured here at N = 8192,
     eager keeps about four ``M x M`` matrices alive, torch.compile about two."""
     one = _materialized_gib(name, n, dtype) * 2**30
-    return {"eager": 4 * one, "compile": 2 * one}
+    return {"eager": 4 * one, "compile": 2 * one, "open_clip": 4 * one}
 
 
 def notes(rows) -> str:
     lines = list(SKIPPED)
+    ours = {(m.case, m.mode): m for m in rows if m.provider == "gencore"}
+    for m in rows:
+        if m.provider == "open_clip" and (m.case, m.mode) in ours:
+            g = ours[(m.case, m.mode)]
+            mem = f", peak {g.peak_mib:.1f} MiB against {m.peak_mib:.1f} MiB" if m.peak_mib is not None else ""
+            lines.append(f"- {m.case} {m.mode}: open_clip's SigLipLoss {m.median_ms:.3f} ms, gencore "
+                         f"{m.median_ms / g.median_ms:.2f}× faster{mem}")
     for m in rows:
         if "GFLOP/s" in m.extra:
             lines.append(f"- {m.case}: gencore's products run at {m.extra['GFLOP/s']:.0f} GFLOP/s, "
