@@ -259,3 +259,21 @@ def test_a_short_run_draws_what_the_caption_says(trained):
     assert guided["class_accuracy"] > max(0.6, plain["class_accuracy"]), guided
     assert best["class_accuracy"] > max(0.85, guided["class_accuracy"]), best
     assert best["stroke_accuracy"] > 0.7 and best["slant_accuracy"] > 0.5, best
+
+
+def test_a_short_run_prior_beats_the_unigram_code_frequencies(trained):
+    """The caption-conditioned prior's perplexity on the test digits' code sequences, in codes
+    per token (gencore.metrics.perplexity's unit), against the train split's unigram code
+    frequencies (the computation of gencore eval) and the uniform 64."""
+    from gencore.metrics import perplexity
+
+    xt, tt, _ = load_dataset("digits-captions", "test")
+    xtr, _, _ = load_dataset("digits-captions", "train")
+    with torch.no_grad():
+        ppl = perplexity(trained.token_log_probs(xt, tt)).item()
+        train_codes = trained.vqvae.codes(xtr).flatten()
+        freq = (torch.bincount(train_codes, minlength=64).double() + 1) / (len(train_codes) + 64)
+        unigram = perplexity(freq.log()[trained.vqvae.codes(xt).flatten()]).item()
+    # Measured at seed 0, 1500 steps: 18.3 against the unigram's 43.8 (the 3000-step default
+    # run: 18.2 against 44.7).
+    assert ppl < 0.6 * unigram and unigram < 64, (ppl, unigram)

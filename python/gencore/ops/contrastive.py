@@ -31,21 +31,30 @@ _sigmoid = typed(torch.ops.gencore.sigmoid_contrastive_loss.default)
 _sigmoid_backward = torch.ops.gencore.sigmoid_contrastive_loss_backward.default
 
 
+def _scalar_tensor(value: torch.Tensor, name: str, like: torch.Tensor) -> torch.Tensor:
+    """A hyper-parameter given as a tensor: on ``like``'s device, one floating value, as 0-d."""
+    if value.device != like.device:
+        raise ValueError(f"gencore: {name} must be on the features' device ({like.device}), got {value.device}")
+    if value.dim() != 0 and value.numel() == 1:
+        value = value.reshape(())
+    if value.dim() != 0:
+        raise ValueError(f"gencore: {name} must be a scalar (0-d tensor), got shape {tuple(value.shape)}")
+    if not value.dtype.is_floating_point:
+        raise TypeError(f"gencore: {name} must be a floating-point tensor, got {value.dtype}")
+    return value
+
+
+def _check_number(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"gencore: {name} must be a float or a 0-d tensor, got {type(value).__name__}")
+
+
 def _as_scale(value, name: str, like: torch.Tensor, reciprocal: bool = False) -> torch.Tensor:
     """A positive, finite hyper-parameter as a 0-d tensor on ``like``'s device. With
     ``reciprocal`` (a temperature) its reciprocal must be finite in the accumulation dtype."""
     if isinstance(value, torch.Tensor):
-        if value.device != like.device:
-            raise ValueError(f"gencore: {name} must be on the features' device ({like.device}), got {value.device}")
-        if value.dim() != 0 and value.numel() == 1:
-            value = value.reshape(())
-        if value.dim() != 0:
-            raise ValueError(f"gencore: {name} must be a scalar (0-d tensor), got shape {tuple(value.shape)}")
-        if not value.dtype.is_floating_point:
-            raise TypeError(f"gencore: {name} must be a floating-point tensor, got {value.dtype}")
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"gencore: {name} must be a float or a 0-d tensor, got {type(value).__name__}")
+        return _scalar_tensor(value, name, like)
+    _check_number(value, name)
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"gencore: {name} must be finite and > 0, got {value}")
     dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
@@ -60,17 +69,8 @@ def _as_bias(value, like: torch.Tensor) -> torch.Tensor:
     """A finite logit bias as a 0-d tensor on ``like``'s device (a tensor is checked for
     shape, device and dtype; its value on CPU by the op)."""
     if isinstance(value, torch.Tensor):
-        if value.device != like.device:
-            raise ValueError(f"gencore: logit_bias must be on the features' device ({like.device}), got {value.device}")
-        if value.dim() != 0 and value.numel() == 1:
-            value = value.reshape(())
-        if value.dim() != 0:
-            raise ValueError(f"gencore: logit_bias must be a scalar (0-d tensor), got shape {tuple(value.shape)}")
-        if not value.dtype.is_floating_point:
-            raise TypeError(f"gencore: logit_bias must be a floating-point tensor, got {value.dtype}")
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"gencore: logit_bias must be a float or a 0-d tensor, got {type(value).__name__}")
+        return _scalar_tensor(value, "logit_bias", like)
+    _check_number(value, "logit_bias")
     if not math.isfinite(value):
         raise ValueError(f"gencore: logit_bias must be finite, got {value}")
     dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
