@@ -166,19 +166,11 @@ sdist-test: $(VENV)/.deps
 # work there: this source build (below), and the CUDA wheel of `make wheel-cuda` built here
 # against 2.14.1 (pip install dist/cu130/gencore-*.whl --no-deps). `gencore info` prints the
 # torch the build was made with and the oldest it loads in.
+# tools/gpu_check.sh: the CUDA wheel from dist/cu130/ when there is one (make wheel-cuda,
+# built against torch 2.14.1: the stable-ABI check under the GPU machine's torch), else a
+# source build for this GPU; every CUDA test; the op benchmarks into bench/results/.
 gpu-check:
-	GENCORE_CUDA=ON TORCH_CUDA_ARCH_LIST=9.0 $(PYTHON) -m pip install --no-build-isolation --no-deps -Cbuild-dir=build/gpu .
-	$(PYTHON) -m gencore.cli info
-	$(PYTHON) -m pytest -q -rs tests
-	$(PYTHON) bench/bench_coupling.py --device cuda --dtype float32 --out bench/results
-	$(PYTHON) bench/bench_coupling.py --device cuda --dtype bfloat16 --out bench/results
-	$(PYTHON) bench/bench_reparam.py --device cuda --dtype float32 --out bench/results
-	$(PYTHON) bench/bench_contrastive.py --device cuda --dtype float32 --out bench/results
-	$(PYTHON) bench/bench_contrastive.py --device cuda --dtype bfloat16 --out bench/results
-	$(PYTHON) bench/bench_siglip.py --device cuda --dtype float32 --out bench/results
-	$(PYTHON) bench/bench_siglip.py --device cuda --dtype bfloat16 --out bench/results
-	$(PYTHON) bench/bench_vq.py --device cuda --dtype float32 --out bench/results
-	if [ -n "$$OUT" ]; then cp bench/results/*cuda* "$$OUT"/; fi
+	PYTHON=$(PYTHON) bash tools/gpu_check.sh
 
 # The CUDA kernels executed on CPU: the emulated suite in three thread/block orders.
 EMU_PYTEST = $(VPY) -m pytest -q -p no:cacheprovider tests/cuda_emulation
