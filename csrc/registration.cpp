@@ -88,4 +88,14 @@ STABLE_TORCH_LIBRARY(gencore, m) {
   m.def(
       "nearest_code(Tensor x, Tensor codebook, *, bool cosine=False) -> "
       "(Tensor sq_dist, Tensor indices)");
+  // Rational-quadratic spline (csrc/spline/spline_math.h), elementwise with identity tails
+  // outside [-bound, bound]: x (B, ...), widths / heights x.shape + (K,) (softmax),
+  // derivatives x.shape + (K - 1,) (softplus); logdet (B,) = +-sum log|dy/dx| per row.
+  m.def(
+      "rq_spline(Tensor x, Tensor widths, Tensor heights, Tensor derivatives, *, "
+      "float bound=3.0, bool reverse=False) -> (Tensor y, Tensor logdet)");
+  m.def(
+      "rq_spline_backward(Tensor grad_y, Tensor grad_logdet, Tensor x, Tensor widths, "
+      "Tensor heights, Tensor derivatives, *, float bound, bool reverse) -> (Tensor grad_x, "
+      "Tensor grad_widths, Tensor grad_heights, Tensor grad_derivatives)");
 }

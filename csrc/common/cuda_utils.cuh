@@ -56,6 +56,21 @@ __device__ __forceinline__ WarpSegment warp_segment(int64_t n, int64_t seg_len, 
   return w;
 }
 
+// out[row] = the sum of partial[row * per_row + k] over k < per_row, one warp a row, in a
+// fixed order: per-row sums of warp segments without atomics (launch: grid_for(rows)
+// blocks of kWarp * kWarpsPerBlock threads).
+template <typename T, typename A>
+__global__ void row_partial_sum_kernel(const A* __restrict__ partial, T* __restrict__ out,
+                                       int64_t rows, int64_t per_row) {
+  const int lane = threadIdx.x % kWarp;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
+  if (row >= rows) return;
+  A acc = A(0);
+  for (int64_t k = lane; k < per_row; k += kWarp) acc += partial[row * per_row + k];
+  acc = warp_sum(acc);
+  if (lane == 0) out[row] = static_cast<T>(acc);
+}
+
 // Blocks of kWarpsPerBlock warps for `items` warp-sized work items.
 inline unsigned grid_for(int64_t items) {
   const int64_t blocks = (items + kWarpsPerBlock - 1) / kWarpsPerBlock;

@@ -11,7 +11,9 @@
 // tests/test_fastmath.py measures the error against the C library (a few ulp).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 
 // Forced inline: GCC's size limits otherwise keep exp out of line in a loop that calls it
@@ -196,6 +198,31 @@ GENCORE_FASTMATH_INLINE double log1p_unit(double e) {
   p = p * v + 1.0 / 5.0;
   p = p * v + 1.0 / 3.0;
   return 2.0 * u + 2.0 * u * v * p;
+}
+
+// log(x) = k ln 2 + log(m) for x = 2^k m, m in [1, 2), log(m) = log1p_unit(m - 1): an
+// absolute error of a few ulps of the result's size (k ln 2 and log m may cancel for x just
+// below 1). Zero, subnormal, negative, infinite and NaN inputs go to std::log.
+GENCORE_FASTMATH_INLINE float log(float x) {
+  if (!(x >= 1.17549435e-38f && x <= 3.40282347e38f)) return std::log(x);
+  uint32_t b;
+  std::memcpy(&b, &x, sizeof b);
+  const int k = static_cast<int>(b >> 23) - 127;
+  b = (b & 0x7fffffu) | 0x3f800000u;
+  float m;
+  std::memcpy(&m, &b, sizeof m);
+  return static_cast<float>(k) * 0.693147180559945309f + log1p_unit(m - 1.0f);
+}
+
+GENCORE_FASTMATH_INLINE double log(double x) {
+  if (!(x >= 2.2250738585072014e-308 && x <= 1.7976931348623157e308)) return std::log(x);
+  uint64_t b;
+  std::memcpy(&b, &x, sizeof b);
+  const int k = static_cast<int>(b >> 52) - 1023;
+  b = (b & 0xfffffffffffffull) | 0x3ff0000000000000ull;
+  double m;
+  std::memcpy(&m, &b, sizeof m);
+  return static_cast<double>(k) * 0.693147180559945309 + log1p_unit(m - 1.0);
 }
 
 // softplus(x) = log(1 + exp(x)) = max(x, 0) + log(1 + exp(-|x|)): no overflow at any x,

@@ -24,6 +24,7 @@ using cuda::Pack;
 using cuda::store_pack;
 using cuda::warp_sum;
 using cuda::grid_for;
+using cuda::row_partial_sum_kernel;
 constexpr int kIters = 4;  // vectors per lane per segment
 
 struct Segments {
@@ -86,18 +87,6 @@ __global__ void affine_coupling_fwd_kernel(const T* __restrict__ x, const T* __r
     store_pack<T, V>(y + base + j, yv);
   }
   store_segment_sum(warp_sum(acc), w, sg, logdet, partial);
-}
-
-template <typename T, typename A>
-__global__ void row_partial_sum_kernel(const A* __restrict__ partial, T* __restrict__ logdet,
-                                       int64_t rows, int64_t per_row) {
-  const int lane = threadIdx.x % kWarp;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
-  if (row >= rows) return;
-  A acc = A(0);
-  for (int64_t k = lane; k < per_row; k += kWarp) acc += partial[row * per_row + k];
-  acc = warp_sum(acc);
-  if (lane == 0) logdet[row] = static_cast<T>(acc);
 }
 
 template <typename T, typename A, int V, bool kReverse, bool kClamped>

@@ -242,7 +242,7 @@ def rq_spline_knots(widths: torch.Tensor, heights: torch.Tensor, derivatives: to
         c = 2 * bound * c - bound
         return torch.cat([torch.full_like(c[..., :1], -bound), c[..., 1:-1], torch.full_like(c[..., :1], bound)], -1)
 
-    one = torch.ones_like(derivatives[..., :1])
+    one = derivatives.new_ones((*derivatives.shape[:-1], 1))  # (also for K = 1: no interior knot)
     dk = torch.cat([one, RQ_MIN_DERIVATIVE + F.softplus(derivatives), one], dim=-1)
     return cumulative(widths, RQ_MIN_BIN_WIDTH), cumulative(heights, RQ_MIN_BIN_HEIGHT), dk
 
@@ -263,7 +263,7 @@ def rq_spline(x: torch.Tensor, widths: torch.Tensor, heights: torch.Tensor, deri
     ``t = 2c / (-b - sqrt(b^2 - 4ac))``, which has no cancellation (``b^2 - 4ac >= 0`` for a
     monotonic spline; rounding below 0 is clamped to 0). This is the materialized form:
     it builds several ``(..., K)`` temporaries, as the peer libraries do. It is the
-    definition a fused spline op is to be tested against; gencore has no such op yet.
+    definition the fused op :func:`gencore.ops.rq_spline` is tested against.
 
     Precision: the round trip is as good as the spline's conditioning allows. Where the
     spline is nearly flat (slope dy/dx down to 1e-7 with extreme parameters), one rounding

@@ -4,7 +4,9 @@ from gencore.ops.contrastive import (clip_loss, contrastive_cross_entropy, nt_xe
                                     sigmoid_contrastive_pairs)
 from gencore.ops.coupling import affine_coupling, masked_affine_coupling
 from gencore.ops.reparam import draw_rng_state, reparameterize
+from gencore.ops.spline import rq_spline
 from gencore.ops.vq import nearest_code
 
 __all__ = ["affine_coupling", "masked_affine_coupling", "reparameterize", "draw_rng_state", "clip_loss", "nt_xent_loss",
-           "contrastive_cross_entropy", "sigmoid_contrastive_loss", "sigmoid_contrastive_pairs", "nearest_code"]
+           "contrastive_cross_entropy", "sigmoid_contrastive_loss", "sigmoid_contrastive_pairs", "nearest_code",
+           "rq_spline"]
