@@ -100,6 +100,13 @@ MUTANTS = {
         "      if (kPrior && s == 0) {",
         "      if (kPrior && s == 1) {",
     ),
+    # The spline's lanes stride over two warps' worth of elements: half of each segment is
+    # never computed (its outputs stay uninitialised, its log-determinant terms missing).
+    "spline-lane-stride": (
+        "spline/spline_cuda.cu",
+        "  for (int64_t j = w.begin + w.lane; j < w.end; j += kWarp) {",
+        "  for (int64_t j = w.begin + w.lane; j < w.end; j += 2 * kWarp) {",
+    ),
     # The warp reduction of a coupling segment's log-determinant loses its last step.
     "short-warp-sum": (
         "common/cuda_utils.cuh",

@@ -9,11 +9,12 @@ import torch
 import test_emu_contrastive
 import test_emu_coupling
 import test_emu_reparam
+import test_emu_spline
 import test_emu_vq
 
 CSRC = Path(__file__).resolve().parents[2] / "csrc"
 TESTED = {*test_emu_coupling.COVERS, *test_emu_reparam.COVERS, *test_emu_contrastive.COVERS,
-           *test_emu_vq.COVERS}
+           *test_emu_vq.COVERS, *test_emu_spline.COVERS}
 
 
 def cuda_ops_in_sources() -> set[str]:
