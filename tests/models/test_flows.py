@@ -1,11 +1,11 @@
-"""Flow models (NICE, RealNVP): invertibility, exact likelihood, sampling, conditioning, errors."""
+"""Flow models (NICE, RealNVP, Glow, NeuralSplineFlow): invertibility, exact likelihood, sampling, conditioning, errors."""
 
 import math
 
 import pytest
 import torch
 
-from gencore.models import NICE, Glow, RealNVP
+from gencore.models import NICE, Glow, NeuralSplineFlow, RealNVP
 from gencore.nn import ActNorm, InvertibleLinear
 from gencore.nn.flow_layers import squeeze2x2, unsqueeze2x2
 
@@ -26,6 +26,7 @@ FLOWS = {
     "realnvp": lambda d, **kw: RealNVP(d, n_couplings=6, hidden=(32,), **kw),
     "nice": lambda d, **kw: NICE(d, n_couplings=4, hidden=(32,), **kw),
     "glow": lambda d, **kw: Glow(d, steps=4, hidden=(32,), **kw),
+    "nsf": lambda d, **kw: NeuralSplineFlow(d, n_couplings=4, hidden=(32,), bins=6, **kw),
 }
 
 IMAGE_FLOWS = {

@@ -46,6 +46,9 @@ def _cases():
                                       torch.tensor(-0.5, dtype=torch.float64, requires_grad=True))),
         "nearest_code": (lambda x, c: ops.nearest_code(x, c)[1] + ops.nearest_code(x, c, cosine=True)[1],
                          (r(6, 3), r(4, 3))),
+        "rq_spline": (lambda x, w, h, d: ops.rq_spline(x, w, h, d, bound=2.0)[0].sum(1)
+                      + ops.rq_spline(x, w, h, d, bound=2.0, reverse=True)[1],
+                      (r(3, 4), r(3, 4, 5), r(3, 4, 5), r(3, 4, 4))),
     }
 
 

@@ -266,3 +266,26 @@ def test_nearest_code_is_a_nearest_code(case):
         want_c = torch.zeros_like(c, dtype=torch.float64).index_add(0, idx, -want_x)
         torch.testing.assert_close(gx.double(), want_x, **_tol(x.dtype, scale=1 + _amax(want_x)))
         torch.testing.assert_close(gc.double(), want_c, **_tol(x.dtype, scale=1 + _amax(want_c)))
+
+
+@st.composite
+def spline_case(draw):
+    dtype = draw(DTYPES)
+    shape = (draw(st.integers(0, 4)), *draw(st.lists(st.integers(0, 4), min_size=0, max_size=2)))
+    k = draw(st.integers(1, 10))
+    strided = draw(st.booleans())
+    bound = draw(st.floats(0.5, 5.0))
+    scale = draw(st.floats(0.0, 2.0))
+    x = _tensor(draw, shape, dtype, scale=bound, strided=strided)  # some elements in the tails
+    w, h, d = (_tensor(draw, (*shape, n), dtype, scale=scale, strided=strided) for n in (k, k, k - 1))
+    return dtype, x, w, h, d, bound, draw(st.booleans())
+
+
+@SETTINGS
+@given(spline_case())
+def test_rq_spline_matches_reference(case):
+    dtype, x, w, h, d, bound, reverse = case
+    # Gradients through steep pieces of a spline (slopes up to ~50 at these parameters)
+    # scale float32's rounding: compared relative to 50.
+    _compare(lambda *a: ops.rq_spline(*a, bound=bound, reverse=reverse),
+             lambda *a: reference.rq_spline(*a, bound=bound, reverse=reverse), (x, w, h, d), dtype, scale=50.0)

@@ -5,7 +5,7 @@ import torch
 
 from gencore.models.autoencoder import Autoencoder
 from gencore.models.contrastive import CLIP, SimCLR
-from gencore.models.flows import NICE, Flow, Glow, RealNVP
+from gencore.models.flows import NICE, Flow, Glow, NeuralSplineFlow, RealNVP
 from gencore.models.gan import GAN
 from gencore.models.hvae import HierarchicalVAE
 from gencore.models.pca import PCA
@@ -13,7 +13,7 @@ from gencore.models.text2image import TextToImage
 from gencore.models.vae import VAE
 from gencore.models.vqvae import VQVAE
 
-MODELS = {"nice": NICE, "realnvp": RealNVP, "glow": Glow}
+MODELS = {"nice": NICE, "realnvp": RealNVP, "glow": Glow, "nsf": NeuralSplineFlow}
 MODELS["gan"] = GAN
 MODELS["pca"] = PCA
 MODELS["ae"] = Autoencoder
@@ -101,7 +101,7 @@ def model_name(model) -> str:
     raise ValueError(f"{type(model).__name__} is not a registered gencore model")
 
 
-__all__ = ["Flow", "NICE", "RealNVP", "Glow", "MODELS", "build", "model_name"]
+__all__ = ["Flow", "NICE", "RealNVP", "Glow", "NeuralSplineFlow", "MODELS", "build", "model_name"]
 __all__ += ["GAN"]
 __all__ += ["PCA", "Autoencoder", "VAE"]
 __all__ += ["SimCLR", "CLIP"]

@@ -27,7 +27,7 @@ from gencore.nn import (
     Squeeze,
 )
 
-__all__ = ["Flow", "NICE", "RealNVP", "Glow"]
+__all__ = ["Flow", "NICE", "RealNVP", "Glow", "NeuralSplineFlow"]
 
 
 class _InvertibleBackward(torch.autograd.Function):
@@ -398,4 +398,50 @@ class NICE(Flow):
         super().__init__(layers, (features,), context_features, memory_efficient)
         self.config = {"features": features, "n_couplings": n_couplings, "hidden": list(hidden),
                        "context_features": context_features, "actnorm": actnorm,
+                       "memory_efficient": memory_efficient}
+
+
+class NeuralSplineFlow(Flow):
+    """Neural spline flow (Durkan et al. 2019), coupling form, for vectors ``(B, D)``.
+
+    ActNorm, then ``n_couplings`` rational-quadratic spline couplings
+    (:class:`gencore.nn.SplineCoupling`, fused :func:`gencore.ops.rq_spline`) with
+    alternating masks, each conditioner an MLP ``(D_a [+ context]) -> hidden -> n_b (3K - 1)``,
+    zero-initialised (every coupling starts as the identity); widths and heights are divided
+    by ``sqrt`` of the last hidden width, as in nflows. Images are flattened by the caller
+    (the digits as 64-vectors).
+
+    Args:
+        features: ``D >= 2``.
+        n_couplings: spline couplings.
+        hidden: MLP hidden sizes.
+        bins: ``K``, spline bins per element.
+        bound: each spline acts on ``[-bound, bound]`` (the identity outside); after the
+            ActNorm the data is standardized, so 3 to 4 covers it.
+        context_features: size of a conditioning vector fed to every conditioner (0: none).
+        actnorm: start with a data-initialised ActNorm.
+    """
+
+    def __init__(self, features, n_couplings: int = 8, hidden=(256, 256), *, bins: int = 8, bound: float = 3.0,
+                 context_features: int = 0, actnorm: bool = True, memory_efficient: bool = False) -> None:
+        from gencore.nn.spline import SplineCoupling
+
+        shape = _event_shape(features)
+        if len(shape) != 1:
+            raise ValueError(f"NeuralSplineFlow: features must be a vector size D (flatten images), got {features!r}")
+        _check_int("n_couplings", n_couplings)
+        _check_int("context_features", context_features, 0)
+        _check_int("bins", bins)
+        hidden = [hidden] if isinstance(hidden, int) else list(hidden)
+        d = shape[0]
+        layers: list[nn.Module] = [ActNorm(d)] if actnorm else []
+        for i in range(n_couplings):
+            swap = i % 2 == 1
+            n_a = len(range(d)[1::2] if swap else range(d)[0::2])
+            cond = MLP(n_a + context_features, (d - n_a) * (3 * bins - 1), hidden, zero_init=True)
+            layers.append(SplineCoupling(d, cond, bins=bins, bound=bound, mask="alternate", swap=swap,
+                                         scale_by=hidden[-1] if hidden else None))
+        super().__init__(layers, shape, context_features, memory_efficient)
+        self.config = {"features": features, "n_couplings": n_couplings, "hidden": hidden, "bins": bins,
+                       "bound": bound, "context_features": context_features, "actnorm": actnorm,
                        "memory_efficient": memory_efficient}

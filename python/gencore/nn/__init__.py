@@ -14,8 +14,9 @@ from gencore.nn.flow_layers import (
 )
 from gencore.nn.layers import MLP
 from gencore.nn.reparam import Reparameterize
+from gencore.nn.spline import SplineCoupling
 from gencore.nn.vq import VectorQuantizer, VQOutput
 
 __all__ = ["AffineCoupling", "AdditiveCoupling", "ActNorm", "DiagonalScale", "Reverse", "Squeeze",
            "FactorOut", "InvertibleLinear", "ConvConditioner", "MLP", "Reparameterize",
-           "NTXentLoss", "CLIPLoss", "SigLIPLoss", "VectorQuantizer", "VQOutput"]
+           "NTXentLoss", "CLIPLoss", "SigLIPLoss", "VectorQuantizer", "VQOutput", "SplineCoupling"]
