@@ -101,6 +101,7 @@ def test_docs_flows_example(doc_block, tmp_path, monkeypatch, one_thread):
     assert (tmp_path / "runs" / "8g").is_dir()
     assert scope["glow"].log_prob(torch.rand(3, 1, 8, 8)).shape == (3,)
     assert scope["cond"].log_prob(torch.randn(3, 64), context=torch.eye(10)[:3]).shape == (3,)
+    assert scope["nsf"].log_prob(torch.randn(3, 2)).shape == (3,)
 
 
 @pytest.mark.parametrize("key, name", [("VAE(64, latent_dim=16", "vae"),

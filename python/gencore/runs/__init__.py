@@ -59,7 +59,7 @@ def train(model: str, data: str, out, *, steps: int | None = None, batch_size: i
     """Train ``model`` (a key of :data:`REGISTRY`) on ``data`` into run folder ``out``.
 
     Args:
-        model: ``nice``, ``realnvp``, ``glow``, ``gan``, ``pca``, ``ae``, ``vae``, ``hvae``, ``vqvae``, ``simclr``,
+        model: ``nice``, ``realnvp``, ``glow``, ``nsf``, ``gan``, ``pca``, ``ae``, ``vae``, ``hvae``, ``vqvae``, ``simclr``,
             ``clip``, ``text2image``.
         data: an embedded dataset the model trains on, or (flows, gan) the path of your own data.
         out: the run folder (resumed if it holds a checkpoint of the same run).
