@@ -439,3 +439,27 @@ def test_cuda_low_precision_error_like_the_reference(dtype):
     yt, ldt = R.rq_spline(*(t.to(ref_dtype) for t in (x, w, h, d)))
     assert_error_like_the_reference(y, yt.to(dtype), y64, dtype)
     assert_error_like_the_reference(ld, ldt.to(dtype), ld64, dtype)
+
+
+def test_no_temporary_of_the_parameters_size():
+    # The op allocates its outputs and nothing of size (B, D, K): forward, y and logdet
+    # (the reference: about 10 tensors of the parameters' size); forward+backward, also the
+    # four gradients, which are as large as the inputs.
+    from gencore.benchmarks.harness import peak_memory
+
+    b, dim, k = 256, 64, 16
+    w, h, d = (t.float().requires_grad_() for t in params((b, dim), k))
+    x = inputs((b, dim), 3.0, dtype=torch.float32).requires_grad_()
+    mib = 2.0 ** -20
+    x_bytes, param_bytes = x.numel() * 4, sum(t.numel() * 4 for t in (w, h, d))
+    fwd = peak_memory(lambda: rq_spline(x, w, h, d), torch.device("cpu"))
+    assert fwd <= (x_bytes + 4 * b + 4096) * mib, fwd
+    ref_fwd = peak_memory(lambda: R.rq_spline(x, w, h, d), torch.device("cpu"))
+    assert ref_fwd > param_bytes * mib  # (the reference's temporaries, for scale)
+
+    def full():
+        y, ld = rq_spline(x, w, h, d)
+        return torch.autograd.grad(y.sum() + ld.sum(), (x, w, h, d))
+
+    both = peak_memory(full, torch.device("cpu"))
+    assert both <= (2 * x_bytes + param_bytes + 8 * b + 65536) * mib, both
