@@ -66,6 +66,7 @@ bench: install
 	$(VPY) -m pip install --quiet --no-deps open_clip_torch==3.3.0
 	$(VPY) bench/bench_siglip.py --out bench/results
 	$(VPY) bench/bench_vq.py --out bench/results
+	$(VPY) bench/bench_rq_spline.py --out bench/results
 	$(VPY) bench/bench_flow_libraries.py --out bench/results
 	$(VPY) bench/update_docs.py
 

@@ -16,7 +16,7 @@ RESULTS=${RESULTS:-bench/results/gpu-check}
 TEST_S=${GPU_CHECK_TEST_S:-240}
 BENCH_S=${GPU_CHECK_BENCH_S:-90}
 DEADLINE=$((SECONDS + ${GPU_CHECK_TOTAL_S:-500}))  # no benchmark starts that could end after this
-BENCHES=${GPU_CHECK_BENCHES:-"siglip:float32 contrastive:float32 coupling:float32 reparam:float32 vq:float32 siglip:bfloat16 contrastive:bfloat16 coupling:bfloat16"}
+BENCHES=${GPU_CHECK_BENCHES:-"siglip:float32 rq_spline:float32 contrastive:float32 coupling:float32 reparam:float32 vq:float32 siglip:bfloat16 rq_spline:bfloat16 contrastive:bfloat16 coupling:bfloat16"}
 mkdir -p "$RESULTS"
 summary=()
 stamp() { echo "[gpu-check $(date +%H:%M:%S)] $*"; }

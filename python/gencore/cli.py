@@ -7,6 +7,7 @@
     gencore bench contrastive    tiled CLIP / NT-Xent losses vs the materialized ones
     gencore bench siglip         the tiled sigmoid (SigLIP) loss, also against open_clip's
     gencore bench vq             tiled nearest-code search and the VQ layer vs one-hot VQ
+    gencore bench rq_spline      the fused rational-quadratic spline vs the materialized one, nflows, zuko
     gencore train realnvp --data checkerboard --out runs/rnvp   (default steps and config per model)
     gencore eval runs/rnvp       test NLL (nats), bits/dim, gap to the true entropy
     gencore sample runs/rnvp -n 512 --out samples.png
@@ -117,7 +118,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from gencore.benchmarks import contrastive, coupling, reparam, siglip, vq
+    from gencore.benchmarks import contrastive, coupling, reparam, siglip, spline, vq
 
     argv = ["--device", args.device, "--dtype", args.dtype]
     if args.quick:
@@ -125,7 +126,7 @@ def cmd_bench(args) -> int:
     if args.out:
         argv += ["--out", args.out]
     return {"coupling": coupling.main, "reparam": reparam.main, "contrastive": contrastive.main,
-            "siglip": siglip.main, "vq": vq.main}[args.op](argv)
+            "siglip": siglip.main, "vq": vq.main, "rq_spline": spline.main}[args.op](argv)
 
 
 def _train_options(args) -> dict:
@@ -316,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     pi.set_defaults(fn=cmd_info)
 
     pb = command("bench", help="benchmark a fused op against eager PyTorch and torch.compile")
-    pb.add_argument("op", choices=["coupling", "reparam", "contrastive", "siglip", "vq"])
+    pb.add_argument("op", choices=["coupling", "reparam", "contrastive", "siglip", "vq", "rq_spline"])
     pb.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     pb.add_argument("--dtype", default="float32", choices=["float32", "float64", "float16", "bfloat16"])
     pb.add_argument("--quick", action="store_true", help="small cases, few repetitions")
