@@ -65,6 +65,18 @@ inline void check_dtype_supported_cuda(const Tensor& t, const char* name) {
                      " must be float32, float64, float16 or bfloat16, got ", dtype_name(st));
 }
 
+// The gradients of (y, logdet) that a backward receives: y's shape, (B,).
+inline void check_output_grads(const Tensor& grad_y, const Tensor& grad_logdet,
+                               const Tensor& x) {
+  check_same_shape(x, "x", grad_y, "grad_y");
+  check_same_device(x, "x", grad_y, "grad_y");
+  check_same_dtype(x, "x", grad_y, "grad_y");
+  GENCORE_CHECK_VALUE(grad_logdet.dim() == 1 && grad_logdet.size(0) == x.size(0),
+                      "gencore: grad_logdet must have shape (B,) = (", x.size(0), ",), got ",
+                      shape(grad_logdet));
+  check_same_device(x, "x", grad_logdet, "grad_logdet");
+}
+
 // The device check of a backend's entry point: the dispatcher routes by device, so this
 // fails only for a direct call with mixed devices.
 inline void check_cpu(const Tensor& t, const char* name) {

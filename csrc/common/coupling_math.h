@@ -18,6 +18,7 @@
 #include <cstdint>
 
 #include "common/fastmath.h"
+#include "common/hd_math.h"
 #include "common/macros.h"
 
 namespace gencore {
@@ -51,24 +52,6 @@ GENCORE_HD int64_t param_index(const MaskLayout& m, int64_t k) {
   return (d / m.tr_step) * m.spatial + (k - c * m.spatial);
 }
 
-template <typename T>
-GENCORE_HD T exp_(T v) {
-#if defined(__CUDA_ARCH__)
-  return ::exp(v);
-#else
-  return fastmath::exp(v);
-#endif
-}
-
-template <typename T>
-GENCORE_HD T tanh_(T v) {
-#if defined(__CUDA_ARCH__)
-  return ::tanh(v);
-#else
-  return fastmath::tanh(v);
-#endif
-}
-
 // Values are returned in small structs, not through pointers: an addressable local
 // inside an `omp simd` loop stops GCC from vectorizing it.
 template <typename T>
@@ -81,7 +64,7 @@ struct SoftClamp {
 template <typename T, bool kClamped>
 GENCORE_HD SoftClamp<T> soft_clamp(T log_scale, T clamp, T inv_clamp) {
   if (kClamped) {
-    const T t = tanh_(log_scale * inv_clamp);
+    const T t = hd::tanh(log_scale * inv_clamp);
     return {clamp * t, T(1) - t * t};
   }
   return {log_scale, T(1)};
@@ -96,8 +79,8 @@ struct ForwardResult {
 // The transform for a given s (the launchers may compute s in a separate pass).
 template <typename T, bool kReverse>
 GENCORE_HD ForwardResult<T> coupling_forward_given_s(T x, T s, T shift) {
-  if (kReverse) return {(x - shift) * exp_(-s), -s};
-  return {x * exp_(s) + shift, s};
+  if (kReverse) return {(x - shift) * hd::exp(-s), -s};
+  return {x * hd::exp(s) + shift, s};
 }
 
 template <typename T, bool kReverse, bool kClamped>
@@ -115,7 +98,7 @@ struct BackwardResult {
 template <typename T, bool kReverse>
 GENCORE_HD BackwardResult<T> coupling_backward_given_s(T gy, T gl, T x, SoftClamp<T> sc,
                                                        T shift) {
-  const T e = exp_(kReverse ? -sc.s : sc.s);
+  const T e = hd::exp(kReverse ? -sc.s : sc.s);
   const T u = kReverse ? x - shift : x;
   const T gxe = gy * e;
   const T gs = gxe * u + gl;

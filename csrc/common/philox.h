@@ -26,6 +26,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "common/hd_math.h"
 #include "common/macros.h"
 
 namespace gencore {
@@ -215,15 +216,6 @@ GENCORE_HD void sincos_2pi(A u, A& s, A& c) {
 }
 
 template <typename A>
-GENCORE_HD A sqrt_(A v) {
-#if defined(__CUDA_ARCH__)
-  return ::sqrt(v);
-#else
-  return std::sqrt(v);
-#endif
-}
-
-template <typename A>
 struct Normal4 {
   A n[4];
 };
@@ -238,7 +230,7 @@ GENCORE_HD Normal4<A> box_muller4(const U4& w) {
   for (int p = 0; p < 2; ++p) {
     const A u0 = uniform23<A>(w.x[2 * p]);
     const A u1 = uniform23<A>(w.x[2 * p + 1]);
-    const A r = sqrt_(A(-2) * log_positive(u0));
+    const A r = hd::sqrt(A(-2) * log_positive(u0));
     A s, c;
     sincos_2pi(u1, s, c);
     out.n[2 * p] = r * c;

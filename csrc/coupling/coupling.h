@@ -30,18 +30,6 @@ inline void check_affine_coupling_inputs(const Tensor& x, const Tensor& log_scal
                       clamp);
 }
 
-// The gradients of (y, logdet) that a backward receives: y's shape, (B,).
-inline void check_output_grads(const Tensor& grad_y, const Tensor& grad_logdet,
-                               const Tensor& x) {
-  check_same_shape(x, "x", grad_y, "grad_y");
-  check_same_device(x, "x", grad_y, "grad_y");
-  check_same_dtype(x, "x", grad_y, "grad_y");
-  GENCORE_CHECK_VALUE(grad_logdet.dim() == 1 && grad_logdet.size(0) == x.size(0),
-                      "gencore: grad_logdet must have shape (B,) = (", x.size(0), ",), got ",
-                      shape(grad_logdet));
-  check_same_device(x, "x", grad_logdet, "grad_logdet");
-}
-
 inline void check_affine_coupling_backward_inputs(const Tensor& grad_y,
                                                   const Tensor& grad_logdet,
                                                   const Tensor& x, const Tensor& log_scale,

@@ -116,13 +116,7 @@ inline Backward prepare_backward(const Tensor& grad_y, const Tensor& grad_logdet
                                  const Tensor& widths, const Tensor& heights,
                                  const Tensor& derivatives, double bound, bool reverse) {
   check_inputs(x, widths, heights, derivatives, bound);
-  check_same_shape(x, "x", grad_y, "grad_y");
-  check_same_device(x, "x", grad_y, "grad_y");
-  check_same_dtype(x, "x", grad_y, "grad_y");
-  GENCORE_CHECK_VALUE(grad_logdet.dim() == 1 && grad_logdet.size(0) == x.size(0),
-                      "gencore: grad_logdet must have shape (B,) = (", x.size(0), ",), got ",
-                      shape(grad_logdet));
-  check_same_device(x, "x", grad_logdet, "grad_logdet");
+  check_output_grads(grad_y, grad_logdet, x);
   Forward f{contig(x), param_view(widths), param_view(heights), param_view(derivatives),
             x.size(0), row_length(x), bins_of(widths), bound, reverse, Tensor(), Tensor()};
   const Tensor gl = to_dtype(grad_logdet, x.scalar_type());

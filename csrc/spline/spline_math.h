@@ -36,7 +36,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "common/fastmath.h"
+#include "common/hd_math.h"
 #include "common/macros.h"
 
 namespace gencore {
@@ -45,54 +45,6 @@ namespace spline {
 constexpr double kMinBinWidth = 1e-3;
 constexpr double kMinBinHeight = 1e-3;
 constexpr double kMinDerivative = 1e-3;
-
-template <typename A>
-GENCORE_HD A sp_exp(A v) {
-#if defined(__CUDA_ARCH__)
-  return ::exp(v);
-#else
-  return fastmath::exp(v);
-#endif
-}
-
-template <typename A>
-GENCORE_HD A sp_log(A v) {
-#if defined(__CUDA_ARCH__)
-  return ::log(v);
-#else
-  return fastmath::log(v);
-#endif
-}
-
-template <typename A>
-GENCORE_HD A sp_sqrt(A v) {
-#if defined(__CUDA_ARCH__)
-  return ::sqrt(v);
-#else
-  return std::sqrt(v);
-#endif
-}
-
-// log(1 + exp(v)) without overflow, and its derivative 1 / (1 + exp(-v)).
-template <typename A>
-GENCORE_HD A sp_softplus(A v) {
-#if defined(__CUDA_ARCH__)
-  const A e = ::exp(-(v < A(0) ? -v : v));
-  return (v > A(0) ? v : A(0)) + ::log1p(e);
-#else
-  return fastmath::softplus(v);
-#endif
-}
-
-template <typename A>
-GENCORE_HD A sp_sigmoid(A v) {
-#if defined(__CUDA_ARCH__)
-  const A e = ::exp(-(v < A(0) ? -v : v));
-  return v >= A(0) ? A(1) / (A(1) + e) : e / (A(1) + e);
-#else
-  return fastmath::sigmoid(v);
-#endif
-}
 
 // One element's K unnormalized widths (or heights): its softmax max and 1 / sum.
 template <typename A>
@@ -108,7 +60,7 @@ GENCORE_HD Softmax<A> softmax_of(const T* u, int k) {
     m = v > m ? v : m;
   }
   A sum = A(0);
-  for (int j = 0; j < k; ++j) sum += sp_exp(static_cast<A>(u[j]) - m);
+  for (int j = 0; j < k; ++j) sum += hd::exp(static_cast<A>(u[j]) - m);
   return {m, A(1) / sum};
 }
 
@@ -118,7 +70,7 @@ template <typename A, typename T>
 struct LiveSigma {
   const T* u;
   Softmax<A> sm;
-  GENCORE_HD A operator()(int j) const { return sp_exp(static_cast<A>(u[j]) - sm.max) * sm.inv_sum; }
+  GENCORE_HD A operator()(int j) const { return hd::exp(static_cast<A>(u[j]) - sm.max) * sm.inv_sum; }
 };
 
 // softmax_j read from a buffer filled beforehand (the CPU kernel: vectorized exps).
@@ -185,7 +137,7 @@ GENCORE_HD void knots_at(const Knots<A, S>& kn, int bin, A& lo, A& hi) {
 
 template <typename A, typename T>
 GENCORE_HD A knot_derivative(const T* r, int k, int j) {
-  return (j == 0 || j == k) ? A(1) : static_cast<A>(kMinDerivative) + sp_softplus(static_cast<A>(r[j - 1]));
+  return (j == 0 || j == k) ? A(1) : static_cast<A>(kMinDerivative) + hd::softplus(static_cast<A>(r[j - 1]));
 }
 
 // The bin an element falls in, in the coordinates the formulas use.
@@ -211,7 +163,7 @@ GENCORE_HD A log_deriv_at(const Bin<A>& b, A t) {
   const A s = b.h / b.w, tt = t * (A(1) - t), u = A(1) - t;
   const A den = s + (b.d1 + b.d0 - A(2) * s) * tt;
   const A m = b.d1 * t * t + A(2) * s * tt + b.d0 * u * u;
-  return sp_log(s * s * m / (den * den));
+  return hd::log(s * s * m / (den * den));
 }
 
 template <typename A>
@@ -229,7 +181,7 @@ GENCORE_HD Eval<A> inverse_in_bin(const Bin<A>& b, A y) {
   const A qa = b.h * (s - b.d0) + dy * g, qb = b.h * b.d0 - dy * g, qc = -s * dy;
   A disc = qb * qb - A(4) * qa * qc;
   disc = disc > A(0) ? disc : A(0);
-  const A root = sp_sqrt(disc);
+  const A root = hd::sqrt(disc);
   A t;
   if (qb >= A(0)) {
     const A den = -qb - root;
@@ -388,8 +340,8 @@ GENCORE_HD A element_backward(const Knots<A, S>& kw, const Knots<A, S>& kh, cons
   knot_grad_to_logits(kw, b.k, g.x0 - g.w, g.w, gw);
   knot_grad_to_logits(kh, b.k, g.y0 - g.h, g.h, gh);
   for (int j = 0; j + 1 < k; ++j) gr[j] = static_cast<G>(A(0));
-  if (b.k >= 1) gr[b.k - 1] = static_cast<G>(g.d0 * sp_sigmoid(static_cast<A>(r[b.k - 1])));
-  if (b.k + 1 <= k - 1) gr[b.k] = static_cast<G>(g.d1 * sp_sigmoid(static_cast<A>(r[b.k])));
+  if (b.k >= 1) gr[b.k - 1] = static_cast<G>(g.d0 * hd::sigmoid(static_cast<A>(r[b.k - 1])));
+  if (b.k + 1 <= k - 1) gr[b.k] = static_cast<G>(g.d1 * hd::sigmoid(static_cast<A>(r[b.k])));
   return g.in;
 }
 
