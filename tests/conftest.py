@@ -22,6 +22,18 @@ def device(request):
     return torch.device(request.param)
 
 
+@pytest.fixture(params=["tiles", "gemm", "gemm-chunks"])
+def contrastive_path(request, monkeypatch):
+    """The two paths of the CUDA contrastive backend (csrc/contrastive/contrastive_cuda.cu):
+    the tile kernels, and cuBLAS GEMMs over chunks of query rows, in one chunk or (a
+    64 KiB budget) in many. Without the variable, the size of the problem chooses."""
+    path = request.param
+    monkeypatch.setenv("GENCORE_CONTRASTIVE_PATH", "tiles" if path == "tiles" else "gemm")
+    if path == "gemm-chunks":
+        monkeypatch.setenv("GENCORE_CONTRASTIVE_CHUNK_BYTES", "65536")
+    return path
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Small models gain nothing from intra-op threads, and on a shared, busy CPU two spinning

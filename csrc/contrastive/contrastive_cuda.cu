@@ -19,13 +19,20 @@
 // The sigmoid (SigLIP) loss runs on the same tiles with an elementwise epilogue instead
 // of the log-sum-exp: softplus_sum_kernel (forward) and sigmoid_grad_kernel (backward,
 // sharing grad_kernel's W y accumulation, add_w_times_y).
+// Those tile kernels serve small problems. From 2048 x 2048 pairs on, every loss takes the
+// GEMM-chunked path instead (its section below): cuBLAS products over chunks of query
+// rows, with one elementwise kernel per chunk in between.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <mma.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <limits>
+#include <string>
 #include <type_traits>
 
 #include "common/cuda_context.h"
@@ -619,6 +626,227 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
 }
 
+// ------------------------------------------------------------------ GEMM-chunked path --
+// For large problems the O(n m D) products are cuBLAS GEMMs (aten::mm through the stable
+// dispatcher) over chunks of C query rows, and only the elementwise work runs in the
+// kernels below, one block per row of the chunk:
+//   R_c = q_c k^T                         (C, m) in A (the half types: aten::mm.dtype, float32 out)
+//   forward:  the rows' statistics from R_c (softplus sums; log-sum-exps, and the
+//             columns' running (max, sum) merged chunk by chunk, in order)
+//   backward: R_c -> V_c = scale * W_c, then grad_q[c] += V_c k and grad_k += V_c^T q_c.
+// For float32 / float64, V_c overwrites R_c and the products are exact GEMMs of A. For
+// float16 / bfloat16, V_c goes to the GEMMs as two values of the input dtype, hi = round(v)
+// and lo = round(v - hi), laid out [hi | lo] per row: [hi | lo] [k; k] = V_c k to about 16
+// bits (one rounding, as FlashAttention does with P, would leave 8), and every product
+// runs on the tensor cores with float32 accumulation.
+// Memory: the chunk (C m values of A, plus 2 C m of the input dtype) is capped at
+// kChunkBytes, so the (n, m) matrix is never held; C depends on m only, so results are the
+// same for any n. Per-row partial sums (indexed by the global row) keep grad_scale and
+// grad_bias independent of C too. The tile kernels above keep the small problems
+// (n m < kGemmMinPairs; GENCORE_CONTRASTIVE_PATH=tiles|gemm overrides): both paths'
+// times on an H200 are in docs/benchmarks.md.
+constexpr int64_t kChunkBytes = int64_t{32} << 20;
+constexpr int64_t kGemmMinPairs = int64_t{1} << 22;  // 2048 x 2048
+constexpr int kRowThreads = 256;
+
+// The sum of v over the block's kRowThreads threads in a fixed order, returned to all.
+// `red` is kRowThreads / kWarp values of shared memory, free again on return.
+template <typename A>
+__device__ __forceinline__ A block_sum(A v, A* red) {
+  const int tid = threadIdx.x;
+  v = warp_sum(v);
+  if (tid % kWarp == 0) red[tid / kWarp] = v;
+  __syncthreads();
+  A total = A(0);
+#pragma unroll
+  for (int w = 0; w < kRowThreads / kWarp; ++w) total += red[w];
+  __syncthreads();
+  return total;
+}
+
+// The block's (max, sum) states merged in a fixed order, returned to all threads.
+template <typename A>
+__device__ __forceinline__ void block_lse_merge(A& m, A& s, A* red_m, A* red_s) {
+  const int tid = threadIdx.x;
+#pragma unroll
+  for (int o = kWarp / 2; o > 0; o /= 2) {
+    const A m2 = __shfl_xor_sync(0xffffffffu, m, o);
+    const A s2 = __shfl_xor_sync(0xffffffffu, s, o);
+    lse_merge(m, s, m2, s2);
+  }
+  if (tid % kWarp == 0) {
+    red_m[tid / kWarp] = m;
+    red_s[tid / kWarp] = s;
+  }
+  __syncthreads();
+  m = neg_inf<A>();
+  s = A(0);
+#pragma unroll
+  for (int w = 0; w < kRowThreads / kWarp; ++w) lse_merge(m, s, red_m[w], red_s[w]);
+  __syncthreads();
+}
+
+// V = scale * w into the chunk: in place (E = A), or as [hi | lo] of the input dtype E in
+// the row's 2 m values at vv.
+template <typename A, typename E>
+__device__ __forceinline__ void store_weight(A* row, E* vv, int64_t m, int64_t j, A v) {
+  if constexpr (std::is_same_v<E, A>) {
+    row[j] = v;
+  } else {
+    const E hi = static_cast<E>(v);
+    vv[j] = hi;
+    vv[m + j] = static_cast<E>(v - static_cast<A>(hi));
+  }
+}
+
+// row_sum[r0 + r] += sum_j softplus(-z L[r, j]), L = scale R + bias, for the chunk's row r
+// (blockIdx.x); the positive of query row i is column i + offset.
+template <typename A>
+__global__ void __launch_bounds__(kRowThreads)
+    gemm_softplus_rows_kernel(const A* __restrict__ R, int64_t m, int64_t r0,
+                              const A* __restrict__ scale_p, const A* __restrict__ bias_p,
+                              int64_t offset, A* __restrict__ row_sum) {
+  __shared__ A red[kRowThreads / kWarp];
+  const int64_t r = blockIdx.x, i = r0 + r, pos = i + offset;
+  const A* row = R + r * m;
+  const A scale = *scale_p, bias = *bias_p;
+  A sum = A(0);
+  for (int64_t j = threadIdx.x; j < m; j += kRowThreads) {
+    const A l = mul_rn(scale, row[j]) + bias;
+    sum += dev_softplus(j == pos ? -l : l);
+  }
+  sum = block_sum(sum, red);
+  if (threadIdx.x == 0) row_sum[i] += sum;
+}
+
+// The sigmoid loss's weights of the chunk's row r: W = coef (sigmoid(L) - [positive]),
+// stored as V = scale W (store_weight); partial (nullptr: not wanted) gets the row's
+// sum(W * R) at [i] and sum(W) at [n + i].
+template <typename A, typename E>
+__global__ void __launch_bounds__(kRowThreads)
+    gemm_sigmoid_weights_kernel(A* __restrict__ R, E* __restrict__ hilo, int64_t m, int64_t n,
+                                int64_t r0, const A* __restrict__ scale_p,
+                                const A* __restrict__ bias_p, const A* __restrict__ coef_p,
+                                int64_t offset, A* __restrict__ partial) {
+  __shared__ A red[kRowThreads / kWarp];
+  const int64_t r = blockIdx.x, i = r0 + r, pos = i + offset;
+  A* row = R + r * m;
+  E* vv = hilo != nullptr ? hilo + r * 2 * m : nullptr;
+  const A scale = *scale_p, bias = *bias_p, coef = *coef_p;
+  A wr_sum = A(0), w_sum = A(0);
+  for (int64_t j = threadIdx.x; j < m; j += kRowThreads) {
+    const A rv = row[j];
+    const A l = mul_rn(scale, rv) + bias;
+    // sigmoid(L) - 1 = -sigmoid(-L), without the cancellation.
+    const A w = j == pos ? -coef * dev_sigmoid(-l) : coef * dev_sigmoid(l);
+    wr_sum += w * rv;
+    w_sum += w;
+    store_weight<A, E>(row, vv, m, j, scale * w);
+  }
+  if (partial == nullptr) return;  // uniform over the block
+  wr_sum = block_sum(wr_sum, red);
+  w_sum = block_sum(w_sum, red);
+  if (threadIdx.x == 0) {
+    partial[i] = wr_sum;
+    partial[n + i] = w_sum;
+  }
+}
+
+// Row log-sum-exps of the chunk (row_lse[r0 + r], query row i masks key exclude[i]), and
+// the columns' running (max, sum) states col_m / col_s (m,) merged with this chunk's rows
+// in row order (nullptr: no column statistics). Blocks [0, rows) do the rows; blocks from
+// `rows` on do kRowThreads columns each.
+template <typename A>
+__global__ void __launch_bounds__(kRowThreads)
+    gemm_lse_kernel(const A* __restrict__ R, int64_t rows, int64_t m, int64_t r0,
+                    const A* __restrict__ scale_p, const int64_t* __restrict__ exclude,
+                    A* __restrict__ row_lse, A* __restrict__ col_m, A* __restrict__ col_s) {
+  __shared__ A red_m[kRowThreads / kWarp], red_s[kRowThreads / kWarp];
+  const A scale = *scale_p;
+  if (static_cast<int64_t>(blockIdx.x) < rows) {
+    const int64_t r = blockIdx.x, i = r0 + r;
+    const int64_t ex = exclude != nullptr ? exclude[i] : -1;
+    const A* row = R + r * m;
+    A mx = neg_inf<A>(), s = A(0);
+    for (int64_t j = threadIdx.x; j < m; j += kRowThreads) {
+      if (j == ex) continue;
+      const A l = mul_rn(scale, row[j]);
+      if (l > mx) {
+        s = s * dev_exp(mx - l) + A(1);
+        mx = l;
+      } else {
+        s += dev_exp(l - mx);
+      }
+    }
+    block_lse_merge(mx, s, red_m, red_s);
+    if (threadIdx.x == 0) row_lse[i] = mx + dev_log(s);
+    return;
+  }
+  const int64_t j = (static_cast<int64_t>(blockIdx.x) - rows) * kRowThreads + threadIdx.x;
+  if (j >= m) return;
+  A mx = col_m[j], s = col_s[j];
+  for (int64_t r = 0; r < rows; ++r) {
+    if (exclude != nullptr && exclude[r0 + r] == j) continue;
+    const A l = mul_rn(scale, R[r * m + j]);
+    if (l > mx) {
+      s = s * dev_exp(mx - l) + A(1);
+      mx = l;
+    } else {
+      s += dev_exp(l - mx);
+    }
+  }
+  col_m[j] = mx;
+  col_s[j] = s;
+}
+
+// lse[j] = m + log(s) of the columns' final states.
+template <typename A>
+__global__ void gemm_lse_finish_kernel(const A* __restrict__ col_m, const A* __restrict__ col_s,
+                                       int64_t m, A* __restrict__ lse) {
+  const int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (j < m) lse[j] = col_m[j] + dev_log(col_s[j]);
+}
+
+// The log-sum-exp losses' weights of the chunk's row r: W = alpha_i P + beta_j C (the C
+// term only with col_lse), 0 at the excluded key; stored as V = scale W; partial
+// (nullptr: not wanted) gets the row's sum(W * R) at [i].
+template <typename A, typename E>
+__global__ void __launch_bounds__(kRowThreads)
+    gemm_lse_weights_kernel(A* __restrict__ R, E* __restrict__ hilo, int64_t m, int64_t r0,
+                            const A* __restrict__ scale_p, const int64_t* __restrict__ exclude,
+                            Stats<A> st, A* __restrict__ partial) {
+  __shared__ A red[kRowThreads / kWarp];
+  const int64_t r = blockIdx.x, i = r0 + r;
+  const int64_t ex = exclude != nullptr ? exclude[i] : -1;
+  A* row = R + r * m;
+  E* vv = hilo != nullptr ? hilo + r * 2 * m : nullptr;
+  const A scale = *scale_p, lse = st.row_lse[i], alpha = st.alpha[i];
+  A wr_sum = A(0);
+  for (int64_t j = threadIdx.x; j < m; j += kRowThreads) {
+    const A rv = row[j];
+    A w = A(0);
+    if (j != ex) {
+      const A l = mul_rn(scale, rv);
+      w = alpha * dev_exp(l - lse);
+      if (st.col_lse != nullptr) w += st.beta[j] * dev_exp(l - st.col_lse[j]);
+    }
+    wr_sum += w * rv;
+    store_weight<A, E>(row, vv, m, j, scale * w);
+  }
+  if (partial == nullptr) return;  // uniform over the block
+  wr_sum = block_sum(wr_sum, red);
+  if (threadIdx.x == 0) partial[i] = wr_sum;
+}
+
+// dst[e] += src[e] for e < count.
+template <typename A>
+__global__ void accumulate_kernel(A* __restrict__ dst, const A* __restrict__ src, int64_t count) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < count;
+       e += stride)
+    dst[e] += src[e];
+}
+
 // ------------------------------------------------------------------ launchers ----------
 using Grid = cuda::SplitGrid;
 
@@ -749,6 +977,227 @@ void launch_sigmoid_grad(const Tensor& x, const Tensor& y, const Tensor& scale,
   }
 }
 
+// ---- the GEMM-chunked path's launchers ----
+
+// GENCORE_CONTRASTIVE_PATH=tiles|gemm forces a path (tests, benchmarks); by default the
+// GEMMs run from kGemmMinPairs (query, key) pairs on.
+bool use_gemm(int64_t n, int64_t m) {
+  const char* path = std::getenv("GENCORE_CONTRASTIVE_PATH");
+  if (path != nullptr && path[0] != '\0') {
+    const std::string p(path);
+    GENCORE_CHECK_VALUE(p == "tiles" || p == "gemm",
+                        "gencore: GENCORE_CONTRASTIVE_PATH must be 'tiles' or 'gemm', got '", p,
+                        "'");
+    return p == "gemm";
+  }
+  return n * m >= kGemmMinPairs;
+}
+
+// a (r, K) @ b (K, c) with the products accumulated in, and returned as, acc; a and b of
+// one input dtype, views allowed. float16 / bfloat16: aten::mm.dtype (cuBLAS, float32
+// out). The SIMT emulator's stand-in device tensors live on the CPU, which has no
+// mm.dtype: there the product runs on float32 copies (float16 / bfloat16 -> float32 is
+// exact, so the products are the same). A torch whose mm.dtype fails (older than the
+// overload, or refusing these operands) gets the same float32 copies, with one warning.
+Tensor mm_acc(const Tensor& a, const Tensor& b, ScalarType acc) {
+  if (a.scalar_type() == acc) return aten::call("aten::mm", "", a, b);
+#ifndef GENCORE_SIMT_EMULATION
+  static std::atomic<bool> no_mm_dtype{false};
+  if (!no_mm_dtype.load(std::memory_order_relaxed)) {
+    try {
+      return aten::call("aten::mm", "dtype", a, b, acc);
+    } catch (const std::runtime_error& e) {
+      no_mm_dtype.store(true, std::memory_order_relaxed);
+      std::fprintf(stderr,
+                   "gencore: aten::mm.dtype failed (%s); the contrastive GEMMs of float16 / "
+                   "bfloat16 features run on float32 copies instead\n",
+                   e.what());
+    }
+  }
+#endif
+  return aten::call("aten::mm", "", to_dtype(a, acc), to_dtype(b, acc));
+}
+
+// Query rows per chunk: C m values of `bytes_per_pair` bytes within kChunkBytes, or
+// within GENCORE_CONTRASTIVE_CHUNK_BYTES where set (a positive integer; less memory, more
+// and smaller GEMMs; the tests use it to cut small problems into many chunks).
+int64_t chunk_rows(int64_t n, int64_t m, int64_t bytes_per_pair) {
+  int64_t budget = kChunkBytes;
+  if (const char* env = std::getenv("GENCORE_CONTRASTIVE_CHUNK_BYTES"); env != nullptr && env[0]) {
+    char* end = nullptr;
+    const long long v = std::strtoll(env, &end, 10);
+    GENCORE_CHECK_VALUE(end != env && *end == '\0' && v > 0,
+                        "gencore: GENCORE_CONTRASTIVE_CHUNK_BYTES must be a positive integer, "
+                        "got '", env, "'");
+    budget = v;
+  }
+  return std::clamp<int64_t>(budget / std::max<int64_t>(1, m * bytes_per_pair), 1, n);
+}
+
+// dst += src, both contiguous in A with one size.
+template <typename A>
+void accumulate(const Tensor& dst, const Tensor& src) {
+  const int64_t count = dst.numel();
+  GENCORE_CHECK(src.numel() == count && dst.is_contiguous() && src.is_contiguous(),
+                "gencore: contrastive CUDA backend: accumulate needs two contiguous tensors of "
+                "one size");
+  if (count == 0) return;
+  const int64_t blocks = std::min<int64_t>((count + kRowThreads - 1) / kRowThreads, 65535);
+  accumulate_kernel<A><<<static_cast<unsigned>(blocks), kRowThreads, 0, cuda::current_stream()>>>(
+      dst.mutable_data_ptr<A>(), src.const_data_ptr<A>(), count);
+  GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// grad_q (n, D) += V k and, with grad_k defined, grad_k (m, D) += V^T q, chunk by chunk:
+// weights(R, hilo, r0, rows) launches the kernel that turns the chunk's R = q_c k^T into
+// V = scale W (in place in R, or into hilo as [hi | lo] for the half types).
+template <typename T, typename Weights>
+void gemm_backward(const Tensor& q, const Tensor& k, const Tensor& grad_q, const Tensor& grad_k,
+                   const Weights& weights) {
+  using A = opmath_t<T>;
+  constexpr bool kSplit = !std::is_same_v<T, A>;
+  const ScalarType acc = scalar_type_of<A>();
+  const int64_t n = q.size(0), m = k.size(0);
+  const int64_t chunk =
+      chunk_rows(n, m, static_cast<int64_t>(sizeof(A) + (kSplit ? 2 * sizeof(T) : 0)));
+  const Tensor kt = aten::t(k);
+  const Tensor kk = kSplit ? aten::cat({k, k}) : k;  // [k; k]: [hi | lo] [k; k] = V k
+  const Tensor hilo = kSplit ? empty({chunk, 2 * m}, q) : Tensor();
+  for (int64_t r0 = 0; r0 < n; r0 += chunk) {
+    const int64_t rows = std::min(chunk, n - r0);
+    const Tensor qc = aten::narrow(q, 0, r0, rows);
+    const Tensor R = mm_acc(qc, kt, acc);
+    const Tensor hl = kSplit ? aten::narrow(hilo, 0, 0, rows) : Tensor();
+    weights(R, hl, r0, rows);
+    accumulate<A>(aten::narrow(grad_q, 0, r0, rows), mm_acc(kSplit ? hl : R, kk, acc));
+    if (!grad_k.defined()) continue;
+    if constexpr (kSplit) {
+      accumulate<A>(grad_k, mm_acc(aten::t(aten::narrow(hl, 1, 0, m)), qc, acc));
+      accumulate<A>(grad_k, mm_acc(aten::t(aten::narrow(hl, 1, m, m)), qc, acc));
+    } else {
+      accumulate<A>(grad_k, mm_acc(aten::t(R), qc, acc));
+    }
+  }
+}
+
+// The hi/lo buffer's pointer for the weights kernels: T for the half types, none for A.
+template <typename T>
+auto hilo_ptr(const Tensor& hl) {
+  using A = opmath_t<T>;
+  if constexpr (std::is_same_v<T, A>) {
+    return static_cast<A*>(nullptr);
+  } else {
+    return hl.mutable_data_ptr<T>();
+  }
+}
+
+// row_lse (n,) and, when defined, col_lse (m,) of L = scale q k^T (exclude as Pair's).
+template <typename T>
+void gemm_lse_forward(const Tensor& q, const Tensor& k, const Tensor& scale,
+                      const Tensor& exclude, const Tensor& row_lse, const Tensor& col_lse) {
+  using A = opmath_t<T>;
+  const ScalarType acc = scalar_type_of<A>();
+  const int64_t n = q.size(0), m = k.size(0);
+  const int64_t chunk = chunk_rows(n, m, sizeof(A));
+  const auto stream = cuda::current_stream();
+  Tensor state;  // (2, m): the columns' running max and sum
+  A* col_m = nullptr;
+  A* col_s = nullptr;
+  const int64_t col_blocks = col_lse.defined() ? (m + kRowThreads - 1) / kRowThreads : 0;
+  if (col_lse.defined()) {
+    state = empty({2, m}, row_lse);
+    torch::stable::fill_(aten::narrow(state, 0, 0, 1), -std::numeric_limits<double>::infinity());
+    torch::stable::fill_(aten::narrow(state, 0, 1, 1), 0.0);
+    col_m = state.mutable_data_ptr<A>();
+    col_s = col_m + m;
+  }
+  const Tensor kt = aten::t(k);
+  const int64_t* ex = exclude.defined() ? exclude.const_data_ptr<int64_t>() : nullptr;
+  for (int64_t r0 = 0; r0 < n; r0 += chunk) {
+    const int64_t rows = std::min(chunk, n - r0);
+    const Tensor R = mm_acc(aten::narrow(q, 0, r0, rows), kt, acc);
+    gemm_lse_kernel<A><<<static_cast<unsigned>(rows + col_blocks), kRowThreads, 0, stream>>>(
+        R.const_data_ptr<A>(), rows, m, r0, scale.const_data_ptr<A>(), ex,
+        row_lse.mutable_data_ptr<A>(), col_m, col_s);
+    GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  if (col_lse.defined()) {
+    gemm_lse_finish_kernel<A><<<static_cast<unsigned>(col_blocks), kRowThreads, 0, stream>>>(
+        col_m, col_s, m, col_lse.mutable_data_ptr<A>());
+    GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+}
+
+// grad_q += scale W k, grad_k (when defined) += scale W^T q, grad_scale (when defined) +=
+// sum(W * R), W from the statistics st (Backend::backward's contract).
+template <typename T>
+void gemm_lse_backward(const Tensor& q, const Tensor& k, const Tensor& scale,
+                       const Tensor& exclude, const Stats<opmath_t<T>>& st, const Tensor& grad_q,
+                       const Tensor& grad_k, const Tensor& grad_scale) {
+  using A = opmath_t<T>;
+  const int64_t n = q.size(0), m = k.size(0);
+  const Tensor partial = grad_scale.defined() ? empty({n}, grad_q) : Tensor();
+  A* part = partial.defined() ? partial.mutable_data_ptr<A>() : nullptr;
+  const int64_t* ex = exclude.defined() ? exclude.const_data_ptr<int64_t>() : nullptr;
+  const auto stream = cuda::current_stream();
+  gemm_backward<T>(q, k, grad_q, grad_k,
+                   [&](const Tensor& R, const Tensor& hl, int64_t r0, int64_t rows) {
+                     auto* vv = hilo_ptr<T>(hl);
+                     gemm_lse_weights_kernel<A, std::remove_pointer_t<decltype(vv)>>
+                         <<<static_cast<unsigned>(rows), kRowThreads, 0, stream>>>(
+                             R.mutable_data_ptr<A>(), vv, m, r0, scale.const_data_ptr<A>(), ex,
+                             st, part);
+                     GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
+                   });
+  if (partial.defined()) aten::add_into(grad_scale, aten::sum(partial));
+}
+
+// row_sum (n,) += the sigmoid loss of each row of q.
+template <typename T>
+void gemm_sigmoid_forward(const Tensor& q, const Tensor& k, const Tensor& scale,
+                          const Tensor& bias, int64_t offset, const Tensor& row_sum) {
+  using A = opmath_t<T>;
+  const ScalarType acc = scalar_type_of<A>();
+  const int64_t n = q.size(0), m = k.size(0);
+  const int64_t chunk = chunk_rows(n, m, sizeof(A));
+  const Tensor kt = aten::t(k);
+  for (int64_t r0 = 0; r0 < n; r0 += chunk) {
+    const int64_t rows = std::min(chunk, n - r0);
+    const Tensor R = mm_acc(aten::narrow(q, 0, r0, rows), kt, acc);
+    gemm_softplus_rows_kernel<A>
+        <<<static_cast<unsigned>(rows), kRowThreads, 0, cuda::current_stream()>>>(
+            R.const_data_ptr<A>(), m, r0, scale.const_data_ptr<A>(), bias.const_data_ptr<A>(),
+            offset, row_sum.mutable_data_ptr<A>());
+    GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+}
+
+// Backend::sigmoid_backward on the GEMM path.
+template <typename T>
+void gemm_sigmoid_backward(const Tensor& q, const Tensor& k, const Tensor& scale,
+                           const Tensor& bias, int64_t offset, const Tensor& coef,
+                           const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_scale,
+                           const Tensor& grad_bias) {
+  using A = opmath_t<T>;
+  const int64_t n = q.size(0), m = k.size(0);
+  const Tensor partial = grad_scale.defined() ? empty({2 * n}, grad_q) : Tensor();
+  A* part = partial.defined() ? partial.mutable_data_ptr<A>() : nullptr;
+  const auto stream = cuda::current_stream();
+  gemm_backward<T>(q, k, grad_q, grad_k,
+                   [&](const Tensor& R, const Tensor& hl, int64_t r0, int64_t rows) {
+                     auto* vv = hilo_ptr<T>(hl);
+                     gemm_sigmoid_weights_kernel<A, std::remove_pointer_t<decltype(vv)>>
+                         <<<static_cast<unsigned>(rows), kRowThreads, 0, stream>>>(
+                             R.mutable_data_ptr<A>(), vv, m, n, r0, scale.const_data_ptr<A>(),
+                             bias.const_data_ptr<A>(), coef.const_data_ptr<A>(), offset, part);
+                     GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
+                   });
+  if (partial.defined()) {
+    aten::add_into(grad_scale, aten::sum(aten::narrow(partial, 0, 0, n)));
+    aten::add_into(grad_bias, aten::sum(aten::narrow(partial, 0, n, n)));
+  }
+}
+
 template <typename T>
 constexpr bool has_tensor_core_path() {
   return std::is_same_v<T, c10::Half> || std::is_same_v<T, c10::BFloat16>;
@@ -795,6 +1244,12 @@ struct CudaBackend {
     (void)symmetric;  // the full matrix is visited either way
     const cuda::DeviceGuard guard(q);
     check_backend_inputs(q, k, scale);
+    if (use_gemm(q.size(0), k.size(0))) {
+      GENCORE_DISPATCH_FLOATING_TYPES_AND_HALF2(q.scalar_type(), "contrastive_forward_cuda", [&] {
+        gemm_lse_forward<scalar_t>(q, k, scale, exclude, row_lse, col_lse);
+      });
+      return;
+    }
     GENCORE_DISPATCH_FLOATING_TYPES_AND_HALF2(q.scalar_type(),
                                               "contrastive_forward_cuda", [&] {
       dispatch_dot<scalar_t>([&](auto dot) {
@@ -823,6 +1278,10 @@ struct CudaBackend {
       using A = opmath_t<scalar_t>;
       const Stats<A> st{ptr_or_null<A>(row_lse), ptr_or_null<A>(alpha),
                         ptr_or_null<A>(col_lse), ptr_or_null<A>(beta)};
+      if (use_gemm(q.size(0), k.size(0))) {
+        gemm_lse_backward<scalar_t>(q, k, scale, exclude, st, grad_q, gk, grad_scale);
+        return;
+      }
       dispatch_dot<scalar_t>([&](auto dot) {
         using Dot = decltype(dot);
         launch_grad<scalar_t, Dot, true>(q, k, scale, exclude, st, grad_q, grad_scale);
@@ -841,6 +1300,10 @@ struct CudaBackend {
     GENCORE_DISPATCH_FLOATING_TYPES_AND_HALF2(q.scalar_type(), "sigmoid_contrastive_forward_cuda", [&] {
       using A = opmath_t<scalar_t>;
       const SigmoidArgs<A> sa{bias.const_data_ptr<A>(), nullptr, offset};
+      if (use_gemm(q.size(0), k.size(0))) {
+        gemm_sigmoid_forward<scalar_t>(q, k, scale, bias, offset, row_sum);
+        return;
+      }
       dispatch_dot<scalar_t>([&](auto dot) {
         launch_softplus_sum<scalar_t, decltype(dot)>(q, k, scale, sa, row_sum);
       });
@@ -858,6 +1321,11 @@ struct CudaBackend {
     GENCORE_DISPATCH_FLOATING_TYPES_AND_HALF2(q.scalar_type(), "sigmoid_contrastive_backward_cuda", [&] {
       using A = opmath_t<scalar_t>;
       const SigmoidArgs<A> sa{bias.const_data_ptr<A>(), coef.const_data_ptr<A>(), offset};
+      if (use_gemm(q.size(0), k.size(0))) {
+        gemm_sigmoid_backward<scalar_t>(q, k, scale, bias, offset, coef, grad_q, grad_k,
+                                        grad_scale, grad_bias);
+        return;
+      }
       dispatch_dot<scalar_t>([&](auto dot) {
         using Dot = decltype(dot);
         launch_sigmoid_grad<scalar_t, Dot, true>(q, k, scale, sa, grad_q, grad_scale, grad_bias);

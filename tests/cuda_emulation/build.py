@@ -107,6 +107,18 @@ MUTANTS = {
         "  for (int64_t j = w.begin + w.lane; j < w.end; j += kWarp) {",
         "  for (int64_t j = w.begin + w.lane; j < w.end; j += 2 * kWarp) {",
     ),
+    # The GEMM path adds every chunk's query gradients into the first chunk's rows.
+    "gemm-chunk-row-offset": (
+        "contrastive/contrastive_cuda.cu",
+        "accumulate<A>(aten::narrow(grad_q, 0, r0, rows),",
+        "accumulate<A>(aten::narrow(grad_q, 0, 0, rows),",
+    ),
+    # The GEMM path gives the tensor cores only the rounded weight (hi), not its remainder.
+    "gemm-hi-only": (
+        "contrastive/contrastive_cuda.cu",
+        "    vv[m + j] = static_cast<E>(v - static_cast<A>(hi));",
+        "    vv[m + j] = static_cast<E>(0.0f);",
+    ),
     # The warp reduction of a coupling segment's log-determinant loses its last step.
     "short-warp-sum": (
         "common/cuda_utils.cuh",

@@ -20,15 +20,27 @@ COVERS = ("clip_loss", "clip_loss_backward", "nt_xent_loss", "nt_xent_loss_backw
 SHAPES = [(1, 1), (3, 5), (17, 33), (70, 0), (200, 0), (130, 40)]
 
 
-# (dtype, tile product): float32/float64 have the SIMT product only; float16/bfloat16 run on
-# tensor cores (wmma), or on the SIMT path with GENCORE_CONTRASTIVE_SIMT=1.
+# (dtype, product): the tile kernels, where float32/float64 have the SIMT product only and
+# float16/bfloat16 run on tensor cores (wmma), or on the SIMT path with
+# GENCORE_CONTRASTIVE_SIMT=1; or the GEMM-chunked path (GENCORE_CONTRASTIVE_PATH=gemm, the
+# default for large problems: cuBLAS GEMMs over chunks of rows, the emulated epilogue
+# kernels in between; the emulator's GEMM is the CPU's mm on float32 copies).
 PATHS = [(torch.float32, "simt"), (torch.float64, "simt"), (torch.float16, "wmma"),
-         (torch.float16, "simt"), (torch.bfloat16, "wmma"), (torch.bfloat16, "simt")]
+         (torch.float16, "simt"), (torch.bfloat16, "wmma"), (torch.bfloat16, "simt"),
+         (torch.float32, "gemm"), (torch.float64, "gemm"), (torch.float16, "gemm"),
+         (torch.bfloat16, "gemm")]
 
 
 @pytest.fixture(params=PATHS, ids=lambda p: f"{str(p[0]).removeprefix('torch.')}-{p[1]}")
 def dtype(request, monkeypatch):
     dt, product = request.param
+    monkeypatch.setenv("GENCORE_CONTRASTIVE_PATH", "gemm" if product == "gemm" else "tiles")
+    if product == "gemm" and getattr(request.node, "callspec", None) is not None \
+            and request.node.callspec.params.get("sm_count") == 1:
+        # The GEMM path does not look at the SM count: its "sm1" cases cut the rows into
+        # chunks of a few rows each (the budget 2048 bytes: 3 rows of 130 float32 keys)
+        # instead of one chunk, the last one shorter.
+        monkeypatch.setenv("GENCORE_CONTRASTIVE_CHUNK_BYTES", "2048")
     if product == "simt" and dt in LOW:
         monkeypatch.setenv("GENCORE_CONTRASTIVE_SIMT", "1")
     return dt
@@ -200,3 +212,33 @@ def test_extreme_scales_match_cpu(emu, dtype, scale):
     assert torch.isfinite(loss) and torch.isfinite(lse).all()
     torch.testing.assert_close(lse, ref_lse, rtol=1e-5, atol=0)
     torch.testing.assert_close(loss, ref_loss, rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("var,value", [("GENCORE_CONTRASTIVE_PATH", "cublas"),
+                                       ("GENCORE_CONTRASTIVE_CHUNK_BYTES", "0"),
+                                       ("GENCORE_CONTRASTIVE_CHUNK_BYTES", "64k")])
+def test_bad_path_settings_are_refused(emu, monkeypatch, var, value):
+    """A misspelt path or chunk budget is an error that names the variable, not a silent default."""
+    monkeypatch.setenv("GENCORE_CONTRASTIVE_PATH", "gemm")
+    monkeypatch.setenv(var, value)
+    a, b = features(8, 4, torch.float32, 1), features(8, 4, torch.float32, 2)
+    with pytest.raises(ValueError, match=var):
+        emu.call("clip_loss", a, b, scalar(2.0, torch.float32))
+
+
+def test_default_path_follows_the_problem_size(emu, monkeypatch):
+    """Without GENCORE_CONTRASTIVE_PATH, small problems take the tile kernels and problems of
+    2048 x 2048 pairs and more the GEMMs (told apart by their launches: the GEMM path's
+    forward is one epilogue launch per chunk and the columns' finishing kernel)."""
+    monkeypatch.delenv("GENCORE_CONTRASTIVE_PATH", raising=False)
+    monkeypatch.setenv("GENCORE_CONTRASTIVE_CHUNK_BYTES", str(2048 * 4 * 1024))  # 1024-row chunks
+    emu.configure(1)  # the tile path: one launch per log-sum-exp (no split to merge)
+    try:
+        s = scalar(2.0, torch.float32)
+        for n, launches in ((2047, 2), (2048, 3)):
+            a, b = features(n, 0, torch.float32, 1), features(n, 0, torch.float32, 2)
+            before = emu.launches()
+            emu.call("clip_loss", a, b, s)
+            assert emu.launches() - before == launches, n
+    finally:
+        emu.configure(132)

@@ -338,7 +338,7 @@ def test_extreme_scales_stay_finite_and_accurate(dtype, temperatures):
 # ----------------------------------------------------------------- CUDA -------------------
 @pytest.mark.cuda
 @pytest.mark.parametrize("n,d", [(1, 8), (97, 33), (1100, 64), (2049, 128)])
-def test_cuda_matches_cpu(n, d):
+def test_cuda_matches_cpu(n, d, contrastive_path):
     a, b = _feats(n, d, torch.float32, "cpu", seed=10)
     s = torch.tensor(10.0, requires_grad=True)
     ac, bc = a.detach().cuda().requires_grad_(), b.detach().cuda().requires_grad_()
@@ -361,7 +361,7 @@ def test_cuda_matches_cpu(n, d):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_cuda_low_precision_error_at_most_twice_torch(dtype):
+def test_cuda_low_precision_error_at_most_twice_torch(dtype, contrastive_path):
     # The FlashAttention rule: error against a float32 reference at most twice that of
     # the materialized reference computed in the same low precision.
     n, d = 1000, 64
@@ -412,7 +412,7 @@ def test_cuda_tensor_core_path_matches_simt_path(monkeypatch, dtype):
 
 
 @pytest.mark.cuda
-def test_cuda_few_query_rows_many_keys():
+def test_cuda_few_query_rows_many_keys(contrastive_path):
     # Few row blocks and many keys: the kernels split the key tiles over the grid.
     g = torch.Generator().manual_seed(13)
     q = torch.randn(70, 40, generator=g, dtype=torch.float64)

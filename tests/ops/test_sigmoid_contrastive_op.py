@@ -274,7 +274,7 @@ def test_nan_features_give_a_nan_loss_not_a_silent_number():
 @pytest.mark.cuda
 @pytest.mark.parametrize("n,m,d,offset", [(1, 1, 8, 0), (97, 97, 33, 0), (1100, 1100, 64, 0), (2049, 2049, 128, 0),
                                           (300, 70, 16, 70), (70, 300, 16, -5)])
-def test_cuda_matches_cpu(n, m, d, offset):
+def test_cuda_matches_cpu(n, m, d, offset, contrastive_path):
     a, b = _feats(n, m, d, torch.float32, seed=12, normalize=True)
     s, bias = _hyper(10.0, -10.0, torch.float32)
     cuda = [t.detach().cuda().requires_grad_() for t in (a, b, s, bias)]
@@ -287,7 +287,7 @@ def test_cuda_matches_cpu(n, m, d, offset):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_cuda_low_precision_error_at_most_twice_torch(dtype):
+def test_cuda_low_precision_error_at_most_twice_torch(dtype, contrastive_path):
     a, b = _feats(1000, 1000, 64, torch.float32, "cuda", seed=13, normalize=True)
     ref = lambda x, y: R.sigmoid_contrastive_loss(x, y, 10.0, -10.0)  # noqa: E731
     x32, y32 = a.detach().requires_grad_(), b.detach().requires_grad_()

@@ -6,7 +6,9 @@
 // - the CUDA dispatch key becomes the CPU key of the `gencore_emu` library, so the
 //   emulated kernels run on CPU tensors next to the real CPU kernels (`gencore`);
 // - is_cuda() reads as is_cpu(): the launchers' device checks accept the CPU tensors
-//   that stand in for device memory, and contrastive.h takes its CUDA branches.
+//   that stand in for device memory, and contrastive.h takes its CUDA branches;
+// - GENCORE_SIMT_EMULATION is defined: the few host lines that call a CUDA-only ATen op
+//   (aten::mm.dtype in contrastive_cuda.cu) call its CPU equivalent instead.
 #pragma once
 
 #include <torch/csrc/stable/library.h>
@@ -24,6 +26,7 @@
 #include "cuda_runtime.h"
 
 #define __CUDA_ARCH__ 900
+#define GENCORE_SIMT_EMULATION 1
 
 #undef STABLE_TORCH_LIBRARY_IMPL
 #define STABLE_TORCH_LIBRARY_IMPL(ns, k, m) _STABLE_TORCH_LIBRARY_IMPL(gencore_emu, CPU, m, C10_UID)
