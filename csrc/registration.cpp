@@ -78,6 +78,13 @@ STABLE_TORCH_LIBRARY(gencore, m) {
       "Tensor text_features, Tensor logit_scale, Tensor logit_bias, int positive_offset) -> "
       "(Tensor grad_image_features, Tensor grad_text_features, Tensor grad_logit_scale, "
       "Tensor grad_logit_bias)");
+  // The loss and its gradients at grad_loss = 1 from one visit of the logits (the training
+  // path: the autograd backward only scales them).
+  m.def(
+      "sigmoid_contrastive_loss_with_grads(Tensor image_features, Tensor text_features, "
+      "Tensor logit_scale, Tensor logit_bias, int positive_offset=0) -> (Tensor loss, "
+      "Tensor grad_image_features, Tensor grad_text_features, Tensor grad_logit_scale, "
+      "Tensor grad_logit_bias)");
   // Vector quantization (csrc/vq/vq.h): for x (N, D) and codebook (K, D), the index of
   // each row's nearest code in squared Euclidean distance (ties to the lowest index) and
   // that distance |x_i - codebook_index|^2, recomputed exactly; cosine: both sides scaled

@@ -40,6 +40,11 @@
 //     W = coef * (sigmoid(L) - [z = +1]) (coef: 0-d A), computed as -coef sigmoid(-L)
 //     on the positives; accumulates grad_q += scale * W k, grad_k += scale * W^T q,
 //     grad_scale += sum(W * R) and grad_bias += sum(W).
+//
+//   Backend::sigmoid_forward_backward(q, k, scale, bias, offset, coef, row_sum, grad_q,
+//                                     grad_k, grad_scale, grad_bias)
+//     both of the above on one visit of the logits where the backend can (the CUDA GEMM
+//     path: three products instead of four); a backend may call the two in turn.
 #pragma once
 
 #include <cmath>
@@ -376,6 +381,31 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> sigmoid_contrastive_loss_backward_imp
   Backend::sigmoid_backward(a, b, s, bias, positive_offset, coef, ga, gb, gs, gbias);
   return {to_dtype(ga, image.scalar_type()), to_dtype(gb, text.scalar_type()),
           to_dtype(gs, logit_scale.scalar_type()), to_dtype(gbias, logit_bias.scalar_type())};
+}
+
+// The loss and its gradients at grad_loss = 1, from one visit of the logits: the training
+// path of python/gencore/ops/contrastive.py, whose backward then only scales them by the
+// incoming grad_loss (the loss is linear in coef = grad_loss / n). The same numbers as
+// sigmoid_contrastive_loss and its backward at grad_loss = 1.
+template <class Backend>
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> sigmoid_contrastive_loss_with_grads_impl(
+    const Tensor& image, const Tensor& text, const Tensor& logit_scale, const Tensor& logit_bias,
+    int64_t positive_offset) {
+  const auto [ops, bias] = prepare_sigmoid(image, text, logit_scale, logit_bias, positive_offset);
+  const auto& [a, b, s, acc, n] = ops;
+  const Tensor coef =
+      torch::stable::full({}, 1.0 / static_cast<double>(n), acc, std::nullopt, a.device());
+  const Tensor row_sum = zeros({n}, a, acc);
+  Tensor ga = zeros({n, a.size(1)}, a, acc);
+  Tensor gb = zeros({b.size(0), b.size(1)}, b, acc);
+  Tensor gs = zeros({}, a, acc);
+  Tensor gbias = zeros({}, a, acc);
+  Backend::sigmoid_forward_backward(a, b, s, bias, positive_offset, coef, row_sum, ga, gb, gs,
+                                    gbias);
+  const Tensor loss = aten::div(aten::sum(row_sum), static_cast<double>(n));
+  return {to_dtype(loss, image.scalar_type()), to_dtype(ga, image.scalar_type()),
+          to_dtype(gb, text.scalar_type()), to_dtype(gs, logit_scale.scalar_type()),
+          to_dtype(gbias, logit_bias.scalar_type())};
 }
 
 }  // namespace contrastive

@@ -400,6 +400,16 @@ struct CpuBackend {
                                        grad_scale, grad_bias);
     });
   }
+
+  // The CPU tiles cost the same either way: the two passes in turn.
+  static void sigmoid_forward_backward(const Tensor& q, const Tensor& k, const Tensor& scale,
+                                       const Tensor& bias, int64_t offset, const Tensor& coef,
+                                       const Tensor& row_sum, const Tensor& grad_q,
+                                       const Tensor& grad_k, const Tensor& grad_scale,
+                                       const Tensor& grad_bias) {
+    sigmoid_forward(q, k, scale, bias, offset, row_sum);
+    sigmoid_backward(q, k, scale, bias, offset, coef, grad_q, grad_k, grad_scale, grad_bias);
+  }
 };
 
 }  // namespace
@@ -414,6 +424,8 @@ STABLE_TORCH_LIBRARY_IMPL(gencore, CPU, m) {
   m.impl("sigmoid_contrastive_loss", TORCH_BOX(&sigmoid_contrastive_loss_impl<CpuBackend>));
   m.impl("sigmoid_contrastive_loss_backward",
          TORCH_BOX(&sigmoid_contrastive_loss_backward_impl<CpuBackend>));
+  m.impl("sigmoid_contrastive_loss_with_grads",
+         TORCH_BOX(&sigmoid_contrastive_loss_with_grads_impl<CpuBackend>));
 }
 
 }  // namespace contrastive

@@ -636,9 +636,10 @@ __global__ void __launch_bounds__(kThreads, 2)
 //   backward: R_c -> V_c = scale * W_c, then grad_q[c] += V_c k and grad_k += V_c^T q_c.
 // For float32 / float64, V_c overwrites R_c and the products are exact GEMMs of A. For
 // float16 / bfloat16, V_c goes to the GEMMs as two values of the input dtype, hi = round(v)
-// and lo = round(v - hi), laid out [hi | lo] per row: [hi | lo] [k; k] = V_c k to about 16
-// bits (one rounding, as FlashAttention does with P, would leave 8), and every product
-// runs on the tensor cores with float32 accumulation.
+// and lo = round(v - hi): hi k + lo k = V_c k to about 16 bits (one rounding, as
+// FlashAttention does with P, would leave 8), and every product runs on the tensor cores
+// with float32 accumulation. V_c k is short and wide (C x D out of a contraction over all
+// m keys): it runs split-K (split_k_product) so that it fills the GPU.
 // Memory: the chunk (C m values of A, plus 2 C m of the input dtype) is capped at
 // kChunkBytes, so the (n, m) matrix is never held; C depends on m only, so results are the
 // same for any n. Per-row partial sums (indexed by the global row) keep grad_scale and
@@ -686,16 +687,17 @@ __device__ __forceinline__ void block_lse_merge(A& m, A& s, A* red_m, A* red_s) 
   __syncthreads();
 }
 
-// V = scale * w into the chunk: in place (E = A), or as [hi | lo] of the input dtype E in
-// the row's 2 m values at vv.
+// V = scale * w into the chunk: in place (E = A), or as hi and lo of the input dtype E,
+// hi at vv[j] (the row's place in the (rows, m) plane of the hi values) and lo one plane
+// (rows * m values) further.
 template <typename A, typename E>
-__device__ __forceinline__ void store_weight(A* row, E* vv, int64_t m, int64_t j, A v) {
+__device__ __forceinline__ void store_weight(A* row, E* vv, int64_t plane, int64_t j, A v) {
   if constexpr (std::is_same_v<E, A>) {
     row[j] = v;
   } else {
     const E hi = static_cast<E>(v);
     vv[j] = hi;
-    vv[m + j] = static_cast<E>(v - static_cast<A>(hi));
+    vv[plane + j] = static_cast<E>(v - static_cast<A>(hi));
   }
 }
 
@@ -721,29 +723,37 @@ __global__ void __launch_bounds__(kRowThreads)
 
 // The sigmoid loss's weights of the chunk's row r: W = coef (sigmoid(L) - [positive]),
 // stored as V = scale W (store_weight); partial (nullptr: not wanted) gets the row's
-// sum(W * R) at [i] and sum(W) at [n + i].
+// sum(W * R) at [i] and sum(W) at [n + i]; row_sum (nullptr: not wanted) += the row's loss
+// sum(softplus(-z L)), as gemm_softplus_rows_kernel would add it.
 template <typename A, typename E>
 __global__ void __launch_bounds__(kRowThreads)
-    gemm_sigmoid_weights_kernel(A* __restrict__ R, E* __restrict__ hilo, int64_t m, int64_t n,
-                                int64_t r0, const A* __restrict__ scale_p,
+    gemm_sigmoid_weights_kernel(A* __restrict__ R, E* __restrict__ hilo, int64_t rows,
+                                int64_t m, int64_t n, int64_t r0, const A* __restrict__ scale_p,
                                 const A* __restrict__ bias_p, const A* __restrict__ coef_p,
-                                int64_t offset, A* __restrict__ partial) {
+                                int64_t offset, A* __restrict__ partial,
+                                A* __restrict__ row_sum) {
   __shared__ A red[kRowThreads / kWarp];
   const int64_t r = blockIdx.x, i = r0 + r, pos = i + offset;
   A* row = R + r * m;
-  E* vv = hilo != nullptr ? hilo + r * 2 * m : nullptr;
+  E* vv = hilo != nullptr ? hilo + r * m : nullptr;
   const A scale = *scale_p, bias = *bias_p, coef = *coef_p;
-  A wr_sum = A(0), w_sum = A(0);
+  const bool want_loss = row_sum != nullptr;  // uniform over the block, as partial is
+  A wr_sum = A(0), w_sum = A(0), loss = A(0);
   for (int64_t j = threadIdx.x; j < m; j += kRowThreads) {
     const A rv = row[j];
     const A l = mul_rn(scale, rv) + bias;
     // sigmoid(L) - 1 = -sigmoid(-L), without the cancellation.
     const A w = j == pos ? -coef * dev_sigmoid(-l) : coef * dev_sigmoid(l);
+    if (want_loss) loss += dev_softplus(j == pos ? -l : l);
     wr_sum += w * rv;
     w_sum += w;
-    store_weight<A, E>(row, vv, m, j, scale * w);
+    store_weight<A, E>(row, vv, rows * m, j, scale * w);
   }
-  if (partial == nullptr) return;  // uniform over the block
+  if (want_loss) {
+    loss = block_sum(loss, red);
+    if (threadIdx.x == 0) row_sum[i] += loss;
+  }
+  if (partial == nullptr) return;
   wr_sum = block_sum(wr_sum, red);
   w_sum = block_sum(w_sum, red);
   if (threadIdx.x == 0) {
@@ -812,14 +822,15 @@ __global__ void gemm_lse_finish_kernel(const A* __restrict__ col_m, const A* __r
 // (nullptr: not wanted) gets the row's sum(W * R) at [i].
 template <typename A, typename E>
 __global__ void __launch_bounds__(kRowThreads)
-    gemm_lse_weights_kernel(A* __restrict__ R, E* __restrict__ hilo, int64_t m, int64_t r0,
+    gemm_lse_weights_kernel(A* __restrict__ R, E* __restrict__ hilo, int64_t rows, int64_t m,
+                            int64_t r0,
                             const A* __restrict__ scale_p, const int64_t* __restrict__ exclude,
                             Stats<A> st, A* __restrict__ partial) {
   __shared__ A red[kRowThreads / kWarp];
   const int64_t r = blockIdx.x, i = r0 + r;
   const int64_t ex = exclude != nullptr ? exclude[i] : -1;
   A* row = R + r * m;
-  E* vv = hilo != nullptr ? hilo + r * 2 * m : nullptr;
+  E* vv = hilo != nullptr ? hilo + r * m : nullptr;
   const A scale = *scale_p, lse = st.row_lse[i], alpha = st.alpha[i];
   A wr_sum = A(0);
   for (int64_t j = threadIdx.x; j < m; j += kRowThreads) {
@@ -831,7 +842,7 @@ __global__ void __launch_bounds__(kRowThreads)
       if (st.col_lse != nullptr) w += st.beta[j] * dev_exp(l - st.col_lse[j]);
     }
     wr_sum += w * rv;
-    store_weight<A, E>(row, vv, m, j, scale * w);
+    store_weight<A, E>(row, vv, rows * m, j, scale * w);
   }
   if (partial == nullptr) return;  // uniform over the block
   wr_sum = block_sum(wr_sum, red);
@@ -993,29 +1004,62 @@ bool use_gemm(int64_t n, int64_t m) {
   return n * m >= kGemmMinPairs;
 }
 
-// a (r, K) @ b (K, c) with the products accumulated in, and returned as, acc; a and b of
-// one input dtype, views allowed. float16 / bfloat16: aten::mm.dtype (cuBLAS, float32
-// out). The SIMT emulator's stand-in device tensors live on the CPU, which has no
-// mm.dtype: there the product runs on float32 copies (float16 / bfloat16 -> float32 is
-// exact, so the products are the same). A torch whose mm.dtype fails (older than the
-// overload, or refusing these operands) gets the same float32 copies, with one warning.
-Tensor mm_acc(const Tensor& a, const Tensor& b, ScalarType acc) {
-  if (a.scalar_type() == acc) return aten::call("aten::mm", "", a, b);
+// a @ b (aten::mm for 2-D, aten::bmm for 3-D operands) with the products accumulated in,
+// and returned as, acc; a and b of one input dtype, views allowed. float16 / bfloat16: the
+// .dtype overloads (cuBLAS, float32 out). The SIMT emulator's stand-in device tensors live
+// on the CPU, which has no .dtype overloads: there the product runs on float32 copies
+// (float16 / bfloat16 -> float32 is exact, so the products are the same). A torch whose
+// .dtype overload fails (older than it, or refusing these operands) gets the same float32
+// copies, with one warning.
+Tensor matmul_acc(const Tensor& a, const Tensor& b, ScalarType acc) {
+  const char* op = a.dim() == 3 ? "aten::bmm" : "aten::mm";
+  if (a.scalar_type() == acc) return aten::call(op, "", a, b);
 #ifndef GENCORE_SIMT_EMULATION
-  static std::atomic<bool> no_mm_dtype{false};
-  if (!no_mm_dtype.load(std::memory_order_relaxed)) {
+  static std::atomic<bool> no_dtype_overload{false};
+  if (!no_dtype_overload.load(std::memory_order_relaxed)) {
     try {
-      return aten::call("aten::mm", "dtype", a, b, acc);
+      return aten::call(op, "dtype", a, b, acc);
     } catch (const std::runtime_error& e) {
-      no_mm_dtype.store(true, std::memory_order_relaxed);
+      no_dtype_overload.store(true, std::memory_order_relaxed);
       std::fprintf(stderr,
-                   "gencore: aten::mm.dtype failed (%s); the contrastive GEMMs of float16 / "
-                   "bfloat16 features run on float32 copies instead\n",
-                   e.what());
+                   "gencore: %s.dtype failed (%s); the contrastive GEMMs of float16 / bfloat16 "
+                   "features run on float32 copies instead\n",
+                   op, e.what());
     }
   }
 #endif
-  return aten::call("aten::mm", "", to_dtype(a, acc), to_dtype(b, acc));
+  return aten::call(op, "", to_dtype(a, acc), to_dtype(b, acc));
+}
+
+// Splits of the contraction below which a split-K product is not worth its extra sum.
+constexpr int64_t kMinSplitK = 256;
+
+// v (rows, m) @ k (m, D) in acc, for a short, wide v: one GEMM has only about
+// (rows / 128) (D / 128) output tiles (a 512-row chunk at D = 256: 8 tiles for 132 SMs)
+// and a contraction as long as the number of keys, so the contraction is cut into S slices
+// of kp keys that run as one strided-batched GEMM (v's column blocks against k's row
+// blocks: views, no copy), enough slices for two tiles per SM, none shorter than
+// kMinSplitK keys; the slices' (S, rows, D) products are summed in slice order and the
+// m - S kp keys left over are one more small GEMM. v: rows contiguous (stride m, 1).
+Tensor split_k_product(const Tensor& v, const Tensor& k, ScalarType acc, int device) {
+  const int64_t rows = v.size(0), m = v.size(1), d = k.size(1);
+  int sms = 0;
+  GENCORE_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int64_t tiles = std::max<int64_t>(1, ((rows + 127) / 128) * ((d + 127) / 128));
+  const int64_t want = (2 * static_cast<int64_t>(sms) + tiles - 1) / tiles;
+  const int64_t splits = std::clamp<int64_t>(want, 1, std::max<int64_t>(1, m / kMinSplitK));
+  if (splits == 1) return matmul_acc(v, k, acc);
+  const int64_t kp = m / splits, main = splits * kp;
+  const std::vector<int64_t> vshape{rows, splits, kp}, kshape{splits, kp, d};
+  const Tensor vs = torch::stable::transpose(
+      aten::call("aten::view", "", aten::narrow(v, 1, 0, main), IntArrayRef(vshape)), 0, 1);
+  const Tensor ks = aten::call("aten::view", "", aten::narrow(k, 0, 0, main), IntArrayRef(kshape));
+  Tensor out = aten::sum(matmul_acc(vs, ks, acc), 0);
+  if (main < m) {
+    out = aten::add(out, matmul_acc(aten::narrow(v, 1, main, m - main),
+                                    aten::narrow(k, 0, main, m - main), acc));
+  }
+  return out;
 }
 
 // Query rows per chunk: C m values of `bytes_per_pair` bytes within kChunkBytes, or
@@ -1050,7 +1094,9 @@ void accumulate(const Tensor& dst, const Tensor& src) {
 
 // grad_q (n, D) += V k and, with grad_k defined, grad_k (m, D) += V^T q, chunk by chunk:
 // weights(R, hilo, r0, rows) launches the kernel that turns the chunk's R = q_c k^T into
-// V = scale W (in place in R, or into hilo as [hi | lo] for the half types).
+// V = scale W, in place in R, or for the half types into hilo (2, rows, m): the planes of
+// hi and lo. Then V k = hi k + lo k (split_k_product, one per plane) and
+// V^T q_c = [hi; lo]^T [q_c; q_c], one GEMM whose contraction is the 2 rows of each key.
 template <typename T, typename Weights>
 void gemm_backward(const Tensor& q, const Tensor& k, const Tensor& grad_q, const Tensor& grad_k,
                    const Weights& weights) {
@@ -1058,24 +1104,31 @@ void gemm_backward(const Tensor& q, const Tensor& k, const Tensor& grad_q, const
   constexpr bool kSplit = !std::is_same_v<T, A>;
   const ScalarType acc = scalar_type_of<A>();
   const int64_t n = q.size(0), m = k.size(0);
+  const int device = q.get_device();
   const int64_t chunk =
       chunk_rows(n, m, static_cast<int64_t>(sizeof(A) + (kSplit ? 2 * sizeof(T) : 0)));
   const Tensor kt = aten::t(k);
-  const Tensor kk = kSplit ? aten::cat({k, k}) : k;  // [k; k]: [hi | lo] [k; k] = V k
-  const Tensor hilo = kSplit ? empty({chunk, 2 * m}, q) : Tensor();
   for (int64_t r0 = 0; r0 < n; r0 += chunk) {
     const int64_t rows = std::min(chunk, n - r0);
     const Tensor qc = aten::narrow(q, 0, r0, rows);
-    const Tensor R = mm_acc(qc, kt, acc);
-    const Tensor hl = kSplit ? aten::narrow(hilo, 0, 0, rows) : Tensor();
-    weights(R, hl, r0, rows);
-    accumulate<A>(aten::narrow(grad_q, 0, r0, rows), mm_acc(kSplit ? hl : R, kk, acc));
-    if (!grad_k.defined()) continue;
+    const Tensor R = matmul_acc(qc, kt, acc);
+    const Tensor gq = aten::narrow(grad_q, 0, r0, rows);
     if constexpr (kSplit) {
-      accumulate<A>(grad_k, mm_acc(aten::t(aten::narrow(hl, 1, 0, m)), qc, acc));
-      accumulate<A>(grad_k, mm_acc(aten::t(aten::narrow(hl, 1, m, m)), qc, acc));
+      const Tensor hilo = empty({2, rows, m}, q);
+      weights(R, hilo, r0, rows);
+      for (int64_t plane = 0; plane < 2; ++plane) {
+        accumulate<A>(gq, split_k_product(aten::call("aten::select", "int", hilo, int64_t{0}, plane), k, acc,
+                                               device));
+      }
+      if (grad_k.defined()) {
+        const std::vector<int64_t> stacked{2 * rows, m};
+        const Tensor v2 = aten::call("aten::view", "", hilo, IntArrayRef(stacked));
+        accumulate<A>(grad_k, matmul_acc(aten::t(v2), aten::cat({qc, qc}), acc));
+      }
     } else {
-      accumulate<A>(grad_k, mm_acc(aten::t(R), qc, acc));
+      weights(R, Tensor(), r0, rows);
+      accumulate<A>(gq, split_k_product(R, k, acc, device));
+      if (grad_k.defined()) accumulate<A>(grad_k, matmul_acc(aten::t(R), qc, acc));
     }
   }
 }
@@ -1115,7 +1168,7 @@ void gemm_lse_forward(const Tensor& q, const Tensor& k, const Tensor& scale,
   const int64_t* ex = exclude.defined() ? exclude.const_data_ptr<int64_t>() : nullptr;
   for (int64_t r0 = 0; r0 < n; r0 += chunk) {
     const int64_t rows = std::min(chunk, n - r0);
-    const Tensor R = mm_acc(aten::narrow(q, 0, r0, rows), kt, acc);
+    const Tensor R = matmul_acc(aten::narrow(q, 0, r0, rows), kt, acc);
     gemm_lse_kernel<A><<<static_cast<unsigned>(rows + col_blocks), kRowThreads, 0, stream>>>(
         R.const_data_ptr<A>(), rows, m, r0, scale.const_data_ptr<A>(), ex,
         row_lse.mutable_data_ptr<A>(), col_m, col_s);
@@ -1145,8 +1198,8 @@ void gemm_lse_backward(const Tensor& q, const Tensor& k, const Tensor& scale,
                      auto* vv = hilo_ptr<T>(hl);
                      gemm_lse_weights_kernel<A, std::remove_pointer_t<decltype(vv)>>
                          <<<static_cast<unsigned>(rows), kRowThreads, 0, stream>>>(
-                             R.mutable_data_ptr<A>(), vv, m, r0, scale.const_data_ptr<A>(), ex,
-                             st, part);
+                             R.mutable_data_ptr<A>(), vv, rows, m, r0, scale.const_data_ptr<A>(),
+                             ex, st, part);
                      GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
                    });
   if (partial.defined()) aten::add_into(grad_scale, aten::sum(partial));
@@ -1163,7 +1216,7 @@ void gemm_sigmoid_forward(const Tensor& q, const Tensor& k, const Tensor& scale,
   const Tensor kt = aten::t(k);
   for (int64_t r0 = 0; r0 < n; r0 += chunk) {
     const int64_t rows = std::min(chunk, n - r0);
-    const Tensor R = mm_acc(aten::narrow(q, 0, r0, rows), kt, acc);
+    const Tensor R = matmul_acc(aten::narrow(q, 0, r0, rows), kt, acc);
     gemm_softplus_rows_kernel<A>
         <<<static_cast<unsigned>(rows), kRowThreads, 0, cuda::current_stream()>>>(
             R.const_data_ptr<A>(), m, r0, scale.const_data_ptr<A>(), bias.const_data_ptr<A>(),
@@ -1172,24 +1225,28 @@ void gemm_sigmoid_forward(const Tensor& q, const Tensor& k, const Tensor& scale,
   }
 }
 
-// Backend::sigmoid_backward on the GEMM path.
+// Backend::sigmoid_backward on the GEMM path; with row_sum defined also the forward's
+// row sums (Backend::sigmoid_forward_backward: the logits' GEMM serves both).
 template <typename T>
 void gemm_sigmoid_backward(const Tensor& q, const Tensor& k, const Tensor& scale,
                            const Tensor& bias, int64_t offset, const Tensor& coef,
                            const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_scale,
-                           const Tensor& grad_bias) {
+                           const Tensor& grad_bias, const Tensor& row_sum) {
   using A = opmath_t<T>;
   const int64_t n = q.size(0), m = k.size(0);
   const Tensor partial = grad_scale.defined() ? empty({2 * n}, grad_q) : Tensor();
   A* part = partial.defined() ? partial.mutable_data_ptr<A>() : nullptr;
+  A* loss_rows = row_sum.defined() ? row_sum.mutable_data_ptr<A>() : nullptr;
   const auto stream = cuda::current_stream();
   gemm_backward<T>(q, k, grad_q, grad_k,
                    [&](const Tensor& R, const Tensor& hl, int64_t r0, int64_t rows) {
                      auto* vv = hilo_ptr<T>(hl);
                      gemm_sigmoid_weights_kernel<A, std::remove_pointer_t<decltype(vv)>>
                          <<<static_cast<unsigned>(rows), kRowThreads, 0, stream>>>(
-                             R.mutable_data_ptr<A>(), vv, m, n, r0, scale.const_data_ptr<A>(),
-                             bias.const_data_ptr<A>(), coef.const_data_ptr<A>(), offset, part);
+                             R.mutable_data_ptr<A>(), vv, rows, m, n, r0,
+                             scale.const_data_ptr<A>(),
+                             bias.const_data_ptr<A>(), coef.const_data_ptr<A>(), offset, part,
+                             loss_rows);
                      GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
                    });
   if (partial.defined()) {
@@ -1323,7 +1380,7 @@ struct CudaBackend {
       const SigmoidArgs<A> sa{bias.const_data_ptr<A>(), coef.const_data_ptr<A>(), offset};
       if (use_gemm(q.size(0), k.size(0))) {
         gemm_sigmoid_backward<scalar_t>(q, k, scale, bias, offset, coef, grad_q, grad_k,
-                                        grad_scale, grad_bias);
+                                        grad_scale, grad_bias, Tensor());
         return;
       }
       dispatch_dot<scalar_t>([&](auto dot) {
@@ -1332,6 +1389,30 @@ struct CudaBackend {
         launch_sigmoid_grad<scalar_t, Dot, false>(k, q, scale, sa, grad_k, Tensor(), Tensor());
       });
     });
+  }
+
+  static void sigmoid_forward_backward(const Tensor& q, const Tensor& k, const Tensor& scale,
+                                       const Tensor& bias, int64_t offset, const Tensor& coef,
+                                       const Tensor& row_sum, const Tensor& grad_q,
+                                       const Tensor& grad_k, const Tensor& grad_scale,
+                                       const Tensor& grad_bias) {
+    {
+      const cuda::DeviceGuard guard(q);
+      check_backend_inputs(q, k, scale);
+      if (use_gemm(q.size(0), k.size(0))) {
+        GENCORE_CHECK(grad_q.is_contiguous() && grad_k.is_contiguous(),
+                      "gencore: contrastive CUDA backend needs contiguous gradient accumulators");
+        GENCORE_DISPATCH_FLOATING_TYPES_AND_HALF2(
+            q.scalar_type(), "sigmoid_contrastive_forward_backward_cuda", [&] {
+              gemm_sigmoid_backward<scalar_t>(q, k, scale, bias, offset, coef, grad_q, grad_k,
+                                              grad_scale, grad_bias, row_sum);
+            });
+        return;
+      }
+    }
+    // The tile kernels: the two passes in turn.
+    sigmoid_forward(q, k, scale, bias, offset, row_sum);
+    sigmoid_backward(q, k, scale, bias, offset, coef, grad_q, grad_k, grad_scale, grad_bias);
   }
 };
 
@@ -1345,6 +1426,8 @@ STABLE_TORCH_LIBRARY_IMPL(gencore, CUDA, m) {
   m.impl("sigmoid_contrastive_loss", TORCH_BOX(&sigmoid_contrastive_loss_impl<CudaBackend>));
   m.impl("sigmoid_contrastive_loss_backward",
          TORCH_BOX(&sigmoid_contrastive_loss_backward_impl<CudaBackend>));
+  m.impl("sigmoid_contrastive_loss_with_grads",
+         TORCH_BOX(&sigmoid_contrastive_loss_with_grads_impl<CudaBackend>));
 }
 
 }  // namespace contrastive

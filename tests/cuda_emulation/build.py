@@ -110,14 +110,26 @@ MUTANTS = {
     # The GEMM path adds every chunk's query gradients into the first chunk's rows.
     "gemm-chunk-row-offset": (
         "contrastive/contrastive_cuda.cu",
-        "accumulate<A>(aten::narrow(grad_q, 0, r0, rows),",
-        "accumulate<A>(aten::narrow(grad_q, 0, 0, rows),",
+        "const Tensor gq = aten::narrow(grad_q, 0, r0, rows);",
+        "const Tensor gq = aten::narrow(grad_q, 0, 0, rows);",
+    ),
+    # The split-K product of the GEMM path forgets the keys left over after its slices.
+    "split-k-remainder-dropped": (
+        "contrastive/contrastive_cuda.cu",
+        "  if (main < m) {\n    out = aten::add(",
+        "  if (main < 0) {\n    out = aten::add(",
+    ),
+    # The loss computed beside the gradients (the training path) forgets its positives.
+    "fused-loss-positive-as-negative": (
+        "contrastive/contrastive_cuda.cu",
+        "    if (want_loss) loss += dev_softplus(j == pos ? -l : l);",
+        "    if (want_loss) loss += dev_softplus(l);",
     ),
     # The GEMM path gives the tensor cores only the rounded weight (hi), not its remainder.
     "gemm-hi-only": (
         "contrastive/contrastive_cuda.cu",
-        "    vv[m + j] = static_cast<E>(v - static_cast<A>(hi));",
-        "    vv[m + j] = static_cast<E>(0.0f);",
+        "    vv[plane + j] = static_cast<E>(v - static_cast<A>(hi));",
+        "    vv[plane + j] = static_cast<E>(0.0f);",
     ),
     # The warp reduction of a coupling segment's log-determinant loses its last step.
     "short-warp-sum": (

@@ -11,7 +11,8 @@ import torch
 from simt_testing import LOW, assert_matches, cpu_dtype
 
 COVERS = ("clip_loss", "clip_loss_backward", "nt_xent_loss", "nt_xent_loss_backward", "contrastive_rows",
-          "contrastive_rows_backward", "sigmoid_contrastive_loss", "sigmoid_contrastive_loss_backward")
+          "contrastive_rows_backward", "sigmoid_contrastive_loss", "sigmoid_contrastive_loss_backward",
+          "sigmoid_contrastive_loss_with_grads")
 
 # (N, D): one row, sizes that are no multiple of 4/16/32/64, several 64-row tiles, D = 0
 # and D past one wmma slice (32) and one SIMT slice (16). (200, 0): with one SM a block
@@ -110,7 +111,9 @@ def test_nt_xent_loss(emu, sm_count, shape, dtype):
 
 
 @pytest.mark.parametrize("with_exclude", [False, True])
-@pytest.mark.parametrize("nm", [(1, 2), (5, 3), (50, 130), (130, 70)], ids=str)
+# (9, 1111): on the GEMM path the query gradient's contraction over 1111 keys runs split-K
+# (4 slices of 277 keys and 3 left over).
+@pytest.mark.parametrize("nm", [(1, 2), (5, 3), (50, 130), (130, 70), (9, 1111)], ids=str)
 def test_contrastive_rows(emu, sm_count, nm, dtype, with_exclude):
     """A rectangular n x m problem (n != m), with and without an excluded key per row."""
     n, m = nm
@@ -145,10 +148,15 @@ def test_sigmoid_contrastive_loss(emu, sm_count, shape, dtype):
     outs = emu.call("sigmoid_contrastive_loss_backward", g, a, b, s, bias, 0)
     refs = torch.ops.gencore.sigmoid_contrastive_loss_backward(g.to(cd), a.to(cd), b.to(cd), s, bias, 0)
     check_all(outs, refs, dtype, ("grad_image", "grad_text", "grad_scale", "grad_bias"))
+    # The training path: the loss and its gradients at grad_loss = 1 in one call (on the
+    # GEMM path one visit of the logits for both).
+    outs = emu.call("sigmoid_contrastive_loss_with_grads", a, b, s, bias, 0)
+    refs = torch.ops.gencore.sigmoid_contrastive_loss_with_grads(a.to(cd), b.to(cd), s, bias, 0)
+    check_all(outs, refs, dtype, ("loss", "grad_image", "grad_text", "grad_scale", "grad_bias"))
 
 
 @pytest.mark.parametrize("nm_offset", [(1, 2, 1), (5, 3, -2), (50, 130, 64), (130, 70, 70), (130, 70, -130),
-                                       (70, 200, 3)], ids=str)
+                                       (70, 200, 3), (20, 1111, 5)], ids=str)
 def test_sigmoid_contrastive_rectangular(emu, sm_count, nm_offset, dtype):
     """n != m with the positives on a shifted diagonal (offset m or -n: none at all), at
     scale 100 and bias -10 (logits in [-110, 90])."""
@@ -163,6 +171,9 @@ def test_sigmoid_contrastive_rectangular(emu, sm_count, nm_offset, dtype):
     outs = emu.call("sigmoid_contrastive_loss_backward", g, a, b, s, bias, offset)
     refs = torch.ops.gencore.sigmoid_contrastive_loss_backward(g.to(cd), a.to(cd), b.to(cd), s, bias, offset)
     check_all(outs, refs, dtype, ("grad_image", "grad_text", "grad_scale", "grad_bias"))
+    outs = emu.call("sigmoid_contrastive_loss_with_grads", a, b, s, bias, offset)
+    refs = torch.ops.gencore.sigmoid_contrastive_loss_with_grads(a.to(cd), b.to(cd), s, bias, offset)
+    check_all(outs, refs, dtype, ("loss", "grad_image", "grad_text", "grad_scale", "grad_bias"))
 
 
 @pytest.mark.parametrize("sms, n, launches", [(132, 130, 4), (1, 260, 2)])

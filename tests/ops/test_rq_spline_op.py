@@ -422,7 +422,9 @@ def test_cuda_matches_cpu(shape, k, reverse):
     g = torch.autograd.grad((y * gy).sum() + ld.sum(), (xr, *args))
     gc = torch.autograd.grad((yc * gy.cuda()).sum() + ldc.sum(), (xc, *argc))
     for a, b in zip(gc, g):
-        torch.testing.assert_close(a.cpu(), b, atol=1e-8 * (1 + b.abs().max().item()), rtol=1e-8)
+        # K = 1 has no interior derivatives: an empty gradient, which has no max.
+        top = b.abs().max().item() if b.numel() else 0.0
+        torch.testing.assert_close(a.cpu(), b, atol=1e-8 * (1 + top), rtol=1e-8)
 
 
 @pytest.mark.cuda

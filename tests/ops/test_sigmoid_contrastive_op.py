@@ -149,6 +149,52 @@ def test_opcheck(device):
     torch.library.opcheck(torch.ops.gencore.sigmoid_contrastive_loss, (a, b, s, bias), {"positive_offset": -9})
 
 
+def test_opcheck_loss_with_grads(device):
+    a, b = _feats(9, 13, 4, torch.float32, device, seed=8)
+    s, bias = _hyper(2.0, -1.0, torch.float32, device)
+    args = [t.detach() for t in (a, b, s, bias)]  # the op returns gradients; it has none itself
+    torch.library.opcheck(torch.ops.gencore.sigmoid_contrastive_loss_with_grads, (*args, 2))
+    torch.library.opcheck(torch.ops.gencore.sigmoid_contrastive_loss_with_grads, tuple(args),
+                          {"positive_offset": -9})
+
+
+@pytest.mark.parametrize("n,m,offset", [(1, 1, 0), (37, 37, 0), (20, 45, 3), (45, 20, -45)])
+def test_loss_with_grads_is_the_loss_and_its_backward_at_one(device, n, m, offset):
+    """The training path's op gives exactly the forward's loss and the backward's gradients
+    at grad_loss = 1 (on CPU the same tiles in the same order: bit for bit)."""
+    a, b = _feats(n, m, 16, torch.float32, device, seed=n + m)
+    s, bias = _hyper(10.0, -10.0, torch.float32, device)
+    args = [t.detach() for t in (a, b, s, bias)]
+    fused = torch.ops.gencore.sigmoid_contrastive_loss_with_grads(*args, offset)
+    loss = torch.ops.gencore.sigmoid_contrastive_loss(*args, offset)
+    grads = torch.ops.gencore.sigmoid_contrastive_loss_backward(torch.ones((), device=device), *args, offset)
+    for got, want in zip(fused, (loss, *grads)):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        if device.type == "cpu":
+            assert torch.equal(got, want)
+        else:
+            torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+
+
+def test_training_path_scales_its_gradients_by_grad_loss():
+    """With a gradient wanted the wrapper runs the loss-with-gradients op and its backward
+    multiplies them by grad_loss: any grad_loss, and inputs that need no gradient get none."""
+    a, b = _feats(30, 30, 8, torch.float64, seed=3)
+    s, bias = _hyper(5.0, -3.0, torch.float64)
+    loss = sigmoid_contrastive_loss(a, b, s, bias)
+    assert loss.grad_fn is not None and "SigmoidLossWithGrads" in type(loss.grad_fn).__name__
+    g = torch.autograd.grad(loss * -2.5, (a, b, s, bias))
+    ref = R.sigmoid_contrastive_loss(a, b, s, bias)
+    want = torch.autograd.grad(ref * -2.5, (a, b, s, bias))
+    for x, y in zip(g, want):
+        torch.testing.assert_close(x, y, atol=1e-12, rtol=1e-10)
+    frozen = b.detach()
+    (ga,) = torch.autograd.grad(sigmoid_contrastive_loss(a, frozen, 5.0, -3.0), (a,))
+    torch.testing.assert_close(ga, torch.autograd.grad(R.sigmoid_contrastive_loss(a, frozen, 5.0, -3.0), (a,))[0])
+    with torch.no_grad():  # no gradient wanted: the plain forward, nothing kept
+        assert sigmoid_contrastive_loss(a, b, s, bias).grad_fn is None
+
+
 def test_torch_compile_fullgraph():
     a, b = _feats(50, 50, 8, torch.float32, seed=9)
     s, bias = _hyper(3.0, -2.0, torch.float32)

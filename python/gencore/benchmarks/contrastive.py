@@ -221,6 +221,10 @@ def _materialized_need(name, n, dtype) -> dict[str, float]:
 
 def notes(rows) -> str:
     lines = list(SKIPPED)
+    if any(m.case.startswith("siglip") and m.provider == "gencore" for m in rows):
+        lines.append("- siglip: gencore's forward, recording the graph, also forms the gradients (a gradient "
+                     "will be wanted: sigmoid_contrastive_loss_with_grads) and its backward only scales them, "
+                     "so the full step is the figure to compare")
     ours = {(m.case, m.mode): m for m in rows if m.provider == "gencore"}
     for m in rows:
         if m.provider == "open_clip" and (m.case, m.mode) in ours:
