@@ -76,6 +76,19 @@ def check_all(outs, refs, dtype, names, renormalized=False):
             assert_matches(got, ref, dtype, name)
 
 
+def check_rows(emu, q, k, s, positive, exclude, g, dtype):
+    """contrastive_rows and its backward (grad_loss drawn from g) against the CPU."""
+    cd = cpu_dtype(dtype)
+    loss, lse = emu.call("contrastive_rows", q, k, s, positive, exclude)
+    ref = torch.ops.gencore.contrastive_rows(q.to(cd), k.to(cd), s, positive, exclude)
+    check_all((loss, lse), ref, dtype, ("loss", "lse"))
+    gl = torch.randn(q.shape[0], generator=g).to(dtype)
+    outs = emu.call("contrastive_rows_backward", gl, q, k, s, positive, exclude, ref[1])
+    refs = torch.ops.gencore.contrastive_rows_backward(gl.to(cd), q.to(cd), k.to(cd), s, positive, exclude,
+                                                       ref[1])
+    check_all(outs, refs, dtype, ("grad_query", "grad_keys", "grad_scale"))
+
+
 def parametrize(f):
     return pytest.mark.parametrize("shape", SHAPES, ids=str)(f)
 
@@ -123,16 +136,7 @@ def test_contrastive_rows(emu, sm_count, nm, dtype, with_exclude):
     exclude = torch.full((n,), -1)
     if with_exclude and m > 1:
         exclude = (positive + 1 + torch.randint(0, m - 1, (n,), generator=g)) % m
-    cd = cpu_dtype(dtype)
-    s = scalar(4.0, dtype)
-    loss, lse = emu.call("contrastive_rows", q, k, s, positive, exclude)
-    ref = torch.ops.gencore.contrastive_rows(q.to(cd), k.to(cd), s, positive, exclude)
-    check_all((loss, lse), ref, dtype, ("loss", "lse"))
-    gl = torch.randn(n, generator=g).to(dtype)
-    outs = emu.call("contrastive_rows_backward", gl, q, k, s, positive, exclude, ref[1])
-    refs = torch.ops.gencore.contrastive_rows_backward(gl.to(cd), q.to(cd), k.to(cd), s, positive, exclude,
-                                                       ref[1])
-    check_all(outs, refs, dtype, ("grad_query", "grad_keys", "grad_scale"))
+    check_rows(emu, q, k, scalar(4.0, dtype), positive, exclude, g, dtype)
 
 
 @parametrize
@@ -269,14 +273,7 @@ def test_gemm_path_every_dtype(emu, monkeypatch, dt):
     g = torch.Generator().manual_seed(3)
     positive = torch.randint(0, m, (n,), generator=g)
     exclude = (positive + 1 + torch.randint(0, m - 1, (n,), generator=g)) % m
-    s = scalar(4.0, dt)
-    loss, lse = emu.call("contrastive_rows", q, k, s, positive, exclude)
-    ref = torch.ops.gencore.contrastive_rows(q.to(cd), k.to(cd), s, positive, exclude)
-    check_all((loss, lse), ref, dt, ("loss", "lse"))
-    gl = torch.randn(n, generator=g).to(dt)
-    outs = emu.call("contrastive_rows_backward", gl, q, k, s, positive, exclude, ref[1])
-    refs = torch.ops.gencore.contrastive_rows_backward(gl.to(cd), q.to(cd), k.to(cd), s, positive, exclude, ref[1])
-    check_all(outs, refs, dt, ("grad_query", "grad_keys", "grad_scale"))
+    check_rows(emu, q, k, scalar(4.0, dt), positive, exclude, g, dt)
     s, bias = scalar(100.0, dt), scalar(-10.0, dt)
     outs = emu.call("sigmoid_contrastive_loss_with_grads", q, k, s, bias, 5)
     refs = torch.ops.gencore.sigmoid_contrastive_loss_with_grads(q.to(cd), k.to(cd), s, bias, 5)
