@@ -27,6 +27,7 @@ FLOWS = {
     "nice": lambda d, **kw: NICE(d, n_couplings=4, hidden=(32,), **kw),
     "glow": lambda d, **kw: Glow(d, steps=4, hidden=(32,), **kw),
     "nsf": lambda d, **kw: NeuralSplineFlow(d, n_couplings=4, hidden=(32,), bins=6, **kw),
+    "nsf-ar": lambda d, **kw: NeuralSplineFlow(d, n_couplings=3, hidden=(32,), bins=6, autoregressive=True, **kw),
 }
 
 IMAGE_FLOWS = {

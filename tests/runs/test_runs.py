@@ -34,7 +34,7 @@ def test_an_inapplicable_option_is_one_clear_error(model, tmp_path, capsys):
     spec = runs.get(model)
     values = {"couplings": "2", "hidden": "8", "latent_dim": "4", "conditional": None, "image": None,
               "loss": "hinge", "n_critic": "2", "gp_weight": "1", "r1_weight": "1", "spectral_norm": None, "ema": "0.9",
-              "num_codes": "8", "no_restart": None}
+              "num_codes": "8", "no_restart": None, "autoregressive": None}
     for key, value in values.items():
         if key in spec.options:
             continue

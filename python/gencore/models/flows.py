@@ -402,29 +402,40 @@ class NICE(Flow):
 
 
 class NeuralSplineFlow(Flow):
-    """Neural spline flow (Durkan et al. 2019), coupling form, for vectors ``(B, D)``.
+    """Neural spline flow (Durkan et al. 2019) for vectors ``(B, D)``, coupling or
+    autoregressive form.
 
-    ActNorm, then ``n_couplings`` rational-quadratic spline couplings
-    (:class:`gencore.nn.SplineCoupling`, fused :func:`gencore.ops.rq_spline`) with
-    alternating masks, each conditioner an MLP ``(D_a [+ context]) -> hidden -> n_b (3K - 1)``,
-    zero-initialised (every coupling starts as the identity); widths and heights are divided
-    by ``sqrt`` of the last hidden width, as in nflows. Images are flattened by the caller
-    (the digits as 64-vectors).
+    Coupling form (default): ActNorm, then ``n_couplings`` rational-quadratic spline
+    couplings (:class:`gencore.nn.SplineCoupling`, fused :func:`gencore.ops.rq_spline`) with
+    alternating masks, each conditioner an MLP ``(D_a [+ context]) -> hidden -> n_b (3K - 1)``.
+
+    Autoregressive form (``autoregressive=True``): ActNorm, then ``n_couplings`` layers of
+    :class:`gencore.nn.AutoregressiveSpline`, each a spline per element with parameters from
+    a :class:`gencore.nn.MADE` ``(D [+ context]) -> hidden -> D (3K - 1)`` over the elements
+    before it, the order reversed from one layer to the next. Density evaluation (training)
+    is one pass per layer; sampling takes ``D`` passes per layer.
+
+    Conditioners are zero-initialised (every layer starts as the identity); widths and
+    heights are divided by ``sqrt`` of the last hidden width, as in nflows. Images are
+    flattened by the caller (the digits as 64-vectors).
 
     Args:
         features: ``D >= 2``.
-        n_couplings: spline couplings.
-        hidden: MLP hidden sizes.
+        n_couplings: spline layers (couplings, or autoregressive layers).
+        hidden: MLP (MADE) hidden sizes.
         bins: ``K``, spline bins per element.
         bound: each spline acts on ``[-bound, bound]`` (the identity outside); after the
             ActNorm the data is standardized, so 3 to 4 covers it.
         context_features: size of a conditioning vector fed to every conditioner (0: none).
         actnorm: start with a data-initialised ActNorm.
+        autoregressive: the autoregressive (MADE) form instead of couplings.
     """
 
     def __init__(self, features, n_couplings: int = 8, hidden=(256, 256), *, bins: int = 8, bound: float = 3.0,
-                 context_features: int = 0, actnorm: bool = True, memory_efficient: bool = False) -> None:
-        from gencore.nn.spline import SplineCoupling
+                 context_features: int = 0, actnorm: bool = True, memory_efficient: bool = False,
+                 autoregressive: bool = False) -> None:
+        from gencore.nn.layers import MADE
+        from gencore.nn.spline import AutoregressiveSpline, SplineCoupling
 
         shape = _event_shape(features)
         if len(shape) != 1:
@@ -432,16 +443,28 @@ class NeuralSplineFlow(Flow):
         _check_int("n_couplings", n_couplings)
         _check_int("context_features", context_features, 0)
         _check_int("bins", bins)
+        if not isinstance(autoregressive, bool):
+            raise TypeError(f"NeuralSplineFlow: autoregressive must be a bool, got {type(autoregressive).__name__}")
         hidden = [hidden] if isinstance(hidden, int) else list(hidden)
-        d = shape[0]
+        if autoregressive and not hidden:
+            raise ValueError("NeuralSplineFlow: the autoregressive form needs at least one hidden layer (MADE)")
+        d, p = shape[0], 3 * bins - 1
+        scale_by = hidden[-1] if hidden else None
         layers: list[nn.Module] = [ActNorm(d)] if actnorm else []
         for i in range(n_couplings):
+            if autoregressive:
+                made = MADE(d, p, hidden, context_features=context_features,
+                            order="reverse" if i % 2 else "forward", zero_init=True)
+                layers.append(AutoregressiveSpline(d, made, bins=bins, bound=bound, scale_by=scale_by))
+                continue
             swap = i % 2 == 1
             n_a = len(range(d)[1::2] if swap else range(d)[0::2])
-            cond = MLP(n_a + context_features, (d - n_a) * (3 * bins - 1), hidden, zero_init=True)
+            cond = MLP(n_a + context_features, (d - n_a) * p, hidden, zero_init=True)
             layers.append(SplineCoupling(d, cond, bins=bins, bound=bound, mask="alternate", swap=swap,
-                                         scale_by=hidden[-1] if hidden else None))
+                                         scale_by=scale_by))
         super().__init__(layers, shape, context_features, memory_efficient)
         self.config = {"features": features, "n_couplings": n_couplings, "hidden": hidden, "bins": bins,
                        "bound": bound, "context_features": context_features, "actnorm": actnorm,
                        "memory_efficient": memory_efficient}
+        if autoregressive:  # older checkpoints' configs have no key: the coupling form
+            self.config["autoregressive"] = True

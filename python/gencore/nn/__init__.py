@@ -12,11 +12,12 @@ from gencore.nn.flow_layers import (
     Reverse,
     Squeeze,
 )
-from gencore.nn.layers import MLP
+from gencore.nn.layers import MADE, MLP, MaskedLinear
 from gencore.nn.reparam import Reparameterize
-from gencore.nn.spline import SplineCoupling
+from gencore.nn.spline import AutoregressiveSpline, SplineCoupling
 from gencore.nn.vq import VectorQuantizer, VQOutput
 
 __all__ = ["AffineCoupling", "AdditiveCoupling", "ActNorm", "DiagonalScale", "Reverse", "Squeeze",
            "FactorOut", "InvertibleLinear", "ConvConditioner", "MLP", "Reparameterize",
-           "NTXentLoss", "CLIPLoss", "SigLIPLoss", "VectorQuantizer", "VQOutput", "SplineCoupling"]
+           "NTXentLoss", "CLIPLoss", "SigLIPLoss", "VectorQuantizer", "VQOutput", "SplineCoupling",
+           "AutoregressiveSpline", "MADE", "MaskedLinear"]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["MLP"]
+__all__ = ["MLP", "MaskedLinear", "MADE"]
 
 
 class MLP(nn.Sequential):
@@ -59,3 +59,117 @@ class MLP(nn.Sequential):
         if context is not None:
             x = torch.cat([x, context], dim=1)
         return super().forward(x)
+
+
+def _check_size(owner: str, name: str, v, low: int = 1) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"{owner}: {name} must be an int, got {type(v).__name__} {v!r}")
+    if v < low:
+        raise ValueError(f"{owner}: {name} must be an int >= {low}, got {v!r}")
+    return v
+
+
+class MaskedLinear(nn.Linear):
+    """``y = x (W * M)^T + b`` with a fixed 0/1 ``mask`` ``M`` of the weight's shape
+    ``(out_features, in_features)`` (a buffer: saved with the module, never trained).
+
+    The masked-out weights stay parameters (their gradients are zero), so a parameter count
+    includes them, as in MADE's and nflows' implementations.
+    """
+
+    def __init__(self, in_features: int, out_features: int, mask: torch.Tensor, bias: bool = True) -> None:
+        super().__init__(in_features, out_features, bias=bias)
+        if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != (out_features, in_features):
+            got = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+            raise ValueError(f"MaskedLinear: mask must be a tensor of shape ({out_features}, {in_features}), got {got}")
+        self.register_buffer("mask", mask.to(self.weight.dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.weight * self.mask, self.bias)
+
+
+class MADE(nn.Module):
+    """Masked auto-encoder for distribution estimation (Germain et al. 2015): an MLP whose
+    weight masks make output group ``j`` depend only on the inputs that come before input
+    ``j`` in ``order`` (and on the context), so one pass gives every conditional's
+    parameters of an autoregressive model.
+
+    Degrees: input ``i`` has degree ``order[i]`` (a permutation of ``1..D``), the context
+    (concatenated to the input) degree 0; the units of each hidden layer have degrees
+    ``1, 2, ..., D - 1, 1, 2, ...`` (cyclic; with a context ``0, 1, ..., D - 1, 0, ...``, so
+    that the first input in the order is conditioned on the context too). A unit sees the
+    units of the layer below with degree ``<=`` its own, and output unit ``(j, r)`` (degree
+    ``order[j]``) the last hidden units of degree ``<`` ``order[j]``: without a context the
+    first input in the order gets its parameters from the biases alone. A hidden layer at
+    least ``D - 1`` (``D``) wide has units of every degree.
+
+    Args:
+        features: ``D``, the size of ``x``.
+        out_per_feature: ``P``, outputs per input (e.g. ``3K - 1`` spline parameters).
+        hidden: sizes of the hidden layers (at least one).
+        context_features: size of the conditioning vector (0: none).
+        order: ``"forward"`` (``1..D``), ``"reverse"`` (``D..1``) or a sequence holding a
+            permutation of ``1..D``: ``order[i]`` is input ``i``'s position.
+        activation: module class after every hidden layer.
+        zero_init: zero the output layer (a flow layer over it starts as the identity).
+
+    Shapes:
+        ``forward(x, context=None)``: ``x (B, D)``, ``context (B, C)`` -> ``(B, D * P)``,
+        output ``j * P + r`` the ``r``-th parameter of input ``j``.
+    """
+
+    def __init__(self, features: int, out_per_feature: int, hidden: Sequence[int] = (64, 64), *,
+                 context_features: int = 0, order="forward", activation: type[nn.Module] = nn.ReLU,
+                 zero_init: bool = False) -> None:
+        super().__init__()
+        d = _check_size("MADE", "features", features)
+        p = _check_size("MADE", "out_per_feature", out_per_feature)
+        c = _check_size("MADE", "context_features", context_features, 0)
+        hidden = [hidden] if isinstance(hidden, int) and not isinstance(hidden, bool) else list(hidden)
+        if not hidden:
+            raise ValueError("MADE: needs at least one hidden layer")
+        for v in hidden:
+            _check_size("MADE", "hidden sizes", v)
+        if isinstance(order, str):
+            if order not in ("forward", "reverse"):
+                raise ValueError(f"MADE: order must be 'forward', 'reverse' or a permutation of 1..{d}, got {order!r}")
+            degrees = torch.arange(1, d + 1) if order == "forward" else torch.arange(d, 0, -1)
+        else:
+            degrees = torch.as_tensor(list(order))
+            if degrees.dtype.is_floating_point or degrees.dtype == torch.bool or degrees.shape != (d,) \
+                    or not torch.equal(degrees.sort().values, torch.arange(1, d + 1)):
+                raise ValueError(f"MADE: order must be a permutation of 1..{d}, got {list(order)!r}")
+        self.features, self.out_per_feature, self.context_features = d, p, c
+        self.register_buffer("degrees", degrees.to(torch.long))
+        layers: list[nn.Module] = []
+        below = torch.cat([torch.zeros(c, dtype=torch.long), self.degrees])  # context: degree 0
+        low = 0 if c else 1  # hidden units of degree 0 see the context alone
+        for h in hidden:
+            deg = torch.arange(h) % max(1, d - low) + low
+            layers += [MaskedLinear(below.numel(), h, (deg[:, None] >= below[None, :])), activation()]
+            below = deg
+        out_deg = self.degrees.repeat_interleave(p)
+        last = MaskedLinear(below.numel(), d * p, (out_deg[:, None] > below[None, :]))
+        if zero_init:
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+        layers.append(last)
+        self.net = nn.Sequential(*layers)
+
+    def extra_repr(self) -> str:
+        return f"features={self.features}, out_per_feature={self.out_per_feature}, " \
+               f"context_features={self.context_features}"
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != self.features:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"MADE: x must be (B, {self.features}), got {got}")
+        if self.context_features:
+            if not isinstance(context, torch.Tensor) or context.shape != (x.shape[0], self.context_features):
+                got = tuple(context.shape) if isinstance(context, torch.Tensor) else context
+                raise ValueError(f"MADE: context must be (B, {self.context_features}) = "
+                                 f"({x.shape[0]}, {self.context_features}), got {got}")
+            x = torch.cat([context.to(x.dtype), x], dim=1)
+        elif context is not None:
+            raise ValueError("MADE: got a context but was built with context_features=0")
+        return self.net(x)

@@ -1,4 +1,5 @@
-"""Runs of the normalizing flows: NICE, RealNVP, Glow and the neural spline flow, on the toys, the digits (vectors
+"""Runs of the normalizing flows: NICE, RealNVP, Glow and the neural spline flow (coupling or
+autoregressive form), on the toys, the digits (vectors
 or ``(1, 8, 8)`` images with ``--image``) and your own data.
 
 Training fits the ``"fit"`` split (digits: a fresh dequantization of every batch) and keeps
@@ -41,6 +42,10 @@ DEFAULTS = {
     # Toys: about RealNVP's parameter count (135k): 8 spline couplings of 8 bins.
     ("nsf", "toy"): {"n_couplings": 8, "hidden": [118, 118], "bins": 8, "bound": 4.0},
     ("nsf", "digits"): {"n_couplings": 8, "hidden": [256, 256], "bins": 4, "bound": 4.0},
+    # The autoregressive form (--autoregressive); toys: about RealNVP's parameter count again
+    # (136,884 counting the MADEs' masked-out weights).
+    ("nsf-ar", "toy"): {"n_couplings": 8, "hidden": [108, 108], "bins": 8, "bound": 4.0, "autoregressive": True},
+    ("nsf-ar", "digits"): {"n_couplings": 8, "hidden": [256, 256], "bins": 4, "bound": 4.0, "autoregressive": True},
 }
 #: ``--couplings`` sets this config key.
 DEPTH_KEY = {"nice": "n_couplings", "realnvp": "n_couplings", "glow": "steps", "nsf": "n_couplings"}
@@ -60,7 +65,7 @@ def default_steps(kind: str, options: dict) -> int:
 
 def train(spec, data: str, out, *, steps: int, batch_size: int, lr: float | None, seed: int, progress: bool,
           allow_changes: bool, overrides: dict, couplings: int | None = None, hidden: list[int] | None = None,
-          conditional: bool = False, image: bool = False) -> dict:
+          conditional: bool = False, image: bool = False, autoregressive: bool = False) -> dict:
     model = spec.name
     if image and data in TOYS:
         raise ValueError(f"train: --image applies to image data (digits, PNG folders), not to {data}")
@@ -70,7 +75,7 @@ def train(spec, data: str, out, *, steps: int, batch_size: int, lr: float | None
     x, y = load_dataset(data, "fit", seed=seed, image=image, **({"dequantized": False} if digits else {}))
     xv, yv = load_dataset(data, "val", image=image)
     kind = data_kind(data, image, x)
-    config = model_config(DEFAULTS[(model, kind)], x, image, hidden=hidden)
+    config = model_config(DEFAULTS[(model + ("-ar" if autoregressive else ""), kind)], x, image, hidden=hidden)
     if couplings is not None:
         config[DEPTH_KEY[model]] = couplings
     if conditional:
@@ -137,5 +142,6 @@ register(ModelSpec(name="realnvp", summary="RealNVP: affine couplings (multi-sca
                    options=("couplings", "hidden", "conditional", "image"), **_COMMON))
 register(ModelSpec(name="glow", summary="Glow: ActNorm, invertible 1x1 convolutions, affine couplings",
                    options=("couplings", "hidden", "conditional", "image"), **_COMMON))
-register(ModelSpec(name="nsf", summary="Neural spline flow: rational-quadratic spline couplings (vectors)",
-                   options=("couplings", "hidden", "conditional"), **_COMMON))
+register(ModelSpec(name="nsf", summary="Neural spline flow: rational-quadratic spline couplings, or the "
+                                      "autoregressive (MADE) form (vectors)",
+                   options=("couplings", "hidden", "conditional", "autoregressive"), **_COMMON))

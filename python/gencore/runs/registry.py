@@ -46,6 +46,8 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("spectral_norm", bool, "gan: spectral norm in the critic"),
     Option("ema", float, "gan: EMA decay of the generator used for sampling"),
     Option("num_codes", int, "vqvae: codebook size K (a digit is a 4 x 4 grid of codes: 16 log2 K bits)"),
+    Option("autoregressive", bool, "nsf: the autoregressive (MADE) form instead of couplings (sampling takes D passes "
+                                   "per layer)"),
     Option("no_restart", bool, "vqvae: no dead-code restarts (to measure the codebook collapse they prevent)"),
 )}
 
