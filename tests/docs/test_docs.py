@@ -102,6 +102,9 @@ def test_docs_flows_example(doc_block, tmp_path, monkeypatch, one_thread):
     assert scope["glow"].log_prob(torch.rand(3, 1, 8, 8)).shape == (3,)
     assert scope["cond"].log_prob(torch.randn(3, 64), context=torch.eye(10)[:3]).shape == (3,)
     assert scope["nsf"].log_prob(torch.randn(3, 2)).shape == (3,)
+    maf = scope["maf"]
+    assert maf.config["autoregressive"] and maf.sample(4).shape == (4, 2)
+    assert sum(p.numel() for p in maf.parameters()) == 136_884  # the docs' "same parameter count"
 
 
 @pytest.mark.parametrize("key, name", [("VAE(64, latent_dim=16", "vae"),

@@ -238,10 +238,11 @@ class TestBadInputs:
             RealNVP(4).sample(0)
 
 
-@pytest.mark.parametrize("kind", ["vector", "image", "glow-vector", "conditional", "nice"])
+@pytest.mark.parametrize("kind", ["vector", "image", "glow-vector", "conditional", "nice", "spline-autoregressive"])
 def test_memory_efficient_gradients_match(kind):
     """Couplings take their own path (one conditioner pass, rebuild_and_backward); the
-    checkerboard couplings, ActNorm, 1x1 convolutions and squeezes the generic one."""
+    checkerboard couplings, ActNorm, 1x1 convolutions, squeezes and the autoregressive
+    splines (rebuilt by their D-round inverse) the generic one."""
     torch.manual_seed(4)
     context = None
     if kind == "conditional":
@@ -252,6 +253,10 @@ def test_memory_efficient_gradients_match(kind):
         make, x = (lambda me: RealNVP(6, n_couplings=6, hidden=(32,), memory_efficient=me)), torch.randn(32, 6)
     elif kind == "nice":  # additive couplings: a constant log-determinant (issue #15, item 7)
         make, x = (lambda me: NICE(6, n_couplings=4, hidden=(32,), memory_efficient=me)), torch.randn(32, 6)
+    elif kind == "spline-autoregressive":
+        make, x = (lambda me: NeuralSplineFlow(5, n_couplings=3, hidden=(16,), bins=4, context_features=2,
+                                               autoregressive=True, memory_efficient=me)), torch.randn(16, 5)
+        context = torch.randn(16, 2, dtype=torch.float64)
     elif kind == "image":
         make, x = (lambda me: RealNVP((1, 8, 8), n_couplings=2, hidden=16, memory_efficient=me)), torch.rand(8, 1, 8, 8)
     else:

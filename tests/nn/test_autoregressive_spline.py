@@ -23,8 +23,10 @@ def randomize(m, scale=0.3, seed=0):
     return m
 
 
-def layer(d=5, bins=6, order="forward", hidden=(24, 24), context=0, zero=True, scale_by=None):
-    made = MADE(d, 3 * bins - 1, hidden, context_features=context, order=order, zero_init=zero)
+def layer(d=5, bins=6, order="forward", hidden=(24, 24), context=0, zero=True, scale_by=None, seed=0):
+    with torch.random.fork_rng():  # the same initial weights whatever ran before
+        torch.manual_seed(seed)
+        made = MADE(d, 3 * bins - 1, hidden, context_features=context, order=order, zero_init=zero)
     return AutoregressiveSpline(d, made, bins=bins, scale_by=scale_by)
 
 
@@ -106,14 +108,19 @@ def test_zero_initialised_made_is_the_identity():
 
 
 @pytest.mark.parametrize("order", ORDERS)
-def test_inverse_is_exact_and_logdets_cancel(order):
-    m = randomize(layer(order=order)).double()
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_inverse_is_exact_and_logdets_cancel(order, seed):
+    m = randomize(layer(order=order, seed=seed), seed=seed).double()
     x = 2 * torch.randn(128, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     z, ld = m(x)
     assert (z - x).abs().max() > 0.05
     x2, ld2 = m.inverse(z)
-    torch.testing.assert_close(x2, x, atol=1e-8, rtol=0)
-    torch.testing.assert_close(ld2, -ld, atol=1e-8, rtol=0)
+    # Backward error at rounding level; forward error bounded by the map's conditioning
+    # (weights of scale 0.3 make slopes near 1e-3 and amplify one element's rounding through
+    # the next ones' splines: up to 9e-8 over 120 random layers).
+    torch.testing.assert_close(m(x2)[0], z, atol=1e-12, rtol=0)
+    torch.testing.assert_close(x2, x, atol=1e-6, rtol=0)
+    torch.testing.assert_close(ld2, -ld, atol=1e-6, rtol=0)
 
 
 def test_inverse_in_float32_and_at_one_feature():

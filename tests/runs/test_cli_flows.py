@@ -44,8 +44,8 @@ def test_errors_are_reported(tmp_path, capsys):
 def test_spline_flows_beat_realnvp_on_the_checkerboard_at_equal_size_and_steps(tmp_path, one_thread):
     # The defaults' sizes (136,124, 136,884 (the autoregressive form) and 136,212 parameters),
     # 1500 steps each, the test split scored once. Measured (2-core Xeon): gaps 0.075 (coupling
-    # splines), 0.085 (autoregressive splines) and 0.240 (RealNVP) nats; at 10000 steps 0.039
-    # and 0.122 for the coupling form and RealNVP (bench/results/spline-flow-quality.md).
+    # splines), 0.085 (autoregressive splines) and 0.240 (RealNVP) nats; at 10000 steps 0.042
+    # (couplings), 0.034 (autoregressive) and 0.119 (RealNVP) (bench/results/spline-flow-quality.md).
     gaps = {}
     for name, model, flags in (("nsf", "nsf", []), ("nsf-ar", "nsf", ["--autoregressive"]),
                                ("realnvp", "realnvp", [])):
