@@ -54,24 +54,40 @@ def test_made_dependence_is_exactly_the_order(order, context):
 
 def test_made_narrow_hidden_layers_never_break_the_order():
     # 2 hidden units for 6 inputs: degrees 1 and 2 only; dependence is a subset of the order's.
-    m = randomize(MADE(6, 3, (2, 2), order=[2, 6, 1, 5, 3, 4], activation=nn.Tanh)).double()
+    with pytest.warns(UserWarning, match="the inputs after position 3 in the order see only the first 2"):
+        m = randomize(MADE(6, 3, (2, 2), order=[2, 6, 1, 5, 3, 4], activation=nn.Tanh)).double()
     dep = dependence(m, torch.randn(6, dtype=torch.float64), 6, 3)
     allowed = m.degrees[None, :] < m.degrees[:, None]
     assert not (dep & ~allowed).any() and dep.any()
 
 
-def test_made_masks_are_buffers_and_zero_gradients():
+def test_made_masks_are_structure_not_state():
     m = randomize(MADE(4, 2, (8,)))
     names = dict(m.named_buffers())
     assert "degrees" in names and sum(k.endswith("mask") for k in names) == 2
+    assert all(v.dtype == torch.bool for k, v in names.items() if k.endswith("mask"))
     m(torch.randn(5, 4)).pow(2).sum().backward()
     for lin in (mod for mod in m.modules() if isinstance(mod, MaskedLinear)):
-        assert (lin.weight.grad[lin.mask == 0] == 0).all()
-    state = m.state_dict()
+        assert (lin.weight.grad[~lin.mask] == 0).all() and (lin.weight.grad[lin.mask] != 0).any()
+    state = m.state_dict()  # weights and biases only: a checkpoint cannot carry a mask
+    assert not any(k.endswith("mask") or k == "degrees" for k in state)
     m2 = MADE(4, 2, (8,))
     m2.load_state_dict(state)
     x = torch.randn(3, 4)
     assert torch.equal(m(x), m2(x))
+    md = m.double()  # the masks stay boolean, the weights convert
+    assert md.net[0].weight.dtype == torch.float64 and md.net[0].mask.dtype == torch.bool
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    lin = MaskedLinear(3, 2, mask)
+    mask.fill_(False)  # the layer holds its own copy
+    assert lin.mask.all()
+
+
+def test_made_builds_on_the_meta_device():
+    with torch.device("meta"):
+        m = MADE(5, 3, (8,), order=[3, 1, 5, 2, 4], context_features=2)
+    assert m.net[0].weight.is_meta and m.net[0].mask.is_meta
+    assert m(torch.empty(4, 5, device="meta"), torch.empty(4, 2, device="meta")).shape == (4, 15)
 
 
 def test_made_bad_arguments():
@@ -83,7 +99,7 @@ def test_made_bad_arguments():
         MADE(3, 2, ())
     with pytest.raises(ValueError, match="hidden sizes must be an int >= 1"):
         MADE(3, 2, (4, 0))
-    for bad in ("sideways", [1, 2, 2], [0, 1, 2], [1, 2], [1.0, 2.0, 3.0]):
+    for bad in ("sideways", [1, 2, 2], [0, 1, 2], [1, 2], [1.0, 2.0, 3.0], [True, 2, 3], 3, ["a", "b", "c"]):
         with pytest.raises(ValueError, match="order must be"):
             MADE(3, 2, order=bad)
     with pytest.raises(ValueError, match="mask must be a tensor of shape"):
@@ -223,3 +239,14 @@ def test_bad_arguments_and_inputs():
             f(torch.randn(0, 4))
         with pytest.raises(TypeError, match="expected a tensor"):
             f([[0.0] * 4])
+
+
+def test_the_flow_refuses_a_non_bool_form_and_a_made_without_hidden_layers():
+    from gencore.models import NeuralSplineFlow
+
+    with pytest.raises(TypeError, match="autoregressive must be a bool"):
+        NeuralSplineFlow(4, autoregressive=1)
+    with pytest.raises(ValueError, match="needs at least one hidden layer"):
+        NeuralSplineFlow(4, hidden=(), autoregressive=True)
+    flow = NeuralSplineFlow(4, n_couplings=2, hidden=(8,), bins=3)  # the coupling form's config has no key
+    assert "autoregressive" not in flow.config

@@ -88,6 +88,31 @@ def test_resume_with_other_data_or_settings_is_refused_unless_allowed(tmp_path, 
     assert meta["step"] == 8 and meta["extra"]["run"]["data"] == "moons"
 
 
+def test_resume_into_the_other_spline_form_is_refused(tmp_path, capsys, one_thread):
+    d = tmp_path / "d"
+    args = ("--data", "8gaussians", "--steps", 2, "--out", d, "--couplings", 2, "--hidden", "8")
+    assert train_cli("nsf", *args) == 0
+    capsys.readouterr()
+    assert train_cli("nsf", *args[:3], 4, *args[4:], "--autoregressive") == 2
+    err = capsys.readouterr().err
+    assert "trained differently" in err and "'autoregressive': True" in err
+    # and the other way round
+    e = tmp_path / "e"
+    assert train_cli("nsf", *args[:5], e, *args[6:], "--autoregressive") == 0
+    capsys.readouterr()
+    assert train_cli("nsf", *args[:3], 4, "--out", e, *args[6:]) == 2
+    assert "trained differently" in capsys.readouterr().err
+
+
+def test_boolean_options_must_be_bools_in_python(tmp_path):
+    for value in ("false", 0, 1):
+        with pytest.raises(TypeError, match="autoregressive must be a bool"):
+            runs.train("nsf", "8gaussians", tmp_path / "r", steps=1, autoregressive=value)
+    with pytest.raises(TypeError, match="conditional must be a bool"):
+        runs.train("realnvp", "digits", tmp_path / "r", steps=1, conditional="yes")
+    assert not (tmp_path / "r").exists()
+
+
 def test_fit_refuses_a_changed_config(tmp_path):
     from gencore.models import RealNVP
 
@@ -131,6 +156,15 @@ def test_a_second_process_on_a_locked_run_folder_is_refused(tmp_path):
 def test_config_sizes_are_bounded(config, fragment):
     with pytest.raises(ValueError, match=fragment):
         build("realnvp", config)
+
+
+@pytest.mark.parametrize("autoregressive", [False, True])
+def test_products_of_allowed_sizes_are_bounded(autoregressive):
+    # Every integer within its bound (bins <= 999, widths 1024), the product in the billions:
+    # counted on the meta device for every config, refused before anything is allocated.
+    config = {"features": 1024, "hidden": [1024], "bins": 999, "n_couplings": 4, "autoregressive": autoregressive}
+    with pytest.raises(ValueError, match="parameters exceed the bound"):
+        build("nsf", config)
 
 
 @pytest.mark.parametrize("name, config, fragment", [

@@ -34,10 +34,8 @@ DEPTH_KEYS = ("n_couplings", "steps", "n_levels", "n_scales", "layers", "prior_l
 MAX_PARAMETERS = 1 << 31
 
 
-def _check_config(name: str, config) -> bool:
-    """Check the bounds; True when the config is large enough that its parameter count must
-    be checked too (some integer above 1024 or a depth above 64: below that every model here
-    stays far under :data:`MAX_PARAMETERS`)."""
+def _check_config(name: str, config) -> None:
+    """Check the bounds on the config's integers and list lengths."""
     if not isinstance(config, dict):
         raise ValueError(f"invalid config for {name}: a mapping of arguments, got {type(config).__name__}")
 
@@ -53,20 +51,16 @@ def _check_config(name: str, config) -> bool:
             for u in v:
                 yield from ints(key, u)
 
-    large = False
     for key, value in config.items():
         for k, v in ints(key, value):
-            depth = k in DEPTH_KEYS
-            bound = MAX_DEPTH if depth else MAX_CONFIG_INT
+            bound = MAX_DEPTH if k in DEPTH_KEYS else MAX_CONFIG_INT
             if abs(v) > bound:
                 raise ValueError(f"invalid config for {name}: {k} = {v} exceeds the bound {bound}")
-            large |= abs(v) > (64 if depth else 1024)
-    return large
 
 
 def _parameter_count(cls, config: dict) -> int | None:
-    """Parameters of ``cls(**config)`` counted on the meta device (no memory), or None where
-    the model cannot be built there."""
+    """Parameters (and buffers) of ``cls(**config)`` counted on the meta device (no memory),
+    or None where the model cannot be built there."""
     try:
         with torch.device("meta"):
             model = cls(**config)
@@ -80,12 +74,15 @@ def build(name: str, config: dict):
 
     The config is bounded before anything is allocated: integers at most
     :data:`MAX_CONFIG_INT`, layer counts (:data:`DEPTH_KEYS`) at most :data:`MAX_DEPTH`, and
-    at most :data:`MAX_PARAMETERS` parameters (counted on the meta device); a crafted
+    at most :data:`MAX_PARAMETERS` parameters and buffers (counted on the meta device, for
+    every config: products of allowed sizes, e.g. a spline flow's bins times its widths,
+    reach billions); a crafted
     checkpoint or a typo on the command line gets a ``ValueError`` naming the key instead of
     an allocation failure or a hang."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
-    n = _parameter_count(MODELS[name], config) if _check_config(name, config) else None
+    _check_config(name, config)
+    n = _parameter_count(MODELS[name], config)
     if n is not None and n > MAX_PARAMETERS:
         raise ValueError(f"invalid config for {name}: {n:,} parameters exceed the bound {MAX_PARAMETERS:,}")
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -71,10 +72,13 @@ def _check_size(owner: str, name: str, v, low: int = 1) -> int:
 
 class MaskedLinear(nn.Linear):
     """``y = x (W * M)^T + b`` with a fixed 0/1 ``mask`` ``M`` of the weight's shape
-    ``(out_features, in_features)`` (a buffer: saved with the module, never trained).
+    ``(out_features, in_features)``.
 
-    The masked-out weights stay parameters (their gradients are zero), so a parameter count
-    includes them, as in MADE's and nflows' implementations.
+    The mask is a copy of the argument, kept as a boolean buffer that follows the module's
+    device and is not part of the ``state_dict``: it is structure (the owner re-creates it
+    from its own arguments), so a checkpoint neither doubles in size nor can carry a mask
+    that breaks it. The masked-out weights stay parameters (their gradients are zero), so a
+    parameter count includes them, as in MADE's and nflows' implementations.
     """
 
     def __init__(self, in_features: int, out_features: int, mask: torch.Tensor, bias: bool = True) -> None:
@@ -82,7 +86,8 @@ class MaskedLinear(nn.Linear):
         if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != (out_features, in_features):
             got = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
             raise ValueError(f"MaskedLinear: mask must be a tensor of shape ({out_features}, {in_features}), got {got}")
-        self.register_buffer("mask", mask.to(self.weight.dtype))
+        self.register_buffer("mask", mask.detach().to(device=self.weight.device, dtype=torch.bool, copy=True),
+                             persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.linear(x, self.weight * self.mask, self.bias)
@@ -133,22 +138,32 @@ class MADE(nn.Module):
         if isinstance(order, str):
             if order not in ("forward", "reverse"):
                 raise ValueError(f"MADE: order must be 'forward', 'reverse' or a permutation of 1..{d}, got {order!r}")
-            degrees = torch.arange(1, d + 1) if order == "forward" else torch.arange(d, 0, -1)
+            degrees = list(range(1, d + 1)) if order == "forward" else list(range(d, 0, -1))
         else:
-            degrees = torch.as_tensor(list(order))
-            if degrees.dtype.is_floating_point or degrees.dtype == torch.bool or degrees.shape != (d,) \
-                    or not torch.equal(degrees.sort().values, torch.arange(1, d + 1)):
-                raise ValueError(f"MADE: order must be a permutation of 1..{d}, got {list(order)!r}")
-        self.features, self.out_per_feature, self.context_features = d, p, c
-        self.register_buffer("degrees", degrees.to(torch.long))
-        layers: list[nn.Module] = []
-        below = torch.cat([torch.zeros(c, dtype=torch.long), self.degrees])  # context: degree 0
+            try:
+                degrees = list(order)
+            except TypeError:
+                raise ValueError(f"MADE: order must be 'forward', 'reverse' or a permutation of 1..{d}, "
+                                 f"got {type(order).__name__} {order!r}") from None
+            if any(isinstance(v, bool) or not isinstance(v, int) for v in degrees) \
+                    or sorted(degrees) != list(range(1, d + 1)):
+                raise ValueError(f"MADE: order must be a permutation of 1..{d}, got {degrees!r}")
         low = 0 if c else 1  # hidden units of degree 0 see the context alone
+        if min(hidden) < d - low:
+            top = low + min(hidden) - 1  # the highest hidden degree that has units
+            warnings.warn(f"MADE: a hidden layer of {min(hidden)} units is narrower than the {d - low} degrees "
+                          f"{low}..{d - 1}: the inputs after position {top + 1} in the order see only the first "
+                          f"{top} (use hidden layers of at least {d - low} units)", stacklevel=2)
+        self.features, self.out_per_feature, self.context_features = d, p, c
+        # Structure, not state (as MaskedLinear's masks): re-created from the arguments.
+        self.register_buffer("degrees", torch.tensor(degrees, dtype=torch.long), persistent=False)
+        layers: list[nn.Module] = []
+        below = torch.tensor([0] * c + degrees)  # context: degree 0; masks built on the CPU
         for h in hidden:
             deg = torch.arange(h) % max(1, d - low) + low
             layers += [MaskedLinear(below.numel(), h, (deg[:, None] >= below[None, :])), activation()]
             below = deg
-        out_deg = self.degrees.repeat_interleave(p)
+        out_deg = torch.tensor(degrees).repeat_interleave(p)
         last = MaskedLinear(below.numel(), d * p, (out_deg[:, None] > below[None, :]))
         if zero_init:
             nn.init.zeros_(last.weight)

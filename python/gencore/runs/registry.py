@@ -30,7 +30,8 @@ class Option:
 
 #: Every model option the runs know, in the order of ``gencore train --help``.
 OPTIONS: dict[str, Option] = {o.name: o for o in (
-    Option("couplings", int, "coupling layers (per stage for images; steps per level for glow)"),
+    Option("couplings", int, "coupling layers (per stage for images; steps per level for glow; the "
+                             "autoregressive layers of nsf --autoregressive)"),
     Option("hidden", "sizes", "hidden widths, e.g. 256,256 (conditioners; the networks of gan, ae, vae; "
                               "the image encoder of simclr, clip)"),
     Option("latent_dim", int, "size of z (gan, ae, vae), components (pca; default: chosen on the val split)"),
@@ -123,6 +124,9 @@ def check_options(spec: ModelSpec, options: dict, command: str = "train") -> Non
             accepted = ", ".join(OPTIONS[k].flag for k in spec.options) or "none"
             raise ValueError(f"{command}: {OPTIONS[key].flag} does not apply to {spec.name} "
                              f"({spec.name}'s options: {accepted})")
+        if OPTIONS[key].type is bool and not isinstance(options[key], bool):
+            # (the Python API: a string "false" or a 0 would otherwise be read by its truth value)
+            raise TypeError(f"{command}: {key} must be a bool, got {type(options[key]).__name__} {options[key]!r}")
 
 
 __all__ = ["Option", "OPTIONS", "ModelSpec", "REGISTRY", "FAMILIES", "models", "register", "get", "check_options"]
