@@ -44,12 +44,22 @@ def sanitizer_env(variant: str) -> dict[str, str]:
     return env
 
 
+def suite_files(name: str) -> list[str]:
+    """The whole emulated suite, the test file of the mutated op first (``-x`` stops at the
+    first failure: a planted bug in csrc/vq is caught in seconds instead of after every
+    contrastive test). A mutant in a shared header keeps the plain order."""
+    files = sorted(HERE.glob("test_emu_*.py"))
+    op = Path(build.MUTANTS[name][0]).parts[0]
+    first = [f for f in files if f.name == f"test_emu_{op}.py"]
+    return [str(f) for f in first + [f for f in files if f not in first]]
+
+
 def run_mutant(name: str) -> tuple[bool, str, float]:
     variant = SANITIZED.get(name, "plain")
     start = time.monotonic()
     lib = build.build(variant, mutant=name, verbose=False)
     env = {**os.environ, **sanitizer_env(variant), "GENCORE_EMU_LIB": str(lib), "GENCORE_EMU_VARIANT": variant}
-    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-s", "-p", "no:cacheprovider", str(HERE)]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-s", "-p", "no:cacheprovider", *suite_files(name)]
     r = subprocess.run(cmd, cwd=build.ROOT, env=env, capture_output=True, text=True)
     out = r.stdout + r.stderr
     # Caught: a failed test (exit 1), or the sanitizer's report (its exit code 66).
