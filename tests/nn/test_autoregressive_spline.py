@@ -3,24 +3,16 @@ dependence pattern of the Jacobian), identity at initialisation, the D-round inv
 values, log-determinant and derivatives), the log-determinant as the Jacobian's, context,
 and bad arguments and inputs."""
 
-import math
-
 import pytest
 import torch
 from torch import nn
 
-from gencore import reference as R
 from gencore.nn import MADE, MLP, AutoregressiveSpline, MaskedLinear
+from spline_testing import assert_parameters_scaled_and_offset, randomize
 
 ORDERS = ["forward", "reverse", [3, 1, 5, 2, 4]]
 
 
-def randomize(m, scale=0.3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return m
 
 
 def layer(d=5, bins=6, order="forward", hidden=(24, 24), context=0, zero=True, scale_by=None, seed=0):
@@ -197,11 +189,7 @@ def test_inverse_runs_the_made_once_per_element():
 def test_parameters_are_views_scaled_and_offset():
     m = randomize(layer(d=3, bins=3, scale_by=16))
     x = torch.randn(2, 3)
-    raw = m.conditioner(x).view(2, 3, 8)
-    w, h, d = m.spline_parameters(x)
-    torch.testing.assert_close(w, raw[..., :3] / 4)
-    torch.testing.assert_close(h, raw[..., 3:6] / 4)
-    torch.testing.assert_close(d, raw[..., 6:] + math.log(math.expm1(1 - R.RQ_MIN_DERIVATIVE)))
+    assert_parameters_scaled_and_offset(m.spline_parameters(x), m.conditioner(x).view(2, 3, 8), 3, 1 / 4)
 
 
 def test_gradients_reach_the_made_and_context_changes_the_map():

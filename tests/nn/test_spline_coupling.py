@@ -2,13 +2,12 @@
 as the Jacobian's, the parameters it hands the op (views of the conditioner's output, the
 sqrt(hidden) scaling and the identity offset), context, and bad inputs."""
 
-import math
-
 import pytest
 import torch
 
 from gencore import reference as R
 from gencore.nn import MLP, SplineCoupling
+from spline_testing import assert_parameters_scaled_and_offset, randomize
 
 
 def layer(d=5, bins=6, mask="alternate", swap=False, hidden=(16,), context=0, zero=True, scale_by=None):
@@ -18,12 +17,6 @@ def layer(d=5, bins=6, mask="alternate", swap=False, hidden=(16,), context=0, ze
     return SplineCoupling(d, cond, bins=bins, mask=mask, swap=swap, scale_by=scale_by)
 
 
-def randomize(m, scale=0.3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return m
 
 
 def test_zero_initialised_conditioner_is_the_identity():
@@ -60,11 +53,7 @@ def test_logdet_is_the_jacobians():
 def test_parameters_are_views_scaled_and_offset():
     m = randomize(layer(d=4, bins=3, scale_by=16))
     x_a = torch.randn(2, 2)
-    raw = m.conditioner(x_a).view(2, 2, 8)
-    w, h, d = m.spline_parameters(x_a)
-    torch.testing.assert_close(w, raw[..., :3] / 4)
-    torch.testing.assert_close(h, raw[..., 3:6] / 4)
-    torch.testing.assert_close(d, raw[..., 6:] + math.log(math.expm1(1 - R.RQ_MIN_DERIVATIVE)))
+    assert_parameters_scaled_and_offset(m.spline_parameters(x_a), m.conditioner(x_a).view(2, 2, 8), 3, 1 / 4)
 
 
 def test_gradients_reach_the_conditioner():
