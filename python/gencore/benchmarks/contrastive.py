@@ -30,7 +30,7 @@ from gencore.benchmarks.harness import (Measurement, available_bytes, measure_op
                                         peak_memory, time_interleaved)
 
 CASES = [(1024, 128), (8192, 256), (32768, 128)]
-QUICK_CASES = [(1024, 128), (4096, 64)]
+QUICK_CASES = [(1024, 128), (2048, 64)]
 FULL_ONLY_FROM = 16384  # N at and above which only forward+backward is timed
 HUGE = (65536, 128)     # gencore alone: one materialized float32 65536^2 matrix is 16 GiB
 
