@@ -4,7 +4,8 @@
 #      against torch 2.14.1: running it under the GPU machine's torch is the stable-ABI check),
 #      else build from source for this GPU's architecture;
 #   2. every test that runs on CUDA (the `cuda` marker and the `device` fixture's cuda case);
-#   3. the op benchmarks on CUDA, float32 and bfloat16, into bench/results/.
+#   3. the op benchmarks on CUDA, float32 and bfloat16, into bench/results/, with the SigLIP
+#      step under several chunk budgets (bench/bench_siglip_chunks.py: where its time goes).
 # Each stage has a time limit (GPU_CHECK_TEST_S, GPU_CHECK_BENCH_S seconds per benchmark) so
 # that a leased machine's time is never overrun; the summary table is printed last.
 # Logs and results go to $RESULTS (default bench/results/gpu-check); with $OUT set (a lent
@@ -16,7 +17,7 @@ RESULTS=${RESULTS:-bench/results/gpu-check}
 TEST_S=${GPU_CHECK_TEST_S:-240}
 BENCH_S=${GPU_CHECK_BENCH_S:-90}
 DEADLINE=$((SECONDS + ${GPU_CHECK_TOTAL_S:-500}))  # no benchmark starts that could end after this
-BENCHES=${GPU_CHECK_BENCHES:-"siglip:float32 rq_spline:float32 contrastive:float32 coupling:float32 reparam:float32 vq:float32 siglip:bfloat16 rq_spline:bfloat16 contrastive:bfloat16 coupling:bfloat16"}
+BENCHES=${GPU_CHECK_BENCHES:-"siglip:float32 siglip_chunks:bfloat16 rq_spline:float32 contrastive:float32 coupling:float32 reparam:float32 vq:float32 siglip:bfloat16 rq_spline:bfloat16 contrastive:bfloat16 coupling:bfloat16"}
 mkdir -p "$RESULTS"
 summary=()
 stamp() { echo "[gpu-check $(date +%H:%M:%S)] $*"; }

@@ -282,3 +282,32 @@ def test_gemm_path_every_dtype(emu, monkeypatch, dt):
     outs = emu.call("sigmoid_contrastive_loss_backward", gs, q, k, s, bias, 5)
     refs = torch.ops.gencore.sigmoid_contrastive_loss_backward(gs.to(cd), q.to(cd), k.to(cd), s, bias, 5)
     check_all(outs, refs, dt, ("grad_image", "grad_text", "grad_scale", "grad_bias"))
+
+
+@pytest.mark.parametrize("dt", [torch.float32, torch.bfloat16], ids=str)
+def test_chunk_count_of_the_chunk_benchmark(emu, monkeypatch, dt):
+    """bench/bench_siglip_chunks.py reports how many row chunks each budget gives; its rule
+    (gencore.benchmarks.gemm_chunks.chunk_count) must be the C++ one. The training step's
+    launches are affine in the number of chunks (a fixed count per chunk), so two budgets
+    (one chunk, one row per chunk) fix the line and a third budget must land on it."""
+    from gencore.benchmarks.gemm_chunks import chunk_count
+
+    monkeypatch.setenv("GENCORE_CONTRASTIVE_PATH", "gemm")
+    n, d = 60, 8
+    q, k = features(n, d, dt, 21), features(n, d, dt, 22)
+    s, bias = scalar(10.0, dt), scalar(-10.0, dt)
+
+    def launches(budget):
+        monkeypatch.setenv("GENCORE_CONTRASTIVE_CHUNK_BYTES", str(budget))
+        before = emu.launches()
+        emu.call("sigmoid_contrastive_loss_with_grads", q, k, s, bias, 0)
+        return emu.launches() - before
+
+    one, per_row = 1 << 30, 1
+    assert (chunk_count(n, n, dt, one), chunk_count(n, n, dt, per_row)) == (1, n)
+    per_chunk = (launches(per_row) - launches(one)) / (n - 1)
+    assert per_chunk >= 1 and per_chunk == int(per_chunk)
+    for budget in (1680, 4000, 9999):  # 7, 16 and 41 rows (float32), 3, 8 and 20 (bfloat16)
+        chunks = chunk_count(n, n, dt, budget)
+        assert 1 < chunks < n
+        assert launches(budget) == launches(one) + (chunks - 1) * per_chunk, budget
