@@ -71,11 +71,14 @@ def run_mutant(name: str) -> tuple[bool, str, float]:
     lib = build.build(variant, mutant=name, verbose=False)
     env = {**os.environ, **sanitizer_env(variant), "GENCORE_EMU_LIB": str(lib), "GENCORE_EMU_VARIANT": variant}
     pytest = [sys.executable, "-m", "pytest", "-q", "-x", "-s", "-p", "no:cacheprovider"]
-    for tests in ([str(HERE / node) for node in FIRST.get(name, [])], suite_files(name)):
+    first = [str(HERE / node) for node in FIRST.get(name, [])]
+    for tests in (first, suite_files(name)):
         if not tests:
             continue
         r = subprocess.run(pytest + tests, cwd=build.ROOT, env=env, capture_output=True, text=True)
         out = r.stdout + r.stderr
+        if tests is first and r.returncode in (4, 5):  # a misspelt node: say so, not a slow pass
+            raise SystemExit(f"mutation.FIRST[{name!r}] ran no test (pytest exit {r.returncode}): {out[-500:]}")
         # Caught: a failed test (exit 1), or the sanitizer's report (its exit code 66).
         caught = r.returncode in (1, 66)
         if caught:
