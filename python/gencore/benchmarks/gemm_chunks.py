@@ -1,6 +1,7 @@
 """Where the time of the contrastive losses' GEMM-chunked CUDA path goes: the SigLIP training
-step (forward + backward) at one (N, D) under several chunk budgets, the tile kernels and the
-materialized eager reference, with the host's share of each step.
+step (forward + backward) at N = 8192, 32768 and 65536 under several chunk budgets, the tile
+kernels (up to N = 32768) and the materialized eager reference (where it fits in a quarter of
+the free memory), with the host's share of each step.
 
     python bench/bench_siglip_chunks.py --device cuda --dtype bfloat16 --out bench/results
 
@@ -43,6 +44,7 @@ QUICK_CASES = [(512, 32)]
 BUDGETS_MIB = (16, 32, 128, 512)
 DEFAULT_BUDGET_MIB = 32  # kChunkBytes in csrc/contrastive/contrastive_cuda.cu
 EAGER_MATRICES = 4       # the eager reference holds about four (N, N) matrices at its peak
+TILES_UP_TO = 32768      # the tile kernels are timed up to this N (beyond, seconds per step)
 
 
 def chunk_count(n: int, m: int, dtype: torch.dtype, budget_bytes: int) -> int:
@@ -85,7 +87,9 @@ def host_ms(fn, device: torch.device, reps: int) -> float:
     return statistics.median(samples)
 
 
-def run(device: str, dtype: torch.dtype, cases, reps: int, budgets=BUDGETS_MIB) -> list[dict]:
+def run(device: str, dtype: torch.dtype, cases, reps: int, budgets=BUDGETS_MIB, progress=None) -> list[dict]:
+    """The rows of every case; ``progress(rows)`` after each case (a run cut short by a time
+    limit keeps what it measured)."""
     dev = torch.device(device)
     rows = []
     for n, d in cases:
@@ -104,7 +108,8 @@ def run(device: str, dtype: torch.dtype, cases, reps: int, budgets=BUDGETS_MIB) 
             fns[name] = _with_env({"GENCORE_CONTRASTIVE_PATH": "gemm",
                                    "GENCORE_CONTRASTIVE_CHUNK_BYTES": str(mib << 20)}, gencore_step)
             chunks[name] = chunk_count(n, n, dtype, mib << 20)
-        fns["tile kernels"] = _with_env({"GENCORE_CONTRASTIVE_PATH": "tiles"}, gencore_step)
+        if n <= TILES_UP_TO:
+            fns["tile kernels"] = _with_env({"GENCORE_CONTRASTIVE_PATH": "tiles"}, gencore_step)
         eager_bytes = EAGER_MATRICES * n * n * max(torch.finfo(dtype).bits // 8, 4)
         if eager_bytes < 0.25 * available_bytes(dev):
             fns["eager (materialized)"] = eager_step
@@ -115,6 +120,8 @@ def run(device: str, dtype: torch.dtype, cases, reps: int, budgets=BUDGETS_MIB) 
                          "host_ms": host_ms(fn, dev, max(3, reps // 2)), "peak_mib": peak_memory(fn, dev),
                          "chunks": chunks.get(name)})
         del a, b, s, bias
+        if progress is not None:
+            progress(rows)
     return rows
 
 
@@ -149,13 +156,17 @@ def main(argv=None) -> int:
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
     info = machine_info(torch.device(a.device))
     info.update(dtype=a.dtype, device_type=torch.device(a.device).type)
-    rows = run(a.device, getattr(torch, a.dtype), QUICK_CASES if a.quick else CASES, reps=3 if a.quick else a.reps)
-    text = table(rows, info)
-    print(text)
-    if a.out is not None:
-        a.out.mkdir(parents=True, exist_ok=True)
-        path = a.out / f"siglip-chunks-{a.device}-{a.dtype}.md"
-        path.write_text(text)
+    path = None if a.out is None else a.out / f"siglip-chunks-{a.device}-{a.dtype}.md"
+
+    def save(rows):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(table(rows, info))
+
+    rows = run(a.device, getattr(torch, a.dtype), QUICK_CASES if a.quick else CASES, reps=3 if a.quick else a.reps,
+               progress=save)
+    print(table(rows, info))
+    if path is not None:
         print(f"wrote {path}")
     return 0
 
