@@ -32,12 +32,13 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 
 from gencore import ops, reference
 from gencore.benchmarks.contrastive import SIGLIP_BIAS, _inputs
-from gencore.benchmarks.harness import available_bytes, machine_info, peak_memory, time_interleaved
+from gencore.benchmarks.harness import _sync, available_bytes, machine_info, peak_memory, time_interleaved
 
 CASES = [(8192, 256), (32768, 128), (65536, 128)]
 QUICK_CASES = [(512, 32)]
@@ -60,16 +61,8 @@ def chunk_count(n: int, m: int, dtype: torch.dtype, budget_bytes: int) -> int:
 def _with_env(env: dict[str, str], fn):
     """fn, called with the environment variables ``env`` set (the C++ reads them per call)."""
     def call():
-        old = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
+        with mock.patch.dict(os.environ, env):
             return fn()
-        finally:
-            for k, v in old.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
     return call
 
 
@@ -77,13 +70,11 @@ def host_ms(fn, device: torch.device, reps: int) -> float:
     """Median time (ms) for ``fn`` to return, each call from a synchronized start."""
     samples = []
     for _ in range(reps):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        _sync(device)
         t0 = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - t0) * 1e3)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        _sync(device)
     return statistics.median(samples)
 
 
