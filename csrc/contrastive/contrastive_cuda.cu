@@ -639,9 +639,10 @@ __global__ void __launch_bounds__(kThreads, 2)
 // and lo = round(v - hi): hi k + lo k = V_c k to about 16 bits (one rounding, as
 // FlashAttention does with P, would leave 8), and every product runs on the tensor cores
 // with float32 accumulation. V_c k is short and wide (C x D out of a contraction over all
-// m keys): it runs split-K (split_k_product) so that it fills the GPU.
+// m keys): it runs split-K (add_split_k_product) so that it fills the GPU.
 // Memory: the chunk (C m values of A, plus 2 C m of the input dtype) is capped at
-// kChunkBytes, so the (n, m) matrix is never held. Every sum is in a fixed order (per-row
+// kChunkBytes, so the (n, m) matrix is never held; for the half types the spent logits'
+// storage also holds the chunk's split-K partials and V_c^T q_c, so the chunk is all there is. Every sum is in a fixed order (per-row
 // partials indexed by the global row for grad_scale and grad_bias, the split-K slices in
 // slice order, chunks one after another on the stream): deterministic, on one GPU model
 // (the split-K slice count follows the number of SMs, as the tile path's splits do). The tile kernels above keep the small problems
@@ -859,6 +860,21 @@ __global__ void accumulate_kernel(A* __restrict__ dst, const A* __restrict__ src
     dst[e] += src[e];
 }
 
+// dst[e] += the sum of src[(s halves + h) count + e] over the slots s < slots and the
+// halves h < halves, in that order: the split-K partials of gemm_backward's V k (for the
+// half types each slot holds the hi rows' product, then the lo rows').
+template <typename A>
+__global__ void add_partials_kernel(A* __restrict__ dst, const A* __restrict__ src,
+                                    int64_t count, int64_t slots, int64_t halves) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < count;
+       e += stride) {
+    A sum = A(0);
+    for (int64_t p = 0; p < slots * halves; ++p) sum += src[p * count + e];
+    dst[e] += sum;
+  }
+}
+
 // ------------------------------------------------------------------ launchers ----------
 using Grid = cuda::SplitGrid;
 
@@ -1005,62 +1021,148 @@ bool use_gemm(int64_t n, int64_t m) {
   return n * m >= kGemmMinPairs;
 }
 
-// a @ b (aten::mm for 2-D, aten::bmm for 3-D operands) with the products accumulated in,
-// and returned as, acc; a and b of one input dtype, views allowed. float16 / bfloat16: the
-// .dtype overloads (cuBLAS, float32 out). The SIMT emulator's stand-in device tensors live
-// on the CPU, which has no .dtype overloads: there the product runs on float32 copies
-// (float16 / bfloat16 -> float32 is exact, so the products are the same). A torch whose
-// .dtype overload fails (older than it, or refusing these operands) gets the same float32
-// copies, with one warning.
-Tensor matmul_acc(const Tensor& a, const Tensor& b, ScalarType acc) {
+// out = a @ b (aten::mm for 2-D, aten::bmm for 3-D operands) with the products accumulated
+// in acc; a and b of one input dtype (views allowed), out contiguous in acc with the
+// product's shape (a view of a spent buffer is fine: nothing is allocated beyond it).
+// float16 / bfloat16: the .dtype_out overloads (cuBLAS, float32 out). A torch whose
+// .dtype_out overload fails (older than it, or refusing these operands) gets the product of
+// float32 copies instead (float16 / bfloat16 -> float32 is exact: the same products), with
+// one warning. The SIMT emulator's stand-in device tensors live on the CPU, which has no
+// .dtype overloads: there the product runs on float32 copies of small blocks of a and b, so
+// that, as with cuBLAS, it allocates next to nothing beyond out and the emulated path's
+// memory is the GPU's (tests/cuda_emulation/test_emu_contrastive.py measures it).
+void matmul_acc_into(const Tensor& a, const Tensor& b, ScalarType acc, const Tensor& out) {
   const char* op = a.dim() == 3 ? "aten::bmm" : "aten::mm";
-  if (a.scalar_type() == acc) return aten::call(op, "", a, b);
-#ifndef GENCORE_SIMT_EMULATION
+  if (a.scalar_type() == acc) {
+    aten::call(op, "out", a, b, out);
+    return;
+  }
+#ifdef GENCORE_SIMT_EMULATION
+  if (a.dim() == 3) {
+    for (int64_t i = 0; i < a.size(0); ++i) {
+      matmul_acc_into(aten::call("aten::select", "int", a, int64_t{0}, i),
+                      aten::call("aten::select", "int", b, int64_t{0}, i), acc,
+                      aten::call("aten::select", "int", out, int64_t{0}, i));
+    }
+    return;
+  }
+  // Blocks of 32 x 32 values of out, each summed over slices of 128 products: at most
+  // 40 KiB of float32 copies and partial sums live at a time. GENCORE_EMU_GEMM_BLOCK sets
+  // another block side (the slices 4 times as long): the memory measurement of large
+  // problems takes bigger blocks, fewer allocations to record (tests/cuda_emulation/memory.py).
+  int64_t block = 32;
+  if (const char* env = std::getenv("GENCORE_EMU_GEMM_BLOCK"); env != nullptr && env[0])
+    block = std::max<int64_t>(1, std::atoll(env));
+  const int64_t kEmuBlock = block, kEmuSlice = 4 * block;
+  const int64_t inner = a.size(1);
+  for (int64_t r0 = 0; r0 < a.size(0); r0 += kEmuBlock) {
+    const int64_t nr = std::min(kEmuBlock, a.size(0) - r0);
+    for (int64_t c0 = 0; c0 < b.size(1); c0 += kEmuBlock) {
+      const int64_t nc = std::min(kEmuBlock, b.size(1) - c0);
+      Tensor dst = aten::narrow(aten::narrow(out, 0, r0, nr), 1, c0, nc);
+      if (inner == 0) torch::stable::fill_(dst, 0.0);
+      for (int64_t s0 = 0; s0 < inner; s0 += kEmuSlice) {
+        const int64_t ns = std::min(kEmuSlice, inner - s0);
+        const Tensor part = aten::call(
+            op, "", to_dtype(aten::narrow(aten::narrow(a, 0, r0, nr), 1, s0, ns), acc),
+            to_dtype(aten::narrow(aten::narrow(b, 0, s0, ns), 1, c0, nc), acc));
+        torch::stable::copy_(dst, s0 == 0 ? part : aten::add(dst, part));
+      }
+    }
+  }
+#else
   static std::atomic<bool> no_dtype_overload{false};
   if (!no_dtype_overload.load(std::memory_order_relaxed)) {
     try {
-      return aten::call(op, "dtype", a, b, acc);
+      aten::call(op, "dtype_out", a, b, acc, out);
+      return;
     } catch (const std::runtime_error& e) {
       no_dtype_overload.store(true, std::memory_order_relaxed);
       std::fprintf(stderr,
-                   "gencore: %s.dtype failed (%s); the contrastive GEMMs of float16 / bfloat16 "
-                   "features run on float32 copies instead\n",
+                   "gencore: %s.dtype_out failed (%s); the contrastive GEMMs of float16 / "
+                   "bfloat16 features run on float32 copies instead\n",
                    op, e.what());
     }
   }
+  Tensor dst = out;
+  torch::stable::copy_(dst, aten::call(op, "", to_dtype(a, acc), to_dtype(b, acc)));
 #endif
-  return aten::call(op, "", to_dtype(a, acc), to_dtype(b, acc));
+}
+
+// a @ b in acc (matmul_acc_into), in a new tensor.
+Tensor matmul_acc(const Tensor& a, const Tensor& b, ScalarType acc) {
+  std::vector<int64_t> size = vec(a.sizes());
+  size.back() = b.size(b.dim() - 1);
+  const Tensor out = empty(IntArrayRef(size), a, acc);
+  matmul_acc_into(a, b, acc, out);
+  return out;
+}
+
+// The first prod(size) values of the contiguous buffer `spent` (whose contents are no
+// longer needed), as a contiguous tensor of that size.
+Tensor reuse(const Tensor& spent, const std::vector<int64_t>& size) {
+  int64_t count = 1;
+  for (const int64_t s : size) count *= s;
+  const std::vector<int64_t> flat{spent.numel()};
+  return aten::call("aten::view", "",
+                    aten::narrow(aten::call("aten::view", "", spent, IntArrayRef(flat)), 0, 0,
+                                 count),
+                    IntArrayRef(size));
 }
 
 // Splits of the contraction below which a split-K product is not worth its extra sum.
 constexpr int64_t kMinSplitK = 256;
 
-// v (rows, m) @ k (m, D) in acc, for a short, wide v: one GEMM has only about
-// (rows / 128) (D / 128) output tiles (a 512-row chunk at D = 256: 8 tiles for 132 SMs)
-// and a contraction as long as the number of keys, so the contraction is cut into S slices
-// of kp keys that run as one strided-batched GEMM (v's column blocks against k's row
-// blocks: views, no copy), enough slices for two tiles per SM, none shorter than
-// kMinSplitK keys; the slices' (S, rows, D) products are summed in slice order and the
-// m - S kp keys left over are one more small GEMM. v: rows contiguous (stride m, 1).
-Tensor split_k_product(const Tensor& v, const Tensor& k, ScalarType acc, int device) {
-  const int64_t rows = v.size(0), m = v.size(1), d = k.size(1);
+// gq (rows, D) += V k for the chunk's weights v: V = v (rows, m) for float32 / float64, or
+// for the half types (halves = 2) v = [hi; lo] (2 rows, m) and V = hi + lo. The product
+// is short and wide: one GEMM would have only about (halves rows / 128) (D / 128) output
+// tiles (hi and lo of a 512-row chunk at D = 256: 16 tiles for 132 SMs) and a contraction
+// as long as the number of keys. So the contraction is cut into S slices of kp keys that
+// run as one strided-batched GEMM (v's column blocks against k's row blocks: views, no
+// copy), enough slices for two tiles per SM, none shorter than kMinSplitK keys, and the
+// m - S kp keys left over are one more small GEMM. Their partial products are slots of
+// one (slots, halves rows, D) buffer, summed into gq by one kernel in slot order. The
+// buffer is `spent` where that holds at least two slots (its slices then as many as fit,
+// one slot kept for the keys left over), a new tensor otherwise. v: rows contiguous.
+template <typename A>
+void add_split_k_product(const Tensor& v, int64_t halves, const Tensor& k, const Tensor& gq,
+                         const Tensor& spent, int device) {
+  const ScalarType acc = scalar_type_of<A>();
+  const int64_t vrows = v.size(0), m = v.size(1), d = k.size(1), slot = vrows * d;
   int sms = 0;
   GENCORE_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  const int64_t tiles = std::max<int64_t>(1, ((rows + 127) / 128) * ((d + 127) / 128));
+  const int64_t tiles = std::max<int64_t>(1, ((vrows + 127) / 128) * ((d + 127) / 128));
   const int64_t want = (2 * static_cast<int64_t>(sms) + tiles - 1) / tiles;
-  const int64_t splits = std::clamp<int64_t>(want, 1, std::max<int64_t>(1, m / kMinSplitK));
-  if (splits == 1) return matmul_acc(v, k, acc);
+  int64_t splits = std::clamp<int64_t>(want, 1, std::max<int64_t>(1, m / kMinSplitK));
+  const int64_t fit = spent.defined() ? spent.numel() / std::max<int64_t>(1, slot) : 0;
+  if (fit >= 2) splits = std::min(splits, fit - 1);
   const int64_t kp = m / splits, main = splits * kp;
-  const std::vector<int64_t> vshape{rows, splits, kp}, kshape{splits, kp, d};
-  const Tensor vs = torch::stable::transpose(
-      aten::call("aten::view", "", aten::narrow(v, 1, 0, main), IntArrayRef(vshape)), 0, 1);
-  const Tensor ks = aten::call("aten::view", "", aten::narrow(k, 0, 0, main), IntArrayRef(kshape));
-  Tensor out = aten::sum(matmul_acc(vs, ks, acc), 0);
-  if (main < m) {
-    out = aten::add(out, matmul_acc(aten::narrow(v, 1, main, m - main),
-                                    aten::narrow(k, 0, main, m - main), acc));
+  const int64_t slots = splits + (main < m ? 1 : 0);
+  const std::vector<int64_t> bshape{slots, vrows, d};
+  const Tensor buf = fit >= 2 ? reuse(spent, bshape) : empty(IntArrayRef(bshape), v, acc);
+  if (splits == 1) {
+    matmul_acc_into(v, k, acc, aten::call("aten::select", "int", buf, int64_t{0}, int64_t{0}));
+  } else {
+    const std::vector<int64_t> vshape{vrows, splits, kp}, kshape{splits, kp, d};
+    const Tensor vs = torch::stable::transpose(
+        aten::call("aten::view", "", aten::narrow(v, 1, 0, main), IntArrayRef(vshape)), 0, 1);
+    const Tensor ks =
+        aten::call("aten::view", "", aten::narrow(k, 0, 0, main), IntArrayRef(kshape));
+    matmul_acc_into(vs, ks, acc, aten::narrow(buf, 0, 0, splits));
   }
-  return out;
+  if (main < m) {
+    matmul_acc_into(aten::narrow(v, 1, main, m - main), aten::narrow(k, 0, main, m - main), acc,
+                    aten::call("aten::select", "int", buf, int64_t{0}, splits));
+  }
+  const int64_t count = slot / halves;
+  GENCORE_CHECK(gq.is_contiguous() && gq.numel() == count && vrows % halves == 0,
+                "gencore: contrastive CUDA backend: the split-K product needs a contiguous "
+                "(rows, D) accumulator");
+  if (count == 0) return;
+  const int64_t blocks = std::min<int64_t>((count + kRowThreads - 1) / kRowThreads, 65535);
+  add_partials_kernel<A><<<static_cast<unsigned>(blocks), kRowThreads, 0, cuda::current_stream()>>>(
+      gq.mutable_data_ptr<A>(), buf.const_data_ptr<A>(), count, slots, halves);
+  GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 // Query rows per chunk: C m values of `bytes_per_pair` bytes within kChunkBytes, or
@@ -1096,15 +1198,18 @@ void accumulate(const Tensor& dst, const Tensor& src) {
 // grad_q (n, D) += V k and, with grad_k defined, grad_k (m, D) += V^T q, chunk by chunk:
 // weights(R, hilo, r0, rows) launches the kernel that turns the chunk's R = q_c k^T into
 // V = scale W, in place in R, or for the half types into hilo (2, rows, m): the planes of
-// hi and lo. Then V k = hi k + lo k (split_k_product, one per plane) and
-// V^T q_c = [hi; lo]^T [q_c; q_c], one GEMM whose contraction is the 2 rows of each key.
+// hi and lo. Then V k (add_split_k_product; for the half types [hi; lo] k, summed by
+// halves) and V^T q_c (for the half types [hi; lo]^T [q_c; q_c], one GEMM whose
+// contraction is the 2 rows of each key). For the half types R's float32 logits are spent
+// once the weights are out, so its C m values hold the split-K partials and then V^T q_c
+// (when D <= C): the chunk's memory is R and hilo, as chunk_rows counts it.
 template <typename T, typename Weights>
 void gemm_backward(const Tensor& q, const Tensor& k, const Tensor& grad_q, const Tensor& grad_k,
                    const Weights& weights) {
   using A = opmath_t<T>;
   constexpr bool kSplit = !std::is_same_v<T, A>;
   const ScalarType acc = scalar_type_of<A>();
-  const int64_t n = q.size(0), m = k.size(0);
+  const int64_t n = q.size(0), m = k.size(0), d = k.size(1);
   const int device = q.get_device();
   const int64_t chunk =
       chunk_rows(n, m, static_cast<int64_t>(sizeof(A) + (kSplit ? 2 * sizeof(T) : 0)));
@@ -1117,18 +1222,22 @@ void gemm_backward(const Tensor& q, const Tensor& k, const Tensor& grad_q, const
     if constexpr (kSplit) {
       const Tensor hilo = empty({2, rows, m}, q);
       weights(R, hilo, r0, rows);
-      for (int64_t plane = 0; plane < 2; ++plane) {
-        accumulate<A>(gq, split_k_product(aten::call("aten::select", "int", hilo, int64_t{0}, plane), k, acc,
-                                               device));
-      }
+      const std::vector<int64_t> stacked{2 * rows, m};
+      const Tensor v2 = aten::call("aten::view", "", hilo, IntArrayRef(stacked));
+      add_split_k_product<A>(v2, 2, k, gq, R, device);
       if (grad_k.defined()) {
-        const std::vector<int64_t> stacked{2 * rows, m};
-        const Tensor v2 = aten::call("aten::view", "", hilo, IntArrayRef(stacked));
-        accumulate<A>(grad_k, matmul_acc(aten::t(v2), aten::cat({qc, qc}), acc));
+        const Tensor qq = aten::cat({qc, qc});
+        if (d <= rows) {
+          const Tensor prod = reuse(R, {m, d});
+          matmul_acc_into(aten::t(v2), qq, acc, prod);
+          accumulate<A>(grad_k, prod);
+        } else {
+          accumulate<A>(grad_k, matmul_acc(aten::t(v2), qq, acc));
+        }
       }
     } else {
       weights(R, Tensor(), r0, rows);
-      accumulate<A>(gq, split_k_product(R, k, acc, device));
+      add_split_k_product<A>(R, 1, k, gq, Tensor(), device);
       if (grad_k.defined()) accumulate<A>(grad_k, matmul_acc(aten::t(R), qc, acc));
     }
   }

@@ -113,11 +113,19 @@ MUTANTS = {
         "const Tensor gq = aten::narrow(grad_q, 0, r0, rows);",
         "const Tensor gq = aten::narrow(grad_q, 0, 0, rows);",
     ),
-    # The split-K product of the GEMM path forgets the keys left over after its slices.
+    # The split-K product of the GEMM path forgets the keys left over after its slices
+    # (their product is computed but not summed).
     "split-k-remainder-dropped": (
         "contrastive/contrastive_cuda.cu",
-        "  if (main < m) {\n    out = aten::add(",
-        "  if (main < 0) {\n    out = aten::add(",
+        "buf.const_data_ptr<A>(), count, slots, halves);",
+        "buf.const_data_ptr<A>(), count, splits, halves);",
+    ),
+    # The half types' split-K partials get a buffer of their own instead of the spent
+    # logits' storage (right numbers, more memory).
+    "split-k-partials-own-buffer": (
+        "contrastive/contrastive_cuda.cu",
+        "const Tensor buf = fit >= 2 ? reuse(spent, bshape)",
+        "const Tensor buf = fit < 0 ? reuse(spent, bshape)",
     ),
     # The loss computed beside the gradients (the training path) forgets its positives.
     "fused-loss-positive-as-negative": (

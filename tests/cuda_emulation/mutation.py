@@ -31,6 +31,8 @@ FIRST = {
     "fused-loss-positive-as-negative": ["test_emu_contrastive.py::test_sigmoid_contrastive_loss"],
     # only the GEMM path's product over several key slices and a remainder sees it
     "split-k-remainder-dropped": ["test_emu_contrastive.py::test_gemm_path_every_dtype"],
+    # a memory property: only the test that measures the chunk's peak sees it
+    "split-k-partials-own-buffer": ["test_emu_contrastive.py::test_gemm_path_half_types_hold_only_their_chunk"],
 }
 
 

@@ -313,3 +313,33 @@ def test_chunk_count_of_the_chunk_benchmark(emu, monkeypatch, dt):
         # strictly between the two budgets that fixed the line, or the check below repeats them
         assert 1 < chunks < n, (budget, chunks)
         assert launches(budget) == base + (chunks - 1) * per_chunk, budget
+
+
+@pytest.mark.parametrize("dt", LOW, ids=lambda d: str(d).removeprefix("torch."))
+def test_gemm_path_half_types_hold_only_their_chunk(emu, monkeypatch, dt):
+    """Memory of the GEMM path in float16 / bfloat16: a chunk holds its float32 logits R and
+    the weights' hi and lo (the 8 bytes per pair that chunk_rows counts); once the weights
+    are out, R's storage takes the split-K partials of V k and then V^T q_c, so the training
+    step's peak is the chunk, the float32 gradient accumulators and q_c twice, nothing more
+    (a separate partials buffer would add 64 KiB here, a separate V^T q_c 128 KiB). The
+    emulated products allocate only their outputs and small blocks, as cuBLAS's allocate
+    nothing, so this is the peak on a GPU too (tests/cuda_emulation/memory.py measures
+    N = 8192 that way). 512 keys, D = 64, 64-row chunks: split-K into 2 slices."""
+    from gencore.benchmarks.harness import peak_memory
+
+    monkeypatch.setenv("GENCORE_CONTRASTIVE_PATH", "gemm")
+    n, d, rows = 512, 64, 64
+    budget = 8 * n * rows
+    monkeypatch.setenv("GENCORE_CONTRASTIVE_CHUNK_BYTES", str(budget))
+    q, k = features(n, d, dt, 31), features(n, d, dt, 32)
+    s, bias = scalar(10.0, dt), scalar(-10.0, dt)
+    outs = emu.call("sigmoid_contrastive_loss_with_grads", q, k, s, bias, 0)
+    refs = torch.ops.gencore.sigmoid_contrastive_loss_with_grads(q.float(), k.float(), s, bias, 0)
+    check_all(outs, refs, dt, ("loss", "grad_image", "grad_text", "grad_scale", "grad_bias"))
+    peak = peak_memory(lambda: emu.ops.sigmoid_contrastive_loss_with_grads(q, k, s, bias, 0),
+                       torch.device("cpu")) * 2**20
+    accumulators, q_twice = 2 * n * d * 4, 2 * rows * d * q.element_size()
+    # the row sums and the scale's and bias's per-row partials (12 bytes a row), the
+    # emulated products' float32 blocks (40 KiB: csrc/contrastive/contrastive_cuda.cu), scalars
+    slack = 12 * n + (40 << 10) + 1024
+    assert budget + accumulators <= peak <= budget + accumulators + q_twice + slack, peak / 2**20

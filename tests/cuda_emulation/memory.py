@@ -1,0 +1,103 @@
+"""Peak memory of the contrastive GEMM path's training step, measured without a GPU: the
+CUDA code (csrc/contrastive/contrastive_cuda.cu) run under the SIMT emulator, whose
+stand-in device tensors are CPU tensors, so that the profiler sees every allocation.
+
+    python tests/cuda_emulation/memory.py --n 8192 --d 256 --out bench/results
+
+What it measures: the peak of live bytes allocated by one call of
+``sigmoid_contrastive_loss_with_grads`` (SigLIP's training path: the loss and all four
+gradients; the step's later work, scaling them, holds less), above what was live before,
+for each dtype. The emulated products (the GPU's cuBLAS GEMMs) allocate only their outputs
+plus float32 copies of blocks of their operands, GENCORE_EMU_GEMM_BLOCK values on a side
+(64 by default: at most 0.16 MiB at a time; the bound is stated with each result); cuBLAS's own
+workspace, allocated once before any timing, is not counted on a GPU either. The ratio is
+against eager's peak for the same step on an H200 (bench/results/siglip-cuda-*.md, the
+eager reference unchanged since).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+BLOCK = 64
+# Eager's peak (MiB) for the step at (N, D) = (8192, 256) on an H200, measured by
+# bench/bench_siglip.py at commit 23ddefd (bench/results/siglip-cuda-{float32,bfloat16}.md).
+EAGER_H200 = {(8192, 256): {torch.float32: 1032.1, torch.bfloat16: 516.1}}
+
+
+def transient_mib(block: int, dtype: torch.dtype) -> float:
+    """The emulated product's largest float32 temporaries (float16 / bfloat16 operands: a
+    block of rows and one of columns, each block x 4 block, and two block x block partial
+    sums); none for float32 / float64, whose products are the CPU's mm into their outputs."""
+    if dtype not in (torch.float16, torch.bfloat16):
+        return 0.0
+    return (2 * 4 * block * block + 2 * block * block) * 4 / 2**20
+
+
+def measure(emu, n: int, d: int, dtype: torch.dtype) -> float:
+    from gencore.benchmarks.contrastive import _inputs
+    from gencore.benchmarks.harness import peak_memory
+
+    a, b, _ = _inputs(n, d, torch.device("cpu"), dtype, 10.0)
+    a, b = a.detach(), b.detach()
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    s, bias = torch.tensor(10.0, dtype=acc), torch.tensor(-10.0, dtype=acc)
+    return peak_memory(lambda: emu.ops.sigmoid_contrastive_loss_with_grads(a, b, s, bias, 0),
+                       torch.device("cpu"))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=8192)
+    p.add_argument("--d", type=int, default=256)
+    p.add_argument("--dtypes", default="float32,bfloat16")
+    p.add_argument("--block", type=int, default=BLOCK,
+                   help="the emulated products' block side (smaller: a tighter bound, more allocations to record)")
+    p.add_argument("--out", type=Path, default=None, help="folder for siglip-emulated-memory.md")
+    args = p.parse_args(argv)
+
+    from gencore.benchmarks.gemm_chunks import chunk_count
+    from simt_testing import Emulator, simt_build
+
+    os.environ["GENCORE_CONTRASTIVE_PATH"] = "gemm"
+    os.environ["GENCORE_EMU_GEMM_BLOCK"] = str(args.block)
+    budget = os.environ.get("GENCORE_CONTRASTIVE_CHUNK_BYTES")
+    emu = Emulator(Path(simt_build.build("plain", verbose=False)))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
+                            text=True).stdout.strip() or "unknown"
+    lines = [f"Emulated (no GPU) · torch {torch.__version__} · commit {commit} · "
+             f"{datetime.datetime.now():%Y-%m-%d %H:%M} · chunk budget "
+             f"{'the default (32 MiB)' if budget is None else budget + ' bytes'}",
+             "",
+             "| case | dtype | chunks | peak MiB (emulated) | of which the emulator's GEMM blocks, at most | eager on an H200 | ratio |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for name in args.dtypes.split(","):
+        dt = getattr(torch, name)
+        peak = measure(emu, args.n, args.d, dt)
+        eager = EAGER_H200.get((args.n, args.d), {}).get(dt)
+        chunks = chunk_count(args.n, args.n, dt, 32 << 20 if budget is None else int(budget))
+        ratio = f"{peak / eager:.1%}" if eager else "–"
+        line = (f"| siglip {args.n}×{args.d} | {name} | {chunks} | {peak:.1f} | {transient_mib(args.block, dt):.2f} | "
+                f"{f'{eager:.1f}' if eager else '–'} | {ratio} |")
+        print(line, flush=True)
+        lines.append(line)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        path = args.out / "siglip-emulated-memory.md"
+        path.write_text("\n".join(lines) + "\n")
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
