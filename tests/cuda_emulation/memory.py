@@ -23,6 +23,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -56,7 +57,9 @@ def measure(emu, n: int, d: int, dtype: torch.dtype) -> float:
                        torch.device("cpu"))
 
 
-def main(argv=None) -> int:
+def main(argv=None, emu=None) -> int:
+    """The command line; ``emu``: an emulated library already loaded (a test's), else the
+    plain build is built and loaded."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=8192)
     p.add_argument("--d", type=int, default=256)
@@ -65,14 +68,18 @@ def main(argv=None) -> int:
                    help="the emulated products' block side (smaller: a tighter bound, more allocations to record)")
     p.add_argument("--out", type=Path, default=None, help="folder for siglip-emulated-memory.md")
     args = p.parse_args(argv)
+    with mock.patch.dict(os.environ, {"GENCORE_CONTRASTIVE_PATH": "gemm",
+                                      "GENCORE_EMU_GEMM_BLOCK": str(args.block)}):
+        return _run(args, emu)
 
+
+def _run(args, emu) -> int:
     from gencore.benchmarks.gemm_chunks import chunk_count
     from simt_testing import Emulator, simt_build
 
-    os.environ["GENCORE_CONTRASTIVE_PATH"] = "gemm"
-    os.environ["GENCORE_EMU_GEMM_BLOCK"] = str(args.block)
     budget = os.environ.get("GENCORE_CONTRASTIVE_CHUNK_BYTES")
-    emu = Emulator(Path(simt_build.build("plain", verbose=False)))
+    if emu is None:
+        emu = Emulator(Path(simt_build.build("plain", verbose=False)))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
                             text=True).stdout.strip() or "unknown"
     lines = [f"Emulated (no GPU) · torch {torch.__version__} · commit {commit} · "
@@ -91,6 +98,12 @@ def main(argv=None) -> int:
                 f"{f'{eager:.1f}' if eager else '–'} | {ratio} |")
         print(line, flush=True)
         lines.append(line)
+    lines += ["",
+              "- peak: one call of sigmoid_contrastive_loss_with_grads (the training step's loss and "
+              "gradients) on the GEMM path, the CUDA code under the SIMT emulator, allocations above "
+              "what was live before (tests/cuda_emulation/memory.py)",
+              "- eager on an H200: bench/bench_siglip.py's eager reference, full step, commit 23ddefd "
+              "(bench/results/siglip-cuda-*.md); ratio: the emulated peak over it"]
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         path = args.out / "siglip-emulated-memory.md"
