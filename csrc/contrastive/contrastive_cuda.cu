@@ -642,10 +642,11 @@ __global__ void __launch_bounds__(kThreads, 2)
 // m keys): it runs split-K (add_split_k_product) so that it fills the GPU.
 // Memory: the chunk (C m values of A, plus 2 C m of the input dtype) is capped at
 // kChunkBytes, so the (n, m) matrix is never held; for the half types the spent logits'
-// storage also holds the chunk's split-K partials and V_c^T q_c, so the chunk is all there is. Every sum is in a fixed order (per-row
-// partials indexed by the global row for grad_scale and grad_bias, the split-K slices in
-// slice order, chunks one after another on the stream): deterministic, on one GPU model
-// (the split-K slice count follows the number of SMs, as the tile path's splits do). The tile kernels above keep the small problems
+// storage also holds the chunk's split-K partials and V_c^T q_c, so the chunk is all there
+// is. Every sum is in a fixed order (per-row partials indexed by the global row for
+// grad_scale and grad_bias, the split-K slices in slice order, chunks one after another on
+// the stream): deterministic, on one GPU model (the split-K slice count follows the number
+// of SMs, as the tile path's splits do). The tile kernels above keep the small problems
 // (n m < kGemmMinPairs; GENCORE_CONTRASTIVE_PATH=tiles|gemm overrides): both paths'
 // times on an H200 are in docs/benchmarks.md.
 constexpr int64_t kChunkBytes = int64_t{32} << 20;
