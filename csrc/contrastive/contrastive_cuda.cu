@@ -852,26 +852,17 @@ __global__ void __launch_bounds__(kRowThreads)
   if (threadIdx.x == 0) partial[i] = wr_sum;
 }
 
-// dst[e] += src[e] for e < count.
+// dst[e] += the sum of src[p count + e] over p < parts, in that order: one partial product
+// (parts = 1), or the split-K partials of gemm_backward's V k (for the half types each
+// slice's hi rows, then its lo rows).
 template <typename A>
-__global__ void accumulate_kernel(A* __restrict__ dst, const A* __restrict__ src, int64_t count) {
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < count;
-       e += stride)
-    dst[e] += src[e];
-}
-
-// dst[e] += the sum of src[(s halves + h) count + e] over the slots s < slots and the
-// halves h < halves, in that order: the split-K partials of gemm_backward's V k (for the
-// half types each slot holds the hi rows' product, then the lo rows').
-template <typename A>
-__global__ void add_partials_kernel(A* __restrict__ dst, const A* __restrict__ src,
-                                    int64_t count, int64_t slots, int64_t halves) {
+__global__ void add_parts_kernel(A* __restrict__ dst, const A* __restrict__ src, int64_t count,
+                                 int64_t parts) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < count;
        e += stride) {
     A sum = A(0);
-    for (int64_t p = 0; p < slots * halves; ++p) sum += src[p * count + e];
+    for (int64_t p = 0; p < parts; ++p) sum += src[p * count + e];
     dst[e] += sum;
   }
 }
@@ -1111,6 +1102,21 @@ Tensor reuse(const Tensor& spent, const std::vector<int64_t>& size) {
                     IntArrayRef(size));
 }
 
+// dst += the sum of the `parts` arrays of dst's size that src holds one after another
+// (add_parts_kernel); dst and src contiguous in A.
+template <typename A>
+void add_parts(const Tensor& dst, const Tensor& src, int64_t parts) {
+  const int64_t count = dst.numel();
+  GENCORE_CHECK(src.numel() == parts * count && dst.is_contiguous() && src.is_contiguous(),
+                "gencore: contrastive CUDA backend: add_parts needs a contiguous accumulator "
+                "and ", parts, " contiguous partial sums of its size");
+  if (count == 0) return;
+  const int64_t blocks = std::min<int64_t>((count + kRowThreads - 1) / kRowThreads, 65535);
+  add_parts_kernel<A><<<static_cast<unsigned>(blocks), kRowThreads, 0, cuda::current_stream()>>>(
+      dst.mutable_data_ptr<A>(), src.const_data_ptr<A>(), count, parts);
+  GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
 // Splits of the contraction below which a split-K product is not worth its extra sum.
 constexpr int64_t kMinSplitK = 256;
 
@@ -1122,7 +1128,7 @@ constexpr int64_t kMinSplitK = 256;
 // run as one strided-batched GEMM (v's column blocks against k's row blocks: views, no
 // copy), enough slices for two tiles per SM, none shorter than kMinSplitK keys, and the
 // m - S kp keys left over are one more small GEMM. Their partial products are slots of
-// one (slots, halves rows, D) buffer, summed into gq by one kernel in slot order. The
+// one (slots, halves rows, D) buffer, summed into gq by one kernel (add_parts) in slot order. The
 // buffer is `spent` where that holds at least two slots (its slices then as many as fit,
 // one slot kept for the keys left over), a new tensor otherwise. v: rows contiguous.
 template <typename A>
@@ -1155,15 +1161,7 @@ void add_split_k_product(const Tensor& v, int64_t halves, const Tensor& k, const
     matmul_acc_into(aten::narrow(v, 1, main, m - main), aten::narrow(k, 0, main, m - main), acc,
                     aten::call("aten::select", "int", buf, int64_t{0}, splits));
   }
-  const int64_t count = slot / halves;
-  GENCORE_CHECK(gq.is_contiguous() && gq.numel() == count && vrows % halves == 0,
-                "gencore: contrastive CUDA backend: the split-K product needs a contiguous "
-                "(rows, D) accumulator");
-  if (count == 0) return;
-  const int64_t blocks = std::min<int64_t>((count + kRowThreads - 1) / kRowThreads, 65535);
-  add_partials_kernel<A><<<static_cast<unsigned>(blocks), kRowThreads, 0, cuda::current_stream()>>>(
-      gq.mutable_data_ptr<A>(), buf.const_data_ptr<A>(), count, slots, halves);
-  GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
+  add_parts<A>(gq, buf, slots * halves);
 }
 
 // Query rows per chunk: C m values of `bytes_per_pair` bytes within kChunkBytes, or
@@ -1180,20 +1178,6 @@ int64_t chunk_rows(int64_t n, int64_t m, int64_t bytes_per_pair) {
     budget = v;
   }
   return std::clamp<int64_t>(budget / std::max<int64_t>(1, m * bytes_per_pair), 1, n);
-}
-
-// dst += src, both contiguous in A with one size.
-template <typename A>
-void accumulate(const Tensor& dst, const Tensor& src) {
-  const int64_t count = dst.numel();
-  GENCORE_CHECK(src.numel() == count && dst.is_contiguous() && src.is_contiguous(),
-                "gencore: contrastive CUDA backend: accumulate needs two contiguous tensors of "
-                "one size");
-  if (count == 0) return;
-  const int64_t blocks = std::min<int64_t>((count + kRowThreads - 1) / kRowThreads, 65535);
-  accumulate_kernel<A><<<static_cast<unsigned>(blocks), kRowThreads, 0, cuda::current_stream()>>>(
-      dst.mutable_data_ptr<A>(), src.const_data_ptr<A>(), count);
-  GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 // grad_q (n, D) += V k and, with grad_k defined, grad_k (m, D) += V^T q, chunk by chunk:
@@ -1227,19 +1211,14 @@ void gemm_backward(const Tensor& q, const Tensor& k, const Tensor& grad_q, const
       const Tensor v2 = aten::call("aten::view", "", hilo, IntArrayRef(stacked));
       add_split_k_product<A>(v2, 2, k, gq, R, device);
       if (grad_k.defined()) {
-        const Tensor qq = aten::cat({qc, qc});
-        if (d <= rows) {
-          const Tensor prod = reuse(R, {m, d});
-          matmul_acc_into(aten::t(v2), qq, acc, prod);
-          accumulate<A>(grad_k, prod);
-        } else {
-          accumulate<A>(grad_k, matmul_acc(aten::t(v2), qq, acc));
-        }
+        const Tensor prod = d <= rows ? reuse(R, {m, d}) : empty({m, d}, q, acc);
+        matmul_acc_into(aten::t(v2), aten::cat({qc, qc}), acc, prod);
+        add_parts<A>(grad_k, prod, 1);
       }
     } else {
       weights(R, Tensor(), r0, rows);
       add_split_k_product<A>(R, 1, k, gq, Tensor(), device);
-      if (grad_k.defined()) accumulate<A>(grad_k, matmul_acc(aten::t(R), qc, acc));
+      if (grad_k.defined()) add_parts<A>(grad_k, matmul_acc(aten::t(R), qc, acc), 1);
     }
   }
 }

@@ -117,8 +117,8 @@ MUTANTS = {
     # (their product is computed but not summed).
     "split-k-remainder-dropped": (
         "contrastive/contrastive_cuda.cu",
-        "buf.const_data_ptr<A>(), count, slots, halves);",
-        "buf.const_data_ptr<A>(), count, splits, halves);",
+        "add_parts<A>(gq, buf, slots * halves);",
+        "add_parts<A>(gq, aten::narrow(buf, 0, 0, splits), splits * halves);",
     ),
     # The half types' split-K partials get a buffer of their own instead of the spent
     # logits' storage (right numbers, more memory).

@@ -18,9 +18,7 @@ eager reference unchanged since).
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import subprocess
 import sys
 from pathlib import Path
 from unittest import mock
@@ -74,17 +72,16 @@ def main(argv=None, emu=None) -> int:
 
 
 def _run(args, emu) -> int:
-    from gencore.benchmarks.gemm_chunks import chunk_count
+    from gencore.benchmarks.gemm_chunks import DEFAULT_BUDGET_MIB, chunk_count
+    from gencore.benchmarks.harness import machine_info
     from simt_testing import Emulator, simt_build
 
     budget = os.environ.get("GENCORE_CONTRASTIVE_CHUNK_BYTES")
     if emu is None:
         emu = Emulator(Path(simt_build.build("plain", verbose=False)))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
-                            text=True).stdout.strip() or "unknown"
-    lines = [f"Emulated (no GPU) · torch {torch.__version__} · commit {commit} · "
-             f"{datetime.datetime.now():%Y-%m-%d %H:%M} · chunk budget "
-             f"{'the default (32 MiB)' if budget is None else budget + ' bytes'}",
+    info = machine_info(torch.device("cpu"))
+    lines = [f"Emulated (no GPU) · torch {info['torch']} · commit {info['commit']} · {info['date']} · chunk budget "
+             f"{f'the default ({DEFAULT_BUDGET_MIB} MiB)' if budget is None else budget + ' bytes'}",
              "",
              "| case | dtype | chunks | peak MiB (emulated) | of which the emulator's GEMM blocks, at most | eager on an H200 | ratio |",
              "|---|---|---:|---:|---:|---:|---:|"]
@@ -92,7 +89,7 @@ def _run(args, emu) -> int:
         dt = getattr(torch, name)
         peak = measure(emu, args.n, args.d, dt)
         eager = EAGER_H200.get((args.n, args.d), {}).get(dt)
-        chunks = chunk_count(args.n, args.n, dt, 32 << 20 if budget is None else int(budget))
+        chunks = chunk_count(args.n, args.n, dt, DEFAULT_BUDGET_MIB << 20 if budget is None else int(budget))
         ratio = f"{peak / eager:.1%}" if eager else "–"
         line = (f"| siglip {args.n}×{args.d} | {name} | {chunks} | {peak:.1f} | {transient_mib(args.block, dt):.2f} | "
                 f"{f'{eager:.1f}' if eager else '–'} | {ratio} |")
