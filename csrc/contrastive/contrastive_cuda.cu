@@ -639,7 +639,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 // and lo = round(v - hi): hi k + lo k = V_c k to about 16 bits (one rounding, as
 // FlashAttention does with P, would leave 8), and every product runs on the tensor cores
 // with float32 accumulation. V_c k is short and wide (C x D out of a contraction over all
-// m keys): it runs split-K (add_split_k_product) so that it fills the GPU.
+// m keys): it runs split-K (plan_split_k, run_split_k) so that it fills the GPU.
 // Memory: the chunk (C m values of A, plus 2 C m of the input dtype) is capped at
 // kChunkBytes, so the (n, m) matrix is never held; for the half types the spent logits'
 // storage also holds the chunk's split-K partials and V_c^T q_c, so the chunk is all there
@@ -1081,15 +1081,6 @@ void matmul_acc_into(const Tensor& a, const Tensor& b, ScalarType acc, const Ten
 #endif
 }
 
-// a @ b in acc (matmul_acc_into), in a new tensor.
-Tensor matmul_acc(const Tensor& a, const Tensor& b, ScalarType acc) {
-  std::vector<int64_t> size = vec(a.sizes());
-  size.back() = b.size(b.dim() - 1);
-  const Tensor out = empty(IntArrayRef(size), a, acc);
-  matmul_acc_into(a, b, acc, out);
-  return out;
-}
-
 // The first prod(size) values of the contiguous buffer `spent` (whose contents are no
 // longer needed), as a contiguous tensor of that size.
 Tensor reuse(const Tensor& spent, const std::vector<int64_t>& size) {
@@ -1102,66 +1093,98 @@ Tensor reuse(const Tensor& spent, const std::vector<int64_t>& size) {
                     IntArrayRef(size));
 }
 
-// dst += the sum of the `parts` arrays of dst's size that src holds one after another
-// (add_parts_kernel); dst and src contiguous in A.
+// dst[0, count) += the sum of the `parts` arrays of `count` values that src holds one
+// after another (add_parts_kernel); src contiguous in A.
 template <typename A>
-void add_parts(const Tensor& dst, const Tensor& src, int64_t parts) {
-  const int64_t count = dst.numel();
-  GENCORE_CHECK(src.numel() == parts * count && dst.is_contiguous() && src.is_contiguous(),
-                "gencore: contrastive CUDA backend: add_parts needs a contiguous accumulator "
-                "and ", parts, " contiguous partial sums of its size");
+void add_parts(A* dst, int64_t count, const Tensor& src, int64_t parts) {
+  GENCORE_CHECK(src.numel() == parts * count && src.is_contiguous(),
+                "gencore: contrastive CUDA backend: add_parts needs ", parts,
+                " contiguous partial sums of ", count, " values");
   if (count == 0) return;
   const int64_t blocks = std::min<int64_t>((count + kRowThreads - 1) / kRowThreads, 65535);
   add_parts_kernel<A><<<static_cast<unsigned>(blocks), kRowThreads, 0, cuda::current_stream()>>>(
-      dst.mutable_data_ptr<A>(), src.const_data_ptr<A>(), count, parts);
+      dst, src.const_data_ptr<A>(), count, parts);
   GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 // Splits of the contraction below which a split-K product is not worth its extra sum.
 constexpr int64_t kMinSplitK = 256;
 
-// gq (rows, D) += V k for the chunk's weights v: V = v (rows, m) for float32 / float64, or
-// for the half types (halves = 2) v = [hi; lo] (2 rows, m) and V = hi + lo. The product
-// is short and wide: one GEMM would have only about (halves rows / 128) (D / 128) output
-// tiles (hi and lo of a 512-row chunk at D = 256: 16 tiles for 132 SMs) and a contraction
-// as long as the number of keys. So the contraction is cut into S slices of kp keys that
-// run as one strided-batched GEMM (v's column blocks against k's row blocks: views, no
-// copy), enough slices for two tiles per SM, none shorter than kMinSplitK keys, and the
-// m - S kp keys left over are one more small GEMM. Their partial products are slots of
-// one (slots, halves rows, D) buffer, summed into gq by one kernel (add_parts) in slot order. The
-// buffer is `spent` where that holds at least two slots (its slices then as many as fit,
-// one slot kept for the keys left over), a new tensor otherwise. v: rows contiguous.
-template <typename A>
-void add_split_k_product(const Tensor& v, int64_t halves, const Tensor& k, const Tensor& gq,
-                         const Tensor& spent, int device) {
-  const ScalarType acc = scalar_type_of<A>();
-  const int64_t vrows = v.size(0), m = v.size(1), d = k.size(1), slot = vrows * d;
-  int sms = 0;
-  GENCORE_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+// The split-K product gq += V k of a chunk. V = v (vrows, m) for float32 / float64, or for
+// the half types (halves = 2) v = [hi; lo] (2 rows, m) and V = hi + lo. The product is
+// short and wide: one GEMM would have only about (halves rows / 128) (D / 128) output tiles
+// (hi and lo of a 512-row chunk at D = 256: 16 tiles for 132 SMs) and a contraction as long
+// as the number of keys. So the contraction is cut into S slices of kp keys that run as one
+// strided-batched GEMM (v's column blocks against k's row blocks: views, no copy), and the
+// m - S kp keys left over are one more small GEMM. Their partial products are the slots of
+// one (slots, halves rows, D) buffer, summed into gq by one kernel (add_parts) in slot
+// order. The plan (its operands and outputs, all views) is made once per chunk shape:
+// every chunk of that shape reuses the same buffers, so a chunk costs its two products
+// and the sum, with no other call on the host.
+struct SplitK {
+  Tensor vs, ks, out;                 // the S slices' product (S = 1: v k into slot 0)
+  Tensor rest_v, rest_k, rest_out;    // the keys left over after the slices (or undefined)
+  Tensor buf;                         // (slots, vrows, D): the partial products
+  int64_t splits = 0, slots = 0, halves = 1;
+};
+
+// Slices for a (vrows, m) x (m, D) product on `sms` SMs: enough for two output tiles per
+// SM, none shorter than kMinSplitK keys; where a buffer holds `fit` >= 2 partial products,
+// at most fit - 1 (one slot kept for the keys left over).
+int64_t split_k_slices(int64_t vrows, int64_t m, int64_t d, int sms, int64_t fit) {
   const int64_t tiles = std::max<int64_t>(1, ((vrows + 127) / 128) * ((d + 127) / 128));
   const int64_t want = (2 * static_cast<int64_t>(sms) + tiles - 1) / tiles;
   int64_t splits = std::clamp<int64_t>(want, 1, std::max<int64_t>(1, m / kMinSplitK));
-  const int64_t fit = spent.defined() ? spent.numel() / std::max<int64_t>(1, slot) : 0;
   if (fit >= 2) splits = std::min(splits, fit - 1);
+  return splits;
+}
+
+// Partial products of `splits` slices of m keys: one per slice, one more for the keys left
+// over.
+int64_t split_k_slots(int64_t m, int64_t splits) { return splits + (m % splits != 0 ? 1 : 0); }
+
+// The plan for v (vrows, m; rows contiguous) against k (m, D) in `splits` slices: the
+// partials in the first values of `spent` (a contiguous buffer whose contents are no
+// longer needed when the product runs) where it holds them all, else in a new buffer.
+template <typename A>
+SplitK plan_split_k(const Tensor& v, int64_t halves, const Tensor& k, int64_t splits,
+                    const Tensor& spent) {
+  const int64_t vrows = v.size(0), m = v.size(1), d = k.size(1);
+  SplitK p;
+  p.splits = splits;
+  p.slots = split_k_slots(m, splits);
+  p.halves = halves;
   const int64_t kp = m / splits, main = splits * kp;
-  const int64_t slots = splits + (main < m ? 1 : 0);
-  const std::vector<int64_t> bshape{slots, vrows, d};
-  const Tensor buf = fit >= 2 ? reuse(spent, bshape) : empty(IntArrayRef(bshape), v, acc);
+  const std::vector<int64_t> bshape{p.slots, vrows, d};
+  p.buf = spent.defined() && spent.numel() >= p.slots * vrows * d
+              ? reuse(spent, bshape)
+              : empty(IntArrayRef(bshape), v, scalar_type_of<A>());
   if (splits == 1) {
-    matmul_acc_into(v, k, acc, aten::call("aten::select", "int", buf, int64_t{0}, int64_t{0}));
+    p.vs = v;
+    p.ks = k;
+    p.out = aten::call("aten::select", "int", p.buf, int64_t{0}, int64_t{0});
   } else {
     const std::vector<int64_t> vshape{vrows, splits, kp}, kshape{splits, kp, d};
-    const Tensor vs = torch::stable::transpose(
+    p.vs = torch::stable::transpose(
         aten::call("aten::view", "", aten::narrow(v, 1, 0, main), IntArrayRef(vshape)), 0, 1);
-    const Tensor ks =
-        aten::call("aten::view", "", aten::narrow(k, 0, 0, main), IntArrayRef(kshape));
-    matmul_acc_into(vs, ks, acc, aten::narrow(buf, 0, 0, splits));
+    p.ks = aten::call("aten::view", "", aten::narrow(k, 0, 0, main), IntArrayRef(kshape));
+    p.out = aten::narrow(p.buf, 0, 0, splits);
   }
   if (main < m) {
-    matmul_acc_into(aten::narrow(v, 1, main, m - main), aten::narrow(k, 0, main, m - main), acc,
-                    aten::call("aten::select", "int", buf, int64_t{0}, splits));
+    p.rest_v = aten::narrow(v, 1, main, m - main);
+    p.rest_k = aten::narrow(k, 0, main, m - main);
+    p.rest_out = aten::call("aten::select", "int", p.buf, int64_t{0}, splits);
   }
-  add_parts<A>(gq, buf, slots * halves);
+  return p;
+}
+
+// gq[0, count) += V k by the plan p (count: the chunk's rows times D).
+template <typename A>
+void run_split_k(const SplitK& p, A* gq, int64_t count) {
+  const ScalarType acc = scalar_type_of<A>();
+  matmul_acc_into(p.vs, p.ks, acc, p.out);
+  if (p.rest_v.defined()) matmul_acc_into(p.rest_v, p.rest_k, acc, p.rest_out);
+  add_parts<A>(gq, count, p.buf, p.slots * p.halves);
 }
 
 // Query rows per chunk: C m values of `bytes_per_pair` bytes within kChunkBytes, or
@@ -1180,45 +1203,88 @@ int64_t chunk_rows(int64_t n, int64_t m, int64_t bytes_per_pair) {
   return std::clamp<int64_t>(budget / std::max<int64_t>(1, m * bytes_per_pair), 1, n);
 }
 
+// The first `rows` rows of a chunk buffer allocated for `chunk` rows (the whole buffer for
+// a full chunk): the last, shorter chunk reuses the full chunks' storage.
+Tensor chunk_view(const Tensor& all, int64_t chunk, int64_t rows, std::vector<int64_t> size) {
+  if (rows == chunk) return all;
+  return reuse(all, size);
+}
+
 // grad_q (n, D) += V k and, with grad_k defined, grad_k (m, D) += V^T q, chunk by chunk:
 // weights(R, hilo, r0, rows) launches the kernel that turns the chunk's R = q_c k^T into
 // V = scale W, in place in R, or for the half types into hilo (2, rows, m): the planes of
-// hi and lo. Then V k (add_split_k_product; for the half types [hi; lo] k, summed by
-// halves) and V^T q_c (for the half types [hi; lo]^T [q_c; q_c], one GEMM whose
-// contraction is the 2 rows of each key). For the half types R's float32 logits are spent
-// once the weights are out, so its C m values hold the split-K partials and then V^T q_c
-// (when D <= C): the chunk's memory is R and hilo, as chunk_rows counts it.
+// hi and lo. Then V k (run_split_k; for the half types [hi; lo] k, summed by halves) and
+// V^T q_c (for the half types [hi; lo]^T [q_c; q_c], one GEMM whose contraction is the 2
+// rows of each key). For the half types R's float32 logits are spent once the weights are
+// out, so its C m values hold the split-K partials and then V^T q_c (when D <= C): the
+// chunk's memory is R and hilo, as chunk_rows counts it. For float32 / float64 R holds V
+// until both products are done, and the partials and V^T q_c take turns in one scratch
+// buffer. The buffers and the views the products need are made once, before the first
+// chunk (and again for a shorter last chunk): a chunk then costs the host one view (q_c),
+// its products (two to four), the weights and two sums, plus, for the half types, the
+// concatenation [q_c; q_c]. grad_q contiguous.
 template <typename T, typename Weights>
 void gemm_backward(const Tensor& q, const Tensor& k, const Tensor& grad_q, const Tensor& grad_k,
                    const Weights& weights) {
   using A = opmath_t<T>;
   constexpr bool kSplit = !std::is_same_v<T, A>;
+  constexpr int64_t halves = kSplit ? 2 : 1;
   const ScalarType acc = scalar_type_of<A>();
   const int64_t n = q.size(0), m = k.size(0), d = k.size(1);
-  const int device = q.get_device();
+  int sms = 0;
+  GENCORE_CUDA_CHECK(
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, q.get_device()));
   const int64_t chunk =
       chunk_rows(n, m, static_cast<int64_t>(sizeof(A) + (kSplit ? 2 * sizeof(T) : 0)));
   const Tensor kt = aten::t(k);
+  const Tensor r_all = empty({chunk, m}, q, acc);
+  const Tensor hilo_all = kSplit ? empty({2, chunk, m}, q) : Tensor();
+  Tensor scratch;  // float32 / float64: the split-K partials, then V^T q_c
+  if constexpr (!kSplit) {
+    const int64_t slots = split_k_slots(m, split_k_slices(chunk, m, d, sms, 0));
+    scratch = empty({std::max(slots * chunk * d, grad_k.defined() ? m * d : 0)}, q, acc);
+  }
+
+  struct Views {  // one chunk shape's operands and outputs
+    int64_t rows = 0;
+    Tensor r, hilo, vt, prod;
+    SplitK split;
+  };
+  const auto views_for = [&](int64_t rows) {
+    Views w;
+    w.rows = rows;
+    w.r = chunk_view(r_all, chunk, rows, {rows, m});
+    Tensor v = w.r;
+    if constexpr (kSplit) {
+      w.hilo = chunk_view(hilo_all, chunk, rows, {2, rows, m});
+      v = aten::call("aten::view", "", w.hilo, IntArrayRef(std::vector<int64_t>{2 * rows, m}));
+    }
+    const Tensor& spent = kSplit ? w.r : scratch;
+    const int64_t fit = kSplit ? spent.numel() / std::max<int64_t>(1, 2 * rows * d) : 0;
+    w.split = plan_split_k<A>(v, halves, k, split_k_slices(halves * rows, m, d, sms, fit), spent);
+    if (grad_k.defined()) {
+      w.vt = aten::t(v);
+      w.prod = spent.numel() >= m * d ? reuse(spent, {m, d}) : empty({m, d}, q, acc);
+    }
+    return w;
+  };
+
+  A* const grad_q_data = grad_q.mutable_data_ptr<A>();
+  A* const grad_k_data = grad_k.defined() ? grad_k.mutable_data_ptr<A>() : nullptr;
+  Views w;
   for (int64_t r0 = 0; r0 < n; r0 += chunk) {
     const int64_t rows = std::min(chunk, n - r0);
+    if (rows != w.rows) {
+      w = Views();  // the full chunks' own buffers go before the last chunk's are made
+      w = views_for(rows);
+    }
     const Tensor qc = aten::narrow(q, 0, r0, rows);
-    const Tensor R = matmul_acc(qc, kt, acc);
-    const Tensor gq = aten::narrow(grad_q, 0, r0, rows);
-    if constexpr (kSplit) {
-      const Tensor hilo = empty({2, rows, m}, q);
-      weights(R, hilo, r0, rows);
-      const std::vector<int64_t> stacked{2 * rows, m};
-      const Tensor v2 = aten::call("aten::view", "", hilo, IntArrayRef(stacked));
-      add_split_k_product<A>(v2, 2, k, gq, R, device);
-      if (grad_k.defined()) {
-        const Tensor prod = d <= rows ? reuse(R, {m, d}) : empty({m, d}, q, acc);
-        matmul_acc_into(aten::t(v2), aten::cat({qc, qc}), acc, prod);
-        add_parts<A>(grad_k, prod, 1);
-      }
-    } else {
-      weights(R, Tensor(), r0, rows);
-      add_split_k_product<A>(R, 1, k, gq, Tensor(), device);
-      if (grad_k.defined()) add_parts<A>(grad_k, matmul_acc(aten::t(R), qc, acc), 1);
+    matmul_acc_into(qc, kt, acc, w.r);
+    weights(w.r, w.hilo, r0, rows);
+    run_split_k<A>(w.split, grad_q_data + r0 * d, rows * d);
+    if (grad_k.defined()) {
+      matmul_acc_into(w.vt, kSplit ? aten::cat({qc, qc}) : qc, acc, w.prod);
+      add_parts<A>(grad_k_data, m * d, w.prod, 1);
     }
   }
 }
@@ -1256,9 +1322,11 @@ void gemm_lse_forward(const Tensor& q, const Tensor& k, const Tensor& scale,
   }
   const Tensor kt = aten::t(k);
   const int64_t* ex = exclude.defined() ? exclude.const_data_ptr<int64_t>() : nullptr;
+  const Tensor r_all = empty({chunk, m}, q, acc);
   for (int64_t r0 = 0; r0 < n; r0 += chunk) {
     const int64_t rows = std::min(chunk, n - r0);
-    const Tensor R = matmul_acc(aten::narrow(q, 0, r0, rows), kt, acc);
+    const Tensor R = chunk_view(r_all, chunk, rows, {rows, m});
+    matmul_acc_into(aten::narrow(q, 0, r0, rows), kt, acc, R);
     gemm_lse_kernel<A><<<static_cast<unsigned>(rows + col_blocks), kRowThreads, 0, stream>>>(
         R.const_data_ptr<A>(), rows, m, r0, scale.const_data_ptr<A>(), ex,
         row_lse.mutable_data_ptr<A>(), col_m, col_s);
@@ -1304,9 +1372,11 @@ void gemm_sigmoid_forward(const Tensor& q, const Tensor& k, const Tensor& scale,
   const int64_t n = q.size(0), m = k.size(0);
   const int64_t chunk = chunk_rows(n, m, sizeof(A));
   const Tensor kt = aten::t(k);
+  const Tensor r_all = empty({chunk, m}, q, acc);
   for (int64_t r0 = 0; r0 < n; r0 += chunk) {
     const int64_t rows = std::min(chunk, n - r0);
-    const Tensor R = matmul_acc(aten::narrow(q, 0, r0, rows), kt, acc);
+    const Tensor R = chunk_view(r_all, chunk, rows, {rows, m});
+    matmul_acc_into(aten::narrow(q, 0, r0, rows), kt, acc, R);
     gemm_softplus_rows_kernel<A>
         <<<static_cast<unsigned>(rows), kRowThreads, 0, cuda::current_stream()>>>(
             R.const_data_ptr<A>(), m, r0, scale.const_data_ptr<A>(), bias.const_data_ptr<A>(),

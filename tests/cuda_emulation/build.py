@@ -110,22 +110,22 @@ MUTANTS = {
     # The GEMM path adds every chunk's query gradients into the first chunk's rows.
     "gemm-chunk-row-offset": (
         "contrastive/contrastive_cuda.cu",
-        "const Tensor gq = aten::narrow(grad_q, 0, r0, rows);",
-        "const Tensor gq = aten::narrow(grad_q, 0, 0, rows);",
+        "run_split_k<A>(w.split, grad_q_data + r0 * d, rows * d);",
+        "run_split_k<A>(w.split, grad_q_data, rows * d);",
     ),
     # The split-K product of the GEMM path forgets the keys left over after its slices
     # (their product is computed but not summed).
     "split-k-remainder-dropped": (
         "contrastive/contrastive_cuda.cu",
-        "add_parts<A>(gq, buf, slots * halves);",
-        "add_parts<A>(gq, aten::narrow(buf, 0, 0, splits), splits * halves);",
+        "add_parts<A>(gq, count, p.buf, p.slots * p.halves);",
+        "add_parts<A>(gq, count, aten::narrow(p.buf, 0, 0, p.splits), p.splits * p.halves);",
     ),
     # The half types' split-K partials get a buffer of their own instead of the spent
     # logits' storage (right numbers, more memory).
     "split-k-partials-own-buffer": (
         "contrastive/contrastive_cuda.cu",
-        "const Tensor buf = fit >= 2 ? reuse(spent, bshape)",
-        "const Tensor buf = fit < 0 ? reuse(spent, bshape)",
+        "p.buf = spent.defined() && spent.numel() >= p.slots * vrows * d",
+        "p.buf = spent.defined() && spent.numel() < 0",
     ),
     # The loss computed beside the gradients (the training path) forgets its positives.
     "fused-loss-positive-as-negative": (

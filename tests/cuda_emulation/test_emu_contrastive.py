@@ -315,6 +315,53 @@ def test_chunk_count_of_the_chunk_benchmark(emu, monkeypatch, dt):
         assert launches(budget) == base + (chunks - 1) * per_chunk, budget
 
 
+# What a chunk of the training step asks of the dispatcher: q_c (a view), the logits'
+# product, the split-K product over the slices and the one over the keys left over, V^T q_c;
+# for the half types also the concatenation [q_c; q_c]. Every other buffer and view is made
+# once per chunk shape, before the first chunk.
+HOST_CALLS_PER_CHUNK = {torch.float32: {"aten::narrow": 1, "aten::mm": 3, "aten::bmm": 1},
+                        torch.bfloat16: {"aten::cat": 1}}
+# The calls that allocate or make views; in bfloat16 the emulated products (float32 copies
+# of blocks: narrow, to, mm, copy_, select) run on the host too, so only these are counted.
+ALLOCATIONS_AND_VIEWS = {"aten::new_empty", "aten::empty", "aten::new_zeros", "aten::zeros", "aten::full",
+                         "aten::view", "aten::transpose", "aten::t", "aten::as_strided", "aten::cat",
+                         "aten::contiguous", "aten::clone", "aten::expand", "aten::unsqueeze"}
+
+
+@pytest.mark.parametrize("dt", [torch.float32, torch.bfloat16], ids=str)
+def test_gemm_path_host_calls_per_chunk(emu, monkeypatch, dt):
+    """Each dispatcher call is host time (about a microsecond) that the chunk's GPU work has to
+    hide, and at N = 32768 the bfloat16 step has 256 chunks: the chunk loop calls only what
+    changes from chunk to chunk. Counted with the profiler (the ops that the op itself
+    calls) as the difference between 24 and 12 chunks of 96 rows against 1111 keys (split-K:
+    4 slices and a rest; chunks of at least D rows, so that V^T q_c fits in the spent logits
+    in both)."""
+    from collections import Counter
+
+    monkeypatch.setenv("GENCORE_CONTRASTIVE_PATH", "gemm")
+    monkeypatch.setenv("GENCORE_EMU_GEMM_BLOCK", "2048")  # one block per emulated product: fewer calls to record
+    n, m, d = 96, 1111, 4
+    q, k = features(n, d, dt, 41), features(m, d, dt, 42)
+    s, bias = scalar(10.0, dt), scalar(-10.0, dt)
+    per_pair = 4 if dt == torch.float32 else 8
+
+    def calls(rows):
+        monkeypatch.setenv("GENCORE_CONTRASTIVE_CHUNK_BYTES", str(per_pair * m * rows))
+        emu.ops.sigmoid_contrastive_loss_with_grads(q, k, s, bias, 0)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            emu.ops.sigmoid_contrastive_loss_with_grads(q, k, s, bias, 0)
+        counted = Counter(e.name for e in prof.events()
+                          if e.cpu_parent is not None and "sigmoid_contrastive_loss_with_grads" in e.cpu_parent.name)
+        if dt != torch.float32:
+            counted = Counter({name: c for name, c in counted.items() if name in ALLOCATIONS_AND_VIEWS})
+        return counted
+
+    few, many = calls(8), calls(4)  # 12 and 24 chunks, none shorter
+    assert sum(few.values()) > 0  # the profiler saw the op's calls
+    per_chunk = {name: (many[name] - few[name]) / 12 for name in many | few if many[name] != few[name]}
+    assert per_chunk == HOST_CALLS_PER_CHUNK[dt]
+
+
 @pytest.mark.parametrize("dt", LOW, ids=lambda d: str(d).removeprefix("torch."))
 def test_gemm_path_half_types_hold_only_their_chunk(emu, monkeypatch, dt):
     """Memory of the GEMM path in float16 / bfloat16: a chunk holds its float32 logits R and
