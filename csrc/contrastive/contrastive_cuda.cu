@@ -1205,7 +1205,8 @@ int64_t chunk_rows(int64_t n, int64_t m, int64_t bytes_per_pair) {
 
 // The first `rows` rows of a chunk buffer allocated for `chunk` rows (the whole buffer for
 // a full chunk): the last, shorter chunk reuses the full chunks' storage.
-Tensor chunk_view(const Tensor& all, int64_t chunk, int64_t rows, std::vector<int64_t> size) {
+Tensor chunk_view(const Tensor& all, int64_t chunk, int64_t rows,
+                  const std::vector<int64_t>& size) {
   if (rows == chunk) return all;
   return reuse(all, size);
 }
@@ -1222,7 +1223,7 @@ Tensor chunk_view(const Tensor& all, int64_t chunk, int64_t rows, std::vector<in
 // buffer. The buffers and the views the products need are made once, before the first
 // chunk (and again for a shorter last chunk): a chunk then costs the host one view (q_c),
 // its products (two to four), the weights and two sums, plus, for the half types, the
-// concatenation [q_c; q_c]. grad_q contiguous.
+// concatenation [q_c; q_c]. grad_q and grad_k contiguous.
 template <typename T, typename Weights>
 void gemm_backward(const Tensor& q, const Tensor& k, const Tensor& grad_q, const Tensor& grad_k,
                    const Weights& weights) {
