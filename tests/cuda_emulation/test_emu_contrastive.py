@@ -338,15 +338,16 @@ def test_gemm_path_host_calls_per_chunk(emu, monkeypatch, dt):
     in both)."""
     from collections import Counter
 
+    from gencore.benchmarks.gemm_chunks import bytes_per_pair
+
     monkeypatch.setenv("GENCORE_CONTRASTIVE_PATH", "gemm")
     monkeypatch.setenv("GENCORE_EMU_GEMM_BLOCK", "2048")  # one block per emulated product: fewer calls to record
     n, m, d = 96, 1111, 4
     q, k = features(n, d, dt, 41), features(m, d, dt, 42)
     s, bias = scalar(10.0, dt), scalar(-10.0, dt)
-    per_pair = 4 if dt == torch.float32 else 8
 
     def calls(rows):
-        monkeypatch.setenv("GENCORE_CONTRASTIVE_CHUNK_BYTES", str(per_pair * m * rows))
+        monkeypatch.setenv("GENCORE_CONTRASTIVE_CHUNK_BYTES", str(bytes_per_pair(dt) * m * rows))
         emu.ops.sigmoid_contrastive_loss_with_grads(q, k, s, bias, 0)
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
             emu.ops.sigmoid_contrastive_loss_with_grads(q, k, s, bias, 0)

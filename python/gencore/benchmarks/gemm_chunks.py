@@ -48,13 +48,17 @@ EAGER_MATRICES = 4       # the eager reference holds about four (N, N) matrices 
 TILES_UP_TO = 32768      # the tile kernels are timed up to this N (beyond, seconds per step)
 
 
-def chunk_count(n: int, m: int, dtype: torch.dtype, budget_bytes: int) -> int:
-    """Chunks of the GEMM path's backward for n query rows and m keys: C = budget / (m x
-    bytes per pair), at least 1 and at most n, where a pair holds one logit in the
+def bytes_per_pair(dtype: torch.dtype) -> int:
+    """What the GEMM path's backward holds per (query, key) pair of a chunk: one logit in the
     accumulation dtype and, for float16 / bfloat16, the weight's hi and lo in the input dtype."""
     acc = 8 if dtype == torch.float64 else 4
-    per_pair = acc + (2 * torch.finfo(dtype).bits // 8 if dtype in (torch.float16, torch.bfloat16) else 0)
-    rows = min(max(budget_bytes // (m * per_pair), 1), n)
+    return acc + (2 * torch.finfo(dtype).bits // 8 if dtype in (torch.float16, torch.bfloat16) else 0)
+
+
+def chunk_count(n: int, m: int, dtype: torch.dtype, budget_bytes: int) -> int:
+    """Chunks of the GEMM path's backward for n query rows and m keys: C = budget / (m x
+    bytes_per_pair(dtype)), at least 1 and at most n."""
+    rows = min(max(budget_bytes // (m * bytes_per_pair(dtype)), 1), n)
     return math.ceil(n / rows)
 
 
