@@ -89,10 +89,6 @@ inline void check_pair(const Tensor& a, const char* a_name, const Tensor& b, con
                       ".shape=", shape(b));
 }
 
-// A 0-d floating tensor on `device`; its value must be finite and positive. Reading it
-// would sync a CUDA stream, so a CUDA tensor's value is not checked here: a non-finite
-// or non-positive scale there gives a non-finite loss. (The Python wrappers check float
-// hyper-parameters on every device; the nn modules form the scale as exp(parameter).)
 // A 0-d floating tensor on `device`.
 inline void check_scalar_tensor(const Tensor& s, const char* name, const Device& device) {
   GENCORE_CHECK_VALUE(s.dim() == 0, "gencore: ", name, " must be a 0-d tensor, got shape ",
@@ -103,6 +99,18 @@ inline void check_scalar_tensor(const Tensor& s, const char* name, const Device&
                       device_name(s.device()));
 }
 
+// The largest finite value of the accumulation dtype: a hyper-parameter above it (a float64
+// 1e300 with float32 features) would become inf there.
+inline double acc_max(ScalarType acc) {
+  return acc == kDouble ? std::numeric_limits<double>::max()
+                        : static_cast<double>(std::numeric_limits<float>::max());
+}
+
+// A 0-d floating tensor on `device`; its value must be finite and positive, also in the
+// accumulation dtype. Reading it would sync a CUDA stream, so a CUDA tensor's value is not
+// checked here: a non-finite or non-positive scale there gives a non-finite loss. (The
+// Python wrappers check float hyper-parameters on every device; the nn modules form the
+// scale as exp(parameter).)
 inline void check_scale(const Tensor& s, const char* name, const Device& device, ScalarType acc,
                         bool reciprocal) {
   check_scalar_tensor(s, name, device);
@@ -110,9 +118,11 @@ inline void check_scale(const Tensor& s, const char* name, const Device& device,
     const double v = cpu_scalar(s);
     GENCORE_CHECK_VALUE(std::isfinite(v) && v > 0, "gencore: ", name,
                         " must be finite and > 0, got ", v);
+    GENCORE_CHECK_VALUE(v <= acc_max(acc), "gencore: ", name, " = ", v, " is not finite in ",
+                        dtype_name(acc), ", the dtype the kernels use (largest value ",
+                        acc_max(acc), ")");
     if (reciprocal) {  // a temperature: the kernels multiply by 1 / v in `acc`
-      const double lowest = acc == kDouble ? 1.0 / std::numeric_limits<double>::max()
-                                           : 1.0 / std::numeric_limits<float>::max();
+      const double lowest = 1.0 / acc_max(acc);
       GENCORE_CHECK_VALUE(v >= lowest, "gencore: ", name, " must be >= ", lowest,
                           " (its reciprocal must be finite in ", dtype_name(acc), "), got ", v);
     }
@@ -326,11 +336,14 @@ std::tuple<Tensor, Tensor, Tensor> contrastive_rows_backward_impl(
 
 // The bias: a 0-d floating tensor on the device, finite (checked on CPU only: reading a
 // CUDA value would sync the stream).
-inline void check_bias(const Tensor& b, const char* name, const Device& device) {
+inline void check_bias(const Tensor& b, const char* name, const Device& device, ScalarType acc) {
   check_scalar_tensor(b, name, device);
   if (!b.is_cuda()) {
     const double v = cpu_scalar(b);
     GENCORE_CHECK_VALUE(std::isfinite(v), "gencore: ", name, " must be finite, got ", v);
+    GENCORE_CHECK_VALUE(std::abs(v) <= acc_max(acc), "gencore: ", name, " = ", v,
+                        " is not finite in ", dtype_name(acc), ", the dtype the kernels use (largest value ",
+                        acc_max(acc), ")");
   }
 }
 
@@ -344,7 +357,7 @@ inline SigmoidOperands prepare_sigmoid(const Tensor& image, const Tensor& text,
                                        int64_t offset) {
   Operands ops = prepare(image, "image_features", text, "text_features", logit_scale,
                          "logit_scale", false);
-  check_bias(logit_bias, "logit_bias", image.device());
+  check_bias(logit_bias, "logit_bias", image.device(), ops.acc);
   const int64_t m = text.size(0);
   // Offsets outside [-n, m] place no positive at all, as -n and m do: refused rather than
   // letting i + offset overflow.

@@ -13,8 +13,10 @@
 //   y      = y_k + h N / Den,    N = s t^2 + d_k tt,    Den = s + g tt
 //   dy/dx  = s^2 M / Den^2,      M = d_{k+1} t^2 + 2 s tt + d_k (1 - t)^2
 //   L      = log dy/dx (the element's log-determinant, nats)
-// Inverse: t solves a t^2 + b t + c = 0 with a = h (s - d_k) + dy g, b = h d_k - dy g,
-// c = -s dy (dy = y - y_k). a + b = h s > 0, so b < 0 implies a > 0: the root in [0, 1] is
+// Inverse: t solves a t^2 + b t + c = 0 with a = (s - d_k) + r g, b = d_k - r g, c = -s r,
+// r = (y - y_k) / h in [0, 1] (Durkan et al.'s coefficients divided by h: free of units, so
+// b^2 cannot overflow for a wide bound, as h^2 did from 2B ~ 1e19 in float32). a + b = s > 0,
+// so b < 0 implies a > 0: the root in [0, 1] is
 // 2c / (-b - sqrt(disc)) when b >= 0 and (-b + sqrt(disc)) / (2a) when b < 0, each free of
 // cancellation (Durkan et al. use the first form alone, which cancels when b < 0 and
 // 4ac << b^2: a large d_{k+1} near the top of a bin). disc = b^2 - 4ac >= 0 for a
@@ -171,14 +173,14 @@ GENCORE_HD Eval<A> forward_in_bin(const Bin<A>& b, A x) {
   const A t = clamp01((x - b.x0) / b.w);
   const A s = b.h / b.w, tt = t * (A(1) - t);
   const A den = s + (b.d1 + b.d0 - A(2) * s) * tt;
-  const A y = b.y0 + b.h * (s * t * t + b.d0 * tt) / den;
+  const A y = b.y0 + b.h * ((s * t * t + b.d0 * tt) / den);  // (N / Den in [0, 1]: no overflow)
   return {y, log_deriv_at(b, t), t};
 }
 
 template <typename A>
 GENCORE_HD Eval<A> inverse_in_bin(const Bin<A>& b, A y) {
-  const A s = b.h / b.w, g = b.d1 + b.d0 - A(2) * s, dy = y - b.y0;
-  const A qa = b.h * (s - b.d0) + dy * g, qb = b.h * b.d0 - dy * g, qc = -s * dy;
+  const A s = b.h / b.w, g = b.d1 + b.d0 - A(2) * s, r = (y - b.y0) / b.h;
+  const A qa = (s - b.d0) + r * g, qb = b.d0 - r * g, qc = -s * r;
   A disc = qb * qb - A(4) * qa * qc;
   disc = disc > A(0) ? disc : A(0);
   const A root = hd::sqrt(disc);

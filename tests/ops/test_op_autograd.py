@@ -1,10 +1,13 @@
 """Derivatives of every public op beyond the first backward: create_graph, second
 derivatives (refused with gencore's message, never silently zero), and torch.func
-(grad, vjp, jacrev work; forward mode and nested differentiation are refused).
+(grad, vjp, jacrev and vmap(grad) work; forward mode, including torch.autograd.forward_ad,
+nested differentiation and second derivatives across torch.func and torch.autograd are
+refused).
 The conventions are in python/gencore/ops/_autograd.py."""
 
 import pytest
 import torch
+from torch.autograd import forward_ad as fwAD
 from torch.autograd import gradcheck, gradgradcheck
 
 from gencore import ops
@@ -109,3 +112,60 @@ def test_torch_func_forward_mode_and_nesting_are_refused(name):
         torch.func.hessian(lambda x: fn(x, *plain[1:]).sum())(plain[0])
     with pytest.raises(RuntimeError, match=f"second derivative of gencore.ops.{name.split(':')[0]}"):
         torch.func.grad(lambda x: torch.func.grad(lambda y: fn(y, *plain[1:]).sum())(x).sum())(plain[0])
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_forward_ad_dual_tensors_are_refused(name):
+    # torch.autograd.forward_ad: a dual tensor does not require grad, so a custom op's
+    # autograd would be skipped and its tangent silently dropped (the output no dual).
+    fn, inputs = _cases()[name]
+    plain = [t.detach() for t in inputs]
+    with fwAD.dual_level():
+        dual = fwAD.make_dual(plain[0], torch.ones_like(plain[0]))
+        with pytest.raises(RuntimeError, match=f"gencore.ops.{name.split(':')[0]} has no forward-mode derivative"):
+            fn(dual, *plain[1:])
+        fn(*plain)  # plain tensors inside a dual level still work
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_torch_func_inside_autograd_refuses_the_second_derivative(name):
+    # torch.func.grad of an input that requires grad records an ordinary graph around the
+    # transform; differentiating the result again needs the op's second derivative.
+    fn, inputs = _cases()[name]
+    op = name.split(":")[0]
+    x = inputs[0]
+    rest = [t.detach() for t in inputs[1:]]
+    g = torch.func.grad(lambda y: fn(y, *rest).sum())(x)
+    want = torch.autograd.grad(fn(x, *rest).sum(), x)[0]
+    torch.testing.assert_close(g.detach(), want, rtol=1e-12, atol=1e-12)  # the first derivative is right
+    with pytest.raises(RuntimeError, match=f"second derivative of gencore.ops.{op}"):
+        torch.autograd.grad(g.pow(2).sum(), x)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_autograd_inside_torch_func_refuses_the_second_derivative(name):
+    fn, inputs = _cases()[name]
+    op = name.split(":")[0]
+    plain = [t.detach() for t in inputs]
+
+    def penalty(y):
+        return torch.autograd.grad(fn(y, *plain[1:]).sum(), y, create_graph=True)[0].pow(2).sum()
+
+    with pytest.raises(RuntimeError, match=f"second derivative of gencore.ops.{op}"):
+        torch.func.grad(penalty)(plain[0])
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_vmap_of_grad_gives_per_example_gradients(name):
+    # Two stacked copies of the inputs with different values: vmap(grad) against a loop.
+    fn, inputs = _cases()[name]
+    plain = [t.detach() for t in inputs]
+    other = [t + 0.25 * torch.randn(t.shape, dtype=t.dtype, generator=torch.Generator().manual_seed(5))
+             for t in plain]
+    stacked = [torch.stack(pair) for pair in zip(plain, other)]
+    argnums = tuple(range(len(plain)))
+    got = torch.func.vmap(torch.func.grad(lambda *xs: fn(*xs).sum(), argnums=argnums), randomness="same")(*stacked)
+    for copy, values in enumerate((plain, other)):
+        want = torch.autograd.grad(fn(*[v.requires_grad_() for v in values]).sum(), values)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a[copy], b, rtol=1e-10, atol=1e-10)

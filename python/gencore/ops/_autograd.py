@@ -14,8 +14,16 @@ needs the op's second derivative, where it raises instead of being silently zero
 :func:`transforms_active` tells a wrapper that torch.func is transforming the call
 (``grad``, ``vjp``, ``jacrev``, ``vmap``): the wrappers then use their
 ``torch.autograd.Function`` (``setup_context`` style, which torch.func supports) instead
-of a fast path that it cannot see through; forward mode and nested differentiation are
-refused there with a clear error.
+of a fast path that it cannot see through; forward mode (torch.func's and
+``torch.autograd.forward_ad``'s dual tensors, whose tangents the ops would otherwise drop)
+and nested differentiation are refused there with a clear error.
+
+Under torch.func the backward formula runs inside :class:`_FirstOrderOnly`, a Function
+whose own backward raises: a graph recorded around the transform (``torch.func.grad(f)(x)``
+with ``x.requires_grad``, then ``torch.autograd.grad`` of the result) or a transform around
+an autograd graph (``torch.autograd.grad(..., create_graph=True)`` inside
+``torch.func.grad``) reaches it and raises, where the fused backward kernels, which have
+no derivative of their own, would give a silently wrong (often zero) second derivative.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import functools
 import torch
 from torch._C import _functions
 from torch._C._functorch import TransformType
+from torch.autograd import forward_ad
 
 __all__ = ["first_order", "second_derivative_message", "transforms_active"]
 
@@ -46,10 +55,14 @@ def first_order(op: str):
     def decorate(backward):
         @functools.wraps(backward)
         def wrapper(ctx, *grads):
+            if torch.compiler.is_compiling():
+                return backward(ctx, *grads)  # (traced: torch.compile's own derivatives)
             if torch._C._functorch.peek_interpreter_stack() is not None:
-                # Under torch.func the formula runs as is; nested differentiation was
-                # refused when the op was called (transforms_active).
-                return backward(ctx, *grads)
+                # Under torch.func: nested torch.func differentiation was refused when the op
+                # was called (transforms_active); any other level that differentiates the
+                # formula reaches _FirstOrderOnly's backward and raises.
+                return _FirstOrderOnly.apply(backward, ctx, message.decode(), len(grads), *grads,
+                                             *ctx.saved_tensors)
             with torch.no_grad():
                 outputs = backward(ctx, *grads)
             if not torch.is_grad_enabled():
@@ -76,18 +89,58 @@ def first_order(op: str):
     return decorate
 
 
-def transforms_active(op: str) -> bool:
+class _SavedView:
+    """The ctx of a backward formula with ``saved_tensors`` replaced (the unwrapped tensors
+    that :class:`_FirstOrderOnly`'s forward receives); every other attribute is ctx's."""
+
+    def __init__(self, ctx, saved: tuple) -> None:
+        self._ctx = ctx
+        self.saved_tensors = saved
+
+    def __getattr__(self, name: str):
+        return getattr(self._ctx, name)
+
+
+class _FirstOrderOnly(torch.autograd.Function):
+    """``backward(ctx, *grads)`` evaluated as a Function whose derivative raises ``message``."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(backward, ctx, message, n_grads, *tensors):
+        return backward(_SavedView(ctx, tensors[n_grads:]), *tensors[:n_grads])
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.message = inputs[2]
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError(ctx.message)
+
+
+def _forward_message(op: str) -> str:
+    return (f"gencore: {op} has no forward-mode derivative (torch.func.jvp, jacfwd, hessian, "
+            "torch.autograd.forward_ad dual tensors); use reverse mode (torch.func.grad, vjp, jacrev, "
+            "torch.autograd.grad)")
+
+
+def transforms_active(op: str, *tensors) -> bool:
     """Whether a torch.func transform (grad, vjp, jacrev, vmap) is running around a call of
-    ``op``. Raises for what the ops cannot do under torch.func: forward-mode derivatives
-    (``jvp``, ``jacfwd``, ``hessian``) and nested reverse-mode ones (``grad(grad(f))``)."""
-    if torch.compiler.is_compiling() or torch._C._functorch.peek_interpreter_stack() is None:
+    ``op`` with inputs ``tensors`` (None entries allowed). Raises for what the ops cannot do:
+    forward-mode derivatives (``jvp``, ``jacfwd``, ``hessian``, or a dual tensor of
+    ``torch.autograd.forward_ad`` among ``tensors``) and nested reverse-mode ones under
+    torch.func (``grad(grad(f))``)."""
+    if torch.compiler.is_compiling():
         return False  # (torch.compile traces the registered autograd of the op)
+    if forward_ad._current_level >= 0 and any(
+            isinstance(t, torch.Tensor) and forward_ad.unpack_dual(t).tangent is not None for t in tensors):
+        raise RuntimeError(_forward_message(op))
+    if torch._C._functorch.peek_interpreter_stack() is None:
+        return False
     kinds = [i.key() for i in torch._C._functorch.get_interpreter_stack()]
     if TransformType.Jvp in kinds:
-        raise RuntimeError(
-            f"gencore: {op} has no forward-mode derivative (torch.func.jvp, jacfwd, hessian); "
-            "use reverse mode (torch.func.grad, vjp, jacrev)"
-        )
+        raise RuntimeError(_forward_message(op))
     if kinds.count(TransformType.Grad) > 1:
         raise RuntimeError(second_derivative_message(op))
     return True

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 
+import torch
+
 _TAG = "[TypeError] "
 
 
@@ -27,3 +29,37 @@ def typed(op):
             raise
 
     return call
+
+
+def check_tensors(**tensors) -> None:
+    """``TypeError`` naming the first argument that is not a tensor (``None``, a float, an
+    array...), before the op's schema rejects it with a message that does not name it."""
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"gencore: {name} must be a tensor, got {type(t).__name__}")
+
+
+def as_finite_float(value, name: str, what: str) -> float:
+    """A Python number as a float; an int too large for one (``10**400``) is refused as not
+    finite (``what`` says what ``name`` must be) instead of an ``OverflowError``."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"gencore: {name} must be {what}, got an int of {value.bit_length()} bits") from None
+
+
+def compute_dtype(like: torch.Tensor) -> torch.dtype:
+    """The dtype the kernels compute in for ``like``'s dtype: float64 for float64, float32
+    for everything else (float32 and, on CUDA, float16 / bfloat16)."""
+    return torch.float64 if like.dtype == torch.float64 else torch.float32
+
+
+def check_representable(value: float, name: str, like: torch.Tensor) -> None:
+    """``ValueError`` when the finite float ``value`` overflows the dtype the kernels compute
+    ``like`` in (``1e39`` is a finite float but inf in float32), where it would turn the
+    results into inf / NaN."""
+    dtype = compute_dtype(like)
+    big = torch.finfo(dtype).max
+    if abs(value) > big:
+        raise ValueError(f"gencore: {name} = {value} is not finite in {str(dtype).removeprefix('torch.')}, the "
+                         f"dtype the kernels use for {like.dtype} inputs (largest value {big:.6g})")

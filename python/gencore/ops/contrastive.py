@@ -17,7 +17,7 @@ import math
 import torch
 
 from gencore.ops._autograd import first_order, transforms_active
-from gencore.ops._errors import typed
+from gencore.ops._errors import as_finite_float, check_representable, check_tensors, compute_dtype, typed
 
 __all__ = ["clip_loss", "nt_xent_loss", "contrastive_cross_entropy", "sigmoid_contrastive_loss",
            "sigmoid_contrastive_pairs"]
@@ -47,8 +47,28 @@ def _scalar_tensor(value: torch.Tensor, name: str, like: torch.Tensor) -> torch.
 
 
 def _check_number(value, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float, torch.SymFloat)):
         raise TypeError(f"gencore: {name} must be a float or a 0-d tensor, got {type(value).__name__}")
+
+
+def _as_acc_tensor(value, name: str, like: torch.Tensor, low: float, what: str) -> torch.Tensor:
+    """A Python number as a 0-d tensor of the accumulation dtype on ``like``'s device, after
+    checking ``low < value`` (``low`` -inf for any finite value) and that it is finite in
+    that dtype (1e39 is a finite float but inf in float32). Under torch.compile ``value``
+    may be symbolic (dynamic=True, or a float that changed between calls): the same checks
+    as two comparisons, which a symbolic float supports and ``math.isfinite`` does not."""
+    dtype = compute_dtype(like)
+    big = torch.finfo(dtype).max
+    if torch.compiler.is_compiling():
+        torch._check_value(value > low, lambda: f"gencore: {name} must be {what}")
+        torch._check_value(value <= big, lambda: f"gencore: {name} must be {what}")
+        torch._check_value(value >= -big, lambda: f"gencore: {name} must be {what}")
+        return torch.full((), value, dtype=dtype, device=like.device)
+    v = as_finite_float(value, name, what)
+    if not (math.isfinite(v) and v > low):
+        raise ValueError(f"gencore: {name} must be {what}, got {value}")
+    check_representable(v, name, like)
+    return torch.tensor(v, dtype=dtype, device=like.device)
 
 
 def _as_scale(value, name: str, like: torch.Tensor, reciprocal: bool = False) -> torch.Tensor:
@@ -57,14 +77,13 @@ def _as_scale(value, name: str, like: torch.Tensor, reciprocal: bool = False) ->
     if isinstance(value, torch.Tensor):
         return _scalar_tensor(value, name, like)
     _check_number(value, name)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"gencore: {name} must be finite and > 0, got {value}")
-    dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
+    scale = _as_acc_tensor(value, name, like, 0.0, "finite and > 0")
+    dtype = scale.dtype
     lowest = 1.0 / torch.finfo(dtype).max
-    if reciprocal and value < lowest:
+    if reciprocal and not torch.compiler.is_compiling() and value < lowest:
         raise ValueError(f"gencore: {name} must be >= {lowest:.3g} (its reciprocal must be finite in "
                          f"{str(dtype).removeprefix('torch.')}), got {value}")
-    return torch.tensor(float(value), dtype=dtype, device=like.device)
+    return scale
 
 
 def _as_bias(value, like: torch.Tensor) -> torch.Tensor:
@@ -73,15 +92,7 @@ def _as_bias(value, like: torch.Tensor) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return _scalar_tensor(value, "logit_bias", like)
     _check_number(value, "logit_bias")
-    if not math.isfinite(value):
-        raise ValueError(f"gencore: logit_bias must be finite, got {value}")
-    dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
-    return torch.tensor(float(value), dtype=dtype, device=like.device)
-
-
-def _check_tensor(x, name: str):
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"gencore: {name} must be a tensor, got {type(x).__name__}")
+    return _as_acc_tensor(value, "logit_bias", like, -math.inf, "finite")
 
 
 def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale) -> torch.Tensor:
@@ -108,10 +119,9 @@ def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_s
             finite and positive, tensors on different devices.
         TypeError: non-floating or mismatched dtypes.
     """
-    _check_tensor(image_features, "image_features")
-    _check_tensor(text_features, "text_features")
+    check_tensors(image_features=image_features, text_features=text_features)
     scale = _as_scale(logit_scale, "logit_scale", image_features)
-    if transforms_active("gencore.ops.clip_loss"):
+    if transforms_active("gencore.ops.clip_loss", image_features, text_features, scale):
         return _ClipLoss.apply(image_features, text_features, scale)[0]
     loss, _, _ = _clip(image_features, text_features, scale)
     return loss
@@ -138,10 +148,9 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, *, temperature=0.5) -> torc
             finite and positive.
         TypeError: non-floating or mismatched dtypes.
     """
-    _check_tensor(z1, "z1")
-    _check_tensor(z2, "z2")
+    check_tensors(z1=z1, z2=z2)
     t = _as_scale(temperature, "temperature", z1, reciprocal=True)
-    if transforms_active("gencore.ops.nt_xent_loss"):
+    if transforms_active("gencore.ops.nt_xent_loss", z1, z2, t):
         return _NTXentLoss.apply(z1, z2, t)[0]
     loss, _ = _ntxent(z1, z2, t)
     return loss
@@ -166,14 +175,12 @@ def contrastive_cross_entropy(query: torch.Tensor, keys: torch.Tensor, scale, po
     Returns:
         ``(n,)`` losses in the query's dtype, differentiable in ``query``, ``keys``, ``scale``.
     """
-    _check_tensor(query, "query")
-    _check_tensor(keys, "keys")
-    _check_tensor(positive, "positive")
+    check_tensors(query=query, keys=keys, positive=positive)
     s = _as_scale(scale, "scale", query)
     if exclude is None:
         exclude = torch.full((query.shape[0] if query.dim() > 0 else 0,), -1, dtype=torch.int64,
                              device=query.device)
-    if transforms_active("gencore.ops.contrastive_cross_entropy"):
+    if transforms_active("gencore.ops.contrastive_cross_entropy", query, keys, s):
         return _ContrastiveRows.apply(query, keys, s, positive, exclude)[0]
     loss, _ = _rows(query, keys, s, positive, exclude)
     return loss
@@ -215,8 +222,7 @@ def sigmoid_contrastive_loss(image_features: torch.Tensor, text_features: torch.
             finite and positive, ``logit_bias`` not finite, tensors on different devices.
         TypeError: non-floating or mismatched dtypes.
     """
-    _check_tensor(image_features, "image_features")
-    _check_tensor(text_features, "text_features")
+    check_tensors(image_features=image_features, text_features=text_features)
     if image_features.dim() == 2 and text_features.dim() == 2 and image_features.shape[0] != text_features.shape[0]:
         raise ValueError("gencore: image_features and text_features must have the same number of rows N (row i of "
                          "one is the positive of row i of the other): got image_features.shape="
@@ -243,13 +249,15 @@ def sigmoid_contrastive_pairs(query: torch.Tensor, keys: torch.Tensor, logit_sca
     Returns:
         0-d loss, differentiable in ``query``, ``keys``, the scale and the bias.
     """
-    _check_tensor(query, "image_features")
-    _check_tensor(keys, "text_features")
+    check_tensors(image_features=query, text_features=keys)
     if isinstance(positive_offset, bool) or not isinstance(positive_offset, int):
         raise TypeError(f"gencore: positive_offset must be an int, got {type(positive_offset).__name__}")
+    if not -(1 << 63) <= positive_offset < (1 << 63):  # beyond the schema's int64; the op checks [-n, m]
+        raise ValueError(f"gencore: positive_offset must be in [-n, m] (n, m the rows of query and keys), "
+                         f"got {positive_offset}")
     scale = _as_scale(logit_scale, "logit_scale", query)
     bias = _as_bias(logit_bias, query)
-    if transforms_active("gencore.ops.sigmoid_contrastive_loss"):
+    if transforms_active("gencore.ops.sigmoid_contrastive_loss", query, keys, scale, bias):
         return _SigmoidLoss.apply(query, keys, scale, bias, positive_offset)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (query, keys, scale, bias)):
         # A gradient will be wanted: the loss and its gradients from one visit of the logits.

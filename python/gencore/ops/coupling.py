@@ -15,7 +15,7 @@ import torch
 
 from gencore import _C
 from gencore.ops._autograd import first_order, transforms_active
-from gencore.ops._errors import typed
+from gencore.ops._errors import as_finite_float, check_representable, check_tensors, typed
 from gencore.reference import transformed_count
 
 __all__ = ["affine_coupling", "masked_affine_coupling"]
@@ -62,10 +62,11 @@ def affine_coupling(
             is negative or not finite.
         TypeError: a non-floating or unsupported dtype, or dtypes differ.
     """
-    clamp, reverse = _check_clamp(clamp), bool(reverse)
+    check_tensors(x=x, log_scale=log_scale, shift=shift)
+    clamp, reverse = _check_clamp(clamp, x), bool(reverse)
     if torch.compiler.is_compiling():
         return _op(x, log_scale, shift, clamp=clamp, reverse=reverse)
-    if transforms_active("gencore.ops.affine_coupling"):
+    if transforms_active("gencore.ops.affine_coupling", x, log_scale, shift):
         return _AffineCouplingFunc.apply(x, log_scale, shift, clamp, reverse)
     if CXX_AUTOGRAD:
         return _op(x, log_scale, shift, clamp=clamp, reverse=reverse)
@@ -75,17 +76,18 @@ def affine_coupling(
         return _op(x, log_scale, shift, clamp=clamp, reverse=reverse)
 
 
-def _check_clamp(clamp) -> float:
+def _check_clamp(clamp, x: torch.Tensor) -> float:
     if not isinstance(clamp, (int, float, torch.SymFloat)) or isinstance(clamp, bool):
         raise TypeError(f"gencore: clamp must be a float, got {type(clamp).__name__}")
     if torch.compiler.is_compiling():  # clamp may be symbolic (dynamic=True)
         _check_clamp_fake(clamp)
         return clamp
-    if not math.isfinite(clamp) or clamp < 0:
-        raise ValueError(
-            f"gencore: clamp must be a finite number >= 0 (0 disables the soft clamp), got {clamp}"
-        )
-    return float(clamp)
+    what = "a finite number >= 0 (0 disables the soft clamp)"
+    value = as_finite_float(clamp, "clamp", what)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"gencore: clamp must be {what}, got {clamp}")
+    check_representable(value, "clamp", x)
+    return value
 
 
 def masked_affine_coupling(
@@ -139,10 +141,11 @@ def masked_affine_coupling(
         >>> y, logdet = masked_affine_coupling(x, params)
         >>> x2, ld = masked_affine_coupling(y, params, reverse=True)   # x2 == x, ld == -logdet
     """
-    clamp, swap, reverse = _check_clamp(clamp), bool(swap), bool(reverse)
+    check_tensors(x=x, params=params)
+    clamp, swap, reverse = _check_clamp(clamp, x), bool(swap), bool(reverse)
     if torch.compiler.is_compiling():
         return _masked_op(x, params, mask=mask, swap=swap, clamp=clamp, reverse=reverse)
-    if transforms_active("gencore.ops.masked_affine_coupling"):
+    if transforms_active("gencore.ops.masked_affine_coupling", x, params):
         return _MaskedCouplingFunc.apply(x, params, mask, swap, clamp, reverse)
     if CXX_AUTOGRAD:
         return _masked_op(x, params, mask=mask, swap=swap, clamp=clamp, reverse=reverse)

@@ -102,8 +102,8 @@ def reparameterize(
     if n_samples is not None:
         if not isinstance(n_samples, int) or isinstance(n_samples, bool):
             raise TypeError(f"gencore: n_samples must be an int or None, got {type(n_samples).__name__}")
-        if n_samples < 1:
-            raise ValueError(f"gencore: n_samples must be >= 1 (or None), got {n_samples}")
+        if not 1 <= n_samples <= 0xFFFFFFFF:  # a 32-bit Philox counter word numbers the samples
+            raise ValueError(f"gencore: n_samples must be in [1, 2^32 - 1] (or None), got {n_samples}")
     if not isinstance(mu, torch.Tensor) or not isinstance(logvar, torch.Tensor):
         raise TypeError("gencore: mu and logvar must be tensors")
     if not mu.dtype.is_floating_point:
@@ -112,16 +112,12 @@ def reparameterize(
         if p is not None and not isinstance(p, torch.Tensor):
             raise TypeError(f"gencore: {name} must be a tensor or None, got {type(p).__name__}")
     if (prior_mu is None) != (prior_logvar is None):
-        # The kernel takes both or neither: the missing one is 0 (mean 0 or unit variance).
-        given = prior_mu if prior_mu is not None else prior_logvar
-        if given.shape == mu.shape and given.dtype == mu.dtype and given.device == mu.device:
-            zeros = torch.zeros_like(mu, memory_format=torch.contiguous_format)
-            prior_mu = zeros if prior_mu is None else prior_mu
-            prior_logvar = zeros if prior_logvar is None else prior_logvar
-        else:  # the op names the mismatch
-            prior_mu = given if prior_mu is None else prior_mu
-            prior_logvar = given if prior_logvar is None else prior_logvar
-    transformed = transforms_active("gencore.ops.reparameterize")
+        # The kernel takes both or neither: the missing one is 0 (mean 0 or unit variance),
+        # made like mu, so that the op's checks name the given one if it does not match mu.
+        zeros = torch.zeros_like(mu, memory_format=torch.contiguous_format)
+        prior_mu = zeros if prior_mu is None else prior_mu
+        prior_logvar = zeros if prior_logvar is None else prior_logvar
+    transformed = transforms_active("gencore.ops.reparameterize", mu, logvar, prior_mu, prior_logvar)
     state = draw_rng_state(mu.device, generator)
     if transformed:
         z, kl, log_q = _Reparameterize.apply(mu, logvar, state, prior_mu, prior_logvar, n_samples or 0,

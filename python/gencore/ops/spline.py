@@ -17,7 +17,7 @@ import math
 import torch
 
 from gencore.ops._autograd import first_order, transforms_active
-from gencore.ops._errors import typed
+from gencore.ops._errors import as_finite_float, check_representable, check_tensors, typed
 
 __all__ = ["rq_spline", "RQ_MAX_BINS"]
 
@@ -81,26 +81,26 @@ def rq_spline(x: torch.Tensor, widths: torch.Tensor, heights: torch.Tensor, deri
         >>> y, logdet = rq_spline(x, w, h, d)
         >>> x2, ld = rq_spline(y, w, h, d, reverse=True)     # x2 ≈ x, ld ≈ -logdet
     """
-    for name, t in (("x", x), ("widths", widths), ("heights", heights), ("derivatives", derivatives)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"gencore: {name} must be a tensor, got {type(t).__name__}")
-    bound = _check_bound(bound)
+    check_tensors(x=x, widths=widths, heights=heights, derivatives=derivatives)
+    bound = _check_bound(bound, x)
     if not isinstance(reverse, bool):
         raise TypeError(f"gencore: reverse must be a bool, got {type(reverse).__name__}")
-    if transforms_active("gencore.ops.rq_spline"):
+    if transforms_active("gencore.ops.rq_spline", x, widths, heights, derivatives):
         return _RQSpline.apply(x, widths, heights, derivatives, bound, reverse)
     return _op(x, widths, heights, derivatives, bound=bound, reverse=reverse)
 
 
-def _check_bound(bound):
+def _check_bound(bound, x: torch.Tensor):
     if isinstance(bound, bool) or not isinstance(bound, (int, float, torch.SymFloat)):
         raise TypeError(f"gencore: bound must be a float, got {type(bound).__name__}")
     if torch.compiler.is_compiling():
         _check_bound_fake(bound)
         return bound
-    if not (math.isfinite(bound) and bound > 0):
+    value = as_finite_float(bound, "bound", "a finite number > 0")
+    if not (math.isfinite(value) and value > 0):
         raise ValueError(f"gencore: bound must be a finite number > 0, got {bound}")
-    return float(bound)
+    check_representable(2 * value, "the interval's width 2 * bound", x)  # the knots span 2 * bound
+    return value
 
 
 # ----------------------------------------------------------------- fake kernels -----------

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from gencore.ops._autograd import first_order, transforms_active
-from gencore.ops._errors import typed
+from gencore.ops._errors import check_tensors, typed
 
 __all__ = ["nearest_code"]
 
@@ -51,12 +51,10 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor, *, cosine: bool = Fals
             codebook, tensors on different devices.
         TypeError: non-floating or mismatched dtypes, ``cosine`` not a bool.
     """
-    for name, t in (("x", x), ("codebook", codebook)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"gencore: {name} must be a tensor, got {type(t).__name__}")
+    check_tensors(x=x, codebook=codebook)
     if not isinstance(cosine, bool):
         raise TypeError(f"gencore: cosine must be a bool, got {type(cosine).__name__}")
-    if transforms_active("gencore.ops.nearest_code"):
+    if transforms_active("gencore.ops.nearest_code", x, codebook):
         sq_dist, indices = _NearestCode.apply(x, codebook, cosine)
     else:
         sq_dist, indices = _op(x, codebook, cosine=cosine)
