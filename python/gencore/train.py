@@ -475,12 +475,26 @@ def _read_meta(path: Path) -> dict:
             raise CheckpointError(f"corrupted checkpoint {f}: its 'files' entry is missing or malformed")
         if ("optimizer" in files) != ("optimizer" in meta or "optimizers" in meta):
             raise CheckpointError(f"corrupted checkpoint {f}: optimizer state and optimizer file disagree")
+    if not isinstance(meta.get("model"), str):
+        raise CheckpointError(f"corrupted checkpoint {f}: 'model' is missing or not a model name")
+    if not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"corrupted checkpoint {f}: 'config' is missing or not a mapping")
     step = meta.get("step")
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise CheckpointError(f"corrupted checkpoint {f}: step {step!r} is not an int >= 0")
+    for kind in ("model", "optimizer"):  # their names carry the step they were saved at
+        entry = meta.get("files", {}).get(kind)
+        if entry is not None and int(entry["name"].split(".")[1]) != step:
+            raise CheckpointError(f"corrupted checkpoint {f}: step {step} but its {kind} file {entry['name']} was "
+                                  f"saved at step {int(entry['name'].split('.')[1])}")
     if not isinstance(meta.get("extra", {}), dict):
         raise CheckpointError(f"corrupted checkpoint {f}: 'extra' is not a mapping")
     return meta
+
+
+class _SupersededFile(CheckpointError):
+    """A file named by the manifest is missing: outside damage, or a newer checkpoint saved
+    after the manifest was read (load_checkpoint reads the manifest again to tell)."""
 
 
 def _load_tensors(f: Path) -> dict[str, torch.Tensor]:
@@ -506,7 +520,7 @@ def _load_verified(path: Path, meta: dict, kind: str) -> dict[str, torch.Tensor]
     try:
         data = f.read_bytes()
     except FileNotFoundError:
-        raise CheckpointError(f"corrupted checkpoint: {f.name}, named by {MANIFEST}, is missing in {path}") from None
+        raise _SupersededFile(f"corrupted checkpoint: {f.name}, named by {MANIFEST}, is missing in {path}") from None
     if len(data) != entry["bytes"]:
         raise CheckpointError(f"corrupted checkpoint file {f}: {len(data)} bytes, {MANIFEST} records "
                               f"{entry['bytes']} (truncated or overwritten)")
@@ -518,6 +532,24 @@ def _load_verified(path: Path, meta: dict, kind: str) -> dict[str, torch.Tensor]
         return load(data)
     except Exception as e:  # a file that matches its checksum but is not safetensors
         raise CheckpointError(f"corrupted checkpoint file {f}: {e}") from e
+
+
+def _check_model_state(path: Path, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Refuse what ``load_state_dict`` would take silently: a tensor of another kind than
+    the model's (``copy_`` would cast int32 into float32 weights, or floats into an integer
+    counter; float32 into a float64 model is a change of precision and is allowed) and NaN
+    or infinite values in a tensor the model has (every prediction would be NaN; PCA checks
+    its fitted state itself). Keys and shapes are load_state_dict's to check."""
+    own = model.state_dict()
+    for key, t in state.items():
+        mine = own.get(key)
+        if mine is None:
+            continue
+        if t.is_floating_point() != mine.is_floating_point() or (not t.is_floating_point() and t.dtype != mine.dtype):
+            raise CheckpointError(f"checkpoint {path} does not match the model: {key} is {t.dtype}, the model's "
+                                  f"{key} is {mine.dtype}")
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise CheckpointError(f"corrupted checkpoint {path}: {key} holds NaN or infinite values")
 
 
 def record_run_extra(path, extra: dict) -> None:
@@ -568,15 +600,30 @@ def load_checkpoint(path, model: nn.Module | None = None, *, optimizer=None,
         integer >= 0), naming the parameter -- checked before the optimizer is touched, as a
         fused AdamW step would otherwise read and write out of bounds.
     """
+    path = Path(path)
+    meta, retries = _read_meta(path), 2
+    while True:
+        try:
+            return _load_from(path, meta, model, optimizer, best)
+        except _SupersededFile:
+            # A run saving into the folder meanwhile replaced the checkpoint the manifest
+            # named (a reader's race, not damage): read the new one, unless nothing changed.
+            newer = _read_meta(path)
+            if not retries or newer == meta:
+                raise
+            meta, retries = newer, retries - 1
+
+
+def _load_from(path: Path, meta: dict, model: nn.Module | None, optimizer, best: bool) -> tuple[nn.Module, dict]:
+    """load_checkpoint's work on the manifest ``meta`` read from ``path``."""
     from gencore.models import build
 
-    path = Path(path)
-    meta = _read_meta(path)
     if model is None:
         model = build(meta["model"], meta["config"])
     if best and "best" not in meta.get("files", {}):
         raise CheckpointError(f"checkpoint {path} holds no best state (it was not trained with keep_best)")
     state = _load_verified(path, meta, "best" if best else "model")
+    _check_model_state(path, model, state)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
@@ -668,6 +715,31 @@ def _changes(saved: dict, now: dict) -> list[str]:
     saved, now = _jsonable(saved), _jsonable(now)
     return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(saved) | set(now))
             if saved.get(k) != now.get(k)]
+
+
+def _saved_history(path: Path, meta: dict, start: int) -> list[dict]:
+    """The evaluation records of a checkpoint at step ``start``, checked: a list of mappings
+    whose ``step`` values are ints increasing within ``[1, start]``, other values numbers;
+    and ``best_eval_loss`` a number or null (a crafted manifest must not fail later, inside
+    a summary)."""
+    extra = meta.get("extra", {})
+    history = extra.get("history", [])
+    where = f"corrupted checkpoint {path / MANIFEST}"
+    if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
+        raise CheckpointError(f"{where}: extra.history is not a list of records")
+    last = 0
+    for r in history:
+        step = r.get("step")
+        if isinstance(step, bool) or not isinstance(step, int) or not last < step <= start:
+            raise CheckpointError(f"{where}: extra.history has a record at step {step!r}; steps must increase "
+                                  f"within [1, {start}]")
+        last = step
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in r.values()):
+            raise CheckpointError(f"{where}: extra.history's record at step {step} holds a value that is not a number")
+    loss = extra.get("best_eval_loss")
+    if loss is not None and (isinstance(loss, bool) or not isinstance(loss, (int, float))):
+        raise CheckpointError(f"{where}: extra.best_eval_loss is {loss!r}, not a number")
+    return list(history)
 
 
 def _check_resume(path: Path, meta: dict, model: nn.Module, settings: dict, allow_changes: bool) -> None:
@@ -905,7 +977,12 @@ def _fit(model, train_t, eval_t, *, steps, batch_size, lr, seed, eval_every, ckp
         _check_resume(ckpt, meta, model, settings, allow_changes)
         _, meta = load_checkpoint(ckpt, model, optimizer=_saved_form(optimizers, two_player))
         start = int(meta["step"])
-        history = list(meta.get("extra", {}).get("history", []))
+        if start > steps and not allow_changes:
+            raise CheckpointError(
+                f"run folder {ckpt} holds a checkpoint at step {start}, past steps={steps}: steps may grow, not "
+                "shrink. Train into a new folder, or allow the change explicitly (fit(allow_changes=True), "
+                "gencore train --allow-changes), which keeps the checkpoint as it is")
+        history = _saved_history(ckpt, meta, start)
         best.restore(ckpt, meta)
     batches = _Batches(train_t[0].shape[0], batch_size, seed)
 

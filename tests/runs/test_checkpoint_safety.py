@@ -481,3 +481,133 @@ def test_version_1_checkpoints_still_load_and_are_converted(tmp_path):
     assert not (tmp_path / "model.safetensors").exists() and not (tmp_path / "optimizer.safetensors").exists()
     assert manifest(tmp_path)["version"] == 2
     load_checkpoint(tmp_path, make()[0], optimizer=make()[1])
+
+
+def rewrite_model_file(path: Path, change) -> None:
+    """Replaces the model tensors of the checkpoint in ``path`` by ``change(tensors)``, with
+    a manifest whose size and sha256 match (a crafted checkpoint, not a damaged one)."""
+    import hashlib
+
+    from safetensors.torch import load, save
+
+    meta = manifest(path)
+    entry = meta["files"]["model"]
+    data = save(change(load((path / entry["name"]).read_bytes())))
+    (path / entry["name"]).write_bytes(data)
+    entry["bytes"], entry["sha256"] = len(data), hashlib.sha256(data).hexdigest()
+    (path / "checkpoint.json").write_text(json.dumps(meta))
+
+
+class TestCraftedState:
+    """Checkpoints whose checksums match but whose contents load_state_dict would take
+    silently or that fail later, deep inside a method."""
+
+    def test_non_finite_weights_are_refused_naming_the_tensor(self, tmp_path):
+        model, _ = saved(tmp_path)
+        key = next(k for k, v in model.state_dict().items() if v.is_floating_point() and v.numel() > 1)
+        rewrite_model_file(tmp_path, lambda t: {**t, key: torch.full_like(t[key], float("nan"))})
+        with pytest.raises(CheckpointError, match=f"{re.escape(key)} holds NaN or infinite values"):
+            load_checkpoint(tmp_path)
+
+    def test_an_integer_tensor_for_a_float_parameter_is_refused(self, tmp_path):
+        model, _ = saved(tmp_path)
+        key = next(k for k, v in model.state_dict().items() if v.is_floating_point())
+        rewrite_model_file(tmp_path, lambda t: {**t, key: t[key].round().to(torch.int32)})
+        with pytest.raises(CheckpointError, match=f"{re.escape(key)} is torch.int32, the model's"):
+            load_checkpoint(tmp_path)
+
+    def test_another_float_precision_loads(self, tmp_path):
+        # float64 weights into a float32 model: a change of precision, not a crafted value.
+        model, _ = saved(tmp_path)
+        rewrite_model_file(tmp_path, lambda t: {k: v.double() if v.is_floating_point() else v for k, v in t.items()})
+        loaded, _ = load_checkpoint(tmp_path)
+        assert same(state(loaded), state(model))
+
+    @pytest.mark.parametrize("edit, fragment", [
+        (lambda m: m.pop("config"), "'config' is missing or not a mapping"),
+        (lambda m: m.pop("model"), "'model' is missing or not a model name"),
+        (lambda m: m.update(model=["realnvp"]), "'model' is missing or not a model name"),
+        (lambda m: m.update(config=[3, 2]), "'config' is missing or not a mapping"),
+    ])
+    def test_a_manifest_without_model_or_config_is_refused(self, tmp_path, edit, fragment):
+        saved(tmp_path)
+        meta = manifest(tmp_path)
+        edit(meta)
+        (tmp_path / "checkpoint.json").write_text(json.dumps(meta))
+        with pytest.raises(CheckpointError, match=re.escape(fragment)):
+            load_checkpoint(tmp_path)
+
+
+class TestPCAState:
+    def fitted(self, tmp_path, data=None):
+        from gencore.models import PCA
+
+        pca = PCA(2).fit(torch.randn(20, 4, generator=torch.Generator().manual_seed(0)) if data is None else data)
+        save_checkpoint(tmp_path, pca)
+        return pca
+
+    @pytest.mark.parametrize("change, fragment", [
+        (lambda t: {**t, "components_": torch.cat([t["components_"], t["components_"][:1]])},
+         "explained_variance_ must have shape (3,)"),
+        (lambda t: {**t, "mean_": torch.zeros(5, dtype=torch.float64)}, "components_ (r, D) with 1 <= r <= D"),
+        (lambda t: {**t, "components_": t["components_"][0]}, "components_ (r, D) with 1 <= r <= D"),
+        (lambda t: {**t, "mean_": torch.full_like(t["mean_"], float("inf"))}, "mean_ holds NaN or infinite values"),
+        (lambda t: {**t, "components_": 2 * t["components_"]}, "rows of components_ are not orthonormal"),
+        (lambda t: {**t, "explained_variance_": -t["explained_variance_"]}, "explained_variance_ must be >= 0"),
+        (lambda t: {**t, "n_samples_": torch.tensor(1)}, "n_samples_ must be an integer >= 2"),
+    ])
+    def test_an_inconsistent_fitted_state_is_refused(self, tmp_path, change, fragment):
+        self.fitted(tmp_path)
+        rewrite_model_file(tmp_path, change)
+        with pytest.raises(CheckpointError, match=re.escape(fragment)):
+            load_checkpoint(tmp_path)
+
+    def test_invalid_parameters_in_the_config_are_refused(self, tmp_path):
+        self.fitted(tmp_path)
+        meta = manifest(tmp_path)
+        meta["config"]["whiten"] = "no"  # truthy: it would have whitened
+        (tmp_path / "checkpoint.json").write_text(json.dumps(meta))
+        with pytest.raises(CheckpointError, match="PCA: whiten must be a bool"):
+            load_checkpoint(tmp_path)
+
+    def test_constant_data_with_its_nan_variance_ratio_round_trips(self, tmp_path):
+        pca = self.fitted(tmp_path, torch.ones(6, 3, dtype=torch.float64))
+        assert torch.isnan(pca.explained_variance_ratio_).all()  # as scikit-learn's
+        loaded, _ = load_checkpoint(tmp_path)
+        x = torch.randn(4, 3, dtype=torch.float64)
+        torch.testing.assert_close(loaded.transform(x), pca.transform(x))
+
+
+def test_a_checkpoint_replaced_while_it_is_read_is_read_again(tmp_path, monkeypatch):
+    # `gencore eval` / `sample` on a run that is training: the next save may remove the files
+    # of the manifest just read. That is a newer checkpoint, not a corrupted one.
+    saved(tmp_path, steps=1)
+    real, raced = train._load_verified, []
+
+    def racing(path, meta, kind):
+        if not raced:
+            raced.append(kind)
+            saved(tmp_path, steps=2)  # the run's next checkpoint lands between the two reads
+        return real(path, meta, kind)
+
+    monkeypatch.setattr(train, "_load_verified", racing)
+    model, meta = load_checkpoint(tmp_path)
+    assert raced and meta["step"] == 2
+    assert same(state(model), state(trained(2)[0]))
+
+
+def test_a_missing_file_with_an_unchanged_manifest_is_still_corruption(tmp_path):
+    saved(tmp_path)
+    (tmp_path / manifest(tmp_path)["files"]["model"]["name"]).unlink()
+    with pytest.raises(CheckpointError, match="is missing in"):
+        load_checkpoint(tmp_path)
+
+
+def test_a_step_that_disagrees_with_the_file_names_is_refused(tmp_path):
+    # A resumed run would restart its batch order and schedule at the edited step.
+    saved(tmp_path, steps=2)
+    meta = manifest(tmp_path)
+    meta["step"] = 7
+    (tmp_path / "checkpoint.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="step 7 but its model file model.00000002"):
+        load_checkpoint(tmp_path)

@@ -93,6 +93,13 @@ def check_int(v, name: str, low: int | None = None, high: int | None = None) -> 
     return v
 
 
+def check_bool(v, name: str) -> bool:
+    """A flag (``TypeError`` for anything but a ``bool``: the string ``"no"`` is truthy)."""
+    if not isinstance(v, bool):
+        raise TypeError(f"{name} must be a bool, got {type(v).__name__} {v!r}")
+    return v
+
+
 def check_real(v, name: str) -> float:
     """A real-number argument (type only); ``bool`` is rejected: ``True`` is not a rate or a size."""
     if isinstance(v, bool) or not isinstance(v, numbers.Real):

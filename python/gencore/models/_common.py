@@ -36,6 +36,13 @@ def require_int(v, name: str, owner: str) -> int:
     return check_int(v, f"{owner}: {name}")
 
 
+def require_bool(v, name: str, owner: str) -> bool:
+    """A flag: ``TypeError`` for anything but a ``bool`` (the string ``"no"`` is truthy)."""
+    from gencore.metrics._checks import check_bool
+
+    return check_bool(v, f"{owner}: {name}")
+
+
 def require_real(v, name: str, owner: str) -> float:
     """Type check of a real hyperparameter: ``TypeError`` for a ``bool`` or a non-number."""
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
@@ -52,6 +59,19 @@ def require_nonneg_real(v, name: str, owner: str) -> float:
     return v
 
 
+def batch_starts(x, batch_size, owner: str) -> range:
+    """The first rows of ``x``'s batches of ``batch_size`` rows for a batched evaluation,
+    after checking that ``batch_size`` is a positive int and ``x`` a non-empty batch
+    (``torch.cat`` of no batches would fail with a message that names neither)."""
+    if require_int(batch_size, "batch_size", owner) < 1:
+        raise ValueError(f"{owner}: batch_size must be a positive int, got {batch_size!r}")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{owner}: x must be a tensor, got {type(x).__name__}")
+    if x.dim() == 0 or x.shape[0] == 0:
+        raise ValueError(f"{owner}: x is an empty batch (shape {tuple(x.shape)})")
+    return range(0, x.shape[0], batch_size)
+
+
 def in_eval(module: nn.Module, fn):
     """``fn()`` with ``module`` in eval mode (batch norm with running statistics, no codebook
     updates), its mode restored afterwards."""
@@ -61,6 +81,31 @@ def in_eval(module: nn.Module, fn):
         return fn()
     finally:
         module.train(was)
+
+
+def check_like_model(x: torch.Tensor, model: nn.Module, owner: str, name: str = "x") -> None:
+    """A floating input ``x`` on the meta device (no values to check or compute with), or of
+    another dtype or device than ``model``'s parameters: a ``ValueError`` naming both,
+    instead of an error from inside (``Tensor.item() cannot be called on meta tensors``,
+    ``mat1 and mat2 must have the same dtype``)."""
+    if x.device.type == "meta":
+        raise ValueError(f"{owner}: {name} is on the meta device, which holds no values; pass real data")
+    p = next(model.parameters(), None)
+    if p is not None and x.dtype.is_floating_point and (x.dtype != p.dtype or x.device != p.device):
+        raise ValueError(f"{owner}: {name} is {x.dtype} on {x.device}, the model is {p.dtype} on {p.device} "
+                         "(convert one of them: model.to(...) or x.to(...))")
+
+
+def check_context(context, n: int, features: int, owner: str) -> None:
+    """A conditional model's ``context``: a floating tensor ``(n, features)`` with finite
+    values (``TypeError`` / ``ValueError`` naming ``owner``)."""
+    if not isinstance(context, torch.Tensor) or not context.dtype.is_floating_point:
+        raise TypeError(f"{owner}: context must be a floating-point tensor of shape ({n}, {features}), got "
+                        f"{context.dtype if isinstance(context, torch.Tensor) else type(context).__name__}")
+    if tuple(context.shape) != (n, features):
+        raise ValueError(f"{owner}: context must have shape ({n}, {features}), got {tuple(context.shape)}")
+    if context.device.type != "meta" and not torch.isfinite(context).all():
+        raise ValueError(f"{owner}: context contains NaN or infinite values")
 
 
 def flat_batch(x, event_shape: tuple[int, ...], owner: str, name: str = "x"):
@@ -77,6 +122,8 @@ def flat_batch(x, event_shape: tuple[int, ...], owner: str, name: str = "x"):
                          f"got {tuple(x.shape)}")
     if x.shape[0] == 0:
         raise ValueError(f"{owner}: {name} is an empty batch")
+    if x.device.type == "meta":
+        raise ValueError(f"{owner}: {name} is on the meta device, which holds no values; pass real data")
     if not torch.isfinite(x).all():
         raise ValueError(f"{owner}: {name} contains NaN or infinite values")
     return x.reshape(x.shape[0], features)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from gencore.models._common import event_shape, require_int
+from gencore.models._common import check_like_model, event_shape, require_int
 from gencore.nn import MLP
 
 __all__ = ["Autoencoder"]
@@ -127,6 +127,7 @@ class Autoencoder(nn.Module):
             raise ValueError(f"Autoencoder: {name} is an empty batch")
         if not t.dtype.is_floating_point:
             raise TypeError(f"Autoencoder: {name} must be floating point, got {t.dtype}")
+        check_like_model(t, self, "Autoencoder", name)
         if not torch.isfinite(t).all():
             raise ValueError(f"Autoencoder: {name} contains NaN or infinite values")
 

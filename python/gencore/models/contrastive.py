@@ -29,6 +29,7 @@ from torch import nn
 from gencore.data.augment import DEFAULT_AUGMENT, augment_digits, digit_images, digit_views
 from gencore.data.captions import VOCAB
 from gencore.metrics._checks import check_int
+from gencore.models._common import check_like_model
 from gencore.models._common import in_eval as _in_eval
 from gencore.nn import MLP, CLIPLoss, NTXentLoss, SigLIPLoss
 
@@ -141,7 +142,7 @@ class SimCLR(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The representation ``f(x)``: ``x (B, 64)`` or ``(B, 1, 8, 8)`` -> ``(B, feature_dim)``
         (differentiable, in the module's current mode)."""
-        return self.encoder(_digit_images(x, "SimCLR"))
+        return self.encoder(_digit_images(x, "SimCLR", self.encoder))
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -158,7 +159,7 @@ class SimCLR(nn.Module):
         such as labels are ignored), in nats. The views come from a generator seeded from
         torch's global RNG, so ``torch.manual_seed`` (and ``fit``'s ``seed``) reproduce them."""
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        img = _digit_images(x, "SimCLR")
+        img = _digit_images(x, "SimCLR", self.encoder)
         g = _generator_from_global_rng(img.device)
         v1, v2 = digit_views(img, g, **self.augment)
         z = self.projector(self.encoder(torch.cat([v1, v2])))
@@ -277,7 +278,7 @@ class CLIP(nn.Module):
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
         """Unit-norm image embeddings ``(B, embed_dim)`` of ``x (B, 64)`` or ``(B, 1, 8, 8)``
         (differentiable, in the module's current mode)."""
-        h = self.image_encoder(_digit_images(x, "CLIP"))
+        h = self.image_encoder(_digit_images(x, "CLIP", self.image_encoder))
         return F.normalize(self.image_projection(h), dim=-1)
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -290,7 +291,7 @@ class CLIP(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Image encoder features before the projection, eval mode, no gradients:
         ``(B, image_feature_dim)`` (for linear probes and kNN)."""
-        return _in_eval(self, lambda: self.image_encoder(_digit_images(x, "CLIP")))
+        return _in_eval(self, lambda: self.image_encoder(_digit_images(x, "CLIP", self.image_encoder)))
 
     @torch.no_grad()
     def class_embeddings(self, class_prompts) -> torch.Tensor:
@@ -346,7 +347,7 @@ class CLIP(nn.Module):
         if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
             raise TypeError("CLIP.loss: batch must be (images, tokens) or (images, tokens, labels)")
         x, tokens = batch[0], batch[1]
-        img = _digit_images(x, "CLIP")
+        img = _digit_images(x, "CLIP", self.image_encoder)
         tokens = self._tokens(tokens)
         if img.shape[0] != tokens.shape[0]:
             raise ValueError(f"CLIP.loss: {img.shape[0]} images but {tokens.shape[0]} captions")
@@ -361,9 +362,11 @@ class CLIP(nn.Module):
 
 # ---- helpers ------------------------------------------------------------------------------
 
-def _digit_images(x, owner: str) -> torch.Tensor:
-    """``x: (B, 64)`` or ``(B, 1, 8, 8)`` floating, non-empty, finite -> ``(B, 1, 8, 8)``."""
+def _digit_images(x, owner: str, encoder: nn.Module) -> torch.Tensor:
+    """``x: (B, 64)`` or ``(B, 1, 8, 8)`` floating, non-empty, finite, of the dtype and on
+    the device of ``encoder`` (the module that reads it) -> ``(B, 1, 8, 8)``."""
     img = digit_images(x, owner)
+    check_like_model(img, encoder, owner)
     if not torch.isfinite(img).all():
         raise ValueError(f"{owner}: x contains NaN or infinite values")
     return img
@@ -379,8 +382,9 @@ def _augment_options(augment, owner: str) -> dict:
     if unknown:
         raise ValueError(f"{owner}: unknown augment option(s) {sorted(unknown)}; available: {sorted(DEFAULT_AUGMENT)}")
     opts = {**DEFAULT_AUGMENT, **augment}
-    # Fail at construction, not at the first training step.
-    augment_digits(torch.zeros(1, 64), torch.Generator().manual_seed(0), **opts)
+    # Fail at construction, not at the first training step (on the CPU even where the model
+    # is built under another default device, such as the meta device of models.build's count).
+    augment_digits(torch.zeros(1, 64, device="cpu"), torch.Generator("cpu").manual_seed(0), **opts)
     return opts
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from gencore.models._common import require_int
+from gencore.models._common import check_context, check_like_model, require_bool, require_int
 from gencore.nn import (
     MLP,
     ActNorm,
@@ -117,7 +117,7 @@ class Flow(nn.Module):
         self.transforms = nn.ModuleList(transforms)
         self.event_shape = tuple(int(s) for s in event_shape)
         self.context_features = int(context_features)
-        self.memory_efficient = bool(memory_efficient)
+        self.memory_efficient = require_bool(memory_efficient, "memory_efficient", type(self).__name__)
         self.config: dict = {}
 
     @property
@@ -134,13 +134,12 @@ class Flow(nn.Module):
             raise ValueError(f"{type(self).__name__}: empty batch")
         if not x.dtype.is_floating_point:
             raise TypeError(f"{type(self).__name__}: {name} must be floating point, got {x.dtype}")
+        check_like_model(x, self, type(self).__name__, name)
         if self.context_features:
             if context is None:
                 raise ValueError(f"{type(self).__name__}: this flow is conditional: pass context of shape "
                                  f"(B, {self.context_features})")
-            if context.shape != (x.shape[0], self.context_features):
-                raise ValueError(f"{type(self).__name__}: context must have shape ({x.shape[0]}, "
-                                 f"{self.context_features}), got {tuple(context.shape)}")
+            check_context(context, x.shape[0], self.context_features, type(self).__name__)
         elif context is not None:
             raise ValueError(f"{type(self).__name__}: this flow is unconditional; context must be None")
 
@@ -173,9 +172,10 @@ class Flow(nn.Module):
         return -0.5 * z.pow(2).flatten(1).sum(1) - 0.5 * self.dims * math.log(2 * math.pi)
 
     def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """``log p(x)`` in nats per example, ``(B,)``. NaN inputs raise."""
-        if isinstance(x, torch.Tensor) and torch.isnan(x).any():
-            raise ValueError(f"{type(self).__name__}: x contains NaN")
+        """``log p(x)`` in nats per example, ``(B,)``. NaN or infinite inputs raise."""
+        self._check(x, context)
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{type(self).__name__}: x contains NaN or infinite values")
         z, logdet = self(x, context)
         return self.base_log_prob(z) + logdet
 
@@ -233,7 +233,7 @@ def _first(hidden) -> int:
     """The CNN width of an image flow: ``hidden`` (an int) or its first entry, a positive int."""
     from gencore.metrics._checks import check_int
 
-    if not isinstance(hidden, int):
+    if isinstance(hidden, (list, tuple)):
         hidden = list(hidden)
         if not hidden:
             raise ValueError("hidden (the CNN width of an image flow) is empty")
@@ -296,7 +296,7 @@ class RealNVP(Flow):
         _check_int("n_couplings", n_couplings)
         _check_int("context_features", context_features, 0)
         _check_int("n_scales", n_scales)
-        layers: list[nn.Module] = [ActNorm(shape[0])] if actnorm else []
+        layers: list[nn.Module] = [ActNorm(shape[0])] if require_bool(actnorm, "actnorm", "RealNVP") else []
         if len(shape) == 1:
             d = shape[0]
             for i in range(n_couplings):
@@ -388,7 +388,7 @@ class NICE(Flow):
         _check_int("features", features, 2)
         _check_int("n_couplings", n_couplings)
         _check_int("context_features", context_features, 0)
-        layers: list[nn.Module] = [ActNorm(features)] if actnorm else []
+        layers: list[nn.Module] = [ActNorm(features)] if require_bool(actnorm, "actnorm", "NICE") else []
         for i in range(n_couplings):
             swap = i % 2 == 1
             n_a = len(range(features)[1::2] if swap else range(features)[0::2])
@@ -396,7 +396,8 @@ class NICE(Flow):
             layers.append(AdditiveCoupling(features, cond, mask="alternate", swap=swap))
         layers.append(DiagonalScale(features))
         super().__init__(layers, (features,), context_features, memory_efficient)
-        self.config = {"features": features, "n_couplings": n_couplings, "hidden": list(hidden),
+        self.config = {"features": features, "n_couplings": n_couplings,
+                       "hidden": hidden if isinstance(hidden, int) else list(hidden),
                        "context_features": context_features, "actnorm": actnorm,
                        "memory_efficient": memory_efficient}
 
@@ -450,7 +451,7 @@ class NeuralSplineFlow(Flow):
             raise ValueError("NeuralSplineFlow: the autoregressive form needs at least one hidden layer (MADE)")
         d, p = shape[0], 3 * bins - 1
         scale_by = hidden[-1] if hidden else None
-        layers: list[nn.Module] = [ActNorm(d)] if actnorm else []
+        layers: list[nn.Module] = [ActNorm(d)] if require_bool(actnorm, "actnorm", "NeuralSplineFlow") else []
         for i in range(n_couplings):
             if autoregressive:
                 made = MADE(d, p, hidden, context_features=context_features,

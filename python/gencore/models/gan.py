@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gencore.models._common import event_shape, require_int, require_real
+from gencore.models._common import check_like_model, event_shape, require_int, require_real
 from gencore.nn import MLP
 
 __all__ = [
@@ -437,6 +437,9 @@ class GAN(nn.Module):
             raise ValueError(f"GAN: {name} is an empty batch")
         if not x.dtype.is_floating_point:
             raise TypeError(f"GAN: {name} must be floating point, got {x.dtype}")
+        check_like_model(x, self, "GAN", name)
+        if not torch.isfinite(x).all():
+            raise ValueError(f"GAN: {name} contains NaN or infinite values")
         return x
 
     def _context(self, labels, n: int) -> torch.Tensor | None:

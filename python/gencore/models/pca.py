@@ -239,6 +239,15 @@ class PCA(nn.Module):
             error_msgs.append(f"PCA: incomplete fitted state, missing "
                               f"{sorted(set(_FITTED) - set(present))}")
             return
+        problem = self._state_problem({name: state_dict[prefix + name] for name in present}) if present else None
+        if problem is None:
+            try:
+                self._check_params()
+            except InvalidParameterError as e:
+                problem = str(e)
+        if problem is not None:
+            error_msgs.append(problem)
+            return
         mean = self._buffers.get("mean_")
         for name in present:
             v = state_dict[prefix + name]
@@ -246,6 +255,41 @@ class PCA(nn.Module):
             self._buffers[name] = torch.empty(v.shape, dtype=v.dtype, device=device)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
+
+    @staticmethod
+    def _state_problem(state: dict[str, torch.Tensor]) -> str | None:
+        """What makes a fitted state (``_FITTED`` -> tensor) inconsistent, or None: the
+        shapes (``mean_ (D,)``, ``components_ (r, D)`` with ``1 <= r <= D``, three ``(r,)``
+        vectors, two scalars), floating tensors with finite values (the variance ratios
+        may be NaN, as for constant data), variances >= 0, ``n_samples_`` an integer >= 2,
+        and orthonormal components; methods would otherwise fail deep inside or answer
+        silently wrong."""
+        mean, comp = state["mean_"], state["components_"]
+        if mean.dim() != 1 or comp.dim() != 2 or not 1 <= comp.shape[0] <= mean.shape[0] == comp.shape[1]:
+            return (f"PCA: inconsistent fitted state: mean_ must be (D,) and components_ (r, D) with 1 <= r <= D, "
+                    f"got {tuple(mean.shape)} and {tuple(comp.shape)}")
+        r = comp.shape[0]
+        for name in ("explained_variance_", "explained_variance_ratio_", "singular_values_"):
+            if tuple(state[name].shape) != (r,):
+                return f"PCA: inconsistent fitted state: {name} must have shape ({r},), got {tuple(state[name].shape)}"
+        for name in ("noise_variance_", "n_samples_"):
+            if state[name].dim() != 0:
+                return f"PCA: inconsistent fitted state: {name} must be a scalar, got shape {tuple(state[name].shape)}"
+        for name in _FITTED[:-1]:
+            if not state[name].is_floating_point():
+                return f"PCA: inconsistent fitted state: {name} must be floating point, got {state[name].dtype}"
+            if name != "explained_variance_ratio_" and not torch.isfinite(state[name]).all():
+                return f"PCA: inconsistent fitted state: {name} holds NaN or infinite values"
+        n = state["n_samples_"]
+        if n.is_floating_point() or n.dtype == torch.bool or int(n) < 2:
+            return f"PCA: inconsistent fitted state: n_samples_ must be an integer >= 2, got {n}"
+        for name in ("explained_variance_", "singular_values_", "noise_variance_"):
+            if (state[name] < 0).any():
+                return f"PCA: inconsistent fitted state: {name} must be >= 0"
+        gram = comp.double() @ comp.double().T
+        if not torch.allclose(gram, torch.eye(r, dtype=torch.float64, device=gram.device), atol=1e-4):
+            return "PCA: inconsistent fitted state: the rows of components_ are not orthonormal"
+        return None
 
     def extra_repr(self) -> str:
         solver = f", svd_solver={self.svd_solver!r}" if self.svd_solver != "auto" else ""
@@ -301,6 +345,8 @@ class PCA(nn.Module):
             if X.is_complex():
                 raise ValueError(f"PCA: {name} must hold real numbers: Complex data not supported, "
                                  f"got dtype {X.dtype}")
+            if X.device.type == "meta":
+                raise ValueError(f"PCA: {name} is on the meta device, which holds no values; pass real data")
             t = X.detach()
             out_dtype = t.dtype if t.dtype.is_floating_point else torch.float64
             is_torch = True

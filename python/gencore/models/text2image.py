@@ -42,7 +42,7 @@ from torch import nn
 
 from gencore.data.captions import CAPTION_LENGTH, CLASS_WORDS, SLANT_WORDS, STROKE_WORDS, VOCAB, encode_caption, \
     token_id
-from gencore.models._common import in_eval, require_int, require_nonneg_real, require_real
+from gencore.models._common import batch_starts, in_eval, require_int, require_nonneg_real, require_real
 from gencore.models.contrastive import CLIP
 from gencore.models.vqvae import VQVAE, _Block
 
@@ -284,8 +284,9 @@ class TextToImage(nn.Module):
     def nll_bound(self, x: torch.Tensor, captions, batch_size: int = 512) -> torch.Tensor:
         """``-log p(x | z_q(x)) - log p(z_q(x) | c)`` per digit, ``(B,)`` nats (eval mode)."""
         x, slots = self._pair(x, captions)
+        starts = batch_starts(x, batch_size, "TextToImage.nll_bound")
         return in_eval(self, lambda: torch.cat([self.terms(x[i:i + batch_size], slots[i:i + batch_size])["bound"]
-                                                for i in range(0, len(x), batch_size)]))
+                                                for i in starts]))
 
     @torch.no_grad()
     def token_log_probs(self, x: torch.Tensor, captions) -> torch.Tensor:

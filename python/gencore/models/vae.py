@@ -25,8 +25,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gencore.models._common import (categorical_log_px, categorical_mean, flat_batch, require_int,
-                                    require_nonneg_real, require_real)
+from gencore.models._common import (batch_starts, categorical_log_px, categorical_mean, check_context, check_like_model,
+                                    flat_batch, require_int, require_nonneg_real, require_real)
 from gencore.nn import MLP, Reparameterize
 
 __all__ = ["VAE", "LIKELIHOODS"]
@@ -68,7 +68,9 @@ class VAE(nn.Module):
         super().__init__()
         if isinstance(features, bool) or (not isinstance(features, int) and any(isinstance(v, bool) for v in features)):
             raise TypeError(f"VAE: features must be an int or a shape of ints, got {features!r}")
-        shape = [features] if isinstance(features, int) else [int(v) for v in features]
+        shape = [features] if isinstance(features, int) else list(features)
+        if not all(isinstance(v, int) for v in shape):
+            raise TypeError(f"VAE: features must be an int or a shape of ints, got {features!r}")
         if not shape or any(v < 1 for v in shape):
             raise ValueError(f"VAE: features must be a positive int or shape, got {features!r}")
         if require_int(latent_dim, "latent_dim", "VAE") < 1:
@@ -83,7 +85,9 @@ class VAE(nn.Module):
         if require_int(context_features, "context_features", "VAE") < 0:
             raise ValueError(f"VAE: context_features must be an int >= 0, got {context_features!r}")
         _check_beta(beta)
-        hidden = [int(h) for h in hidden]
+        hidden = [hidden] if isinstance(hidden, int) and not isinstance(hidden, bool) else list(hidden)
+        if any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden):
+            raise TypeError(f"VAE: hidden must be positive ints (layer widths), got {hidden!r}")
         self.event_shape = tuple(shape)
         self.features = math.prod(shape)
         self.latent_dim = latent_dim
@@ -104,6 +108,7 @@ class VAE(nn.Module):
 
     def _flat(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
         xf = flat_batch(x, self.event_shape, "VAE", name)
+        check_like_model(xf, self, "VAE", name)
         if self.likelihood in ("categorical", "bernoulli") and ((x < 0) | (x > 1)).any():
             hint = (f"dequantized data (level + u) / levels, levels = {self.levels}; raw levels must be "
                     "dequantized first (gencore.data.dequantize)" if self.likelihood == "categorical"
@@ -116,9 +121,7 @@ class VAE(nn.Module):
         if self.context_features:
             if context is None:
                 raise ValueError(f"VAE: this model is conditional: pass context of shape (B, {self.context_features})")
-            if context.shape != (n, self.context_features):
-                raise ValueError(f"VAE: context must have shape ({n}, {self.context_features}), "
-                                 f"got {tuple(context.shape)}")
+            check_context(context, n, self.context_features, "VAE")
             return context
         if context is not None:
             raise ValueError("VAE: this model is unconditional; context must be None")
@@ -136,6 +139,12 @@ class VAE(nn.Module):
     def decode(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """``z: (..., r)`` -> the decoder's parameters ``(..., D, k)``: k = 1 (mean or
         logits), 2 (mean, log-sigma) or ``levels`` (logits)."""
+        if not isinstance(z, torch.Tensor) or not z.dtype.is_floating_point:
+            raise TypeError(f"VAE: z must be a floating-point tensor, got "
+                            f"{z.dtype if isinstance(z, torch.Tensor) else type(z).__name__}")
+        if z.dim() == 0 or z.shape[-1] != self.latent_dim:
+            raise ValueError(f"VAE: z must have shape (..., {self.latent_dim}) (the latent size), got {tuple(z.shape)}")
+        check_like_model(z, self, "VAE", "z")
         lead = z.shape[:-1]
         zf = z.reshape(-1, self.latent_dim)
         if self.context_features:
@@ -220,7 +229,7 @@ class VAE(nn.Module):
         xf = self._flat(x)
         ctx = self._context(context, xf.shape[0])
         out = []
-        for i in range(0, xf.shape[0], batch_size):
+        for i in batch_starts(xf, batch_size, "VAE.log_likelihood"):
             xb = xf[i:i + batch_size]
             cb = ctx[i:i + batch_size] if ctx is not None else None
             mu, logvar = self.encode(xb, cb)

@@ -31,7 +31,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gencore.models._common import categorical_log_px, categorical_mean, in_eval, require_int, require_real
+from gencore.models._common import (batch_starts, categorical_log_px, categorical_mean, check_like_model, in_eval,
+                                    require_int, require_real)
 from gencore.nn import VectorQuantizer
 
 __all__ = ["VQVAE", "CodePrior"]
@@ -60,6 +61,20 @@ class _Block(nn.Module):
         h = h + a
         m = self.mlp(self.norm2(h))
         return h + (F.dropout(m, p) if p > 0 else m)
+
+
+def check_codes(codes, shape: tuple[int, ...], num_codes: int, owner: str) -> None:
+    """Code ids ``(B, *shape)``: an integer tensor (not bool) with values in ``[0, num_codes)``;
+    a negative id would silently index from the end of the codebook."""
+    if not isinstance(codes, torch.Tensor) or codes.dtype.is_floating_point or codes.dtype.is_complex \
+            or codes.dtype == torch.bool:
+        raise TypeError(f"{owner}: codes must be an integer tensor of code ids, got "
+                        f"{codes.dtype if isinstance(codes, torch.Tensor) else type(codes).__name__}")
+    if codes.dim() != len(shape) + 1 or tuple(codes.shape[1:]) != tuple(shape):
+        raise ValueError(f"{owner}: codes must have shape (B, {', '.join(map(str, shape))}), got {tuple(codes.shape)}")
+    if codes.numel() and codes.device.type != "meta" and (int(codes.min()) < 0 or int(codes.max()) >= num_codes):
+        raise ValueError(f"{owner}: code ids must be in [0, {num_codes}), got values in "
+                         f"[{int(codes.min())}, {int(codes.max())}]")
 
 
 class CodePrior(nn.Module):
@@ -117,8 +132,7 @@ class CodePrior(nn.Module):
 
     def log_prob(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """``log p(z)`` (or ``log p(z | y)``) per sequence, ``(B,)`` in nats."""
-        if codes.dim() != 2 or codes.shape[1] != self.length:
-            raise ValueError(f"CodePrior: codes must have shape (B, {self.length}), got {tuple(codes.shape)}")
+        check_codes(codes, (self.length,), self.num_codes, "CodePrior")
         logp = torch.log_softmax(self.logits(codes, labels), -1)
         return logp.gather(-1, codes[..., None]).squeeze(-1).sum(1)
 
@@ -234,6 +248,7 @@ class VQVAE(nn.Module):
                              f"or (B, {self.features}), got {tuple(x.shape)}")
         if x.shape[0] == 0:
             raise ValueError("VQVAE: empty batch")
+        check_like_model(x, self, "VQVAE", name)
         if not bool(torch.isfinite(x).all()) or bool((x < 0).any()) or bool((x > 1).any()):
             raise ValueError(f"VQVAE: {name} must be dequantized data in [0, 1] (finite), got values in "
                              f"[{x.min().item():.4g}, {x.max().item():.4g}]")
@@ -249,6 +264,7 @@ class VQVAE(nn.Module):
 
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """Per-pixel logits ``(B, C, H, W, levels)`` of ``p(x | z)`` for a code grid ``(B, H/2, W/2)``."""
+        check_codes(codes, self.grid, self.quantizer.num_codes, "VQVAE.decode_codes")
         vectors = self.quantizer.codebook[codes].movedim(-1, 1)
         return self._logits(self.decoder(vectors))
 
@@ -299,9 +315,10 @@ class VQVAE(nn.Module):
     def nll_bound(self, x: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 512) -> torch.Tensor:
         """``-log p(x | z_q(x)) - log p(z_q(x))`` per example (nats, ``(B,)``): an upper bound
         on the negative log-likelihood (eval mode: the codebook is not updated)."""
+        starts = batch_starts(x, batch_size, "VQVAE.nll_bound")
         return in_eval(self, lambda: torch.cat([
             self.terms(x[i:i + batch_size], None if labels is None else labels[i:i + batch_size])["bound"]
-            for i in range(0, len(x), batch_size)]))
+            for i in starts]))
 
     # ---- generation ----------------------------------------------------------------------
     def _mean(self, logits: torch.Tensor, sample: bool = False, generator=None) -> torch.Tensor:

@@ -41,6 +41,7 @@ from torch import nn
 
 from gencore import distributed as gdist
 from gencore import ops
+from gencore.metrics._checks import check_bool
 
 __all__ = ["NTXentLoss", "CLIPLoss", "SigLIPLoss"]
 
@@ -63,16 +64,42 @@ def _check_pair(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str], who: s
                          "must share dtype and device")
 
 
+# The modules' scales and biases are float32 parameters (or compared with one): a value
+# beyond float32's range would be inf there.
+_F32_MAX = torch.finfo(torch.float32).max
+
+
+def _as_float(value) -> float:
+    """``value`` as a float, inf for an int beyond any float, NaN for a non-number or bool."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
 def _positive_finite(value, name: str, who: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{who}: {name} must be a positive finite number, got {value!r}")
-    return float(value)
+    v = _as_float(value)
+    if not (math.isfinite(v) and 0 < v <= _F32_MAX):
+        raise ValueError(f"{who}: {name} must be a positive finite number (float32: at most {_F32_MAX:.4g}), "
+                         f"got {value!r}")
+    return v
 
 
 def _finite(value, name: str, who: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{who}: {name} must be a finite number, got {value!r}")
-    return float(value)
+    v = _as_float(value)
+    if not (math.isfinite(v) and abs(v) <= _F32_MAX):
+        raise ValueError(f"{who}: {name} must be a finite number (float32: at most {_F32_MAX:.4g} in size), "
+                         f"got {value!r}")
+    return v
+
+
+def _check_initial_scale(init_logit_scale: float, max_logit_scale: float, who: str) -> None:
+    if init_logit_scale > math.log(max_logit_scale):  # (exp of it could overflow a float: not printed)
+        raise ValueError(f"{who}: exp(init_logit_scale) exceeds max_logit_scale = {max_logit_scale:.4g} (its "
+                         f"gradient would be zero): init_logit_scale = {init_logit_scale:.4g} > "
+                         f"ln(max_logit_scale) = {math.log(max_logit_scale):.4g}")
 
 
 def _gather_pairs(a: torch.Tensor, b: torch.Tensor):
@@ -103,7 +130,8 @@ class NTXentLoss(nn.Module):
     def __init__(self, temperature: float = 0.5, distributed: bool = False, learnable: bool = False) -> None:
         super().__init__()
         t = _positive_finite(temperature, "temperature", "NTXentLoss")
-        self.distributed, self.learnable = bool(distributed), bool(learnable)
+        self.distributed = check_bool(distributed, "NTXentLoss: distributed")
+        self.learnable = check_bool(learnable, "NTXentLoss: learnable")
         if self.learnable:
             self.log_temperature = nn.Parameter(torch.tensor(math.log(t)))
         else:
@@ -158,15 +186,10 @@ class CLIPLoss(nn.Module):
     def __init__(self, distributed: bool = False, init_logit_scale: float = math.log(1 / 0.07),
                  max_logit_scale: float = 100.0) -> None:
         super().__init__()
-        if isinstance(init_logit_scale, bool) or not isinstance(init_logit_scale, (int, float)) \
-                or not math.isfinite(init_logit_scale):
-            raise ValueError(f"CLIPLoss: init_logit_scale must be a finite number (a log scale), "
-                             f"got {init_logit_scale!r}")
+        init_logit_scale = _finite(init_logit_scale, "init_logit_scale", "CLIPLoss")
         self.max_logit_scale = _positive_finite(max_logit_scale, "max_logit_scale", "CLIPLoss")
-        if init_logit_scale > math.log(self.max_logit_scale):
-            raise ValueError(f"CLIPLoss: exp(init_logit_scale) = {math.exp(init_logit_scale):.4g} exceeds "
-                             f"max_logit_scale = {self.max_logit_scale:.4g} (its gradient would be zero)")
-        self.distributed = bool(distributed)
+        _check_initial_scale(init_logit_scale, self.max_logit_scale, "CLIPLoss")
+        self.distributed = check_bool(distributed, "CLIPLoss: distributed")
         self.log_logit_scale = nn.Parameter(torch.tensor(float(init_logit_scale)))
 
     @property
@@ -231,10 +254,8 @@ class SigLIPLoss(nn.Module):
         init_logit_scale = _finite(init_logit_scale, "init_logit_scale", "SigLIPLoss")
         init_logit_bias = _finite(init_logit_bias, "init_logit_bias", "SigLIPLoss")
         self.max_logit_scale = _positive_finite(max_logit_scale, "max_logit_scale", "SigLIPLoss")
-        if init_logit_scale > math.log(self.max_logit_scale):
-            raise ValueError(f"SigLIPLoss: exp(init_logit_scale) = {math.exp(init_logit_scale):.4g} exceeds "
-                             f"max_logit_scale = {self.max_logit_scale:.4g} (its gradient would be zero)")
-        self.distributed = bool(distributed)
+        _check_initial_scale(init_logit_scale, self.max_logit_scale, "SigLIPLoss")
+        self.distributed = check_bool(distributed, "SigLIPLoss: distributed")
         self.log_logit_scale = nn.Parameter(torch.tensor(init_logit_scale))
         self.logit_bias = nn.Parameter(torch.tensor(init_logit_bias))
 
