@@ -212,6 +212,8 @@ def _check_data(data: str, command: str) -> None:
 def _check_folder(path, flag: str, command: str) -> None:
     """``path`` can be (or become) a folder: it is not an existing file and no existing
     ancestor of it is a file."""
+    if not str(path).strip():  # an unset shell variable: Path("") would be the current folder
+        raise UsageError(f"{command}: {flag} is empty; name a folder")
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UsageError(f"{command}: {flag} {path} exists and is not a folder")
@@ -262,15 +264,23 @@ def _check_device(device: str) -> None:
 
 def _validate(args) -> None:
     """Reject bad arguments with a clear message before any work starts."""
-    if args.command == "train":
+    if args.command in ("train", "sample"):
         from gencore import runs
 
+        if not 0 <= args.seed <= runs.MAX_SEED:
+            raise UsageError(f"{args.command}: --seed must be in [0, {runs.MAX_SEED}], got {args.seed}")
+    if args.command == "train":
         runs.check_options(runs.get(args.model), _train_options(args))
         _check_data(args.data, "train")
         _check_folder(args.out, "--out", "train")
     elif args.command == "sample":
         if not 1 <= args.n <= MAX_SAMPLES:
             raise UsageError(f"sample: -n must be between 1 and {MAX_SAMPLES} (one PNG), got {args.n}")
+        if args.candidates < 1:
+            raise UsageError(f"sample: --candidates must be a positive int, got {args.candidates}")
+        if args.n * args.candidates > runs.MAX_DRAWS:
+            raise UsageError(f"sample: -n {args.n} times --candidates {args.candidates} is more than "
+                             f"{runs.MAX_DRAWS:,} images")
         args.out = str(_png_path(args.out))
     if args.command == "eval" and args.data is not None:
         _check_data(args.data, "eval")

@@ -29,7 +29,9 @@ def save_figure(fig, path) -> Path:
 
 def save_image_grid(images, path, *, nrow: int | None = None, title: str | None = None,
                     shape=(8, 8), row_labels=None) -> Path:
-    """Save ``(N, H*W)`` or ``(N, H, W)`` or ``(N, 1, H, W)`` images in ``[0, 1]`` as a grid PNG.
+    """Save images in ``[0, 1]`` as a grid PNG: ``(N, H, W)``, ``(N, C, H, W)`` with ``C`` 1
+    (gray, drawn dark on white) or 3 (RGB), or flat ``(N, C*H*W)`` with ``shape`` ``(H, W)``
+    or ``(C, H, W)``.
 
     Values are clipped to ``[0, 1]`` for display only. ``nrow`` images per grid row;
     ``row_labels``: one text per grid row, written to its left (e.g. the caption a row of
@@ -37,23 +39,29 @@ def save_image_grid(images, path, *, nrow: int | None = None, title: str | None 
     """
     x = torch.as_tensor(images).detach().float().cpu()
     if x.dim() == 2:
+        shape = tuple(shape)
+        if len(x) == 0 or math.prod(shape) != x.shape[1]:
+            raise ValueError(f"images: (N, {x.shape[1]}) vectors are not images of shape {shape}")
         x = x.reshape(len(x), *shape)
-    elif x.dim() == 4 and x.shape[1] == 1:
-        x = x[:, 0]
-    if x.dim() != 3 or len(x) == 0:
-        raise ValueError(f"images must be (N, H*W), (N, H, W) or (N, 1, H, W), got {tuple(x.shape)}")
-    n = len(x)
+    if x.dim() == 3:
+        x = x[:, None]
+    if x.dim() != 4 or x.shape[1] not in (1, 3) or len(x) == 0:
+        raise ValueError(f"images must be (N, H, W) or (N, C, H, W) with C = 1 or 3 (or flat), got {tuple(x.shape)}")
+    n, c, h, w = x.shape
     nrow = nrow or math.ceil(math.sqrt(n))
     ncol = math.ceil(n / nrow)
-    h, w = x.shape[1:]
-    canvas = torch.zeros(ncol * (h + 1) + 1, nrow * (w + 1) + 1)  # white gutters under gray_r
+    # White gutters: 0 under gray_r (gray images are drawn dark on white), 1 in RGB.
+    canvas = torch.full((c, ncol * (h + 1) + 1, nrow * (w + 1) + 1), 0.0 if c == 1 else 1.0)
     for i in range(n):
-        r, c = divmod(i, nrow)
-        canvas[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + c * (w + 1):1 + c * (w + 1) + w] = x[i].clamp(0, 1)
+        r, col = divmod(i, nrow)
+        canvas[:, 1 + r * (h + 1):1 + r * (h + 1) + h, 1 + col * (w + 1):1 + col * (w + 1) + w] = x[i].clamp(0, 1)
     plt = pyplot()
     extra = 1.6 if row_labels is not None else 0.0
     fig, ax = plt.subplots(figsize=(nrow * 0.45 + 0.3 + extra, ncol * 0.45 + (0.5 if title else 0.3)), dpi=110)
-    ax.imshow(canvas.numpy(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    if c == 1:
+        ax.imshow(canvas[0].numpy(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    else:
+        ax.imshow(canvas.permute(1, 2, 0).numpy(), interpolation="nearest")
     ax.axis("off")
     if row_labels is not None:
         labels = [str(v) for v in row_labels]

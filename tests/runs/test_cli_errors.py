@@ -102,6 +102,13 @@ def test_sample_reports_the_png_it_wrote(tiny_run, tmp_path, capsys):
     (["bench", "coupling", "--device", "tpu"], "--device"),
     (["bench", "coupling", "--device", "cpu", "--out", "{file}"], "not a folder"),
     (["demo", "--out", "{file}/sub"], "is a file"),
+    # An unset shell variable: Path("") is the current folder, which would receive the run.
+    (["train", "realnvp", "--data", "8gaussians", "--steps", "1", "--out", ""], "--out is empty"),
+    (["train", "realnvp", "--data", "8gaussians", "--steps", "1", "--out", "{tmp}/r", "--seed", "-1"], "--seed"),
+    (["train", "realnvp", "--data", "8gaussians", "--steps", "1", "--out", "{tmp}/r", "--seed", str(10**14)],
+     "--seed must be in [0, 4294967295]"),
+    (["sample", "{tmp}/run", "--out", "{tmp}/s.png", "--seed", str(10**23)], "--seed"),
+    (["sample", "{tmp}/run", "-n", "100", "--candidates", "1000000000", "--out", "{tmp}/s.png"], "times --candidates"),
 ])
 def test_bad_arguments_are_user_errors(argv, fragment, tmp_path, a_file, tiny_run, capsys):
     argv = [a.format(tmp=tmp_path, file=a_file).replace(f"{tmp_path}/run", str(tiny_run)) for a in argv]

@@ -203,7 +203,9 @@ def _number(s: str) -> float | None:
 
 def _read_csv(p: Path) -> UserData:
     try:
-        with open(p, newline="") as f:
+        # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first cell,
+        # where it would hide a "label" header or make a numeric first row a "header".
+        with open(p, newline="", encoding="utf-8-sig") as f:
             rows = [(i + 1, r) for i, r in enumerate(csv.reader(f)) if any(c.strip() for c in r)]
     except UnicodeDecodeError:
         raise ValueError(f"{p}: not a text CSV file") from None
@@ -379,6 +381,13 @@ def _finish(p: Path, x, y) -> UserData:
         if bad.any():
             row = int(np.flatnonzero(bad.any(1))[0])
             raise ValueError(f"{p}: {int(bad.sum())} non-finite values (NaN or inf) in the data, the first in "
+                             f"example {row}")
+        # The models train in float32: a finite float64 beyond its range would become inf.
+        big = np.abs(x.reshape(len(x), -1)) > np.finfo(np.float32).max
+        if big.any():
+            row = int(np.flatnonzero(big.any(1))[0])
+            raise ValueError(f"{p}: {int(big.sum())} values beyond float32's range (|x| > "
+                             f"{np.finfo(np.float32).max:.4g}; the models compute in float32), the first in "
                              f"example {row}")
     levels = x.dtype == np.uint8
     image = x.ndim >= 3

@@ -34,6 +34,16 @@ from gencore.runs.registry import OPTIONS, REGISTRY, ModelSpec, check_options, g
 #: Bounds on the training-length arguments: a typo must not start a run of days.
 MAX_STEPS = 10_000_000
 MAX_BATCH_SIZE = 1 << 20
+#: Seeds are in [0, MAX_SEED] (the batch order multiplies the seed, in 64 bits).
+MAX_SEED = (1 << 32) - 1
+#: The most images one ``sample`` call draws, ``n * candidates``.
+MAX_DRAWS = 100_000
+
+
+def _seed(seed, command: str) -> int:
+    from gencore.metrics._checks import check_int
+
+    return check_int(seed, f"{command}: --seed", 0, MAX_SEED)
 
 
 def _positive_int(v, name: str, bound: int) -> int:
@@ -83,6 +93,7 @@ def train(model: str, data: str, out, *, steps: int | None = None, batch_size: i
         :class:`gencore.train.CheckpointError` for a folder in use or a refused resume.
     """
     spec = get(model)
+    seed = _seed(seed, "train")
     options = {k: v for k, v in options.items() if v is not None}
     check_options(spec, options)
     data = _check_data(spec, data)
@@ -96,7 +107,12 @@ def train(model: str, data: str, out, *, steps: int | None = None, batch_size: i
             raise ValueError(f"train: {model} is fitted in closed form and takes no --steps")
         steps = 0
     elif steps is None:
-        steps = spec.default_steps(data_kind(data, bool(options.get("image"))), options)
+        x = None
+        if is_user_data(data) and not options.get("image"):  # own vectors outside [0, 1] take the toys' defaults
+            from gencore.data import load_dataset
+
+            x = load_dataset(data, "fit", seed=seed)[0]
+        steps = spec.default_steps(data_kind(data, bool(options.get("image")), x), options)
     else:
         steps = _positive_int(steps, "steps", MAX_STEPS)
     batch_size = spec.batch_size if batch_size is None else _positive_int(batch_size, "batch_size", MAX_BATCH_SIZE)
@@ -131,6 +147,11 @@ def evaluate(run, data: str | None = None) -> dict:
     data = data or run_record(meta).get("data")
     if data is None:
         raise ValueError("eval: the checkpoint does not record its dataset; pass --data")
+    from gencore.data import DATASETS, PAIRED_DATASETS
+
+    if data in (*DATASETS, *PAIRED_DATASETS) and data not in spec.datasets:
+        raise ValueError(f"eval: {spec.name} runs evaluate on {', '.join(spec.datasets)}"
+                         f"{' or your own data' if spec.user_data else ''}, not {data}")
     return spec.evaluate(run, net, meta, resolve_data(data))
 
 
@@ -147,6 +168,10 @@ def sample(run, n: int, out_png, *, seed: int = 0, caption: str | None = None, c
     check_int(candidates, "candidates")
     if candidates < 1:
         raise ValueError(f"sample: --candidates must be a positive int, got {candidates!r}")
+    if n * candidates > MAX_DRAWS:
+        raise ValueError(f"sample: -n {n} times --candidates {candidates} draws {n * candidates:,} images, more than "
+                         f"{MAX_DRAWS:,} (gencore.runs.MAX_DRAWS)")
+    seed = _seed(seed, "sample")
     net, meta = load_run(run)
     spec = get(meta["model"])
     if spec.sample is None:

@@ -4,6 +4,7 @@ dequantization and the one one-hot, eval.json."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -55,6 +56,36 @@ def data_kind(data: str, image: bool = False, x: torch.Tensor | None = None) -> 
     return "digits"
 
 
+def data_fingerprint(data: str) -> str | None:
+    """The sha256 of your own data's contents (a file's bytes; a folder's files, by relative
+    path and contents), recorded with a run so that resuming it on a file whose contents
+    changed under the same path is refused like any other change of data; None for an
+    embedded dataset."""
+    import hashlib
+
+    if not is_user_data(data):
+        return None
+    path = Path(data)
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(f for f in path.rglob("*") if f.is_file())
+    for f in files:
+        digest.update(str(f.relative_to(path) if f != path else f.name).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def run_metadata(data: str, **fields) -> dict:
+    """What a run records about itself (``extra["run"]``): the dataset, its fingerprint if it
+    is your own data (:func:`data_fingerprint`), and the given fields."""
+    record = {"data": data, **fields}
+    fingerprint = data_fingerprint(data)
+    if fingerprint is not None:
+        record["data_sha256"] = fingerprint
+    return record
+
+
 def run_record(meta: dict) -> dict:
     """What the run layer recorded about a run (``extra["run"]`` of its checkpoint): the
     dataset and the options it was trained with."""
@@ -73,18 +104,33 @@ def write_eval(run, out: dict) -> dict:
     return out
 
 
-def check_picture(data: str, xs: torch.Tensor) -> None:
-    """Samples of your own vectors (other than 2-D) have no picture: a clear error rather than
-    an image grid of the wrong shape."""
-    if is_user_data(data) and xs.dim() == 2 and xs.shape[1] != 2:
-        raise ValueError(f"sample: samples of {xs.shape[1]}-D vectors have no picture (2-D data is drawn as a "
-                         "scatter, images as a grid: train image data with --image)")
+def picture_shape(data: str, xs: torch.Tensor) -> tuple[int, ...]:
+    """The ``(C, H, W)`` of an image grid of samples ``xs`` of a run on ``data``: the samples'
+    own for images, 8 x 8 for the digits' vectors, the images' of a PNG folder (or image
+    array) that a model without ``--image`` learned as flat vectors; samples of your own
+    vectors (other than 2-D, which are drawn as a scatter) have no picture: a clear error
+    rather than an image grid of the wrong shape."""
+    if xs.dim() == 4:
+        return tuple(xs.shape[1:])
+    if not is_user_data(data):
+        return (1, 8, 8)
+    from gencore.data.files import read_data
+
+    own = read_data(data)
+    if own.image and math.prod(own.x.shape[1:]) == xs.shape[1]:
+        return tuple(own.x.shape[1:]) if own.x.ndim == 4 else (1, *own.x.shape[1:])
+    raise ValueError(f"sample: samples of {xs.shape[1]}-D vectors have no picture: {data} holds vectors, not images "
+                     "(2-D data is drawn as a scatter, images as a grid)")
 
 
 def model_config(defaults: dict, x: torch.Tensor, image: bool, **overrides) -> dict:
     """A model config: the defaults, the overrides that are set, and the data's feature size
     (``(C, H, W)`` for images, whose convolutional networks take one hidden width: the first
     of ``hidden``)."""
+    hidden = overrides.get("hidden")
+    if image and isinstance(hidden, (list, tuple)) and len(hidden) > 1:
+        raise ValueError(f"train: --hidden: an image model's convolutional networks take one width, got "
+                         f"{','.join(map(str, hidden))}")
     config = dict(defaults)
     config.update({k: v for k, v in overrides.items() if v is not None})
     if image and isinstance(config.get("hidden"), list):
@@ -96,3 +142,15 @@ def model_config(defaults: dict, x: torch.Tensor, image: bool, **overrides) -> d
 def labelled(x: torch.Tensor, y: torch.Tensor | None, conditional: bool):
     """``(x, one_hot(y))`` for a conditional model, else ``x``: what ``fit`` trains on."""
     return (x, one_hot(y)) if conditional else x
+
+
+def best_record(history: list[dict], out, *, last: bool = False) -> dict:
+    """The record of ``fit``'s history with the lowest ``eval_loss`` (``last``: the last
+    one): the run's best (final) validation number. A history without one (a checkpoint
+    whose manifest lost its records) is reported naming the run folder."""
+    evaluated = [h for h in history if "eval_loss" in h]
+    if not evaluated:
+        from gencore.train import CheckpointError
+
+        raise CheckpointError(f"run folder {out}: the checkpoint's history holds no evaluation to report")
+    return evaluated[-1] if last else min(evaluated, key=lambda h: h["eval_loss"])

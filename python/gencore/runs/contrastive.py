@@ -26,7 +26,7 @@ from gencore.representation import (
     retrieval_chance,
     retrieval_recall,
 )
-from gencore.runs.common import fresh_dequantization, write_eval
+from gencore.runs.common import best_record, fresh_dequantization, run_metadata, write_eval
 from gencore.runs.registry import ModelSpec, register
 from gencore.train import fit
 
@@ -61,9 +61,10 @@ def train(spec, data: str, out, *, steps: int, batch_size: int, lr: float | None
         train_data, val = (x, tokens), (xv, tv)
     res = fit(net, train_data, steps=steps, batch_size=batch_size, lr=LR if lr is None else lr, seed=seed,
               eval_data=val, checkpoint_dir=out, progress=progress, schedule="cosine",
-              batch_transform=fresh_dequantization, metadata={"data": data}, allow_changes=allow_changes)
-    return {"model": model, "data": data, "steps": res.step, "final_train_loss": res.history[-1]["train_loss"],
-            "final_val_loss": res.history[-1]["eval_loss"]}
+              batch_transform=fresh_dequantization, metadata=run_metadata(data), allow_changes=allow_changes)
+    final = best_record(res.history, out, last=True)
+    return {"model": model, "data": data, "steps": res.step, "final_train_loss": final["train_loss"],
+            "final_val_loss": final["eval_loss"]}
 
 
 def _probe_scores(f, y, ft, yt) -> dict:

@@ -18,12 +18,14 @@ from gencore import metrics
 from gencore.data import DIGITS_LEVELS, EXACT_TOYS, TOYS, load_dataset, toy_entropy, toy_log_prob
 from gencore.models import build
 from gencore.runs.common import (
-    check_picture,
+    best_record,
     data_kind,
     fresh_dequantization,
     labelled,
     model_config,
     one_hot,
+    picture_shape,
+    run_metadata,
     run_record,
     write_eval,
 )
@@ -87,8 +89,8 @@ def train(spec, data: str, out, *, steps: int, batch_size: int, lr: float | None
               seed=seed, eval_data=labelled(xv, yv, conditional), checkpoint_dir=out, progress=progress,
               eval_every=None if kind == "toy" else max(1, min(EVAL_EVERY, steps // 10)),
               schedule="cosine", batch_transform=fresh_dequantization if digits else None, keep_best=True,
-              metadata={"data": data, "conditional": conditional, "image": image}, allow_changes=allow_changes)
-    best = min(res.history, key=lambda h: h["eval_loss"])
+              metadata=run_metadata(data, conditional=conditional, image=image), allow_changes=allow_changes)
+    best = best_record(res.history, out)
     return {"model": model, "data": data, "steps": res.step, "best_val_nll_nats": best["eval_loss"],
             "best_step": best["step"]}
 
@@ -129,9 +131,9 @@ def sample(run, net, meta: dict, n: int, out_png, generator: torch.Generator):
         exact = (lambda pts: toy_log_prob(data, pts).exp()) if data in EXACT_TOYS else None
         return save_density_scatter(xs, out_png, density=density, true_density=exact,
                                     title=f"{meta['model']} on {data or '2-D data'}: {n} samples")
-    check_picture(data, xs)
+    shape = picture_shape(data, xs)
     title = f"{meta['model']} samples" + (" (rows of classes 0-9)" if ctx is not None else "")
-    return save_image_grid(xs, out_png, nrow=10 if ctx is not None else None, title=title)
+    return save_image_grid(xs, out_png, nrow=10 if ctx is not None else None, title=title, shape=shape)
 
 
 _COMMON = dict(family="flow", datasets=(*TOYS, "digits"), user_data=True, batch_size=256,

@@ -18,12 +18,14 @@ from gencore import metrics
 from gencore.data import TOYS, load_dataset
 from gencore.models import build
 from gencore.runs.common import (
-    check_picture,
+    best_record,
     data_kind,
     fresh_dequantization,
     is_user_data,
     model_config,
     one_hot,
+    picture_shape,
+    run_metadata,
     run_record,
     write_eval,
 )
@@ -95,9 +97,9 @@ def train(spec, data: str, out, *, steps: int, batch_size: int, lr: float | None
     res = fit(net, (x, y) if conditional else x, steps=steps, batch_size=batch_size,
               lr=LR[kind] if lr is None else lr, seed=seed, eval_data=(xv, yv) if conditional else xv,
               checkpoint_dir=out, progress=progress, batch_transform=fresh_dequantization if digits else None,
-              callback=snapshot, metadata={"data": data, "conditional": conditional, "image": image},
+              callback=snapshot, metadata=run_metadata(data, conditional=conditional, image=image),
               allow_changes=allow_changes)
-    last = res.history[-1]
+    last = best_record(res.history, out, last=True)
     return {"model": "gan", "data": data, "steps": res.step, "loss": net.loss_kind,
             "final_val_ipm": last.get("eval_loss"), "final_train_ipm": last.get("train_ipm")}
 
@@ -146,9 +148,9 @@ def sample(run, net, meta: dict, n: int, out_png, generator: torch.Generator) ->
         ref = load_dataset(data, "test")[0] if data in TOYS else None
         return save_scatter_over_data(xs, out_png, data=ref,
                                       title=f"GAN ({net.loss_kind}) on {data or '2-D data'}: {n} samples")
-    check_picture(data, xs)
+    shape = picture_shape(data, xs)
     title = "GAN samples" + (" (rows of classes 0-9)" if labels is not None else "")
-    return save_image_grid(xs, out_png, nrow=net.n_classes or None, title=title)
+    return save_image_grid(xs, out_png, nrow=net.n_classes or None, title=title, shape=shape)
 
 
 def figures(run, meta: dict, out_png) -> list[Path]:

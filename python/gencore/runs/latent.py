@@ -32,7 +32,8 @@ import torch
 from gencore import metrics
 from gencore.data import DIGITS_LEVELS, dequantize, load_dataset
 from gencore.models import PCA, build
-from gencore.runs.common import check_picture, fresh_dequantization, labelled, one_hot, run_record, write_eval
+from gencore.runs.common import (best_record, fresh_dequantization, labelled, one_hot, picture_shape, run_metadata,
+                                 run_record, write_eval)
 from gencore.runs.registry import ModelSpec, register
 from gencore.train import _check_resume, _read_meta, fit, run_lock, save_checkpoint
 
@@ -80,7 +81,7 @@ def _train_pca(data: str, out, *, seed: int, allow_changes: bool, latent_dim: in
     x = _load(data, "train", seed=seed, levels=True)[0]
     x = dequantize(x, torch.Generator().manual_seed(seed)) if digits else x
     net = PCA(chosen).fit(x)
-    run = {"data": data, "conditional": False, "image": False}
+    run = run_metadata(data, conditional=False, image=False)
     if scores:
         run["val_log_likelihood_nats"] = {str(k): v for k, v in scores.items()}
     with run_lock(out):
@@ -122,8 +123,8 @@ def train(spec, data: str, out, *, steps: int, batch_size: int, lr: float | None
               eval_every=max(1, min(EVAL_EVERY, steps // 10)),
               progress=progress, schedule="cosine", batch_transform=fresh_dequantization if digits else None,
               keep_best=True,
-              metadata={"data": data, "conditional": conditional, "image": image}, allow_changes=allow_changes)
-    best = min(res.history, key=lambda h: h["eval_loss"])
+              metadata=run_metadata(data, conditional=conditional, image=image), allow_changes=allow_changes)
+    best = best_record(res.history, out)
     return {"model": model, "data": data, "steps": res.step, "best_val_loss": best["eval_loss"],
             "best_step": best["step"]}
 
@@ -184,14 +185,14 @@ def sample(run, net, meta: dict, n: int, out_png, generator: torch.Generator) ->
     data = rec.get("data", "digits")
     if name == "ae":
         xt, _ = _load(data, "test", image=bool(rec.get("image")))
-        k = max(1, min(n, 32))
+        k = max(1, min(n, 32, len(xt)))  # (a small test split may hold fewer)
         recon = net.reconstruct(xt[:k])
         if xt[0].numel() == 2:
             return save_scatter_over_data(recon.reshape(k, 2), out_png, data=xt.reshape(len(xt), 2),
                                           title="reconstructions of held-out points (red) over the data")
-        check_picture(data, recon)
+        shape = picture_shape(data, recon)
         pics = torch.cat([xt[:k].reshape(k, -1), recon.reshape(k, -1)])
-        return save_image_grid(pics, out_png, nrow=k if k <= 16 else 16, shape=_shape(xt),
+        return save_image_grid(pics, out_png, nrow=k if k <= 16 else 16, shape=shape,
                                title="held-out examples (top rows) and their reconstructions (bottom rows)")
     ctx = None
     if name == "pca":
@@ -206,14 +207,8 @@ def sample(run, net, meta: dict, n: int, out_png, generator: torch.Generator) ->
             + (" (classes 0-9 by column)" if ctx is not None else "")
     if xs[0].numel() == 2:
         return save_scatter_over_data(xs.reshape(n, 2), out_png, title=title)
-    check_picture(data, xs)
     return save_image_grid(xs, out_png, nrow=10 if ctx is not None else None, title=title,
-                           shape=_shape(xs) if data != "digits" else (8, 8))
-
-
-def _shape(x: torch.Tensor) -> tuple[int, int]:
-    """The (H, W) of an image grid: the images' own, or 8 x 8 for the digits' vectors."""
-    return tuple(x.shape[-2:]) if x.dim() == 4 else (8, 8)
+                           shape=picture_shape(data, xs))
 
 
 def _spec(name: str, summary: str, options: tuple[str, ...], user_data: bool = True) -> ModelSpec:

@@ -24,7 +24,7 @@ from gencore.data.captions import CLASS_WORDS, SLANT_WORDS, STROKE_WORDS, captio
 from gencore.models import build
 from gencore.models.text2image import caption_slots
 from gencore.representation import caption_ids, retrieval_chance, retrieval_recall
-from gencore.runs.common import fresh_dequantization, write_eval
+from gencore.runs.common import best_record, fresh_dequantization, run_metadata, write_eval
 from gencore.runs.registry import ModelSpec, register
 from gencore.train import fit
 
@@ -74,9 +74,9 @@ def train(spec, data: str, out, *, steps: int, batch_size: int, lr: float | None
               seed=seed, eval_data=(xv[keep_v], tv[keep_v]), checkpoint_dir=out,
               eval_every=max(1, min(EVAL_EVERY, steps // 10)), progress=progress, schedule="cosine",
               batch_transform=fresh_dequantization, keep_best=True,
-              metadata={"data": data, "held_out_combos": [list(c) for c in HELD_OUT_COMBOS]},
+              metadata=run_metadata(data, held_out_combos=[list(c) for c in HELD_OUT_COMBOS]),
               allow_changes=allow_changes)
-    best = min(res.history, key=lambda h: h["eval_loss"])
+    best = best_record(res.history, out)
     return {"model": "text2image", "data": data, "steps": res.step, "best_val_loss": best["eval_loss"],
             "best_step": best["step"], "train_digits": int(keep.sum()), "held_out_combos": len(HELD_OUT_COMBOS)}
 

@@ -21,7 +21,7 @@ import torch
 from gencore import metrics
 from gencore.data import DIGITS_LEVELS, load_dataset
 from gencore.models import build
-from gencore.runs.common import fresh_dequantization, run_record, write_eval
+from gencore.runs.common import best_record, fresh_dequantization, run_metadata, run_record, write_eval
 from gencore.runs.registry import ModelSpec, register
 from gencore.train import fit
 
@@ -45,8 +45,8 @@ def train(spec, data: str, out, *, steps: int, batch_size: int, lr: float | None
     res = fit(net, fit_data, steps=steps, batch_size=batch_size, lr=LR if lr is None else lr, seed=seed,
               eval_data=val_data, checkpoint_dir=out, eval_every=max(1, min(EVAL_EVERY, steps // 10)),
               progress=progress, schedule="cosine", batch_transform=fresh_dequantization, keep_best=True,
-              metadata={"data": data, "conditional": conditional, "image": True}, allow_changes=allow_changes)
-    best = min(res.history, key=lambda h: h["eval_loss"])
+              metadata=run_metadata(data, conditional=conditional, image=True), allow_changes=allow_changes)
+    best = best_record(res.history, out)
     return {"model": "vqvae", "data": data, "steps": res.step, "best_val_loss": best["eval_loss"],
             "best_step": best["step"]}
 
