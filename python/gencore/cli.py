@@ -267,8 +267,9 @@ def _validate(args) -> None:
     if args.command in ("train", "sample"):
         from gencore import runs
 
-        if not 0 <= args.seed <= runs.MAX_SEED:
-            raise UsageError(f"{args.command}: --seed must be in [0, {runs.MAX_SEED}], got {args.seed}")
+        bound = runs.MAX_SEED if args.command == "train" else runs.MAX_SAMPLE_SEED
+        if not 0 <= args.seed <= bound:
+            raise UsageError(f"{args.command}: --seed must be in [0, {bound}], got {args.seed}")
     if args.command == "train":
         runs.check_options(runs.get(args.model), _train_options(args))
         _check_data(args.data, "train")

@@ -541,6 +541,7 @@ def _check_model_state(path: Path, model: nn.Module, state: dict[str, torch.Tens
     or infinite values in a tensor the model has (every prediction would be NaN; PCA checks
     its fitted state itself). Keys and shapes are load_state_dict's to check."""
     own = model.state_dict()
+    checks_itself = hasattr(model, "_state_problem")  # PCA: its variance ratios may be NaN (constant data)
     for key, t in state.items():
         mine = own.get(key)
         if mine is None:
@@ -548,7 +549,7 @@ def _check_model_state(path: Path, model: nn.Module, state: dict[str, torch.Tens
         if t.is_floating_point() != mine.is_floating_point() or (not t.is_floating_point() and t.dtype != mine.dtype):
             raise CheckpointError(f"checkpoint {path} does not match the model: {key} is {t.dtype}, the model's "
                                   f"{key} is {mine.dtype}")
-        if t.is_floating_point() and not torch.isfinite(t).all():
+        if t.is_floating_point() and not checks_itself and not torch.isfinite(t).all():
             raise CheckpointError(f"corrupted checkpoint {path}: {key} holds NaN or infinite values")
 
 
@@ -719,9 +720,10 @@ def _changes(saved: dict, now: dict) -> list[str]:
 
 def _saved_history(path: Path, meta: dict, start: int) -> list[dict]:
     """The evaluation records of a checkpoint at step ``start``, checked: a list of mappings
-    whose ``step`` values are ints increasing within ``[1, start]``, other values numbers;
-    and ``best_eval_loss`` a number or null (a crafted manifest must not fail later, inside
-    a summary)."""
+    whose ``step`` values are ints increasing within ``[1, start]`` and whose ``eval_loss``
+    and ``train_*`` values are numbers (a callback may add entries of any JSON kind); and
+    ``best_eval_loss`` a number or null (a crafted manifest must not fail later, inside a
+    summary)."""
     extra = meta.get("extra", {})
     history = extra.get("history", [])
     where = f"corrupted checkpoint {path / MANIFEST}"
@@ -734,8 +736,9 @@ def _saved_history(path: Path, meta: dict, start: int) -> list[dict]:
             raise CheckpointError(f"{where}: extra.history has a record at step {step!r}; steps must increase "
                                   f"within [1, {start}]")
         last = step
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in r.values()):
-            raise CheckpointError(f"{where}: extra.history's record at step {step} holds a value that is not a number")
+        numbers = {k: v for k, v in r.items() if k == "eval_loss" or k.startswith("train_")}
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers.values()):
+            raise CheckpointError(f"{where}: extra.history's record at step {step} holds a loss that is not a number")
     loss = extra.get("best_eval_loss")
     if loss is not None and (isinstance(loss, bool) or not isinstance(loss, (int, float))):
         raise CheckpointError(f"{where}: extra.best_eval_loss is {loss!r}, not a number")
@@ -908,7 +911,8 @@ def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float 
         allow_changes: resume a checkpoint even though the model, its config, ``metadata``,
             ``seed``, ``batch_size``, ``lr``, ``weight_decay``, ``schedule`` or ``keep_best``
             differ from what it was trained with; by default that raises
-            :class:`CheckpointError` listing the differences (``steps`` may always grow).
+            :class:`CheckpointError` listing the differences (``steps`` may always grow; a
+            checkpoint past ``steps`` is refused too, and kept as it is when allowed).
 
     Data-parallel (an initialized process group of ``W > 1`` ranks; ``fit`` initializes it
     itself from ``torchrun``'s environment, gloo for a CPU model, nccl for a CUDA one):
@@ -975,13 +979,13 @@ def _fit(model, train_t, eval_t, *, steps, batch_size, lr, seed, eval_every, ckp
     if ckpt is not None and resume and (ckpt / MANIFEST).exists():
         meta = _read_meta(ckpt)
         _check_resume(ckpt, meta, model, settings, allow_changes)
+        if meta["step"] > steps and not allow_changes:  # (before the load touches model and optimizer)
+            raise CheckpointError(
+                f"run folder {ckpt} holds a checkpoint at step {meta['step']}, past steps={steps}: steps may grow, "
+                "not shrink. Train into a new folder, or allow the change explicitly (fit(allow_changes=True), "
+                "gencore train --allow-changes), which keeps the checkpoint as it is")
         _, meta = load_checkpoint(ckpt, model, optimizer=_saved_form(optimizers, two_player))
         start = int(meta["step"])
-        if start > steps and not allow_changes:
-            raise CheckpointError(
-                f"run folder {ckpt} holds a checkpoint at step {start}, past steps={steps}: steps may grow, not "
-                "shrink. Train into a new folder, or allow the change explicitly (fit(allow_changes=True), "
-                "gencore train --allow-changes), which keeps the checkpoint as it is")
         history = _saved_history(ckpt, meta, start)
         best.restore(ckpt, meta)
     batches = _Batches(train_t[0].shape[0], batch_size, seed)

@@ -102,7 +102,8 @@ def test_pca_refuses_meta_input():
     (lambda v: CLIPLoss(distributed=v), "CLIPLoss: distributed"),
     (lambda v: NTXentLoss(distributed=v), "NTXentLoss: distributed"),
     (lambda v: NTXentLoss(learnable=v), "NTXentLoss: learnable"),
-    (lambda v: SimCLR(kind="mlp", hidden=[8], distributed=v), "NTXentLoss: distributed"),
+    (lambda v: SimCLR(kind="mlp", hidden=[8], distributed=v), "SimCLR: distributed"),
+    (lambda v: CLIP(kind="mlp", hidden=[8], distributed=v), "CLIP: distributed"),
     (lambda v: RealNVP(3, 2, (8,), actnorm=v), "RealNVP: actnorm"),
     (lambda v: NICE(4, 2, (8,), actnorm=v), "NICE: actnorm"),
     (lambda v: NeuralSplineFlow(3, 2, (8,), actnorm=v), "NeuralSplineFlow: actnorm"),
@@ -194,7 +195,7 @@ def test_flow_log_prob_refuses_infinite_input(name):
 def test_flow_context_must_be_a_finite_tensor():
     flow = RealNVP(3, 2, (8,), context_features=2).eval()
     x = torch.randn(4, 3)
-    with pytest.raises(TypeError, match="RealNVP: context must be a floating-point tensor of shape \\(4, 2\\), got list"):
+    with pytest.raises(TypeError, match=r"context must be a floating-point tensor of shape \(4, 2\), got list"):
         flow.log_prob(x, [[0.0, 1.0]] * 4)
     with pytest.raises(ValueError, match="RealNVP: context contains NaN or infinite values"):
         flow.log_prob(x, torch.full((4, 2), math.nan))

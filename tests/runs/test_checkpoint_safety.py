@@ -571,11 +571,14 @@ class TestPCAState:
             load_checkpoint(tmp_path)
 
     def test_constant_data_with_its_nan_variance_ratio_round_trips(self, tmp_path):
+        from gencore.models import PCA
+
         pca = self.fitted(tmp_path, torch.ones(6, 3, dtype=torch.float64))
         assert torch.isnan(pca.explained_variance_ratio_).all()  # as scikit-learn's
-        loaded, _ = load_checkpoint(tmp_path)
         x = torch.randn(4, 3, dtype=torch.float64)
-        torch.testing.assert_close(loaded.transform(x), pca.transform(x))
+        into_fitted = PCA(2).fit(torch.randn(9, 3, dtype=torch.float64))  # into a model that has the buffers
+        for loaded in (load_checkpoint(tmp_path)[0], load_checkpoint(tmp_path, into_fitted)[0]):
+            torch.testing.assert_close(loaded.transform(x), pca.transform(x))
 
 
 def test_a_checkpoint_replaced_while_it_is_read_is_read_again(tmp_path, monkeypatch):
@@ -611,3 +614,44 @@ def test_a_step_that_disagrees_with_the_file_names_is_refused(tmp_path):
     (tmp_path / "checkpoint.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="step 7 but its model file model.00000002"):
         load_checkpoint(tmp_path)
+
+
+def test_a_callback_may_record_any_json_and_the_run_still_resumes(tmp_path):
+    x = torch.randn(64, 3, generator=torch.Generator().manual_seed(0))
+
+    def note(model, record):
+        record.update(note="ok", fractions=[0.5, 0.5])
+
+    kw = dict(batch_size=16, lr=1e-3, seed=0, eval_data=x[:16], eval_every=1, checkpoint_dir=tmp_path,
+              progress=False, callback=note)
+    train.fit(make()[0], x, steps=2, **kw)
+    result = train.fit(make()[0], x, steps=3, **kw)
+    assert [r["step"] for r in result.history] == [1, 2, 3] and result.history[0]["note"] == "ok"
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda h: h.__setitem__(0, {**h[0], "eval_loss": "abc"}), "holds a loss that is not a number"),
+    (lambda h: h.__setitem__(0, {**h[0], "step": 9}), "steps must increase within [1, 2]"),
+    (lambda h: h.append("x"), "not a list of records"),
+])
+def test_a_crafted_history_is_refused_before_training(tmp_path, edit, fragment):
+    x = torch.randn(64, 3, generator=torch.Generator().manual_seed(0))
+    kw = dict(batch_size=16, lr=1e-3, seed=0, eval_data=x[:16], eval_every=1, checkpoint_dir=tmp_path,
+              progress=False)
+    train.fit(make()[0], x, steps=2, **kw)
+    meta = manifest(tmp_path)
+    edit(meta["extra"]["history"])
+    (tmp_path / "checkpoint.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=re.escape(fragment)):
+        train.fit(make()[0], x, steps=3, **kw)
+
+
+def test_a_checkpoint_past_steps_is_refused_before_it_is_loaded(tmp_path):
+    x = torch.randn(64, 3, generator=torch.Generator().manual_seed(0))
+    kw = dict(batch_size=16, lr=1e-3, seed=0, checkpoint_dir=tmp_path, progress=False)
+    train.fit(make()[0], x, steps=3, **kw)
+    model = make()[0]
+    before = state(model)
+    with pytest.raises(CheckpointError, match="at step 3, past steps=2"):
+        train.fit(model, x, steps=2, **kw)
+    assert same(state(model), before)  # refused before the load touched the model

@@ -204,6 +204,24 @@ def test_resuming_on_changed_data_under_the_same_path_is_refused(blobs, tmp_path
     assert run("train", "realnvp", "--steps", 4, "--allow-changes", *args) == 0
 
 
+def test_a_run_from_before_fingerprints_resumes_and_a_png_folder_ignores_other_files(tmp_path, capsys, one_thread):
+    data = _pngs(tmp_path / "pngs", 1)
+    out = tmp_path / "r"
+    args = ("--data", data, "--couplings", 1, "--hidden", 4, "--batch-size", 8, "--out", out, "--no-progress")
+    assert run("train", "realnvp", "--steps", 1, *args) == 0
+    meta = json.loads((out / "checkpoint.json").read_text())
+    assert len(meta["extra"]["run"]["data_sha256"]) == 64
+    (data / ".DS_Store").write_bytes(b"rewritten by a file browser")  # not data: the loader skips it
+    (data / "README.txt").write_text("notes")
+    assert run("train", "realnvp", "--steps", 2, *args) == 0
+    del meta["extra"]["run"]["data_sha256"]  # a checkpoint written before runs recorded one
+    meta["step"] = 2
+    meta = {**meta, "files": json.loads((out / "checkpoint.json").read_text())["files"]}
+    (out / "checkpoint.json").write_text(json.dumps(meta))
+    assert run("train", "realnvp", "--steps", 3, *args) == 0, capsys.readouterr().err
+    assert "data_sha256" not in json.loads((out / "checkpoint.json").read_text())["extra"]["run"]
+
+
 def test_eval_on_a_dataset_the_model_does_not_take(blobs, tmp_path, capsys, one_thread):
     out = tmp_path / "r"
     assert run("train", "realnvp", "--data", "8gaussians", "--steps", 1, "--couplings", 1, "--hidden", 4,
@@ -236,4 +254,7 @@ def test_samples_of_png_folders_are_image_grids(tmp_path, capsys, one_thread, mo
     assert run(*args) == 0
     assert run("sample", out, "-n", 4, "--out", tmp_path / "s.png") == 0, capsys.readouterr().err
     with Image.open(tmp_path / "s.png") as im:
-        assert im.size[0] > 50 and im.size[1] > 50
+        pixels = np.asarray(im.convert("RGB")).astype(int)
+    assert pixels.shape[0] > 50 and pixels.shape[1] > 50
+    spread = pixels.max(2) - pixels.min(2)  # 0 everywhere on a gray picture
+    assert (spread > 30).mean() > 0.05  # drawn in colour, not as one gray channel

@@ -107,7 +107,8 @@ def test_sample_reports_the_png_it_wrote(tiny_run, tmp_path, capsys):
     (["train", "realnvp", "--data", "8gaussians", "--steps", "1", "--out", "{tmp}/r", "--seed", "-1"], "--seed"),
     (["train", "realnvp", "--data", "8gaussians", "--steps", "1", "--out", "{tmp}/r", "--seed", str(10**14)],
      "--seed must be in [0, 4294967295]"),
-    (["sample", "{tmp}/run", "--out", "{tmp}/s.png", "--seed", str(10**23)], "--seed"),
+    (["sample", "{tmp}/run", "--out", "{tmp}/s.png", "--seed", str(10**23)],
+     "--seed must be in [0, 18446744073709551615]"),
     (["sample", "{tmp}/run", "-n", "100", "--candidates", "1000000000", "--out", "{tmp}/s.png"], "times --candidates"),
 ])
 def test_bad_arguments_are_user_errors(argv, fragment, tmp_path, a_file, tiny_run, capsys):

@@ -50,7 +50,7 @@ import torch
 
 __all__ = ["FORMATS", "DATA_KEYS", "LABEL_KEYS", "CSV_LABEL_COLUMNS", "MIN_EXAMPLES", "MAX_BYTES",
            "PIXEL_LEVELS", "SPLIT_SEED", "TEST_FRACTION", "VAL_FRACTION", "SPLITS", "UserData",
-           "is_data_path", "read_data", "split_indices", "load_user_dataset"]
+           "is_data_path", "read_data", "data_files", "split_indices", "load_user_dataset"]
 
 FORMATS = (".npy", ".npz", ".csv", ".safetensors")
 DATA_KEYS = ("x", "data", "images")
@@ -303,7 +303,16 @@ def _png_levels(f: Path) -> np.ndarray:
 _FORCE_MATPLOTLIB = False  # tests: read PNGs as a machine without Pillow would
 
 
-def _read_png_folder(p: Path) -> UserData:
+def data_files(path) -> list[Path]:
+    """The files :func:`read_data` reads for ``path``: the file itself, or a folder's PNG
+    images (top level or class subfolders; hidden and other files are not data)."""
+    p = Path(path).expanduser()
+    return _png_files(p)[0] if p.is_dir() else [p]
+
+
+def _png_files(p: Path) -> tuple[list[Path], list[int] | None, tuple | None]:
+    """A PNG folder's images in order, their labels and class names (None without class
+    subfolders), checked for a layout read_data can use."""
     def visible(folder):
         return sorted((e for e in folder.iterdir() if not e.name.startswith(".")), key=lambda e: e.name)
 
@@ -330,6 +339,11 @@ def _read_png_folder(p: Path) -> UserData:
             labels += [k] * len(found)
     else:
         raise ValueError(f"{p}: no PNG images (a folder of .png files, or of class subfolders of .png files)")
+    return files, labels, classes
+
+
+def _read_png_folder(p: Path) -> UserData:
+    files, labels, classes = _png_files(p)
     if len(files) < MIN_EXAMPLES:
         raise ValueError(f"{p}: {len(files)} images; at least {MIN_EXAMPLES} are needed for the "
                          "train / val / test split")

@@ -28,7 +28,7 @@ from torch import nn
 
 from gencore.data.augment import DEFAULT_AUGMENT, augment_digits, digit_images, digit_views
 from gencore.data.captions import VOCAB
-from gencore.metrics._checks import check_int
+from gencore.metrics._checks import check_bool, check_int
 from gencore.models._common import check_like_model
 from gencore.models._common import in_eval as _in_eval
 from gencore.nn import MLP, CLIPLoss, NTXentLoss, SigLIPLoss
@@ -119,6 +119,8 @@ class SimCLR(nn.Module):
         super().__init__()
         check_int(projection_dim, "SimCLR: projection_dim", 1)
         check_int(projection_hidden, "SimCLR: projection_hidden", 1)
+        check_bool(distributed, "SimCLR: distributed")
+        check_bool(learnable_temperature, "SimCLR: learnable_temperature")
         self.augment = _augment_options(augment, "SimCLR")
         if encoder is None:
             feature_dim = 128 if feature_dim is None else feature_dim
@@ -136,8 +138,8 @@ class SimCLR(nn.Module):
         self.criterion = NTXentLoss(temperature, distributed=distributed, learnable=learnable_temperature)
         self.config = {"projection_dim": projection_dim, "feature_dim": feature_dim, **enc_config,
                        "projection_hidden": projection_hidden, "temperature": float(temperature),
-                       "learnable_temperature": bool(learnable_temperature), "augment": _jsonable(self.augment),
-                       "distributed": bool(distributed)}
+                       "learnable_temperature": learnable_temperature, "augment": _jsonable(self.augment),
+                       "distributed": distributed}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The representation ``f(x)``: ``x (B, 64)`` or ``(B, 1, 8, 8)`` -> ``(B, feature_dim)``
@@ -212,6 +214,7 @@ class CLIP(nn.Module):
                  augment: dict | None = None, distributed: bool = False, loss: str = "softmax") -> None:
         super().__init__()
         check_int(embed_dim, "CLIP: embed_dim", 1)
+        check_bool(distributed, "CLIP: distributed")
         if loss not in LOSSES:
             raise ValueError(f"CLIP: loss must be one of {', '.join(LOSSES)}, got {loss!r}")
         check_int(vocab_size, "CLIP: vocab_size", 1)
@@ -249,7 +252,7 @@ class CLIP(nn.Module):
         config.update(image_feature_dim=image_feature_dim, text_feature_dim=text_feature_dim, vocab_size=vocab_size,
                       token_dropout=self.token_dropout,
                       augment=None if self.augment is None else _jsonable(self.augment),
-                      distributed=bool(distributed), loss=loss)
+                      distributed=distributed, loss=loss)
         self.config = config
 
     @property

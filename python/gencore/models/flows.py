@@ -149,6 +149,9 @@ class Flow(nn.Module):
         With ``memory_efficient=True`` and gradients enabled, the transforms run inside one
         autograd function that stores only ``z``."""
         self._check(x, context)
+        return self._to_latent(x, context)
+
+    def _to_latent(self, x: torch.Tensor, context: torch.Tensor | None):
         if self.memory_efficient and torch.is_grad_enabled():
             ctx = context.detach() if context is not None else None
             anchor = torch.empty(0, device=x.device, requires_grad=True)
@@ -176,7 +179,7 @@ class Flow(nn.Module):
         self._check(x, context)
         if not torch.isfinite(x).all():
             raise ValueError(f"{type(self).__name__}: x contains NaN or infinite values")
-        z, logdet = self(x, context)
+        z, logdet = self._to_latent(x, context)  # (checked once: each check of context syncs a GPU)
         return self.base_log_prob(z) + logdet
 
     def rsample(self, n: int, generator: torch.Generator | None = None,

@@ -437,7 +437,7 @@ class GAN(nn.Module):
             raise ValueError(f"GAN: {name} is an empty batch")
         if not x.dtype.is_floating_point:
             raise TypeError(f"GAN: {name} must be floating point, got {x.dtype}")
-        check_like_model(x, self, "GAN", name)
+        check_like_model(x, self.discriminator, "GAN", name)  # (x is the discriminator's input)
         if not torch.isfinite(x).all():
             raise ValueError(f"GAN: {name} contains NaN or infinite values")
         return x

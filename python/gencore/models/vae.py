@@ -19,6 +19,7 @@ mixtures fitted to the same dequantized data (``gencore.metrics.bits_per_dim`` c
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -66,11 +67,13 @@ class VAE(nn.Module):
                  likelihood: str = "categorical", sigma: float = 0.1, levels: int = 17,
                  context_features: int = 0, beta: float = 1.0) -> None:
         super().__init__()
-        if isinstance(features, bool) or (not isinstance(features, int) and any(isinstance(v, bool) for v in features)):
+        if isinstance(features, bool) or (not isinstance(features, numbers.Integral)
+                                          and any(isinstance(v, bool) for v in features)):
             raise TypeError(f"VAE: features must be an int or a shape of ints, got {features!r}")
-        shape = [features] if isinstance(features, int) else list(features)
-        if not all(isinstance(v, int) for v in shape):
+        shape = [features] if isinstance(features, numbers.Integral) else list(features)
+        if not all(isinstance(v, numbers.Integral) for v in shape):
             raise TypeError(f"VAE: features must be an int or a shape of ints, got {features!r}")
+        shape = [int(v) for v in shape]
         if not shape or any(v < 1 for v in shape):
             raise ValueError(f"VAE: features must be a positive int or shape, got {features!r}")
         if require_int(latent_dim, "latent_dim", "VAE") < 1:
@@ -85,9 +88,12 @@ class VAE(nn.Module):
         if require_int(context_features, "context_features", "VAE") < 0:
             raise ValueError(f"VAE: context_features must be an int >= 0, got {context_features!r}")
         _check_beta(beta)
-        hidden = [hidden] if isinstance(hidden, int) and not isinstance(hidden, bool) else list(hidden)
-        if any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden):
-            raise TypeError(f"VAE: hidden must be positive ints (layer widths), got {hidden!r}")
+        hidden = [hidden] if isinstance(hidden, numbers.Integral) and not isinstance(hidden, bool) else list(hidden)
+        if any(isinstance(h, bool) or not isinstance(h, numbers.Integral) for h in hidden):
+            raise TypeError(f"VAE: hidden must be ints (layer widths), got {hidden!r}")
+        hidden = [int(h) for h in hidden]
+        if any(h < 1 for h in hidden):
+            raise ValueError(f"VAE: hidden layer widths must be >= 1, got {hidden!r}")
         self.event_shape = tuple(shape)
         self.features = math.prod(shape)
         self.latent_dim = latent_dim
@@ -108,7 +114,7 @@ class VAE(nn.Module):
 
     def _flat(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
         xf = flat_batch(x, self.event_shape, "VAE", name)
-        check_like_model(xf, self, "VAE", name)
+        check_like_model(xf, self.encoder, "VAE", name)
         if self.likelihood in ("categorical", "bernoulli") and ((x < 0) | (x > 1)).any():
             hint = (f"dequantized data (level + u) / levels, levels = {self.levels}; raw levels must be "
                     "dequantized first (gencore.data.dequantize)" if self.likelihood == "categorical"
@@ -144,7 +150,7 @@ class VAE(nn.Module):
                             f"{z.dtype if isinstance(z, torch.Tensor) else type(z).__name__}")
         if z.dim() == 0 or z.shape[-1] != self.latent_dim:
             raise ValueError(f"VAE: z must have shape (..., {self.latent_dim}) (the latent size), got {tuple(z.shape)}")
-        check_like_model(z, self, "VAE", "z")
+        check_like_model(z, self.decoder, "VAE", "z")
         lead = z.shape[:-1]
         zf = z.reshape(-1, self.latent_dim)
         if self.context_features:

@@ -72,7 +72,7 @@ def check_codes(codes, shape: tuple[int, ...], num_codes: int, owner: str) -> No
                         f"{codes.dtype if isinstance(codes, torch.Tensor) else type(codes).__name__}")
     if codes.dim() != len(shape) + 1 or tuple(codes.shape[1:]) != tuple(shape):
         raise ValueError(f"{owner}: codes must have shape (B, {', '.join(map(str, shape))}), got {tuple(codes.shape)}")
-    if codes.numel() and codes.device.type != "meta" and (int(codes.min()) < 0 or int(codes.max()) >= num_codes):
+    if codes.numel() and codes.device.type != "meta" and bool(((codes < 0) | (codes >= num_codes)).any()):
         raise ValueError(f"{owner}: code ids must be in [0, {num_codes}), got values in "
                          f"[{int(codes.min())}, {int(codes.max())}]")
 
@@ -133,6 +133,10 @@ class CodePrior(nn.Module):
     def log_prob(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """``log p(z)`` (or ``log p(z | y)``) per sequence, ``(B,)`` in nats."""
         check_codes(codes, (self.length,), self.num_codes, "CodePrior")
+        return self._log_prob(codes, labels)
+
+    def _log_prob(self, codes: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        # (unchecked: for the quantizer's own indices, every training step, without a sync)
         logp = torch.log_softmax(self.logits(codes, labels), -1)
         return logp.gather(-1, codes[..., None]).squeeze(-1).sum(1)
 
@@ -296,7 +300,7 @@ class VQVAE(nn.Module):
         ``bound = distortion + prior_nll`` (>= -log p(x), or -log p(x | y)); and the
         quantizer's output (``vq``)."""
         distortion, out = self.autoencode(x)
-        prior_nll = -self._prior("terms").log_prob(out.indices.flatten(1), labels)
+        prior_nll = -self._prior("terms")._log_prob(out.indices.flatten(1), labels)
         return {"distortion": distortion, "prior_nll": prior_nll, "bound": distortion + prior_nll, "vq": out}
 
     def loss(self, batch) -> torch.Tensor:

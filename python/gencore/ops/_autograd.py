@@ -50,7 +50,8 @@ def second_derivative_message(op: str) -> str:
 def first_order(op: str):
     """Decorator of a backward formula ``(ctx, *grads) -> grads`` of op ``op``."""
 
-    message = second_derivative_message(op).encode()
+    text = second_derivative_message(op)
+    message = text.encode()  # (DelayedError takes bytes)
 
     def decorate(backward):
         @functools.wraps(backward)
@@ -61,7 +62,7 @@ def first_order(op: str):
                 # Under torch.func: nested torch.func differentiation was refused when the op
                 # was called (transforms_active); any other level that differentiates the
                 # formula reaches _FirstOrderOnly's backward and raises.
-                return _FirstOrderOnly.apply(backward, ctx, message.decode(), len(grads), *grads,
+                return _FirstOrderOnly.apply(backward, ctx, text, len(grads), *grads,
                                              *ctx.saved_tensors)
             with torch.no_grad():
                 outputs = backward(ctx, *grads)

@@ -80,7 +80,10 @@ def _as_scale(value, name: str, like: torch.Tensor, reciprocal: bool = False) ->
     scale = _as_acc_tensor(value, name, like, 0.0, "finite and > 0")
     dtype = scale.dtype
     lowest = 1.0 / torch.finfo(dtype).max
-    if reciprocal and not torch.compiler.is_compiling() and value < lowest:
+    if reciprocal and torch.compiler.is_compiling():
+        torch._check_value(value >= lowest, lambda: f"gencore: {name} must be >= {lowest:.3g} (its reciprocal "
+                                                    f"must be finite in {str(dtype).removeprefix('torch.')})")
+    elif reciprocal and value < lowest:
         raise ValueError(f"gencore: {name} must be >= {lowest:.3g} (its reciprocal must be finite in "
                          f"{str(dtype).removeprefix('torch.')}), got {value}")
     return scale

@@ -34,8 +34,10 @@ from gencore.runs.registry import OPTIONS, REGISTRY, ModelSpec, check_options, g
 #: Bounds on the training-length arguments: a typo must not start a run of days.
 MAX_STEPS = 10_000_000
 MAX_BATCH_SIZE = 1 << 20
-#: Seeds are in [0, MAX_SEED] (the batch order multiplies the seed, in 64 bits).
+#: Training seeds are in [0, MAX_SEED] (the batch order multiplies the seed, in 64 bits);
+#: sampling seeds in [0, MAX_SAMPLE_SEED] (a torch.Generator's range).
 MAX_SEED = (1 << 32) - 1
+MAX_SAMPLE_SEED = (1 << 64) - 1
 #: The most images one ``sample`` call draws, ``n * candidates``.
 MAX_DRAWS = 100_000
 
@@ -43,7 +45,7 @@ MAX_DRAWS = 100_000
 def _seed(seed, command: str) -> int:
     from gencore.metrics._checks import check_int
 
-    return check_int(seed, f"{command}: --seed", 0, MAX_SEED)
+    return check_int(seed, f"{command}: --seed", 0, MAX_SEED if command == "train" else MAX_SAMPLE_SEED)
 
 
 def _positive_int(v, name: str, bound: int) -> int:

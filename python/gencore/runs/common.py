@@ -57,32 +57,45 @@ def data_kind(data: str, image: bool = False, x: torch.Tensor | None = None) -> 
 
 
 def data_fingerprint(data: str) -> str | None:
-    """The sha256 of your own data's contents (a file's bytes; a folder's files, by relative
-    path and contents), recorded with a run so that resuming it on a file whose contents
-    changed under the same path is refused like any other change of data; None for an
-    embedded dataset."""
+    """The sha256 of your own data (of each file the loader reads, by relative path, size and
+    the sha256 of its contents), recorded with a run so that resuming it on data whose
+    contents changed under the same path is refused like any other change of data; None
+    for an embedded dataset."""
     import hashlib
+
+    from gencore.data.files import data_files
 
     if not is_user_data(data):
         return None
-    path = Path(data)
+    root = Path(data).expanduser()
     digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(f for f in path.rglob("*") if f.is_file())
-    for f in files:
-        digest.update(str(f.relative_to(path) if f != path else f.name).encode() + b"\0")
+    for f in data_files(root):
+        content = hashlib.sha256()
         with open(f, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
+                content.update(block)
+        name = f.name if f == root else str(f.relative_to(root))
+        digest.update(f"{name}\0{f.stat().st_size}\0{content.hexdigest()}\n".encode())
     return digest.hexdigest()
 
 
-def run_metadata(data: str, **fields) -> dict:
+def run_metadata(data: str, out, **fields) -> dict:
     """What a run records about itself (``extra["run"]``): the dataset, its fingerprint if it
-    is your own data (:func:`data_fingerprint`), and the given fields."""
+    is your own data (:func:`data_fingerprint`), and the given fields. A run folder whose
+    checkpoint predates fingerprints keeps resuming without one."""
+    from gencore.train import MANIFEST, CheckpointError, _read_meta
+
     record = {"data": data, **fields}
     fingerprint = data_fingerprint(data)
     if fingerprint is not None:
         record["data_sha256"] = fingerprint
+        manifest = Path(out) / MANIFEST
+        try:
+            saved = run_record(_read_meta(Path(out))) if manifest.exists() else None
+        except CheckpointError:
+            saved = None  # (fit reports the damage)
+        if saved is not None and saved.get("data") == data and "data_sha256" not in saved:
+            del record["data_sha256"]
     return record
 
 

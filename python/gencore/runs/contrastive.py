@@ -61,7 +61,7 @@ def train(spec, data: str, out, *, steps: int, batch_size: int, lr: float | None
         train_data, val = (x, tokens), (xv, tv)
     res = fit(net, train_data, steps=steps, batch_size=batch_size, lr=LR if lr is None else lr, seed=seed,
               eval_data=val, checkpoint_dir=out, progress=progress, schedule="cosine",
-              batch_transform=fresh_dequantization, metadata=run_metadata(data), allow_changes=allow_changes)
+              batch_transform=fresh_dequantization, metadata=run_metadata(data, out), allow_changes=allow_changes)
     final = best_record(res.history, out, last=True)
     return {"model": model, "data": data, "steps": res.step, "final_train_loss": final["train_loss"],
             "final_val_loss": final["eval_loss"]}

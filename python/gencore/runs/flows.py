@@ -89,7 +89,7 @@ def train(spec, data: str, out, *, steps: int, batch_size: int, lr: float | None
               seed=seed, eval_data=labelled(xv, yv, conditional), checkpoint_dir=out, progress=progress,
               eval_every=None if kind == "toy" else max(1, min(EVAL_EVERY, steps // 10)),
               schedule="cosine", batch_transform=fresh_dequantization if digits else None, keep_best=True,
-              metadata=run_metadata(data, conditional=conditional, image=image), allow_changes=allow_changes)
+              metadata=run_metadata(data, out, conditional=conditional, image=image), allow_changes=allow_changes)
     best = best_record(res.history, out)
     return {"model": model, "data": data, "steps": res.step, "best_val_nll_nats": best["eval_loss"],
             "best_step": best["step"]}

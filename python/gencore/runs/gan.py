@@ -97,7 +97,7 @@ def train(spec, data: str, out, *, steps: int, batch_size: int, lr: float | None
     res = fit(net, (x, y) if conditional else x, steps=steps, batch_size=batch_size,
               lr=LR[kind] if lr is None else lr, seed=seed, eval_data=(xv, yv) if conditional else xv,
               checkpoint_dir=out, progress=progress, batch_transform=fresh_dequantization if digits else None,
-              callback=snapshot, metadata=run_metadata(data, conditional=conditional, image=image),
+              callback=snapshot, metadata=run_metadata(data, out, conditional=conditional, image=image),
               allow_changes=allow_changes)
     last = best_record(res.history, out, last=True)
     return {"model": "gan", "data": data, "steps": res.step, "loss": net.loss_kind,

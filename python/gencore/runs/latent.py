@@ -81,7 +81,7 @@ def _train_pca(data: str, out, *, seed: int, allow_changes: bool, latent_dim: in
     x = _load(data, "train", seed=seed, levels=True)[0]
     x = dequantize(x, torch.Generator().manual_seed(seed)) if digits else x
     net = PCA(chosen).fit(x)
-    run = run_metadata(data, conditional=False, image=False)
+    run = run_metadata(data, out, conditional=False, image=False)
     if scores:
         run["val_log_likelihood_nats"] = {str(k): v for k, v in scores.items()}
     with run_lock(out):
@@ -123,7 +123,7 @@ def train(spec, data: str, out, *, steps: int, batch_size: int, lr: float | None
               eval_every=max(1, min(EVAL_EVERY, steps // 10)),
               progress=progress, schedule="cosine", batch_transform=fresh_dequantization if digits else None,
               keep_best=True,
-              metadata=run_metadata(data, conditional=conditional, image=image), allow_changes=allow_changes)
+              metadata=run_metadata(data, out, conditional=conditional, image=image), allow_changes=allow_changes)
     best = best_record(res.history, out)
     return {"model": model, "data": data, "steps": res.step, "best_val_loss": best["eval_loss"],
             "best_step": best["step"]}

@@ -74,7 +74,7 @@ def train(spec, data: str, out, *, steps: int, batch_size: int, lr: float | None
               seed=seed, eval_data=(xv[keep_v], tv[keep_v]), checkpoint_dir=out,
               eval_every=max(1, min(EVAL_EVERY, steps // 10)), progress=progress, schedule="cosine",
               batch_transform=fresh_dequantization, keep_best=True,
-              metadata=run_metadata(data, held_out_combos=[list(c) for c in HELD_OUT_COMBOS]),
+              metadata=run_metadata(data, out, held_out_combos=[list(c) for c in HELD_OUT_COMBOS]),
               allow_changes=allow_changes)
     best = best_record(res.history, out)
     return {"model": "text2image", "data": data, "steps": res.step, "best_val_loss": best["eval_loss"],

@@ -45,7 +45,7 @@ def train(spec, data: str, out, *, steps: int, batch_size: int, lr: float | None
     res = fit(net, fit_data, steps=steps, batch_size=batch_size, lr=LR if lr is None else lr, seed=seed,
               eval_data=val_data, checkpoint_dir=out, eval_every=max(1, min(EVAL_EVERY, steps // 10)),
               progress=progress, schedule="cosine", batch_transform=fresh_dequantization, keep_best=True,
-              metadata=run_metadata(data, conditional=conditional, image=True), allow_changes=allow_changes)
+              metadata=run_metadata(data, out, conditional=conditional, image=True), allow_changes=allow_changes)
     best = best_record(res.history, out)
     return {"model": "vqvae", "data": data, "steps": res.step, "best_val_loss": best["eval_loss"],
             "best_step": best["step"]}
