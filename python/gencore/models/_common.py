@@ -83,14 +83,15 @@ def in_eval(module: nn.Module, fn):
         module.train(was)
 
 
-def check_like_model(x: torch.Tensor, model: nn.Module, owner: str, name: str = "x") -> None:
+def check_like_model(x: torch.Tensor, model: nn.Module | None, owner: str, name: str = "x") -> None:
     """A floating input ``x`` on the meta device (no values to check or compute with), or of
-    another dtype or device than ``model``'s parameters: a ``ValueError`` naming both,
-    instead of an error from inside (``Tensor.item() cannot be called on meta tensors``,
-    ``mat1 and mat2 must have the same dtype``)."""
+    another dtype or device than ``model``'s parameters (None: only the meta device is
+    refused): a ``ValueError`` naming both, instead of an error from inside
+    (``Tensor.item() cannot be called on meta tensors``, ``mat1 and mat2 must have the same
+    dtype``)."""
     if x.device.type == "meta":
         raise ValueError(f"{owner}: {name} is on the meta device, which holds no values; pass real data")
-    p = next(model.parameters(), None)
+    p = next(model.parameters(), None) if model is not None else None
     if p is not None and x.dtype.is_floating_point and (x.dtype != p.dtype or x.device != p.device):
         raise ValueError(f"{owner}: {name} is {x.dtype} on {x.device}, the model is {p.dtype} on {p.device} "
                          "(convert one of them: model.to(...) or x.to(...))")
@@ -108,11 +109,11 @@ def check_context(context, n: int, features: int, owner: str) -> None:
         raise ValueError(f"{owner}: context contains NaN or infinite values")
 
 
-def flat_batch(x, event_shape: tuple[int, ...], owner: str, name: str = "x"):
+def flat_batch(x, event_shape: tuple[int, ...], owner: str, name: str = "x", module: nn.Module | None = None):
     """A batch of examples ``(B, *event_shape)`` (or already flat ``(B, D)``) as ``(B, D)``,
     after the checks every model's entry point makes: a floating-point tensor, the shape, a
-    non-empty batch, finite values (``TypeError`` / ``ValueError`` naming ``owner`` and
-    ``name``)."""
+    non-empty batch, real data of ``module``'s dtype and device (:func:`check_like_model`),
+    finite values (``TypeError`` / ``ValueError`` naming ``owner`` and ``name``)."""
     if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
         raise TypeError(f"{owner}: {name} must be a floating-point tensor, got "
                         f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}")
@@ -122,8 +123,7 @@ def flat_batch(x, event_shape: tuple[int, ...], owner: str, name: str = "x"):
                          f"got {tuple(x.shape)}")
     if x.shape[0] == 0:
         raise ValueError(f"{owner}: {name} is an empty batch")
-    if x.device.type == "meta":
-        raise ValueError(f"{owner}: {name} is on the meta device, which holds no values; pass real data")
+    check_like_model(x, module, owner, name)
     if not torch.isfinite(x).all():
         raise ValueError(f"{owner}: {name} contains NaN or infinite values")
     return x.reshape(x.shape[0], features)

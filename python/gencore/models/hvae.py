@@ -39,8 +39,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from gencore.models._common import (categorical_log_px, categorical_mean, check_like_model, event_shape, flat_batch,
-                                    in_eval, require_int, require_nonneg_real)
+from gencore.models._common import (categorical_log_px, categorical_mean, event_shape, flat_batch, in_eval,
+                                    require_int, require_nonneg_real)
 from gencore.ops import reparameterize
 
 __all__ = ["HierarchicalVAE"]
@@ -152,9 +152,7 @@ class HierarchicalVAE(nn.Module):
 
     def _flat(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
         owner = type(self).__name__
-        if isinstance(x, torch.Tensor) and x.dtype.is_floating_point:
-            check_like_model(x, self, owner, name)
-        xf = flat_batch(x, self.event_shape, owner, name)
+        xf = flat_batch(x, self.event_shape, owner, name, module=self)
         if ((xf < 0) | (xf > 1)).any():
             raise ValueError(f"{owner}: {name} must be dequantized data (level + u) / levels in [0, 1], levels = "
                              f"{self.levels} (gencore.data.dequantize); got values in "

@@ -113,8 +113,7 @@ class VAE(nn.Module):
     # ---- input handling ----------------------------------------------------------------
 
     def _flat(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
-        xf = flat_batch(x, self.event_shape, "VAE", name)
-        check_like_model(xf, self.encoder, "VAE", name)
+        xf = flat_batch(x, self.event_shape, "VAE", name, module=self.encoder)
         if self.likelihood in ("categorical", "bernoulli") and ((x < 0) | (x > 1)).any():
             hint = (f"dequantized data (level + u) / levels, levels = {self.levels}; raw levels must be "
                     "dequantized first (gencore.data.dequantize)" if self.likelihood == "categorical"
