@@ -226,7 +226,7 @@ class TestBadInputs:
             RealNVP(True)
         with pytest.raises(TypeError, match="n must be an int, got bool"):
             RealNVP(4).sample(True)
-        with pytest.raises(TypeError, match="hidden sizes must be ints"):
+        with pytest.raises(TypeError, match=r"hidden\[0\] must be an int, got bool"):
             NICE(4, hidden=(True,))
 
     def test_bad_hyperparameters(self):

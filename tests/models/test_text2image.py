@@ -80,7 +80,7 @@ def test_prior_rejects_bad_sizes():
         CaptionPrior(10, 6, width=10, heads=4)
     with pytest.raises(ValueError, match="dropout"):
         CaptionPrior(10, 6, dropout=1.0)
-    with pytest.raises(ValueError, match="layers must be a positive int"):
+    with pytest.raises(ValueError, match="layers must be an int >= 1"):
         CaptionPrior(10, 6, layers=0)
     with pytest.raises(ValueError, match=r"codes must have shape \(B, 6\)"):
         CaptionPrior(10, 6).token_log_probs(torch.zeros(2, 5, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long))

@@ -203,6 +203,13 @@ def test_bad_inputs():
         cond.elbo(torch.zeros(3, 64), torch.zeros(3, 9))
     with pytest.raises(ValueError, match="NaN"):
         fit(m, torch.full((8, 64), float("nan")), steps=1, progress=False)
+    with pytest.raises(TypeError, match=r"batch must be x or \(x, context\), got a list of 3 items"):
+        m.loss(torch.rand(3, 64).tolist())  # rows as a list (this used to fail unpacking 3 into 2)
+    x = torch.rand(3, 64)
+    torch.manual_seed(0)
+    one = m.loss((x,))
+    torch.manual_seed(0)
+    assert torch.equal(one, m.loss(x))  # a 1-tuple is x alone
 
 
 @pytest.mark.parametrize("likelihood", ["categorical", "bernoulli"])

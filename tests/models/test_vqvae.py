@@ -128,7 +128,7 @@ def test_bad_inputs():
         VQVAE(features=(1, 7, 7))
     with pytest.raises(ValueError, match="num_codes"):
         VQVAE(num_codes=0)
-    with pytest.raises(ValueError, match="divisible by heads"):
+    with pytest.raises(ValueError, match="prior_width .30. must be divisible by prior_heads"):
         VQVAE(prior_width=30, prior_heads=4)
     with pytest.raises(ValueError, match="temperature"):
         net.sample(2, temperature=0.0)

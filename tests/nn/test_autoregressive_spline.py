@@ -89,7 +89,7 @@ def test_made_bad_arguments():
         MADE(3, 2.0)
     with pytest.raises(ValueError, match="at least one hidden layer"):
         MADE(3, 2, ())
-    with pytest.raises(ValueError, match="hidden sizes must be an int >= 1"):
+    with pytest.raises(ValueError, match=r"hidden\[1\] must be an int >= 1"):
         MADE(3, 2, (4, 0))
     for bad in ("sideways", [1, 2, 2], [0, 1, 2], [1, 2], [1.0, 2.0, 3.0], [True, 2, 3], 3, ["a", "b", "c"]):
         with pytest.raises(ValueError, match="order must be"):

@@ -110,6 +110,17 @@ def test_sample_reports_the_png_it_wrote(tiny_run, tmp_path, capsys):
     (["sample", "{tmp}/run", "--out", "{tmp}/s.png", "--seed", str(10**23)],
      "--seed must be in [0, 18446744073709551615]"),
     (["sample", "{tmp}/run", "-n", "100", "--candidates", "1000000000", "--out", "{tmp}/s.png"], "times --candidates"),
+    # Model options are named by their flag, not by the config key they set (glow's is "steps").
+    (["train", "glow", "--data", "8gaussians", "--steps", "1", "--out", "{tmp}/r", "--couplings", "0"],
+     "--couplings must be an int in [1, 512], got 0"),
+    (["train", "realnvp", "--data", "8gaussians", "--steps", "1", "--out", "{tmp}/r", "--couplings", "100000"],
+     "--couplings must be an int in [1, 512]"),
+    (["train", "vqvae", "--data", "digits", "--steps", "1", "--out", "{tmp}/r", "--num-codes", "0"],
+     "--num-codes must be an int in [1, "),
+    (["train", "gan", "--data", "8gaussians", "--steps", "1", "--out", "{tmp}/r", "--n-critic", "0"],
+     "--n-critic must be an int in [1, "),
+    (["train", "vae", "--data", "digits", "--steps", "1", "--out", "{tmp}/r", "--latent-dim", str(2**21)],
+     "--latent-dim must be an int in [1, 1048576]"),
 ])
 def test_bad_arguments_are_user_errors(argv, fragment, tmp_path, a_file, tiny_run, capsys):
     argv = [a.format(tmp=tmp_path, file=a_file).replace(f"{tmp_path}/run", str(tiny_run)) for a in argv]
@@ -152,3 +163,14 @@ def test_internal_errors_exit_1_with_a_hint(monkeypatch, capsys):
     assert "--debug" in err and "Traceback" not in err
     with pytest.raises(RuntimeError, match="something broke"):
         cli.main(["--debug", "info"])
+
+
+def test_a_flow_on_one_column_names_the_data(tmp_path, capsys):
+    """A coupling (or autoregressive) flow transforms part of each example given the rest: one
+    column of your own data is refused naming the file, not as the model's features = 1."""
+    data = tmp_path / "one.csv"
+    data.write_text("x\n" + "".join(f"{v / 10}\n" for v in range(20)))
+    for model in ("nice", "realnvp", "glow", "nsf"):
+        assert cli.main(["train", model, "--data", str(data), "--steps", "1", "--out", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err
+        assert f"train: {model} " in err and "needs at least 2 features" in err and "one.csv has 1" in err, err

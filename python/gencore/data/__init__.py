@@ -92,13 +92,19 @@ def dequantize(levels: torch.Tensor, generator: torch.Generator | None = None, *
     Training on a new dequantization of each batch (``fit(..., batch_transform=...)``) keeps
     a density model from overfitting one fixed draw of the noise.
     """
-    from gencore.metrics._checks import check_int  # the one integer validator
+    from gencore._arguments import check_generator, check_int
 
     check_int(n_levels, "dequantize: n_levels", 2)
     if not isinstance(levels, torch.Tensor) or not levels.dtype.is_floating_point:
         raise TypeError(f"dequantize: levels must be a floating tensor, got "
                         f"{levels.dtype if isinstance(levels, torch.Tensor) else type(levels).__name__}")
-    return (levels + torch.rand(levels.shape, generator=generator, dtype=levels.dtype)) / n_levels
+    if levels.device.type == "meta":
+        raise ValueError("dequantize: levels is on the meta device (a shape without values)")
+    check_generator(generator, "dequantize: generator")
+    # u is drawn where the generator lives (torch's CPU generator by default) and moved to levels
+    u = torch.rand(levels.shape, generator=generator, dtype=levels.dtype,
+                   device=generator.device if generator is not None else "cpu")
+    return (levels + u.to(levels.device)) / n_levels
 
 
 def load_dataset(name, split: str = "train", seed: int = 0, *, dtype=torch.float32,

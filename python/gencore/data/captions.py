@@ -87,7 +87,13 @@ def decode_caption(tokens: torch.Tensor) -> str | list[str]:
     Raises:
         ValueError: an id outside ``0..len(VOCAB)-1``, or not a 1-D / 2-D integer tensor.
     """
-    t = torch.as_tensor(tokens)
+    try:
+        t = torch.as_tensor(tokens)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"decode_caption: tokens must be a 1-D or 2-D integer tensor, got {type(tokens).__name__}") \
+            from None
+    if t.device.type == "meta":
+        raise ValueError("decode_caption: tokens is on the meta device (a shape without values)")
     if t.dtype.is_floating_point or t.dtype == torch.bool or t.dim() not in (1, 2):
         raise ValueError(f"decode_caption: tokens must be a 1-D or 2-D integer tensor, got {t.dtype} "
                          f"{tuple(t.shape)}")

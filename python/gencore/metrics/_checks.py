@@ -7,6 +7,13 @@ import numbers
 
 import torch
 
+from gencore._arguments import (  # noqa: F401  (the one validator of each, re-exported)
+    check_bool,
+    check_device,
+    check_generator,
+    check_int,
+)
+
 
 def as_tensor(v, name: str, dtype=None) -> torch.Tensor:
     if isinstance(v, torch.Tensor):
@@ -16,6 +23,8 @@ def as_tensor(v, name: str, dtype=None) -> torch.Tensor:
             t = torch.as_tensor(v)
         except (TypeError, ValueError, RuntimeError) as e:
             raise TypeError(f"{name} must be a tensor or array-like, got {type(v).__name__}") from e
+    if t.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device (a shape without values): a metric needs real values")
     if not (t.dtype.is_floating_point or t.dtype in (torch.int64, torch.int32, torch.bool)):
         raise TypeError(f"{name} must be a real-valued tensor, got dtype {t.dtype}")
     if not t.dtype.is_floating_point:
@@ -80,24 +89,6 @@ def check_samples(x: torch.Tensor, name: str, min_rows: int = 1) -> torch.Tensor
         raise ValueError(f"{name} has zero features (shape {tuple(x.shape)})")
     check_finite(x, name)
     return x
-
-
-def check_int(v, name: str, low: int | None = None, high: int | None = None) -> int:
-    """An integer argument (``bool`` is rejected: ``True`` is not a count)."""
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(v).__name__} {v!r}")
-    v = int(v)
-    if (low is not None and v < low) or (high is not None and v > high):
-        rng = f">= {low}" if high is None else (f"<= {high}" if low is None else f"in [{low}, {high}]")
-        raise ValueError(f"{name} must be an int {rng}, got {v!r}")
-    return v
-
-
-def check_bool(v, name: str) -> bool:
-    """A flag (``TypeError`` for anything but a ``bool``: the string ``"no"`` is truthy)."""
-    if not isinstance(v, bool):
-        raise TypeError(f"{name} must be a bool, got {type(v).__name__} {v!r}")
-    return v
 
 
 def check_real(v, name: str) -> float:

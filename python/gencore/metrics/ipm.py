@@ -11,7 +11,7 @@ import numbers
 
 import torch
 
-from gencore.metrics._checks import as_tensor, check_finite, check_int, check_samples
+from gencore.metrics._checks import as_tensor, check_finite, check_generator, check_int, check_samples
 
 __all__ = ["mmd", "median_bandwidth", "wasserstein_1d", "sliced_wasserstein"]
 
@@ -24,7 +24,11 @@ def median_bandwidth(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     scale gets its own bandwidth (returned in the data's dtype; :func:`mmd` refuses one whose
     square under- or overflows); a pooled sample of identical points has no spread and gets
     bandwidth 1."""
-    z = torch.cat([x, y])
+    x = check_samples(as_tensor(x, "x"), "x")
+    y = check_samples(as_tensor(y, "y"), "y")
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"x and y must have the same number of features, got {x.shape[1]} and {y.shape[1]}")
+    z = torch.cat([x, y.to(x.device, torch.promote_types(x.dtype, y.dtype))])
     z64 = z.double()
     d = torch.cdist(z64, z64, compute_mode="donot_use_mm_for_euclid_dist")
     off = d[~torch.eye(len(z), dtype=torch.bool, device=z.device)]
@@ -182,6 +186,7 @@ def sliced_wasserstein(x, y, n_projections: int = 128, generator: torch.Generato
     y = check_samples(as_tensor(y, "y"), "y")
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must have the same dimension: {x.shape[1]} vs {y.shape[1]}")
+    check_generator(generator)
     dtype = torch.promote_types(x.dtype, y.dtype)
     x, y = x.to(dtype), y.to(dtype)
     theta = torch.randn(x.shape[1], n_projections, generator=generator, dtype=dtype,

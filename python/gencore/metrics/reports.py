@@ -9,8 +9,10 @@ import math
 
 import torch
 
+from gencore.metrics._checks import as_tensor, check_generator, check_int, check_nonempty
 from gencore.metrics.ipm import median_bandwidth, mmd
 from gencore.metrics.sample_quality import (
+    _labels,
     classification_accuracy_score,
     digits_classifier,
     digits_inception_score,
@@ -39,7 +41,7 @@ def eight_gaussians_modes(samples, *, n_sigma: float = 3.0, min_fraction: float 
     """
     from gencore.data.toys import _S8, _centers8
 
-    x = torch.as_tensor(samples).detach().double().cpu()
+    x = as_tensor(samples, "samples").detach().double().cpu()
     if x.dim() != 2 or x.shape[1] != 2 or len(x) == 0:
         raise ValueError(f"samples must be (N, 2) with N >= 1, got {tuple(x.shape)}")
     d, k = torch.cdist(x, _centers8()).min(1)
@@ -54,6 +56,8 @@ def collapsed_8gaussians(n: int, generator: torch.Generator | None = None) -> to
     from the first component, exactly (the best a one-mode generator can do)."""
     from gencore.data.toys import _S8, _centers8
 
+    check_int(n, "n", 1)
+    check_generator(generator)
     return _centers8()[0] + _S8 * torch.randn(n, 2, generator=generator, dtype=torch.float64)
 
 
@@ -62,6 +66,8 @@ def ring_8gaussians(n: int, generator: torch.Generator | None = None) -> torch.T
     generator that covers every mode but has no modes (what a loose quality criterion misses)."""
     from gencore.data.toys import _R8
 
+    check_int(n, "n", 1)
+    check_generator(generator)
     a = torch.rand(n, generator=generator, dtype=torch.float64) * 2 * math.pi
     return torch.stack([a.cos(), a.sin()], 1) * _R8
 
@@ -83,7 +89,8 @@ def toy_sample_report(samples, data: str, *, n: int = 2000, seed: int = 0) -> di
     MMD^2 is repeated as ``mmd2_collapsed_vs_heldout``) and a uniform ring through the centres
     (:func:`ring_8gaussians`).
     """
-    x = torch.as_tensor(samples).detach().double().cpu()
+    check_int(n, "n", 2)
+    x = as_tensor(samples, "samples").detach().double().cpu()
     if x.dim() != 2 or x.shape[1] != 2 or len(x) < n:
         raise ValueError(f"samples must be (N, 2) with N >= {n}, got {tuple(x.shape)}")
     held = _load(data, "test", dtype=torch.float64)[0][:n]
@@ -112,7 +119,8 @@ def digits_sample_report(samples, labels=None) -> dict:
     (1 to 10), train-on-synthetic / test-on-real accuracy when the samples carry labels, and
     the memorization report (nearest-neighbour distances to the training set against those
     of held-out digits)."""
-    x = torch.as_tensor(samples).detach().float().cpu()
+    x = as_tensor(samples, "samples").detach().float().cpu()
+    check_nonempty(x, "samples")
     x = x.reshape(len(x), -1)
     xtr, _ = _load("digits", "train")
     xt, yt = _load("digits", "test")
@@ -120,7 +128,7 @@ def digits_sample_report(samples, labels=None) -> dict:
     out = {"n_samples": len(x), "inception_score": is_mean.item(), "inception_score_std": is_std.item(),
            "tstr_accuracy": None, "memorization": memorization_report(x, xtr, xt)}
     if labels is not None:
-        labels = torch.as_tensor(labels)
+        labels = _labels(labels, "labels", len(x))
         clf = digits_classifier()  # trained on first use: not under no_grad
         with torch.no_grad():
             pred = clf(x).argmax(1)

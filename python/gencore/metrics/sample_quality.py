@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from gencore.metrics._checks import as_tensor, check_int, check_number, check_real, check_samples
+from gencore.metrics._checks import as_tensor, check_device, check_int, check_number, check_real, check_samples
 
 __all__ = [
     "inception_score",
@@ -100,7 +100,12 @@ def inception_score(logits_or_probs, splits: int = 10, *, from_logits: bool | No
 
 def _labels(y, name: str, n: int) -> torch.Tensor:
     """``(n,)`` non-negative integer class labels, as int64."""
-    y = torch.as_tensor(y)
+    try:
+        y = torch.as_tensor(y)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{name} must be integer labels of shape ({n},), got {type(y).__name__} {y!r:.60}") from None
+    if y.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device (a shape without values): labels need real values")
     if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool or y.shape != (n,):
         raise ValueError(f"{name} must be integer labels of shape ({n},), got {tuple(y.shape)} {y.dtype}")
     if (y < 0).any():
@@ -176,6 +181,9 @@ def digits_classifier(device="cpu") -> nn.Module:
     is asked for (about a second), then cached for the process; its held-out accuracy is
     asserted by the tests (>= 95%).
     """
+    device = check_device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} asked for, but CUDA is not available here")
     return _digits_classifier_cpu().to(device)
 
 
@@ -186,7 +194,7 @@ def _logits(model, x, batch=4096):
 
 def digits_inception_score(samples, splits: int = 10):
     """Inception-style score of digit samples ``(N, 64)`` under :func:`digits_classifier` (max 10)."""
-    x = check_samples(as_tensor(samples, "samples", torch.float32), "samples", splits)
+    x = check_samples(as_tensor(samples, "samples", torch.float32), "samples", check_int(splits, "splits", 1))
     if x.shape[1] != 64:
         raise ValueError(f"digit samples must have 64 features (8x8), got {x.shape[1]}")
     return inception_score(_logits(digits_classifier(x.device), x), splits, from_logits=True)

@@ -3,6 +3,7 @@ and a JSON-serialisable ``config`` from which ``build(name, config)`` re-creates
 
 import torch
 
+from gencore._arguments import MAX_DEPTH as _MAX_DEPTH
 from gencore.models.autoencoder import Autoencoder
 from gencore.models.contrastive import CLIP, SimCLR
 from gencore.models.flows import NICE, Flow, Glow, NeuralSplineFlow, RealNVP
@@ -29,7 +30,7 @@ MODELS["text2image"] = TextToImage
 #: every integer in it (widths, latent sizes, vocabulary...), the layer counts and list lengths, and the
 #: parameter count of the model it describes (2**31 float32 parameters are 8 GiB).
 MAX_CONFIG_INT = 1 << 20
-MAX_DEPTH = 512
+MAX_DEPTH = _MAX_DEPTH  # the constructors' own bound on a layer count (gencore._arguments)
 DEPTH_KEYS = ("n_couplings", "steps", "n_levels", "n_scales", "layers", "prior_layers")
 MAX_PARAMETERS = 1 << 31
 

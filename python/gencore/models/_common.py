@@ -8,38 +8,27 @@ import numbers
 import torch
 from torch import nn
 
+from gencore._arguments import check_bool, check_int, check_shape
 
-def event_shape(features, owner: str) -> tuple[int, ...]:
-    """``features`` as an event shape: an int ``D`` -> ``(D,)``, or an image shape ``(C, H, W)``.
+
+def event_shape(features, owner: str, min_size: int = 1) -> tuple[int, ...]:
+    """``features`` as an event shape: an int ``D >= min_size`` -> ``(D,)``, or an image
+    shape ``(C, H, W)``; sizes bounded as :func:`gencore._arguments.check_shape` bounds them.
 
     Raises:
-        ValueError: naming ``owner`` (the model) when it is neither.
+        TypeError, ValueError: naming ``owner`` (the model) and ``features``.
     """
-    if isinstance(features, int) and not isinstance(features, bool):
-        if features < 1:
-            raise ValueError(f"{owner}: features must be >= 1, got {features!r}")
-        return (features,)
-    try:
-        shape = tuple(features)
-    except TypeError:
-        shape = ()
-    if len(shape) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape):
-        raise ValueError(f"{owner}: features must be an int D >= 1 or an image shape (C, H, W), got {features!r}")
-    return shape
+    return check_shape(features, f"{owner}: features", min_size=min_size)
 
 
 def require_int(v, name: str, owner: str) -> int:
     """Type check of an integer hyperparameter: ``TypeError`` for a ``bool`` (``True`` is
     not a count) or a non-integer; the caller checks the range."""
-    from gencore.metrics._checks import check_int  # the one integer validator
-
     return check_int(v, f"{owner}: {name}")
 
 
 def require_bool(v, name: str, owner: str) -> bool:
     """A flag: ``TypeError`` for anything but a ``bool`` (the string ``"no"`` is truthy)."""
-    from gencore.metrics._checks import check_bool
-
     return check_bool(v, f"{owner}: {name}")
 
 

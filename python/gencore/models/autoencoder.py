@@ -15,7 +15,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from gencore.models._common import check_like_model, event_shape, require_int
+from gencore._arguments import check_choice, check_size, check_widths
+from gencore.models._common import check_like_model, event_shape
 from gencore.nn import MLP
 
 __all__ = ["Autoencoder"]
@@ -80,21 +81,13 @@ class Autoencoder(nn.Module):
                  activation: str | None = "relu") -> None:
         super().__init__()
         shape = _event_shape(features)
-        if require_int(latent_dim, "latent_dim", "Autoencoder") < 1:
-            raise ValueError(f"Autoencoder: latent_dim must be a positive int, got {latent_dim!r}")
-        if isinstance(hidden, int) and not isinstance(hidden, bool):
-            hidden = (hidden,)
-        hidden = tuple(hidden)
-        for v in hidden:
-            require_int(v, "hidden (each size)", "Autoencoder")
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in hidden):
-            raise ValueError(f"Autoencoder: hidden must be a sequence of positive ints, got {hidden!r}")
-        if kind not in KINDS:
-            raise ValueError(f"Autoencoder: kind must be one of {KINDS}, got {kind!r}")
+        latent_dim = check_size(latent_dim, "Autoencoder: latent_dim")
+        hidden = tuple(check_widths(hidden, "Autoencoder: hidden", allow_empty=True))
+        check_choice(kind, KINDS, "Autoencoder: kind")
         act_name = "none" if activation is None else activation
-        if act_name not in ACTIVATIONS:
-            raise ValueError(f"Autoencoder: activation must be one of {sorted(ACTIVATIONS)} or None, "
-                             f"got {activation!r}")
+        if not isinstance(act_name, str) or act_name not in ACTIVATIONS:
+            raise (ValueError if isinstance(act_name, str) else TypeError)(
+                f"Autoencoder: activation must be one of {sorted(ACTIVATIONS)} or None, got {activation!r}")
         act = ACTIVATIONS[act_name]
         d = math.prod(shape)
         if kind == "mlp":

@@ -28,7 +28,7 @@ from torch import nn
 
 from gencore.data.augment import DEFAULT_AUGMENT, augment_digits, digit_images, digit_views
 from gencore.data.captions import VOCAB
-from gencore.metrics._checks import check_bool, check_int
+from gencore._arguments import check_bool, check_choice, check_size, check_widths
 from gencore.models._common import check_like_model
 from gencore.models._common import in_eval as _in_eval
 from gencore.nn import MLP, CLIPLoss, NTXentLoss, SigLIPLoss
@@ -39,6 +39,16 @@ ENCODER_KINDS = ("conv", "mlp")
 DEFAULT_HIDDEN = {"conv": (32, 64, 128), "mlp": (512, 256)}
 
 
+def _encoder_args(kind, feature_dim, hidden, owner: str, feature_name: str = "feature_dim"):
+    """The default image encoder's arguments, checked under ``owner``'s names: ``(kind,
+    feature_dim, hidden)`` with ``None`` replaced by the defaults (128 features, the kind's
+    widths) and ``hidden`` as a list of ints."""
+    check_choice(kind, ENCODER_KINDS, f"{owner}: kind")
+    feature_dim = check_size(128 if feature_dim is None else feature_dim, f"{owner}: {feature_name}")
+    hidden = check_widths(DEFAULT_HIDDEN[kind] if hidden is None else hidden, f"{owner}: hidden")
+    return kind, feature_dim, hidden
+
+
 def digit_encoder(kind: str = "conv", feature_dim: int = 128, hidden: Sequence[int] | None = None) -> nn.Module:
     """A small encoder of 8x8 digits ``(B, 1, 8, 8) -> (B, feature_dim)``.
 
@@ -47,12 +57,8 @@ def digit_encoder(kind: str = "conv", feature_dim: int = 128, hidden: Sequence[i
     and mapped linearly to ``feature_dim``. ``"mlp"``: the 64 pixels through
     ``MLP(64 -> hidden... -> feature_dim)`` with ReLU.
     """
-    if kind not in ENCODER_KINDS:
-        raise ValueError(f"digit_encoder: kind must be one of {ENCODER_KINDS}, got {kind!r}")
-    check_int(feature_dim, "digit_encoder: feature_dim", 1)
-    hidden = tuple(DEFAULT_HIDDEN[kind] if hidden is None else hidden)
-    if not hidden or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):
-        raise ValueError(f"digit_encoder: hidden must be a non-empty sequence of positive ints, got {hidden!r}")
+    kind, feature_dim, hidden = _encoder_args(kind, feature_dim, hidden, "digit_encoder")
+    hidden = tuple(hidden)
     if kind == "mlp":
         return nn.Sequential(nn.Flatten(), MLP(64, feature_dim, hidden))
     if len(hidden) > 4:
@@ -80,10 +86,10 @@ class TokenEncoder(nn.Module):
                  hidden: Sequence[int] = (128,)) -> None:
         super().__init__()
         for name, v in (("vocab_size", vocab_size), ("feature_dim", feature_dim), ("width", width)):
-            check_int(v, f"TokenEncoder: {name}", 1)
+            check_size(v, f"TokenEncoder: {name}")
         self.vocab_size = vocab_size
         self.embedding = nn.Embedding(vocab_size, width, padding_idx=0)
-        self.mlp = MLP(width, feature_dim, tuple(hidden))
+        self.mlp = MLP(width, feature_dim, check_widths(hidden, "TokenEncoder: hidden", allow_empty=True))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         mask = (tokens != 0).unsqueeze(-1).to(self.embedding.weight.dtype)
@@ -117,15 +123,13 @@ class SimCLR(nn.Module):
                  temperature: float = 0.5, learnable_temperature: bool = False, augment: dict | None = None,
                  distributed: bool = False) -> None:
         super().__init__()
-        check_int(projection_dim, "SimCLR: projection_dim", 1)
-        check_int(projection_hidden, "SimCLR: projection_hidden", 1)
+        check_size(projection_dim, "SimCLR: projection_dim")
+        check_size(projection_hidden, "SimCLR: projection_hidden")
         check_bool(distributed, "SimCLR: distributed")
         check_bool(learnable_temperature, "SimCLR: learnable_temperature")
         self.augment = _augment_options(augment, "SimCLR")
         if encoder is None:
-            feature_dim = 128 if feature_dim is None else feature_dim
-            check_int(feature_dim, "SimCLR: feature_dim", 1)
-            hidden = list(DEFAULT_HIDDEN.get(kind, ()) if hidden is None else hidden)
+            kind, feature_dim, hidden = _encoder_args(kind, feature_dim, hidden, "SimCLR")
             self.encoder = digit_encoder(kind, feature_dim, hidden)
             enc_config = {"kind": kind, "hidden": hidden}
         else:
@@ -213,20 +217,18 @@ class CLIP(nn.Module):
                  token_dim: int = 64, text_hidden: Sequence[int] = (128,), token_dropout: float = 0.0,
                  augment: dict | None = None, distributed: bool = False, loss: str = "softmax") -> None:
         super().__init__()
-        check_int(embed_dim, "CLIP: embed_dim", 1)
+        check_size(embed_dim, "CLIP: embed_dim")
         check_bool(distributed, "CLIP: distributed")
-        if loss not in LOSSES:
-            raise ValueError(f"CLIP: loss must be one of {', '.join(LOSSES)}, got {loss!r}")
-        check_int(vocab_size, "CLIP: vocab_size", 1)
+        check_choice(loss, LOSSES, "CLIP: loss")
+        check_size(vocab_size, "CLIP: vocab_size")
         if isinstance(token_dropout, bool) or not isinstance(token_dropout, (int, float)) \
                 or not 0 <= token_dropout < 1:
             raise ValueError(f"CLIP: token_dropout must be a number in [0, 1), got {token_dropout!r}")
         self.augment = None if augment is None else _augment_options(augment, "CLIP")
         config: dict = {"embed_dim": embed_dim}
         if image_encoder is None:
-            image_feature_dim = 128 if image_feature_dim is None else image_feature_dim
-            check_int(image_feature_dim, "CLIP: image_feature_dim", 1)
-            hidden = list(DEFAULT_HIDDEN.get(kind, ()) if hidden is None else hidden)
+            kind, image_feature_dim, hidden = _encoder_args(kind, image_feature_dim, hidden, "CLIP",
+                                                            "image_feature_dim")
             self.image_encoder = digit_encoder(kind, image_feature_dim, hidden)
             config.update(kind=kind, hidden=hidden)
         else:
@@ -234,9 +236,12 @@ class CLIP(nn.Module):
             self.image_encoder = image_encoder
             config["image_encoder"] = "custom"
         if text_encoder is None:
-            text_feature_dim = 128 if text_feature_dim is None else text_feature_dim
+            text_feature_dim = check_size(128 if text_feature_dim is None else text_feature_dim,
+                                          "CLIP: text_feature_dim")
+            check_size(token_dim, "CLIP: token_dim")
+            text_hidden = check_widths(text_hidden, "CLIP: text_hidden", allow_empty=True)
             self.text_encoder = TokenEncoder(vocab_size, text_feature_dim, token_dim, text_hidden)
-            config.update(token_dim=token_dim, text_hidden=[int(h) for h in text_hidden])
+            config.update(token_dim=token_dim, text_hidden=text_hidden)
         else:
             text_feature_dim = _custom_text_encoder(text_encoder, text_feature_dim)
             self.text_encoder = text_encoder

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from gencore.models._common import check_context, check_like_model, require_bool, require_int
+from gencore._arguments import check_depth, check_size, check_widths
+from gencore.models._common import check_context, check_like_model, event_shape, require_bool, require_int
 from gencore.nn import (
     MLP,
     ActNorm,
@@ -209,39 +210,30 @@ class Flow(nn.Module):
 
 
 def _check_int(name: str, v, low: int = 1) -> int:
-    require_int(v, name, "flow")
-    if v < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
-    return v
+    """A flow's size (bounded by ``MAX_SIZE``) or layer count (``n_couplings``, ``steps``,
+    ``n_levels``, ``n_scales``: bounded by ``MAX_DEPTH``)."""
+    check = check_depth if name in ("n_couplings", "steps", "n_levels", "n_scales") else check_size
+    return check(v, f"flow: {name}", low)
+
+
+def _vector_hidden(hidden, owner: str) -> list[int]:
+    """The MLP widths of a flow on vectors (one int: one layer; none: linear conditioners)."""
+    return check_widths(hidden, f"{owner}: hidden", allow_empty=True)
 
 
 def _event_shape(features) -> tuple[int, ...]:
-    """``D`` -> ``(D,)``; ``(C, H, W)`` stays."""
-    if isinstance(features, bool):
-        require_int(features, "features", "flow")  # raises TypeError
-    if isinstance(features, int):
-        _check_int("features", features, 2)
-        return (features,)
-    try:
-        shape = tuple(features)
-    except TypeError:
-        raise TypeError(f"flow: features must be an int D >= 2 or an image shape (C, H, W), "
-                        f"got {type(features).__name__} {features!r}") from None
-    if len(shape) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape):
-        raise ValueError(f"features must be an int D >= 2 or an image shape (C, H, W), got {features!r}")
-    return shape
+    """``D`` (at least 2) -> ``(D,)``; ``(C, H, W)`` stays."""
+    return event_shape(features, "flow", 2)
 
 
 def _first(hidden) -> int:
     """The CNN width of an image flow: ``hidden`` (an int) or its first entry, a positive int."""
-    from gencore.metrics._checks import check_int
-
     if isinstance(hidden, (list, tuple)):
         hidden = list(hidden)
         if not hidden:
             raise ValueError("hidden (the CNN width of an image flow) is empty")
         hidden = hidden[0]
-    return check_int(hidden, "hidden (the CNN width of an image flow)", 1)
+    return check_size(hidden, "hidden (the CNN width of an image flow)")
 
 
 def _split_sizes(n: int, swap: bool) -> tuple[int, int]:
@@ -301,11 +293,11 @@ class RealNVP(Flow):
         _check_int("n_scales", n_scales)
         layers: list[nn.Module] = [ActNorm(shape[0])] if require_bool(actnorm, "actnorm", "RealNVP") else []
         if len(shape) == 1:
-            d = shape[0]
+            d, widths = shape[0], _vector_hidden(hidden, "RealNVP")
             for i in range(n_couplings):
                 swap = i % 2 == 1
                 n_a = len(range(d)[1::2] if swap else range(d)[0::2])
-                cond = MLP(n_a + context_features, 2 * (d - n_a), hidden, zero_init=True)
+                cond = MLP(n_a + context_features, 2 * (d - n_a), widths, zero_init=True)
                 layers.append(AffineCoupling(d, cond, mask="alternate", clamp=clamp, swap=swap))
         else:
             layers += _realnvp_scale(*shape, n_couplings, n_scales, _first(hidden), clamp, context_features)
@@ -357,11 +349,11 @@ class Glow(Flow):
         _check_int("n_levels", n_levels)
         _check_int("context_features", context_features, 0)
         if len(shape) == 1:
-            d = shape[0]
+            d, widths = shape[0], _vector_hidden(hidden, "Glow")
             layers: list[nn.Module] = []
             for _ in range(steps):
                 n_a, n_b = _split_sizes(d, False)
-                layers += _glow_step(d, MLP(n_a + context_features, 2 * n_b, hidden, zero_init=True), clamp)
+                layers += _glow_step(d, MLP(n_a + context_features, 2 * n_b, widths, zero_init=True), clamp)
         else:
             c, h, w = shape
             if h % (2 ** n_levels) or w % (2 ** n_levels):
@@ -391,11 +383,12 @@ class NICE(Flow):
         _check_int("features", features, 2)
         _check_int("n_couplings", n_couplings)
         _check_int("context_features", context_features, 0)
+        widths = _vector_hidden(hidden, "NICE")
         layers: list[nn.Module] = [ActNorm(features)] if require_bool(actnorm, "actnorm", "NICE") else []
         for i in range(n_couplings):
             swap = i % 2 == 1
             n_a = len(range(features)[1::2] if swap else range(features)[0::2])
-            cond = MLP(n_a + context_features, features - n_a, hidden, zero_init=True)
+            cond = MLP(n_a + context_features, features - n_a, widths, zero_init=True)
             layers.append(AdditiveCoupling(features, cond, mask="alternate", swap=swap))
         layers.append(DiagonalScale(features))
         super().__init__(layers, (features,), context_features, memory_efficient)
@@ -449,7 +442,7 @@ class NeuralSplineFlow(Flow):
         _check_int("bins", bins)
         if not isinstance(autoregressive, bool):
             raise TypeError(f"NeuralSplineFlow: autoregressive must be a bool, got {type(autoregressive).__name__}")
-        hidden = [hidden] if isinstance(hidden, int) else list(hidden)
+        hidden = _vector_hidden(hidden, "NeuralSplineFlow")
         if autoregressive and not hidden:
             raise ValueError("NeuralSplineFlow: the autoregressive form needs at least one hidden layer (MADE)")
         d, p = shape[0], 3 * bins - 1

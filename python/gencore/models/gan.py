@@ -41,6 +41,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from gencore._arguments import check_size, check_widths
 from gencore.models._common import check_like_model, event_shape, require_int, require_real
 from gencore.nn import MLP
 
@@ -248,10 +249,7 @@ class ConvDiscriminator(nn.Module):
 
 
 def _int(name: str, v, low: int) -> int:
-    require_int(v, name, "GAN")
-    if v < low:
-        raise ValueError(f"GAN: {name} must be an int >= {low}, got {v!r}")
-    return v
+    return check_size(v, f"GAN: {name}", low)
 
 
 def _number(name: str, v, low: float, high: float = math.inf, *, open_high: bool = False) -> float:
@@ -387,15 +385,12 @@ class GAN(nn.Module):
             if len(shape) != 3 or shape[1] % 4 or shape[2] % 4:
                 raise ValueError(f"GAN: arch='conv' needs features = (C, H, W) with H and W divisible by 4, "
                                  f"got {features!r}")
-            width = 64 if hidden is None else hidden if isinstance(hidden, int) else int(list(hidden)[0])
-            _int("hidden (conv width)", width, 1)
+            width = 64 if hidden is None else check_widths(hidden, "GAN: hidden (conv width)")[0]
             generator = ConvGenerator(self.latent_dim, shape, width, self.n_classes, output)
             discriminator = ConvDiscriminator(shape, width, self.n_classes)
             hidden_cfg = width
         else:
-            sizes = [256, 256] if hidden is None else [hidden] if isinstance(hidden, int) else list(hidden)
-            for h in sizes:
-                _int("hidden (each size)", h, 1)
+            sizes = [256, 256] if hidden is None else check_widths(hidden, "GAN: hidden", allow_empty=True)
             generator = MLPGenerator(self.latent_dim, shape, sizes, self.n_classes, output)
             discriminator = MLPDiscriminator(shape, sizes, self.n_classes)
             hidden_cfg = sizes

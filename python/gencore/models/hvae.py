@@ -39,6 +39,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from gencore._arguments import check_size, check_widths
 from gencore.models._common import (categorical_log_px, categorical_mean, event_shape, flat_batch, in_eval,
                                     require_int, require_nonneg_real)
 from gencore.ops import reparameterize
@@ -103,23 +104,19 @@ class HierarchicalVAE(nn.Module):
         shape = event_shape(features, owner)
         if isinstance(latent_dims, (int, str)) or not isinstance(latent_dims, Sequence):
             raise TypeError(f"{owner}: latent_dims must be a sequence of ints (z_1 first), got {latent_dims!r}")
-        latent_dims = [require_int(r, "latent_dims", owner) for r in latent_dims]
-        if not latent_dims or any(r < 1 for r in latent_dims):
+        if not latent_dims:
             raise ValueError(f"{owner}: latent_dims must be one or more positive ints, got {latent_dims!r}")
+        latent_dims = [check_size(r, f"{owner}: latent_dims[{i}]") for i, r in enumerate(latent_dims)]
         if len(latent_dims) > MAX_LAYERS:
             raise ValueError(f"{owner}: at most {MAX_LAYERS} stochastic layers, got {len(latent_dims)}")
-        if isinstance(hidden, (int, str)) or not isinstance(hidden, Sequence):
-            raise TypeError(f"{owner}: hidden must be a sequence of ints, got {hidden!r}")
-        hidden = [require_int(h, "hidden", owner) for h in hidden]
-        if not hidden or any(h < 1 for h in hidden):
-            raise ValueError(f"{owner}: hidden must be one or more positive ints, got {hidden!r}")
-        if require_int(levels, "levels", owner) < 2:
-            raise ValueError(f"{owner}: levels must be an int >= 2, got {levels!r}")
+        hidden = check_widths(hidden, f"{owner}: hidden", allow_int=False)
+        check_size(levels, f"{owner}: levels", 2)
         if not isinstance(batch_norm, bool):
             raise TypeError(f"{owner}: batch_norm must be a bool, got {batch_norm!r}")
         free_bits = require_nonneg_real(free_bits, "free_bits", owner)
         beta = require_nonneg_real(beta, "beta", owner)
         self.event_shape = shape
+        self.batch_norm = batch_norm
         self.features = math.prod(shape)
         self.latent_dims = tuple(latent_dims)
         self.levels = levels
@@ -153,6 +150,10 @@ class HierarchicalVAE(nn.Module):
     def _flat(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
         owner = type(self).__name__
         xf = flat_batch(x, self.event_shape, owner, name, module=self)
+        if self.training and self.batch_norm and xf.shape[0] < 2:
+            raise ValueError(f"{owner}: a batch of {xf.shape[0]} row(s) in training mode; batch normalisation "
+                             f"(batch_norm=True) needs at least 2 rows for its statistics: pass a larger batch, "
+                             f"or call .eval() first")
         if ((xf < 0) | (xf > 1)).any():
             raise ValueError(f"{owner}: {name} must be dequantized data (level + u) / levels in [0, 1], levels = "
                              f"{self.levels} (gencore.data.dequantize); got values in "

@@ -42,6 +42,7 @@ from torch import nn
 
 from gencore.data.captions import CAPTION_LENGTH, CLASS_WORDS, SLANT_WORDS, STROKE_WORDS, VOCAB, encode_caption, \
     token_id
+from gencore._arguments import check_depth, check_size
 from gencore.models._common import batch_starts, in_eval, require_int, require_nonneg_real, require_real
 from gencore.models.contrastive import CLIP
 from gencore.models.vqvae import VQVAE, _Block
@@ -121,10 +122,9 @@ class CaptionPrior(nn.Module):
     def __init__(self, num_codes: int, length: int, width: int = 128, layers: int = 4, heads: int = 4,
                  dropout: float = 0.1) -> None:
         super().__init__()
-        for name, v in (("num_codes", num_codes), ("length", length), ("width", width), ("layers", layers),
-                        ("heads", heads)):
-            if require_int(v, name, "CaptionPrior") < 1:
-                raise ValueError(f"CaptionPrior: {name} must be a positive int, got {v!r}")
+        for name, v in (("num_codes", num_codes), ("length", length), ("width", width), ("heads", heads)):
+            check_size(v, f"CaptionPrior: {name}")
+        check_depth(layers, "CaptionPrior: layers")
         if width % heads:
             raise ValueError(f"CaptionPrior: width ({width}) must be divisible by heads ({heads})")
         dropout = require_real(dropout, "dropout", "CaptionPrior")
@@ -213,8 +213,7 @@ class TextToImage(nn.Module):
         for name, v in (("token_dropout", token_dropout), ("caption_dropout", caption_dropout)):
             if not 0 <= require_real(v, name, "TextToImage") < 1:
                 raise ValueError(f"TextToImage: {name} must lie in [0, 1), got {v!r}")
-        if require_int(clip_embed_dim, "clip_embed_dim", "TextToImage") < 0:
-            raise ValueError(f"TextToImage: clip_embed_dim must be an int >= 0, got {clip_embed_dim!r}")
+        check_size(clip_embed_dim, "TextToImage: clip_embed_dim", 0)
         require_nonneg_real(clip_weight, "clip_weight", "TextToImage")
         self.vqvae = VQVAE(self.event_shape, num_codes, code_dim, hidden, levels=levels, beta=beta,
                            ema_decay=ema_decay, restart_dead_codes=restart_dead_codes, prior=False)

@@ -19,13 +19,13 @@ mixtures fitted to the same dequantized data (``gencore.metrics.bits_per_dim`` c
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from gencore._arguments import check_shape, check_size, check_widths
 from gencore.models._common import (batch_starts, categorical_log_px, categorical_mean, check_context, check_like_model,
                                     flat_batch, require_int, require_nonneg_real, require_real)
 from gencore.nn import MLP, Reparameterize
@@ -67,33 +67,17 @@ class VAE(nn.Module):
                  likelihood: str = "categorical", sigma: float = 0.1, levels: int = 17,
                  context_features: int = 0, beta: float = 1.0) -> None:
         super().__init__()
-        if isinstance(features, bool) or (not isinstance(features, numbers.Integral)
-                                          and any(isinstance(v, bool) for v in features)):
-            raise TypeError(f"VAE: features must be an int or a shape of ints, got {features!r}")
-        shape = [features] if isinstance(features, numbers.Integral) else list(features)
-        if not all(isinstance(v, numbers.Integral) for v in shape):
-            raise TypeError(f"VAE: features must be an int or a shape of ints, got {features!r}")
-        shape = [int(v) for v in shape]
-        if not shape or any(v < 1 for v in shape):
-            raise ValueError(f"VAE: features must be a positive int or shape, got {features!r}")
-        if require_int(latent_dim, "latent_dim", "VAE") < 1:
-            raise ValueError(f"VAE: latent_dim must be a positive int, got {latent_dim!r}")
+        shape = list(check_shape(features, "VAE: features", any_rank=True))
+        latent_dim = check_size(latent_dim, "VAE: latent_dim")
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"VAE: likelihood must be one of {', '.join(LIKELIHOODS)}, got {likelihood!r}")
         require_real(sigma, "sigma", "VAE")
         if not (math.isfinite(sigma) and sigma > 0):
             raise ValueError(f"VAE: sigma must be a positive finite number, got {sigma!r}")
-        if require_int(levels, "levels", "VAE") < 2:
-            raise ValueError(f"VAE: levels must be an int >= 2, got {levels!r}")
-        if require_int(context_features, "context_features", "VAE") < 0:
-            raise ValueError(f"VAE: context_features must be an int >= 0, got {context_features!r}")
+        check_size(levels, "VAE: levels", 2)
+        check_size(context_features, "VAE: context_features", 0)
         _check_beta(beta)
-        hidden = [hidden] if isinstance(hidden, numbers.Integral) and not isinstance(hidden, bool) else list(hidden)
-        if any(isinstance(h, bool) or not isinstance(h, numbers.Integral) for h in hidden):
-            raise TypeError(f"VAE: hidden must be ints (layer widths), got {hidden!r}")
-        hidden = [int(h) for h in hidden]
-        if any(h < 1 for h in hidden):
-            raise ValueError(f"VAE: hidden layer widths must be >= 1, got {hidden!r}")
+        hidden = check_widths(hidden, "VAE: hidden", allow_empty=True)
         self.event_shape = tuple(shape)
         self.features = math.prod(shape)
         self.latent_dim = latent_dim
@@ -213,7 +197,13 @@ class VAE(nn.Module):
     def loss(self, batch, beta: float | None = None) -> torch.Tensor:
         """Mean of ``distortion + beta * rate`` over the batch (``x`` or ``(x, context)``), in
         nats per example; with ``beta = 1`` the negative ELBO."""
-        x, context = batch if isinstance(batch, (tuple, list)) else (batch, None)
+        if isinstance(batch, (tuple, list)):
+            if len(batch) not in (1, 2):
+                raise TypeError(f"VAE.loss: batch must be x or (x, context), got a {type(batch).__name__} of "
+                                f"{len(batch)} items")
+            x, context = batch[0], batch[1] if len(batch) == 2 else None
+        else:
+            x, context = batch, None
         beta = self.beta if beta is None else _check_beta(beta)
         rate, distortion = self.rate_distortion(x, context)
         return (distortion + beta * rate).mean()

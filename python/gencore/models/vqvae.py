@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from gencore._arguments import check_depth, check_shape, check_size
 from gencore.models._common import (batch_starts, categorical_log_px, categorical_mean, check_like_model, in_eval,
                                     require_int, require_real)
 from gencore.nn import VectorQuantizer
@@ -93,12 +94,10 @@ class CodePrior(nn.Module):
     def __init__(self, num_codes: int, length: int, width: int = 64, layers: int = 2, heads: int = 4,
                  classes: int = 0) -> None:
         super().__init__()
-        for name, v in (("num_codes", num_codes), ("length", length), ("width", width), ("layers", layers),
-                        ("heads", heads)):
-            if require_int(v, name, "CodePrior") < 1:
-                raise ValueError(f"CodePrior: {name} must be a positive int, got {v!r}")
-        if require_int(classes, "classes", "CodePrior") < 0:
-            raise ValueError(f"CodePrior: classes must be an int >= 0, got {classes!r}")
+        for name, v in (("num_codes", num_codes), ("length", length), ("width", width), ("heads", heads)):
+            check_size(v, f"CodePrior: {name}")
+        check_depth(layers, "CodePrior: layers")
+        check_size(classes, "CodePrior: classes", 0)
         if width % heads:
             raise ValueError(f"CodePrior: width ({width}) must be divisible by heads ({heads})")
         self.num_codes, self.length, self.classes = num_codes, length, classes
@@ -195,14 +194,17 @@ class VQVAE(nn.Module):
                  restart_dead_codes: bool = True, prior_width: int = 64, prior_layers: int = 2,
                  prior_heads: int = 4, classes: int = 0, prior: bool = True) -> None:
         super().__init__()
-        shape = [int(v) for v in features] if not isinstance(features, int) else []
-        if len(shape) != 3 or any(v < 1 for v in shape) or shape[1] % 2 or shape[2] % 2:
+        shape = list(check_shape(features, "VQVAE: features", image_only=True))
+        if shape[1] % 2 or shape[2] % 2:
             raise ValueError(f"VQVAE: features must be an image shape (C, H, W) with even H and W, got {features!r}")
-        for name, v in (("num_codes", num_codes), ("code_dim", code_dim), ("hidden", hidden)):
-            if require_int(v, name, "VQVAE") < 1:
-                raise ValueError(f"VQVAE: {name} must be a positive int, got {v!r}")
-        if require_int(levels, "levels", "VQVAE") < 2:
-            raise ValueError(f"VQVAE: levels must be an int >= 2, got {levels!r}")
+        for name, v in (("num_codes", num_codes), ("code_dim", code_dim), ("hidden", hidden),
+                        ("prior_width", prior_width), ("prior_heads", prior_heads)):
+            check_size(v, f"VQVAE: {name}")
+        check_depth(prior_layers, "VQVAE: prior_layers")
+        check_size(classes, "VQVAE: classes", 0)
+        check_size(levels, "VQVAE: levels", 2)
+        if prior_width % prior_heads:
+            raise ValueError(f"VQVAE: prior_width ({prior_width}) must be divisible by prior_heads ({prior_heads})")
         c, h, w = shape
         self.event_shape = tuple(shape)
         self.features = c * h * w

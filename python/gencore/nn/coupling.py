@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from gencore._arguments import check_size
 from gencore.ops.coupling import affine_coupling, masked_affine_coupling
 from gencore.reference import mask_parts, transformed_count
 
@@ -76,11 +77,7 @@ class AffineCoupling(nn.Module):
         super().__init__()
         if mask not in _MASKS:
             raise ValueError(f"AffineCoupling: mask must be one of {_MASKS}, got {mask!r}")
-        n = features_or_channels
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise TypeError(f"AffineCoupling: features_or_channels must be an int, got {type(n).__name__} {n!r}")
-        if n < 1:
-            raise ValueError(f"AffineCoupling: features_or_channels must be a positive int, got {n!r}")
+        n = check_size(features_or_channels, "AffineCoupling: features_or_channels")
         if mask in ("half", "alternate", "channel") and n < 2:
             raise ValueError(f"AffineCoupling: mask={mask!r} needs at least 2 features/channels, got {n}")
         if isinstance(clamp, bool):

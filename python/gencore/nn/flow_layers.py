@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from gencore._arguments import check_positive_real, check_size
+
 __all__ = ["ActNorm", "AdditiveCoupling", "DiagonalScale", "Reverse", "Squeeze", "FactorOut",
            "InvertibleLinear", "ConvConditioner", "squeeze2x2", "unsqueeze2x2"]
 
@@ -42,6 +44,8 @@ class ActNorm(nn.Module):
 
     def __init__(self, features_or_channels: int, eps: float = 1e-6) -> None:
         super().__init__()
+        features_or_channels = check_size(features_or_channels, "ActNorm: features_or_channels")
+        eps = check_positive_real(eps, "ActNorm: eps")
         self.bias = nn.Parameter(torch.zeros(features_or_channels))
         self.log_scale = nn.Parameter(torch.zeros(features_or_channels))
         self.register_buffer("initialized", torch.tensor(False))
@@ -97,6 +101,7 @@ class DiagonalScale(nn.Module):
 
     def __init__(self, features_or_channels: int) -> None:
         super().__init__()
+        features_or_channels = check_size(features_or_channels, "DiagonalScale: features_or_channels")
         self.log_scale = nn.Parameter(torch.zeros(features_or_channels))
 
     def forward(self, x, context=None):
@@ -130,11 +135,7 @@ class AdditiveCoupling(nn.Module):
         super().__init__()
         if mask not in ("half", "alternate"):
             raise ValueError(f"AdditiveCoupling: mask must be 'half' or 'alternate', got {mask!r}")
-        n = features_or_channels
-        if isinstance(n, bool):
-            raise TypeError(f"AdditiveCoupling: features_or_channels must be an int, got bool {n!r}")
-        if not isinstance(n, int) or n < 2:
-            raise ValueError(f"AdditiveCoupling: needs at least 2 features/channels, got {n!r}")
+        n = check_size(features_or_channels, "AdditiveCoupling: features_or_channels", 2)
         parts = (slice(0, n // 2), slice(n // 2, n)) if mask == "half" else (slice(0, n, 2), slice(1, n, 2))
         self._id, self._tr = (parts[1], parts[0]) if swap else parts
         self.features = n
@@ -241,7 +242,7 @@ class InvertibleLinear(nn.Module):
 
     def __init__(self, features_or_channels: int) -> None:
         super().__init__()
-        c = features_or_channels
+        c = check_size(features_or_channels, "InvertibleLinear: features_or_channels")
         w = torch.linalg.qr(torch.randn(c, c, dtype=torch.float64))[0]
         p, lower, upper = torch.linalg.lu(w)
         s = torch.diagonal(upper)
@@ -277,6 +278,10 @@ class ConvConditioner(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, hidden: int = 64, context_features: int = 0) -> None:
         super().__init__()
+        in_channels = check_size(in_channels, "ConvConditioner: in_channels")
+        out_channels = check_size(out_channels, "ConvConditioner: out_channels")
+        hidden = check_size(hidden, "ConvConditioner: hidden")
+        context_features = check_size(context_features, "ConvConditioner: context_features", 0)
         self.context_features = context_features
         self.net = nn.Sequential(
             nn.Conv2d(in_channels + context_features, hidden, 3, padding=1), nn.ReLU(),

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from gencore._arguments import check_bool, check_factory, check_size, check_widths
+
 __all__ = ["MLP", "MaskedLinear", "MADE"]
 
 
@@ -32,18 +34,11 @@ class MLP(nn.Sequential):
         activation: type[nn.Module] = nn.ReLU,
         zero_init: bool = False,
     ) -> None:
-        for name, v in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(v, bool):
-                raise TypeError(f"MLP: {name} must be an int, got bool {v!r}")
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"MLP: {name} must be a positive int, got {v!r}")
-        if isinstance(hidden, int):
-            hidden = [hidden]  # one hidden layer
-        hidden = list(hidden)
-        if any(isinstance(v, bool) or not isinstance(v, int) for v in hidden):
-            raise TypeError(f"MLP: hidden sizes must be ints, got {hidden!r}")
-        if any(v < 1 for v in hidden):
-            raise ValueError(f"MLP: hidden sizes must be positive, got {hidden!r}")
+        in_features = check_size(in_features, "MLP: in_features")
+        out_features = check_size(out_features, "MLP: out_features")
+        hidden = check_widths(hidden, "MLP: hidden", allow_empty=True)  # none: one linear map
+        check_factory(activation, "MLP: activation")
+        check_bool(zero_init, "MLP: zero_init")
         layers: list[nn.Module] = []
         sizes = [in_features, *hidden]
         for a, b in zip(sizes[:-1], sizes[1:]):
@@ -60,14 +55,6 @@ class MLP(nn.Sequential):
         if context is not None:
             x = torch.cat([x, context], dim=1)
         return super().forward(x)
-
-
-def _check_size(owner: str, name: str, v, low: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise TypeError(f"{owner}: {name} must be an int, got {type(v).__name__} {v!r}")
-    if v < low:
-        raise ValueError(f"{owner}: {name} must be an int >= {low}, got {v!r}")
-    return v
 
 
 class MaskedLinear(nn.Linear):
@@ -127,14 +114,12 @@ class MADE(nn.Module):
                  context_features: int = 0, order="forward", activation: type[nn.Module] = nn.ReLU,
                  zero_init: bool = False) -> None:
         super().__init__()
-        d = _check_size("MADE", "features", features)
-        p = _check_size("MADE", "out_per_feature", out_per_feature)
-        c = _check_size("MADE", "context_features", context_features, 0)
-        hidden = [hidden] if isinstance(hidden, int) and not isinstance(hidden, bool) else list(hidden)
-        if not hidden:
-            raise ValueError("MADE: needs at least one hidden layer")
-        for v in hidden:
-            _check_size("MADE", "hidden sizes", v)
+        d = check_size(features, "MADE: features")
+        p = check_size(out_per_feature, "MADE: out_per_feature")
+        c = check_size(context_features, "MADE: context_features", 0)
+        hidden = check_widths(hidden, "MADE: hidden")
+        check_factory(activation, "MADE: activation")
+        check_bool(zero_init, "MADE: zero_init")
         if isinstance(order, str):
             if order not in ("forward", "reverse"):
                 raise ValueError(f"MADE: order must be 'forward', 'reverse' or a permutation of 1..{d}, got {order!r}")

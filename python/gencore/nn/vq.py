@@ -23,7 +23,7 @@ from torch import nn
 
 from gencore import distributed as gdist
 from gencore import ops
-from gencore.metrics._checks import check_int
+from gencore._arguments import check_size
 
 __all__ = ["VectorQuantizer", "VQOutput"]
 
@@ -96,8 +96,8 @@ class VectorQuantizer(nn.Module):
                  cosine: bool = False, restart_dead_codes: bool = True, dead_threshold: float = 1.0,
                  usage_decay: float = 0.99, eps: float = 1e-5) -> None:
         super().__init__()
-        self.num_codes = check_int(num_codes, "VectorQuantizer: num_codes", low=1)
-        self.dim = check_int(dim, "VectorQuantizer: dim", low=1)
+        self.num_codes = check_size(num_codes, "VectorQuantizer: num_codes")
+        self.dim = check_size(dim, "VectorQuantizer: dim")
         self.beta = _check_number(beta, "beta", 0.0)
         self.ema_decay = None if ema_decay is None else _check_number(ema_decay, "ema_decay", 0.0, 1.0,
                                                                         high_open=True)

@@ -127,6 +127,22 @@ def check_options(spec: ModelSpec, options: dict, command: str = "train") -> Non
         if OPTIONS[key].type is bool and not isinstance(options[key], bool):
             # (the Python API: a string "false" or a 0 would otherwise be read by its truth value)
             raise TypeError(f"{command}: {key} must be a bool, got {type(options[key]).__name__} {options[key]!r}")
+        _check_range(key, options[key], command)
+
+
+def _check_range(key: str, value, command: str) -> None:
+    """Counts and sizes within the bounds :func:`gencore.models.build` puts on a config,
+    named by their flag (``--couplings`` sets ``n_couplings`` or, for glow, ``steps``)."""
+    from gencore._arguments import check_int, check_widths
+    from gencore.models import MAX_CONFIG_INT, MAX_DEPTH
+
+    opt = OPTIONS[key]
+    name = f"{command}: {opt.flag}"
+    if opt.type is int:
+        check_int(value, name, 1, MAX_DEPTH if key == "couplings" else MAX_CONFIG_INT)
+    elif opt.type == "sizes":
+        for i, v in enumerate(check_widths(value, name)):  # one int: one width (Python)
+            check_int(v, f"{name}[{i}]", 1, MAX_CONFIG_INT)
 
 
 __all__ = ["Option", "OPTIONS", "ModelSpec", "REGISTRY", "FAMILIES", "models", "register", "get", "check_options"]

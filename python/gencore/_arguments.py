@@ -1,0 +1,156 @@
+"""Checks of the constructor arguments of :mod:`gencore.nn` and :mod:`gencore.models`.
+
+Every check raises ``TypeError`` (wrong kind) or ``ValueError`` (right kind, wrong value)
+with a message that starts with the name the caller passes, which is the public argument
+(``"VAE: hidden"``, ``"CLIP: text_feature_dim"``): a constructor fails at its own entry,
+naming its own argument, instead of inside ``torch.empty`` or a submodule. The bounds keep
+a constructor from hanging or from asking torch for an impossible size:
+
+- a size (a layer width, a feature or code count, a vocabulary) is at most
+  :data:`MAX_SIZE`, so that the products torch forms from two of them fit its int64 sizes;
+- a layer count (couplings, transformer layers, list lengths) is at most :data:`MAX_DEPTH`:
+  the modules are built one by one in Python, so ``10**30`` layers would never finish.
+
+:func:`gencore.models.build` bounds the configs it reads from files more tightly
+(``MAX_CONFIG_INT``, and a parameter count).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+#: The largest size (width, feature count, number of codes, ...) a constructor takes.
+MAX_SIZE = 2**31 - 1
+#: The most layers (and layer-list entries) a constructor builds.
+MAX_DEPTH = 512
+
+
+def check_int(v, name: str, low: int | None = None, high: int | None = None) -> int:
+    """An integer argument (``bool`` is rejected: ``True`` is not a count), as an ``int``."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(v).__name__} {v!r}")
+    v = int(v)
+    if (low is not None and v < low) or (high is not None and v > high):
+        rng = f">= {low}" if high is None else (f"<= {high}" if low is None else f"in [{low}, {high}]")
+        raise ValueError(f"{name} must be an int {rng}, got {v!r}")
+    return v
+
+
+def check_bool(v, name: str) -> bool:
+    """A flag (``TypeError`` for anything but a ``bool``: the string ``"no"`` is truthy)."""
+    if not isinstance(v, bool):
+        raise TypeError(f"{name} must be a bool, got {type(v).__name__} {v!r}")
+    return v
+
+
+def _at_most(v: int, high: int, name: str, what: str) -> int:
+    if v > high:
+        raise ValueError(f"{name} must be an int <= {high} ({what}), got {v!r}")
+    return v
+
+
+def check_size(v, name: str, low: int = 1) -> int:
+    """A size: an int in ``[low, MAX_SIZE]`` (the message names the bound it breaks)."""
+    return _at_most(check_int(v, name, low), MAX_SIZE, name, "gencore's bound on a size")
+
+
+def check_depth(v, name: str, low: int = 1) -> int:
+    """A layer count: an int in ``[low, MAX_DEPTH]`` (the message names the bound it breaks)."""
+    return _at_most(check_int(v, name, low), MAX_DEPTH, name, "gencore's bound on a layer count")
+
+
+def check_shape(features, name: str, *, min_size: int = 1, image_only: bool = False,
+                any_rank: bool = False) -> tuple[int, ...]:
+    """An event shape: an int ``D >= min_size`` -> ``(D,)`` (unless ``image_only``), or a
+    sequence of sizes, ``(C, H, W)`` (of any length >= 1 where ``any_rank``), with at most
+    :data:`MAX_SIZE` values in all."""
+    what = ("an image shape (C, H, W)" if image_only else
+            "an int D or a shape of ints" if any_rank else
+            f"an int D >= {min_size} or an image shape (C, H, W)")
+    if isinstance(features, numbers.Integral) and not image_only:
+        return (check_size(features, name, min_size),)  # a bool: "must be an int, got bool"
+    if isinstance(features, (str, bytes, numbers.Number)) or not isinstance(features, Sequence):
+        raise TypeError(f"{name} must be {what}, got {type(features).__name__} {features!r}")
+    if not features or not (any_rank or len(features) == 3):
+        raise ValueError(f"{name} must be {what}, got {features!r}")
+    shape = tuple(check_size(v, f"{name}[{i}]") for i, v in enumerate(features))
+    if math.prod(shape) > MAX_SIZE:
+        raise ValueError(f"{name} {shape} has {math.prod(shape)} values, more than gencore's bound on a "
+                         f"size ({MAX_SIZE})")
+    return shape
+
+
+def check_widths(v, name: str, *, allow_int: bool = True, allow_empty: bool = False) -> list[int]:
+    """Hidden-layer widths: a list or tuple of sizes (one int for one layer where
+    ``allow_int``), at most :data:`MAX_DEPTH` of them, at least one unless ``allow_empty``."""
+    if allow_int and isinstance(v, numbers.Integral) and not isinstance(v, bool):
+        v = [v]
+    if isinstance(v, (str, bytes)) or not isinstance(v, Sequence):
+        kinds = "a list of layer widths (ints)" + (" or one int" if allow_int else "")
+        raise TypeError(f"{name} must be {kinds}, got {type(v).__name__} {v!r}")
+    if len(v) > MAX_DEPTH:
+        raise ValueError(f"{name} has {len(v)} layers, more than {MAX_DEPTH}")
+    if not v and not allow_empty:
+        raise ValueError(f"{name} must hold at least one hidden layer width, got {v!r}")
+    return [check_size(w, f"{name}[{i}]") for i, w in enumerate(v)]
+
+
+def check_choice(v, choices, name: str) -> str:
+    """One of the strings ``choices`` (``TypeError`` for a non-string, which a ``dict``
+    lookup would report as "unhashable")."""
+    listed = ", ".join(str(c) for c in choices)
+    if not isinstance(v, str):
+        raise TypeError(f"{name} must be one of {listed}, got {type(v).__name__} {v!r}")
+    if v not in choices:
+        raise ValueError(f"{name} must be one of {listed}, got {v!r}")
+    return v
+
+
+def check_positive_real(v, name: str) -> float:
+    """A finite real number > 0 (``bool`` rejected)."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(v).__name__} {v!r}")
+    v = float(v)
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+    return v
+
+
+def check_factory(v, name: str):
+    """A module factory such as ``nn.ReLU`` or ``functools.partial(nn.LeakyReLU, 0.2)``: a
+    callable whose call with no arguments makes an ``nn.Module`` (checked by calling it once)."""
+    if not callable(v) or isinstance(v, nn.Module):
+        raise TypeError(f"{name} must be a module class or factory such as nn.ReLU (called with no "
+                        f"arguments for each layer), got {type(v).__name__} {v!r}")
+    try:
+        made = v()
+    except Exception as e:  # noqa: BLE001 - reported with the argument's name
+        raise TypeError(f"{name}: calling {v!r} with no arguments failed ({type(e).__name__}: {e})") from e
+    if not isinstance(made, nn.Module):
+        raise TypeError(f"{name} must make an nn.Module when called, {v!r} made a {type(made).__name__}")
+    return v
+
+
+def check_generator(generator, name: str = "generator") -> None:
+    """``None`` or a ``torch.Generator``."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"{name} must be a torch.Generator or None, got {type(generator).__name__} {generator!r}")
+
+
+def check_device(device, name: str = "device") -> torch.device:
+    """A ``torch.device`` from a device or its name (``"cpu"``, ``"cuda:0"``), or an error
+    that names the argument."""
+    if isinstance(device, torch.device):
+        return device
+    if isinstance(device, bool) or not isinstance(device, (str, int)):
+        raise TypeError(f"{name} must be a torch.device or a device name such as 'cpu', got "
+                        f"{type(device).__name__} {device!r}")
+    try:
+        return torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"{name} {device!r} is not a device: {e}") from None

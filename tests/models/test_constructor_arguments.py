@@ -1,0 +1,155 @@
+"""Every public constructor of gencore.nn and gencore.models checks its own arguments.
+
+A bad argument gets a TypeError or ValueError whose message names the argument as the
+caller wrote it, at once: not a TypeError from inside torch.empty ("failed to unpack the
+object"), an "unhashable type" from a dict lookup, a submodule's own parameter name, or a
+constructor that loops over 10**30 layers. The models are built on the meta device, so an
+accepted size costs no memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import signal
+import warnings
+
+import pytest
+import torch
+
+import gencore.nn as gnn
+from gencore import models
+from gencore._arguments import MAX_DEPTH, MAX_SIZE
+
+#: The keyword arguments each constructor is built from, before one of them is replaced.
+BASE = {
+    models.Autoencoder: dict(features=16, latent_dim=2),
+    models.GAN: dict(features=4, latent_dim=2, hidden=[8]),
+    models.SimCLR: dict(),
+    models.CLIP: dict(),
+    models.VQVAE: dict(),
+    models.TextToImage: dict(),
+    models.HierarchicalVAE: dict(features=16),
+    models.VAE: dict(features=16),
+    models.RealNVP: dict(features=4),
+    models.NICE: dict(features=4),
+    models.Glow: dict(features=(1, 8, 8)),
+    models.NeuralSplineFlow: dict(features=4),
+    models.PCA: dict(),
+    gnn.MADE: dict(features=4, out_per_feature=3),
+    gnn.MLP: dict(in_features=4, out_features=3),
+    gnn.SplineCoupling: dict(features=4, conditioner=gnn.MLP(2, 2 * 23, [8])),
+    gnn.AffineCoupling: dict(features_or_channels=4, conditioner=gnn.MLP(2, 4, [8])),
+    gnn.AdditiveCoupling: dict(features_or_channels=4, conditioner=gnn.MLP(2, 2, [8])),
+    gnn.ActNorm: dict(features_or_channels=4),
+    gnn.InvertibleLinear: dict(features_or_channels=4),
+    gnn.DiagonalScale: dict(features_or_channels=4),
+    gnn.VectorQuantizer: dict(num_codes=8, dim=4),
+    gnn.Reparameterize: dict(),
+    gnn.ConvConditioner: dict(in_channels=2, out_channels=4),
+    gnn.SigLIPLoss: dict(),
+    gnn.CLIPLoss: dict(),
+    gnn.NTXentLoss: dict(),
+}
+
+#: Values of the wrong kind or out of range for most arguments (some are right for some).
+BAD = [None, True, 2.5, "x", -1, 0, 10**30, 2**62, float("nan"), [], [0], [2.5], (1,), object()]
+
+
+@contextlib.contextmanager
+def deadline(seconds: int, what: str):
+    """Fail (instead of hanging the suite) when the body runs longer than ``seconds``."""
+    def expired(*_):
+        raise AssertionError(f"{what} did not finish within {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _arguments(cls):
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    return [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+CASES = [(cls, name) for cls in BASE for name in _arguments(cls)]
+
+
+@pytest.mark.parametrize("cls, name", CASES, ids=[f"{c.__name__}-{n}" for c, n in CASES])
+def test_a_bad_argument_is_named(cls, name):
+    BASE[cls] and cls(**BASE[cls])  # the base arguments are good
+    for value in BAD:
+        kwargs = {**BASE[cls], name: value}
+        with deadline(20, f"{cls.__name__}({name}={value!r:.30})"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                with torch.device("meta"):
+                    cls(**kwargs)
+            except (TypeError, ValueError) as e:
+                assert name in str(e), f"{cls.__name__}({name}={value!r:.30}) raised {type(e).__name__}: {e}"
+
+
+#: Arguments that must be refused (each of these used to fail inside torch or Python, or hang).
+REFUSED = [
+    (gnn.MLP, "hidden", None), (gnn.MLP, "hidden", 2.5), (gnn.MLP, "activation", "relu"),
+    (gnn.MADE, "hidden", True), (gnn.MADE, "activation", None),
+    (models.VAE, "hidden", None), (models.VAE, "features", None), (models.VAE, "latent_dim", 10**30),
+    (models.Autoencoder, "hidden", 2.5), (models.Autoencoder, "activation", []),
+    (models.GAN, "hidden", 2.5), (models.GAN, "n_classes", 10**30),
+    (models.SimCLR, "hidden", 0), (models.SimCLR, "kind", []),
+    (models.CLIP, "text_hidden", None), (models.CLIP, "text_feature_dim", 0), (models.CLIP, "token_dim", "x"),
+    (models.CLIP, "loss", []),
+    (models.RealNVP, "hidden", None), (models.RealNVP, "n_couplings", 10**30),
+    (models.NICE, "n_couplings", MAX_DEPTH + 1), (models.Glow, "steps", 10**30), (models.Glow, "n_levels", 10**30),
+    (models.NeuralSplineFlow, "n_couplings", 10**30), (models.NeuralSplineFlow, "hidden", None),
+    (models.VQVAE, "prior_layers", 10**30), (models.VQVAE, "prior_width", 0), (models.VQVAE, "features", "x"),
+    (models.TextToImage, "layers", 10**30), (models.TextToImage, "num_codes", MAX_SIZE + 1),
+    (models.HierarchicalVAE, "levels", 10**30),
+    (gnn.ActNorm, "features_or_channels", None), (gnn.ActNorm, "eps", -1.0),
+    (gnn.DiagonalScale, "features_or_channels", 2.5), (gnn.InvertibleLinear, "features_or_channels", "x"),
+    (gnn.ConvConditioner, "hidden", None), (gnn.ConvConditioner, "context_features", -1),
+    (gnn.AdditiveCoupling, "features_or_channels", 1), (gnn.VectorQuantizer, "num_codes", 2**62),
+]
+
+
+@pytest.mark.parametrize("cls, name, value", REFUSED,
+                         ids=[f"{c.__name__}-{n}-{v!r:.12}" for c, n, v in REFUSED])
+def test_a_bad_argument_is_refused(cls, name, value):
+    with deadline(20, f"{cls.__name__}({name}={value!r:.30})"), torch.device("meta"):
+        with pytest.raises((TypeError, ValueError), match=name):
+            cls(**{**BASE[cls], name: value})
+
+
+def test_widths_and_factories_that_are_right_still_build():
+    """The checks take what the constructors took before (one int for one hidden layer, a
+    tuple, no hidden layer where an MLP may be linear, an activation factory), and numpy ints."""
+    import functools
+
+    import numpy as np
+
+    assert len(gnn.MLP(3, 2, 5)) == 3
+    assert len(gnn.MLP(3, 2, ())) == 1
+    assert gnn.MLP(3, 2, (np.int64(4),))[0].out_features == 4
+    leaky = gnn.MLP(3, 2, [4], activation=functools.partial(torch.nn.LeakyReLU, 0.2))
+    assert isinstance(leaky[1], torch.nn.LeakyReLU) and leaky[1].negative_slope == 0.2
+    assert models.VAE(16, hidden=32).config["hidden"] == [32]
+    assert models.SimCLR(hidden=[16, 32]).config["hidden"] == [16, 32]
+    assert models.RealNVP(4, hidden=[]).config["hidden"] == []
+    assert models.NICE(4, n_couplings=MAX_DEPTH // 64).config["n_couplings"] == MAX_DEPTH // 64
+
+
+def test_hierarchical_vae_names_a_one_row_training_batch():
+    """Batch normalisation cannot take statistics of one row: the model says so (and what to
+    do) instead of BatchNorm's "Expected more than 1 value per channel"."""
+    net = models.HierarchicalVAE(16, latent_dims=(4, 2), hidden=(8,))
+    x = torch.rand(1, 16)
+    with pytest.raises(ValueError, match="batch of 1 row.*batch_norm=True.*eval"):
+        net.loss(x)
+    net.eval()
+    assert torch.isfinite(net.elbo(x)).all()  # running statistics: one row is fine
+    plain = models.HierarchicalVAE(16, latent_dims=(4, 2), hidden=(8,), batch_norm=False)
+    assert torch.isfinite(plain.loss(x))
