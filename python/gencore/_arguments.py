@@ -154,3 +154,16 @@ def check_device(device, name: str = "device") -> torch.device:
         return torch.device(device)
     except RuntimeError as e:
         raise ValueError(f"{name} {device!r} is not a device: {e}") from None
+
+
+def to_tensor(v, name: str, what: str = "a tensor or array-like") -> torch.Tensor:
+    """``torch.as_tensor(v)``: a ``TypeError`` naming ``name`` for what is not array-like
+    (``None``, an object: torch's "Could not infer dtype"), a ``ValueError`` for a meta
+    tensor (a shape without values)."""
+    try:
+        t = torch.as_tensor(v)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{name} must be {what}, got {type(v).__name__}") from None
+    if t.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device (a shape without values)")
+    return t

@@ -2,7 +2,9 @@
 
 These are the executable definitions the fused kernels are tested against, and the
 eager / ``torch.compile`` baselines of the benchmarks. They are written the way a
-user would write them in plain PyTorch, with no fusion tricks.
+user would write them in plain PyTorch, with no fusion tricks, and for that reason check
+none of their arguments: a bad input fails inside PyTorch as the plain code would. The ops
+of :mod:`gencore.ops`, which compute the same values, check and name every argument.
 """
 
 from __future__ import annotations

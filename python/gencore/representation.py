@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from gencore._arguments import to_tensor
 from gencore.data.captions import CLASS_WORDS, SLANT_WORDS, STROKE_WORDS, encode_caption, token_id
 
 __all__ = ["embed", "linear_probe", "knn_accuracy", "retrieval_recall", "retrieval_chance", "semantic_arithmetic",
@@ -45,9 +46,22 @@ def embed(model, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     return out
 
 
+def _tensor(v, name: str, who: str) -> torch.Tensor:
+    return to_tensor(v, f"{who}: {name}")
+
+
+def _ids(v, name: str, who: str) -> torch.Tensor:
+    """Integer ids ``(N,)``, N >= 1, as int64 on the CPU."""
+    t = _tensor(v, name, who)
+    if t.dim() != 1 or t.numel() == 0 or t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise ValueError(f"{who}: {name} must be a non-empty 1-D tensor of integer ids, got {t.dtype} "
+                         f"{tuple(t.shape)}")
+    return t.long().cpu()
+
+
 def _features_labels(feats, labels, name: str, who: str) -> tuple[torch.Tensor, torch.Tensor]:
-    f = torch.as_tensor(feats)
-    y = torch.as_tensor(labels)
+    f = _tensor(feats, f"{name}_feats", who)
+    y = _tensor(labels, f"{name}_y", who)
     if f.dim() != 2 or f.shape[0] == 0 or not f.dtype.is_floating_point:
         raise ValueError(f"{who}: {name}_feats must be a non-empty floating (N, F) tensor, got {f.dtype} "
                          f"{tuple(f.shape)}")
@@ -141,7 +155,7 @@ def _pair_ids(query_ids, key_ids, nq: int, nk: int) -> tuple[torch.Tensor, torch
                              f"have the same count, got {nq} and {nk}")
         ar = torch.arange(nq)
         return ar, ar
-    qi, ki = torch.as_tensor(query_ids).long().cpu(), torch.as_tensor(key_ids).long().cpu()
+    qi, ki = _ids(query_ids, "query_ids", "retrieval_recall"), _ids(key_ids, "key_ids", "retrieval_recall")
     if qi.shape != (nq,) or ki.shape != (nk,):
         raise ValueError(f"retrieval_recall: query_ids must be ({nq},) and key_ids ({nk},), got "
                          f"{tuple(qi.shape)} and {tuple(ki.shape)}")
@@ -163,7 +177,7 @@ def retrieval_recall(query_feats, key_feats, k: int | Sequence[int] = (1, 5), *,
     Returns:
         ``{"recall@1": ..., "recall@5": ...}``, fractions in [0, 1].
     """
-    q, kf = torch.as_tensor(query_feats), torch.as_tensor(key_feats)
+    q, kf = _tensor(query_feats, "query_feats", "retrieval_recall"), _tensor(key_feats, "key_feats", "retrieval_recall")
     for t, name in ((q, "query_feats"), (kf, "key_feats")):
         if t.dim() != 2 or t.shape[0] == 0 or not t.dtype.is_floating_point:
             raise ValueError(f"retrieval_recall: {name} must be a non-empty floating (N, F) tensor, got "
@@ -181,7 +195,7 @@ def retrieval_recall(query_feats, key_feats, k: int | Sequence[int] = (1, 5), *,
 def retrieval_chance(query_ids, key_ids, k: int | Sequence[int] = (1, 5)) -> dict[str, float]:
     """Recall@k of a random ranking, exactly: the mean over queries of
     ``1 - C(M - m, k) / C(M, k)`` with ``m`` the number of keys matching the query."""
-    qi, ki = torch.as_tensor(query_ids).long().cpu(), torch.as_tensor(key_ids).long().cpu()
+    qi, ki = _ids(query_ids, "query_ids", "retrieval_chance"), _ids(key_ids, "key_ids", "retrieval_chance")
     m_total = ki.shape[0]
     matches = (qi[:, None] == ki[None, :]).sum(1).tolist()
     out = {}
@@ -195,7 +209,7 @@ def retrieval_chance(query_ids, key_ids, k: int | Sequence[int] = (1, 5)) -> dic
 def nearest(query: torch.Tensor, candidates: torch.Tensor, k: int = 1) -> torch.Tensor:
     """Indices ``(Q, k)`` of the ``k`` candidates ``(M, F)`` most cosine-similar to each
     query ``(Q, F)``, best first."""
-    q, c = torch.as_tensor(query), torch.as_tensor(candidates)
+    q, c = _tensor(query, "query", "nearest"), _tensor(candidates, "candidates", "nearest")
     if q.dim() == 1:
         q = q[None]
     if c.dim() != 2 or c.shape[0] == 0 or q.dim() != 2 or q.shape[1] != c.shape[1]:
@@ -253,6 +267,16 @@ def caption_arithmetic(model, images: torch.Tensor, tokens: torch.Tensor, k: int
         and their chance levels under random retrieval (the frequencies among ``images``; for the
         property 1/3 by construction of the captions).
     """
+    if not (callable(getattr(model, "encode_image", None)) and callable(getattr(model, "encode_text", None))):
+        raise TypeError(f"caption_arithmetic: model must have encode_image and encode_text (a CLIP), got "
+                        f"{type(model).__name__}")
+    for name, v in (("images", images), ("tokens", tokens)):
+        if not isinstance(v, torch.Tensor) or v.dim() == 0:
+            raise TypeError(f"caption_arithmetic: {name} must be a batched tensor, got "
+                            f"{tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__}")
+    if tokens.dim() != 2 or tokens.shape[1] != 3 or tokens.dtype != torch.long:
+        raise ValueError(f"caption_arithmetic: tokens must be (N, 3) int64 captions (stroke, slant, class), got "
+                         f"{tokens.dtype} {tuple(tokens.shape)}")
     if images.shape[0] != tokens.shape[0]:
         raise ValueError(f"caption_arithmetic: {images.shape[0]} images but {tokens.shape[0]} captions")
     cand = model.encode_image(images)

@@ -65,18 +65,22 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
 
 
-def _as_tuple(data) -> tuple[torch.Tensor, ...]:
+def _as_tuple(data, name: str = "data") -> tuple[torch.Tensor, ...]:
     t = tuple(data) if isinstance(data, (tuple, list)) else (data,)
     t = tuple(v for v in t if v is not None)
     if not t or not all(isinstance(v, torch.Tensor) for v in t):
-        raise TypeError("data must be a tensor or a tuple of tensors")
+        raise TypeError(f"{name} must be a tensor or a tuple of tensors")
+    if any(v.dim() == 0 for v in t):
+        raise ValueError(f"{name} must have a batch dimension (examples first), got shapes {[tuple(v.shape) for v in t]}")
+    if any(v.device.type == "meta" for v in t):
+        raise ValueError(f"{name} is on the meta device (shapes without values): fit needs real data")
     n = t[0].shape[0]
     if n == 0:
-        raise ValueError("data is empty")
+        raise ValueError(f"{name} is empty")
     if any(v.shape[0] != n for v in t):
-        raise ValueError(f"all tensors of data must share the first dimension: {[tuple(v.shape) for v in t]}")
+        raise ValueError(f"all tensors of {name} must share the first dimension: {[tuple(v.shape) for v in t]}")
     if t[0].dtype.is_floating_point and not torch.isfinite(t[0]).all():
-        raise ValueError("data contains NaN or infinite values")
+        raise ValueError(f"{name} contains NaN or infinite values")
     return t
 
 
@@ -795,8 +799,13 @@ class _BestKeeper:
         return {"best": self.entry} if self.entry is not None else {}
 
 
+#: ``fit``'s seeds are in ``[0, MAX_SEED]``: the batch order and the batch transforms seed
+#: generators with ``seed * 1_000_003 + ...``, which must stay within a generator's 64 bits.
+MAX_SEED = (1 << 32) - 1
+
+
 def _check_fit_args(model, steps, batch_size, lr, seed, weight_decay, eval_every, checkpoint_every, keep_best,
-                    eval_data, schedule) -> None:
+                    eval_data, schedule, batch_transform, callback, checkpoint_dir) -> None:
     if not hasattr(model, "loss"):
         raise TypeError(f"{type(model).__name__} has no loss(batch) method")
     for name, v, optional in (("steps", steps, False), ("batch_size", batch_size, False),
@@ -806,7 +815,7 @@ def _check_fit_args(model, steps, batch_size, lr, seed, weight_decay, eval_every
         check_int(v, name)  # TypeError for a bool or a non-integer
         if v < 1:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
-    check_int(seed, "seed")
+    check_int(seed, "seed", 0, MAX_SEED)  # the batch order multiplies it, in 64 bits
     check_real(lr, "lr")  # TypeError for a bool (True is not a learning rate) or a non-number
     if not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
@@ -817,6 +826,12 @@ def _check_fit_args(model, steps, batch_size, lr, seed, weight_decay, eval_every
         raise ValueError("keep_best needs eval_data")
     if schedule not in ("constant", "cosine"):
         raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
+    for name, fn in (("batch_transform", batch_transform), ("callback", callback)):
+        if fn is not None and not callable(fn):
+            raise TypeError(f"{name} must be a function or None, got {type(fn).__name__} {fn!r}")
+    if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
+        raise TypeError(f"checkpoint_dir must be a folder path (str or PathLike) or None, got "
+                        f"{type(checkpoint_dir).__name__} {checkpoint_dir!r}")
 
 
 def _optimizers(model: nn.Module, two_player: bool, lr: float, weight_decay: float) -> dict:
@@ -940,14 +955,14 @@ def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float 
         ``train_loss``).
     """
     _check_fit_args(model, steps, batch_size, lr, seed, weight_decay, eval_every, checkpoint_every, keep_best,
-                    eval_data, schedule)
+                    eval_data, schedule, batch_transform, callback, checkpoint_dir)
     if metadata is not None:
         try:
             metadata = _jsonable(metadata)
         except (TypeError, ValueError) as e:
             raise TypeError(f"metadata must be JSON-serialisable: {e}") from e
     train_t = _as_tuple(data)
-    eval_t = _as_tuple(eval_data) if eval_data is not None else None
+    eval_t = _as_tuple(eval_data, "eval_data") if eval_data is not None else None
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     first = next(model.parameters(), None)
     gdist.init_from_env(first.device if first is not None else "cpu")

@@ -1,4 +1,4 @@
-"""The metrics (and the data helpers they sit beside) name a bad argument instead of failing
+"""The metrics (and the data and representation helpers they sit beside) name a bad argument instead of failing
 inside torch: a meta tensor ("Tensor.item() cannot be called on meta tensors" before), labels
 or samples that are not array-like ("Could not infer dtype"), a generator that is not one
 (an AttributeError), a negative count, a tensor where an int goes, a device name that is not
@@ -11,6 +11,7 @@ import torch
 
 import gencore.data as gdata
 import gencore.metrics as M
+import gencore.representation as R
 from gencore.ops.reparam import draw_rng_state
 
 META = torch.empty(8, 3, device="meta")
@@ -120,3 +121,25 @@ def test_dequantize_draws_where_the_generator_lives():
     if torch.cuda.is_available():
         out = gdata.dequantize(levels.cuda(), torch.Generator().manual_seed(3))
         assert out.is_cuda and torch.equal(out.cpu(), (levels + u) / 17)
+
+
+def test_representation_helpers_name_their_arguments():
+    feats, y = torch.randn(10, 4), torch.arange(10) % 2
+    for bad in (None, object()):
+        with pytest.raises(TypeError, match="knn_accuracy: train_feats must be a tensor or array-like"):
+            R.knn_accuracy(bad, y, feats, y)
+        with pytest.raises(TypeError, match="linear_probe: train_y must be a tensor or array-like"):
+            R.linear_probe(feats, bad, feats, y)
+        with pytest.raises(TypeError, match="nearest: candidates must be a tensor or array-like"):
+            R.nearest(feats, bad)
+        with pytest.raises(TypeError, match="retrieval_recall: key_feats must be a tensor or array-like"):
+            R.retrieval_recall(feats, bad)
+    with pytest.raises(ValueError, match="knn_accuracy: train_feats is on the meta device"):
+        R.knn_accuracy(torch.empty(10, 4, device="meta"), y, feats, y)
+    # retrieval_chance: an IndexError, a ZeroDivisionError or a broadcast error before
+    for bad in (3, torch.empty(0, dtype=torch.long), torch.zeros(2, 2, dtype=torch.long), [0.5, 1.5]):
+        with pytest.raises(ValueError, match="retrieval_chance: query_ids must be a non-empty 1-D tensor of integer"):
+            R.retrieval_chance(bad, [0, 1, 2])
+    assert R.retrieval_chance([0, 1], [0, 1, 1, 2], k=1) == {"recall@1": pytest.approx((1 / 4 + 2 / 4) / 2)}
+    with pytest.raises(TypeError, match="caption_arithmetic: model must have encode_image and encode_text"):
+        R.caption_arithmetic(torch.nn.Linear(2, 2), torch.rand(4, 1, 8, 8), torch.zeros(4, 3, dtype=torch.long))

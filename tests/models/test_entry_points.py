@@ -200,3 +200,41 @@ def test_flow_context_must_be_a_finite_tensor():
     with pytest.raises(ValueError, match="RealNVP: context contains NaN or infinite values"):
         flow.log_prob(x, torch.full((4, 2), math.nan))
     assert torch.isfinite(flow.log_prob(x, torch.zeros(4, 2))).all()
+
+
+@pytest.mark.parametrize("name", ["nice", "realnvp", "glow", "nsf", "gan"])
+def test_sampling_names_a_generator_that_is_not_one(name):
+    net = SMALL[name]()
+    for bad in ("x", 0, 2.5):
+        with pytest.raises(TypeError, match="generator must be a torch.Generator or None"):
+            net.sample(2, generator=bad)  # before: "'str' object has no attribute 'device'"
+
+
+def test_huge_temperatures_and_candidates_are_numbers_not_overflows():
+    """An int temperature beyond int64 used to reach the logits' division as an int
+    (OverflowError); candidates beyond int64 reached repeat_interleave."""
+    vq = SMALL["vqvae"]()
+    assert vq.sample(2, temperature=10**19).shape == (2, 1, 4, 4)
+    t2i = TextToImage(num_codes=4, code_dim=2, hidden=4, width=8, layers=1, heads=2, clip_embed_dim=0)
+    assert t2i.generate(["zero"], temperature=10**19).shape == (1, 1, 8, 8)
+    with pytest.raises(ValueError, match="candidates must be an int <= 2147483647"):
+        t2i.generate(["zero"], candidates=10**19)
+
+
+def test_vae_interpolate_checks_its_examples():
+    vae = SMALL["vae"]()
+    with pytest.raises(TypeError, match="x_a must be a tensor"):
+        vae.interpolate([0.5] * 4, torch.rand(4))
+    with pytest.raises(ValueError, match=r"x_b must be one example of 4 values, got shape \(2, 4\)"):
+        vae.interpolate(torch.rand(4), torch.rand(2, 4))
+    assert vae.interpolate(torch.rand(4), torch.rand(1, 4), steps=3).shape == (3, 4)
+
+
+def test_vqvae_nll_bound_checks_the_labels():
+    vq = VQVAE((1, 4, 4), num_codes=4, code_dim=2, hidden=4, prior_width=8, prior_layers=1, prior_heads=2,
+               classes=3)
+    x = torch.rand(5, 1, 4, 4)
+    for bad in (0, torch.tensor(1), torch.zeros(4, dtype=torch.long)):
+        with pytest.raises(ValueError, match=r"labels must be a tensor of shape \(5,\)"):
+            vq.nll_bound(x, bad)  # before: "'int' object is not subscriptable" / a slice IndexError
+    assert torch.isfinite(vq.nll_bound(x, torch.tensor([0, 1, 2, 0, 1]))).all()

@@ -121,6 +121,29 @@ class TestBadArguments:
         with pytest.raises(TypeError, match="no loss"):
             fit(torch.nn.Linear(3, 3), data(), steps=1, progress=False)
 
+    @pytest.mark.parametrize("kw, error, message", [
+        # a seed beyond the generators' 64 bits: "Overflow when unpacking long long" before
+        ({"seed": 10**19}, ValueError, r"seed must be an int in \[0, 4294967295\]"),
+        ({"seed": -1}, ValueError, r"seed must be an int in \[0, 4294967295\]"),
+        # named as eval_data, not "data"
+        ({"eval_data": 3}, TypeError, "eval_data must be a tensor or a tuple of tensors"),
+        ({"eval_data": torch.empty(0, 3)}, ValueError, "eval_data is empty"),
+        # "'int' object is not callable" from inside the loop before
+        ({"callback": 3}, TypeError, "callback must be a function or None, got int"),
+        ({"batch_transform": "x"}, TypeError, "batch_transform must be a function or None, got str"),
+        # "expected str, bytes or os.PathLike object" before
+        ({"checkpoint_dir": 3}, TypeError, "checkpoint_dir must be a folder path"),
+    ])
+    def test_arguments_are_named(self, kw, error, message):
+        with pytest.raises(error, match=message):
+            fit(make_flow(), data(), steps=1, progress=False, **kw)
+
+    def test_data_without_values_or_batch_dimension(self):
+        with pytest.raises(ValueError, match="data is on the meta device"):
+            fit(make_flow(), torch.empty(8, 3, device="meta"), steps=1, progress=False)
+        with pytest.raises(ValueError, match="data must have a batch dimension"):
+            fit(make_flow(), torch.tensor(1.0), steps=1, progress=False)
+
 
 def test_glow_image_checkpoint_round_trip(tmp_path):
     from gencore.models import Glow

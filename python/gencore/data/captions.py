@@ -27,6 +27,8 @@ from collections.abc import Sequence
 
 import torch
 
+from gencore._arguments import to_tensor
+
 __all__ = ["VOCAB", "PAD", "CLASS_WORDS", "STROKE_WORDS", "SLANT_WORDS", "CAPTION_LENGTH", "encode_caption",
            "decode_caption", "digit_measures", "caption_thresholds", "caption_attributes", "caption_digits",
            "load_captioned_digits", "class_prompts", "token_id"]
@@ -87,13 +89,7 @@ def decode_caption(tokens: torch.Tensor) -> str | list[str]:
     Raises:
         ValueError: an id outside ``0..len(VOCAB)-1``, or not a 1-D / 2-D integer tensor.
     """
-    try:
-        t = torch.as_tensor(tokens)
-    except (TypeError, ValueError, RuntimeError):
-        raise TypeError(f"decode_caption: tokens must be a 1-D or 2-D integer tensor, got {type(tokens).__name__}") \
-            from None
-    if t.device.type == "meta":
-        raise ValueError("decode_caption: tokens is on the meta device (a shape without values)")
+    t = to_tensor(tokens, "decode_caption: tokens", "a 1-D or 2-D integer tensor")
     if t.dtype.is_floating_point or t.dtype == torch.bool or t.dim() not in (1, 2):
         raise ValueError(f"decode_caption: tokens must be a 1-D or 2-D integer tensor, got {t.dtype} "
                          f"{tuple(t.shape)}")

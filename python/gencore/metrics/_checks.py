@@ -12,19 +12,12 @@ from gencore._arguments import (  # noqa: F401  (the one validator of each, re-e
     check_device,
     check_generator,
     check_int,
+    to_tensor,
 )
 
 
 def as_tensor(v, name: str, dtype=None) -> torch.Tensor:
-    if isinstance(v, torch.Tensor):
-        t = v
-    else:
-        try:
-            t = torch.as_tensor(v)
-        except (TypeError, ValueError, RuntimeError) as e:
-            raise TypeError(f"{name} must be a tensor or array-like, got {type(v).__name__}") from e
-    if t.device.type == "meta":
-        raise ValueError(f"{name} is on the meta device (a shape without values): a metric needs real values")
+    t = to_tensor(v, name)
     if not (t.dtype.is_floating_point or t.dtype in (torch.int64, torch.int32, torch.bool)):
         raise TypeError(f"{name} must be a real-valued tensor, got dtype {t.dtype}")
     if not t.dtype.is_floating_point:

@@ -11,6 +11,7 @@ import math
 import torch
 from torch import nn
 
+from gencore._arguments import to_tensor
 from gencore.metrics._checks import as_tensor, check_device, check_int, check_number, check_real, check_samples
 
 __all__ = [
@@ -100,12 +101,7 @@ def inception_score(logits_or_probs, splits: int = 10, *, from_logits: bool | No
 
 def _labels(y, name: str, n: int) -> torch.Tensor:
     """``(n,)`` non-negative integer class labels, as int64."""
-    try:
-        y = torch.as_tensor(y)
-    except (TypeError, ValueError, RuntimeError):
-        raise TypeError(f"{name} must be integer labels of shape ({n},), got {type(y).__name__} {y!r:.60}") from None
-    if y.device.type == "meta":
-        raise ValueError(f"{name} is on the meta device (a shape without values): labels need real values")
+    y = to_tensor(y, name, f"integer labels of shape ({n},)")
     if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool or y.shape != (n,):
         raise ValueError(f"{name} must be integer labels of shape ({n},), got {tuple(y.shape)} {y.dtype}")
     if (y < 0).any():

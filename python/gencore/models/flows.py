@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from gencore._arguments import check_depth, check_size, check_widths
+from gencore._arguments import check_depth, check_generator, check_size, check_widths
 from gencore.models._common import check_context, check_like_model, event_shape, require_bool, require_int
 from gencore.nn import (
     MLP,
@@ -188,6 +188,7 @@ class Flow(nn.Module):
         """``n`` samples ``(n, *event_shape)``, differentiable w.r.t. the parameters."""
         if require_int(n, "n", type(self).__name__) < 1:
             raise ValueError(f"{type(self).__name__}: n must be a positive int, got {n!r}")
+        check_generator(generator, f"{type(self).__name__}: generator")
         p = next(self.parameters())
         z = torch.randn((n, *self.event_shape), generator=generator, dtype=p.dtype,
                         device=generator.device if generator is not None else p.device).to(p.device)

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gencore._arguments import check_size, check_widths
+from gencore._arguments import check_generator, check_size, check_widths
 from gencore.models._common import check_like_model, event_shape, require_int, require_real
 from gencore.nn import MLP
 
@@ -470,6 +470,7 @@ class GAN(nn.Module):
     # -- players --------------------------------------------------------------------------------
 
     def _z(self, n: int, generator: torch.Generator | None = None):
+        check_generator(generator, "GAN: generator")
         p = next(self.generator.parameters())
         dev = generator.device if generator is not None else p.device
         return torch.randn(n, self.latent_dim, generator=generator, dtype=p.dtype, device=dev).to(p.device)

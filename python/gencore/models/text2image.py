@@ -323,15 +323,14 @@ class TextToImage(nn.Module):
             mean: decode the codes to the decoder's mean; False: to a draw of the pixels.
         """
         slots = caption_slots(captions)
-        require_real(temperature, "temperature", "TextToImage.generate")
+        temperature = require_real(temperature, "temperature", "TextToImage.generate")
         if not (math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"TextToImage.generate: temperature must be finite and > 0, got {temperature!r}")
         if top_k is not None and not 1 <= require_int(top_k, "top_k", "TextToImage.generate") <= self.num_codes:
             raise ValueError(f"TextToImage.generate: top_k must be in [1, {self.num_codes}], got {top_k!r}")
         if not math.isfinite(require_real(guidance, "guidance", "TextToImage.generate")):
             raise ValueError(f"TextToImage.generate: guidance must be finite, got {guidance!r}")
-        if require_int(candidates, "candidates", "TextToImage.generate") < 1:
-            raise ValueError(f"TextToImage.generate: candidates must be a positive int, got {candidates!r}")
+        check_size(candidates, "TextToImage.generate: candidates")
         if candidates > 1 and self.clip is None:
             raise ValueError("TextToImage.generate: candidates > 1 needs the CLIP re-ranker (clip_embed_dim > 0)")
         device = self.prior.head.weight.device

@@ -266,6 +266,12 @@ class VAE(nn.Module):
         ``x_a, x_b: (D,)`` or ``(1, D)``; returns ``(steps, *event_shape)``."""
         if require_int(steps, "steps", "VAE.interpolate") < 2:
             raise ValueError(f"VAE.interpolate: steps must be an int >= 2, got {steps!r}")
+        for name, v in (("x_a", x_a), ("x_b", x_b)):
+            if not isinstance(v, torch.Tensor):
+                raise TypeError(f"VAE.interpolate: {name} must be a tensor (one example), got {type(v).__name__}")
+            if v.numel() != self.features:
+                raise ValueError(f"VAE.interpolate: {name} must be one example of {self.features} values, "
+                                 f"got shape {tuple(v.shape)}")
         xs = torch.stack([x_a.reshape(-1), x_b.reshape(-1)])
         mu, _ = self.encode(xs, None if context is None else context.reshape(1, -1).expand(2, -1))
         t = torch.linspace(0, 1, steps, dtype=mu.dtype, device=mu.device)[:, None]

@@ -146,7 +146,7 @@ class CodePrior(nn.Module):
         ``top_k`` keeps the k most likely codes at each step)."""
         if require_int(n, "n", "CodePrior.sample") < 1:
             raise ValueError(f"CodePrior.sample: n must be a positive int, got {n!r}")
-        require_real(temperature, "temperature", "CodePrior.sample")
+        temperature = require_real(temperature, "temperature", "CodePrior.sample")
         if not (math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"CodePrior.sample: temperature must be finite and > 0, got {temperature!r}")
         if top_k is not None and not 1 <= require_int(top_k, "top_k", "CodePrior.sample") <= self.num_codes:
@@ -322,6 +322,10 @@ class VQVAE(nn.Module):
         """``-log p(x | z_q(x)) - log p(z_q(x))`` per example (nats, ``(B,)``): an upper bound
         on the negative log-likelihood (eval mode: the codebook is not updated)."""
         starts = batch_starts(x, batch_size, "VQVAE.nll_bound")
+        if labels is not None and (not isinstance(labels, torch.Tensor) or labels.shape != (x.shape[0],)):
+            got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+            raise ValueError(f"VQVAE.nll_bound: labels must be a tensor of shape ({x.shape[0]},) (one class per "
+                             f"example), got {got}")
         return in_eval(self, lambda: torch.cat([
             self.terms(x[i:i + batch_size], None if labels is None else labels[i:i + batch_size])["bound"]
             for i in starts]))
