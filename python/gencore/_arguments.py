@@ -21,6 +21,7 @@ import math
 import numbers
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -64,11 +65,18 @@ def check_depth(v, name: str, low: int = 1) -> int:
     return _at_most(check_int(v, name, low), MAX_DEPTH, name, "gencore's bound on a layer count")
 
 
+def _plain(v):
+    """A numpy array or a tensor as plain Python values (``tolist``): a list, or a number
+    for a 0-d one; anything else as it is."""
+    return v.tolist() if isinstance(v, (torch.Tensor, np.ndarray)) else v
+
+
 def check_shape(features, name: str, *, min_size: int = 1, image_only: bool = False,
                 any_rank: bool = False) -> tuple[int, ...]:
     """An event shape: an int ``D >= min_size`` -> ``(D,)`` (unless ``image_only``), or a
     sequence of sizes, ``(C, H, W)`` (of any length >= 1 where ``any_rank``), with at most
     :data:`MAX_SIZE` values in all."""
+    features = _plain(features)
     what = ("an image shape (C, H, W)" if image_only else
             "an int D or a shape of ints" if any_rank else
             f"an int D >= {min_size} or an image shape (C, H, W)")
@@ -86,8 +94,10 @@ def check_shape(features, name: str, *, min_size: int = 1, image_only: bool = Fa
 
 
 def check_widths(v, name: str, *, allow_int: bool = True, allow_empty: bool = False) -> list[int]:
-    """Hidden-layer widths: a list or tuple of sizes (one int for one layer where
-    ``allow_int``), at most :data:`MAX_DEPTH` of them, at least one unless ``allow_empty``."""
+    """Hidden-layer widths: a list, tuple, 1-D array or tensor of sizes (one int for one
+    layer where ``allow_int``), at most :data:`MAX_DEPTH` of them, at least one unless
+    ``allow_empty``."""
+    v = _plain(v)
     if allow_int and isinstance(v, numbers.Integral) and not isinstance(v, bool):
         v = [v]
     if isinstance(v, (str, bytes)) or not isinstance(v, Sequence):
@@ -111,28 +121,23 @@ def check_choice(v, choices, name: str) -> str:
     return v
 
 
-def check_positive_real(v, name: str) -> float:
-    """A finite real number > 0 (``bool`` rejected)."""
+def check_real_at_least(v, name: str, low: float = 0.0) -> float:
+    """A finite real number >= ``low`` (``bool`` rejected)."""
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(v).__name__} {v!r}")
     v = float(v)
-    if not (math.isfinite(v) and v > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+    if not (math.isfinite(v) and v >= low):
+        raise ValueError(f"{name} must be a finite number >= {low}, got {v!r}")
     return v
 
 
 def check_factory(v, name: str):
     """A module factory such as ``nn.ReLU`` or ``functools.partial(nn.LeakyReLU, 0.2)``: a
-    callable whose call with no arguments makes an ``nn.Module`` (checked by calling it once)."""
+    callable (not a module instance, which would be shared by every layer). It is not called
+    here: a factory that draws random numbers would shift a seeded initialisation."""
     if not callable(v) or isinstance(v, nn.Module):
         raise TypeError(f"{name} must be a module class or factory such as nn.ReLU (called with no "
                         f"arguments for each layer), got {type(v).__name__} {v!r}")
-    try:
-        made = v()
-    except Exception as e:  # noqa: BLE001 - reported with the argument's name
-        raise TypeError(f"{name}: calling {v!r} with no arguments failed ({type(e).__name__}: {e})") from e
-    if not isinstance(made, nn.Module):
-        raise TypeError(f"{name} must make an nn.Module when called, {v!r} made a {type(made).__name__}")
     return v
 
 

@@ -271,11 +271,13 @@ def caption_arithmetic(model, images: torch.Tensor, tokens: torch.Tensor, k: int
         raise TypeError(f"caption_arithmetic: model must have encode_image and encode_text (a CLIP), got "
                         f"{type(model).__name__}")
     for name, v in (("images", images), ("tokens", tokens)):
-        if not isinstance(v, torch.Tensor) or v.dim() == 0:
-            raise TypeError(f"caption_arithmetic: {name} must be a batched tensor, got "
-                            f"{tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__}")
-    if tokens.dim() != 2 or tokens.shape[1] != 3 or tokens.dtype != torch.long:
-        raise ValueError(f"caption_arithmetic: tokens must be (N, 3) int64 captions (stroke, slant, class), got "
+        if not isinstance(v, torch.Tensor):
+            raise TypeError(f"caption_arithmetic: {name} must be a tensor, got {type(v).__name__}")
+        if v.dim() == 0:
+            raise ValueError(f"caption_arithmetic: {name} must be a batch (examples first), got a 0-d tensor")
+    if tokens.dim() != 2 or tokens.shape[1] != 3 or tokens.dtype.is_floating_point or tokens.dtype.is_complex \
+            or tokens.dtype == torch.bool:
+        raise ValueError(f"caption_arithmetic: tokens must be (N, 3) integer captions (stroke, slant, class), got "
                          f"{tokens.dtype} {tuple(tokens.shape)}")
     if images.shape[0] != tokens.shape[0]:
         raise ValueError(f"caption_arithmetic: {images.shape[0]} images but {tokens.shape[0]} captions")

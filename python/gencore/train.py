@@ -101,7 +101,7 @@ class _Batches:
     def indices(self, step: int) -> torch.Tensor:
         epoch, k = divmod(step, self.per_epoch)
         if epoch != self._epoch:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            g = torch.Generator().manual_seed(_seed64(self.seed * 1_000_003 + epoch))
             self._perm, self._epoch = torch.randperm(self.n, generator=g), epoch
         return self._perm[k * self.bs:(k + 1) * self.bs]
 
@@ -185,6 +185,12 @@ def _check_data_parallel(model: nn.Module, two_player: bool, batch_size: int, wo
     if batch_size % world:
         raise ValueError(f"fit: batch_size {batch_size} (the global batch) must be divisible by the "
                          f"{world} ranks of the process group")
+
+
+def _seed64(v: int) -> int:
+    """A generator seed from any int: ``v`` modulo 2^64, the value torch itself takes for a
+    negative seed (so every seed that worked keeps its stream; larger ones no longer overflow)."""
+    return v % (1 << 64)
 
 
 def _rank_seed(seed: int, r: int, step: int) -> int:
@@ -799,11 +805,6 @@ class _BestKeeper:
         return {"best": self.entry} if self.entry is not None else {}
 
 
-#: ``fit``'s seeds are in ``[0, MAX_SEED]``: the batch order and the batch transforms seed
-#: generators with ``seed * 1_000_003 + ...``, which must stay within a generator's 64 bits.
-MAX_SEED = (1 << 32) - 1
-
-
 def _check_fit_args(model, steps, batch_size, lr, seed, weight_decay, eval_every, checkpoint_every, keep_best,
                     eval_data, schedule, batch_transform, callback, checkpoint_dir) -> None:
     if not hasattr(model, "loss"):
@@ -815,7 +816,7 @@ def _check_fit_args(model, steps, batch_size, lr, seed, weight_decay, eval_every
         check_int(v, name)  # TypeError for a bool or a non-integer
         if v < 1:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
-    check_int(seed, "seed", 0, MAX_SEED)  # the batch order multiplies it, in 64 bits
+    check_int(seed, "seed")
     check_real(lr, "lr")  # TypeError for a bool (True is not a learning rate) or a non-number
     if not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
@@ -983,7 +984,7 @@ def _fit(model, train_t, eval_t, *, steps, batch_size, lr, seed, eval_every, ckp
     if world > 1:
         _check_data_parallel(model, two_player, min(batch_size, train_t[0].shape[0]), world)
 
-    torch.manual_seed(seed)
+    torch.manual_seed(_seed64(seed))
     model.train()
     optimizers = _optimizers(model, two_player, lr, weight_decay)
     set_lr = _schedule(optimizers, schedule, steps)
@@ -1008,7 +1009,7 @@ def _fit(model, train_t, eval_t, *, steps, batch_size, lr, seed, eval_every, ckp
     def global_batch(step: int):
         batch = _batch(train_t, batches.indices(step - 1))
         if batch_transform is not None:
-            batch = batch_transform(batch, torch.Generator().manual_seed(seed * 1_000_003 + 7919 * step))
+            batch = batch_transform(batch, torch.Generator().manual_seed(_seed64(seed * 1_000_003 + 7919 * step)))
         return batch
 
     ddp = None

@@ -235,6 +235,9 @@ def test_vqvae_nll_bound_checks_the_labels():
                classes=3)
     x = torch.rand(5, 1, 4, 4)
     for bad in (0, torch.tensor(1), torch.zeros(4, dtype=torch.long)):
-        with pytest.raises(ValueError, match=r"labels must be a tensor of shape \(5,\)"):
+        with pytest.raises(ValueError, match=r"labels must have shape \(5,\)"):
             vq.nll_bound(x, bad)  # before: "'int' object is not subscriptable" / a slice IndexError
+    with pytest.raises(TypeError, match="labels must be class labels of shape"):
+        vq.nll_bound(x, object())
     assert torch.isfinite(vq.nll_bound(x, torch.tensor([0, 1, 2, 0, 1]))).all()
+    assert torch.equal(vq.nll_bound(x, [0, 1, 2, 0, 1]), vq.nll_bound(x, torch.tensor([0, 1, 2, 0, 1])))

@@ -173,4 +173,4 @@ def test_a_flow_on_one_column_names_the_data(tmp_path, capsys):
     for model in ("nice", "realnvp", "glow", "nsf"):
         assert cli.main(["train", model, "--data", str(data), "--steps", "1", "--out", str(tmp_path / "r")]) == 2
         err = capsys.readouterr().err
-        assert f"train: {model} " in err and "needs at least 2 features" in err and "one.csv has 1" in err, err
+        assert f"train: {model} needs at least 2 features per example" in err and "one.csv has 1" in err, err

@@ -101,9 +101,9 @@ def dequantize(levels: torch.Tensor, generator: torch.Generator | None = None, *
     if levels.device.type == "meta":
         raise ValueError("dequantize: levels is on the meta device (a shape without values)")
     check_generator(generator, "dequantize: generator")
-    # u is drawn where the generator lives (torch's CPU generator by default) and moved to levels
+    # u is drawn where the generator lives (without one: on the levels' device) and moved to them
     u = torch.rand(levels.shape, generator=generator, dtype=levels.dtype,
-                   device=generator.device if generator is not None else "cpu")
+                   device=generator.device if generator is not None else levels.device)
     return (levels + u.to(levels.device)) / n_levels
 
 

@@ -21,6 +21,12 @@ def event_shape(features, owner: str, min_size: int = 1) -> tuple[int, ...]:
     return check_shape(features, f"{owner}: features", min_size=min_size)
 
 
+def config_features(shape: tuple[int, ...]):
+    """The ``features`` a config stores for an event shape, in plain ints (JSON): ``D`` for
+    vectors, ``[C, H, W]`` for images (what :func:`event_shape` reads back)."""
+    return shape[0] if len(shape) == 1 else list(shape)
+
+
 def require_int(v, name: str, owner: str) -> int:
     """Type check of an integer hyperparameter: ``TypeError`` for a ``bool`` (``True`` is
     not a count) or a non-integer; the caller checks the range."""

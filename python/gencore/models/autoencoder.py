@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from gencore._arguments import check_choice, check_size, check_widths
-from gencore.models._common import check_like_model, event_shape
+from gencore.models._common import check_like_model, config_features, event_shape
 from gencore.nn import MLP
 
 __all__ = ["Autoencoder"]
@@ -107,7 +107,7 @@ class Autoencoder(nn.Module):
             self.decoder = _conv_decoder(shape, hidden, latent_dim, act)
         self.event_shape = shape
         self.latent_dim = latent_dim
-        self.config = {"features": features if len(shape) == 1 else list(shape), "latent_dim": latent_dim,
+        self.config = {"features": config_features(shape), "latent_dim": latent_dim,
                        "hidden": list(hidden), "kind": kind, "activation": act_name}
 
     def _check(self, t: torch.Tensor, shape: tuple[int, ...], name: str) -> None:

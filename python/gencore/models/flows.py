@@ -9,13 +9,15 @@ lecture's encoder E = D^-1), ``inverse(z) -> (x, logdet)`` generates, and
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from gencore._arguments import check_depth, check_generator, check_size, check_widths
-from gencore.models._common import check_context, check_like_model, event_shape, require_bool, require_int
+from gencore.models._common import (check_context, check_like_model, config_features, event_shape, require_bool,
+                                    require_int)
 from gencore.nn import (
     MLP,
     ActNorm,
@@ -222,6 +224,13 @@ def _vector_hidden(hidden, owner: str) -> list[int]:
     return check_widths(hidden, f"{owner}: hidden", allow_empty=True)
 
 
+def _config_hidden(hidden, owner: str):
+    """``hidden`` as the config stores it, in plain ints (JSON): an int stays one int (the
+    CNN width of an image flow, or one MLP layer), a sequence becomes a list."""
+    widths = _vector_hidden(hidden, owner)
+    return widths[0] if isinstance(hidden, numbers.Integral) else widths
+
+
 def _event_shape(features) -> tuple[int, ...]:
     """``D`` (at least 2) -> ``(D,)``; ``(C, H, W)`` stays."""
     return event_shape(features, "flow", 2)
@@ -303,8 +312,8 @@ class RealNVP(Flow):
         else:
             layers += _realnvp_scale(*shape, n_couplings, n_scales, _first(hidden), clamp, context_features)
         super().__init__(layers, shape, context_features, memory_efficient)
-        self.config = {"features": features if isinstance(features, int) else list(shape),
-                       "n_couplings": n_couplings, "hidden": hidden if isinstance(hidden, int) else list(hidden),
+        self.config = {"features": config_features(shape),
+                       "n_couplings": n_couplings, "hidden": _config_hidden(hidden, "RealNVP"),
                        "clamp": clamp, "context_features": context_features, "actnorm": actnorm,
                        "n_scales": n_scales, "memory_efficient": memory_efficient}
 
@@ -361,8 +370,8 @@ class Glow(Flow):
                 raise ValueError(f"Glow: H and W must be divisible by 2**n_levels = {2 ** n_levels}, got {shape}")
             layers = _glow_level(c, h, w, steps, n_levels, _first(hidden), clamp, context_features)
         super().__init__(layers, shape, context_features, memory_efficient)
-        self.config = {"features": features if isinstance(features, int) else list(shape), "steps": steps,
-                       "n_levels": n_levels, "hidden": hidden if isinstance(hidden, int) else list(hidden),
+        self.config = {"features": config_features(shape), "steps": steps,
+                       "n_levels": n_levels, "hidden": _config_hidden(hidden, "Glow"),
                        "clamp": clamp, "context_features": context_features,
                        "memory_efficient": memory_efficient}
 
@@ -381,7 +390,7 @@ class NICE(Flow):
 
     def __init__(self, features: int, n_couplings: int = 4, hidden: Sequence[int] = (256, 256), *,
                  context_features: int = 0, actnorm: bool = True, memory_efficient: bool = False) -> None:
-        _check_int("features", features, 2)
+        features = _check_int("features", features, 2)
         _check_int("n_couplings", n_couplings)
         _check_int("context_features", context_features, 0)
         widths = _vector_hidden(hidden, "NICE")
@@ -394,7 +403,7 @@ class NICE(Flow):
         layers.append(DiagonalScale(features))
         super().__init__(layers, (features,), context_features, memory_efficient)
         self.config = {"features": features, "n_couplings": n_couplings,
-                       "hidden": hidden if isinstance(hidden, int) else list(hidden),
+                       "hidden": _config_hidden(hidden, "NICE"),
                        "context_features": context_features, "actnorm": actnorm,
                        "memory_efficient": memory_efficient}
 
@@ -461,7 +470,7 @@ class NeuralSplineFlow(Flow):
             layers.append(SplineCoupling(d, cond, bins=bins, bound=bound, mask="alternate", swap=swap,
                                          scale_by=scale_by))
         super().__init__(layers, shape, context_features, memory_efficient)
-        self.config = {"features": features, "n_couplings": n_couplings, "hidden": hidden, "bins": bins,
+        self.config = {"features": shape[0], "n_couplings": n_couplings, "hidden": hidden, "bins": bins,
                        "bound": bound, "context_features": context_features, "actnorm": actnorm,
                        "memory_efficient": memory_efficient}
         if autoregressive:  # older checkpoints' configs have no key: the coupling form

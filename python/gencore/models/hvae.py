@@ -40,8 +40,8 @@ import torch
 from torch import nn
 
 from gencore._arguments import check_size, check_widths
-from gencore.models._common import (categorical_log_px, categorical_mean, event_shape, flat_batch, in_eval,
-                                    require_int, require_nonneg_real)
+from gencore.models._common import (categorical_log_px, categorical_mean, config_features, event_shape, flat_batch,
+                                    in_eval, require_int, require_nonneg_real)
 from gencore.ops import reparameterize
 
 __all__ = ["HierarchicalVAE"]
@@ -137,7 +137,7 @@ class HierarchicalVAE(nn.Module):
             nn.init.zeros_(head[-1].weight)
             nn.init.zeros_(head[-1].bias)
         self.decoder = _mlp([latent_dims[0], *hidden[::-1], self.features * levels], batch_norm)
-        self.config = {"features": features if isinstance(features, int) else list(shape),
+        self.config = {"features": config_features(shape),
                        "latent_dims": list(latent_dims), "hidden": hidden, "levels": levels,
                        "batch_norm": batch_norm, "free_bits": free_bits, "beta": beta}
 
@@ -150,10 +150,6 @@ class HierarchicalVAE(nn.Module):
     def _flat(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
         owner = type(self).__name__
         xf = flat_batch(x, self.event_shape, owner, name, module=self)
-        if self.training and self.batch_norm and xf.shape[0] < 2:
-            raise ValueError(f"{owner}: a batch of {xf.shape[0]} row(s) in training mode; batch normalisation "
-                             f"(batch_norm=True) needs at least 2 rows for its statistics: pass a larger batch, "
-                             f"or call .eval() first")
         if ((xf < 0) | (xf > 1)).any():
             raise ValueError(f"{owner}: {name} must be dequantized data (level + u) / levels in [0, 1], levels = "
                              f"{self.levels} (gencore.data.dequantize); got values in "
@@ -182,6 +178,10 @@ class HierarchicalVAE(nn.Module):
         follows the posterior means (no sampling; for reconstructions and active units)
         and also returns, per layer (``z_1`` first), the posterior mean minus the prior
         mean (the top layer's prior mean is 0)."""
+        if self.training and self.batch_norm and xf.shape[0] < 2:
+            raise ValueError(f"{type(self).__name__}: a batch of {xf.shape[0]} row(s) in training mode; batch "
+                             f"normalisation (batch_norm=True) needs at least 2 rows for its statistics: pass a "
+                             f"larger batch, or call .eval() first")
         h = self.encoder(xf)
         mu, logvar = self.top_posterior(h).chunk(2, dim=-1)
         logvar = _soft_clamp(logvar)

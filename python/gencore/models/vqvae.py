@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gencore._arguments import check_depth, check_shape, check_size
+from gencore._arguments import check_depth, check_shape, check_size, to_tensor
 from gencore.models._common import (batch_starts, categorical_log_px, categorical_mean, check_like_model, in_eval,
                                     require_int, require_real)
 from gencore.nn import VectorQuantizer
@@ -197,14 +197,19 @@ class VQVAE(nn.Module):
         shape = list(check_shape(features, "VQVAE: features", image_only=True))
         if shape[1] % 2 or shape[2] % 2:
             raise ValueError(f"VQVAE: features must be an image shape (C, H, W) with even H and W, got {features!r}")
-        for name, v in (("num_codes", num_codes), ("code_dim", code_dim), ("hidden", hidden),
-                        ("prior_width", prior_width), ("prior_heads", prior_heads)):
+        for name, v in (("num_codes", num_codes), ("code_dim", code_dim), ("hidden", hidden)):
             check_size(v, f"VQVAE: {name}")
-        check_depth(prior_layers, "VQVAE: prior_layers")
-        check_size(classes, "VQVAE: classes", 0)
         check_size(levels, "VQVAE: levels", 2)
-        if prior_width % prior_heads:
-            raise ValueError(f"VQVAE: prior_width ({prior_width}) must be divisible by prior_heads ({prior_heads})")
+        if not isinstance(prior, bool):
+            raise TypeError(f"VQVAE: prior must be a bool, got {type(prior).__name__}")
+        if prior:  # (prior=False keeps the arguments in the config unread, as before)
+            for name, v in (("prior_width", prior_width), ("prior_heads", prior_heads)):
+                check_size(v, f"VQVAE: {name}")
+            check_depth(prior_layers, "VQVAE: prior_layers")
+            check_size(classes, "VQVAE: classes", 0)
+            if prior_width % prior_heads:
+                raise ValueError(f"VQVAE: prior_width ({prior_width}) must be divisible by prior_heads "
+                                 f"({prior_heads})")
         c, h, w = shape
         self.event_shape = tuple(shape)
         self.features = c * h * w
@@ -222,8 +227,6 @@ class VQVAE(nn.Module):
             nn.ConvTranspose2d(hidden, hidden, 4, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU(),
             nn.Conv2d(hidden, c * levels, 1))
-        if not isinstance(prior, bool):
-            raise TypeError(f"VQVAE: prior must be a bool, got {type(prior).__name__}")
         self.prior = CodePrior(num_codes, self.grid[0] * self.grid[1], prior_width, prior_layers, prior_heads,
                                classes) if prior else None
         self.classes = classes
@@ -322,10 +325,11 @@ class VQVAE(nn.Module):
         """``-log p(x | z_q(x)) - log p(z_q(x))`` per example (nats, ``(B,)``): an upper bound
         on the negative log-likelihood (eval mode: the codebook is not updated)."""
         starts = batch_starts(x, batch_size, "VQVAE.nll_bound")
-        if labels is not None and (not isinstance(labels, torch.Tensor) or labels.shape != (x.shape[0],)):
-            got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
-            raise ValueError(f"VQVAE.nll_bound: labels must be a tensor of shape ({x.shape[0]},) (one class per "
-                             f"example), got {got}")
+        if labels is not None:
+            labels = to_tensor(labels, "VQVAE.nll_bound: labels", f"class labels of shape ({x.shape[0]},)")
+            if labels.shape != (x.shape[0],):
+                raise ValueError(f"VQVAE.nll_bound: labels must have shape ({x.shape[0]},) (one class per "
+                                 f"example), got {tuple(labels.shape)}")
         return in_eval(self, lambda: torch.cat([
             self.terms(x[i:i + batch_size], None if labels is None else labels[i:i + batch_size])["bound"]
             for i in starts]))

@@ -78,8 +78,8 @@ def train(spec, data: str, out, *, steps: int, batch_size: int, lr: float | None
     xv, yv = load_dataset(data, "val", image=image)
     kind = data_kind(data, image, x)
     if kind != "image" and x[0].numel() < 2:
-        raise ValueError(f"train: {model} transforms one part of each example given the other and needs at least "
-                         f"2 features; {data} has {x[0].numel()} per example")
+        raise ValueError(f"train: {model} needs at least 2 features per example (its layers transform some "
+                         f"features given the others); {data} has {x[0].numel()}")
     config = model_config(DEFAULTS[(model + ("-ar" if autoregressive else ""), kind)], x, image, hidden=hidden)
     if couplings is not None:
         config[DEPTH_KEY[model]] = couplings
