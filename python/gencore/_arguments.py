@@ -121,13 +121,20 @@ def check_choice(v, choices, name: str) -> str:
     return v
 
 
-def check_real_at_least(v, name: str, low: float = 0.0) -> float:
-    """A finite real number >= ``low`` (``bool`` rejected)."""
+def check_real(v, name: str) -> float:
+    """A real-number argument (type only); ``bool`` is rejected: ``True`` is not a rate or a size."""
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(v).__name__} {v!r}")
-    v = float(v)
-    if not (math.isfinite(v) and v >= low):
-        raise ValueError(f"{name} must be a finite number >= {low}, got {v!r}")
+    return float(v)
+
+
+def check_number(v, name: str, low: float | None = None, *, strict: bool = False) -> float:
+    """A finite real argument ``>= low`` (``> low`` with ``strict``); ``bool`` is rejected."""
+    v = check_real(v, name)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite number, got {v!r}")
+    if low is not None and (v <= low if strict else v < low):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {low}, got {v!r}")
     return v
 
 

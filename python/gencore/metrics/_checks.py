@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 
 import torch
 
@@ -12,6 +10,8 @@ from gencore._arguments import (  # noqa: F401  (the one validator of each, re-e
     check_device,
     check_generator,
     check_int,
+    check_number,
+    check_real,
     to_tensor,
 )
 
@@ -84,18 +84,3 @@ def check_samples(x: torch.Tensor, name: str, min_rows: int = 1) -> torch.Tensor
     return x
 
 
-def check_real(v, name: str) -> float:
-    """A real-number argument (type only); ``bool`` is rejected: ``True`` is not a rate or a size."""
-    if isinstance(v, bool) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(v).__name__} {v!r}")
-    return float(v)
-
-
-def check_number(v, name: str, low: float | None = None, *, strict: bool = False) -> float:
-    """A finite real argument ``>= low`` (``> low`` with ``strict``); ``bool`` is rejected."""
-    v = check_real(v, name)
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be a finite number, got {v!r}")
-    if low is not None and (v <= low if strict else v < low):
-        raise ValueError(f"{name} must be {'>' if strict else '>='} {low}, got {v!r}")
-    return v

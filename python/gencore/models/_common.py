@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from torch import nn
 
-from gencore._arguments import check_bool, check_int, check_shape
+from gencore._arguments import check_bool, check_int, check_real, check_shape
 
 
 def event_shape(features, owner: str, min_size: int = 1) -> tuple[int, ...]:
@@ -40,9 +39,7 @@ def require_bool(v, name: str, owner: str) -> bool:
 
 def require_real(v, name: str, owner: str) -> float:
     """Type check of a real hyperparameter: ``TypeError`` for a ``bool`` or a non-number."""
-    if isinstance(v, bool) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{owner}: {name} must be a real number, got {type(v).__name__} {v!r}")
-    return float(v)
+    return check_real(v, f"{owner}: {name}")
 
 
 def require_nonneg_real(v, name: str, owner: str) -> float:

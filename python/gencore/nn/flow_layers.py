@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gencore._arguments import check_real_at_least, check_size
+from gencore._arguments import check_number, check_size
 
 __all__ = ["ActNorm", "AdditiveCoupling", "DiagonalScale", "Reverse", "Squeeze", "FactorOut",
            "InvertibleLinear", "ConvConditioner", "squeeze2x2", "unsqueeze2x2"]
@@ -45,7 +45,7 @@ class ActNorm(nn.Module):
     def __init__(self, features_or_channels: int, eps: float = 1e-6) -> None:
         super().__init__()
         features_or_channels = check_size(features_or_channels, "ActNorm: features_or_channels")
-        eps = check_real_at_least(eps, "ActNorm: eps", 0.0)
+        eps = check_number(eps, "ActNorm: eps", 0.0)
         self.bias = nn.Parameter(torch.zeros(features_or_channels))
         self.log_scale = nn.Parameter(torch.zeros(features_or_channels))
         self.register_buffer("initialized", torch.tensor(False))

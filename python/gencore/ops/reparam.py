@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from gencore._arguments import check_device
+from gencore._arguments import check_device, check_generator
 from gencore.ops._autograd import first_order, transforms_active
 from gencore.ops._errors import typed
 
@@ -30,8 +30,7 @@ def draw_rng_state(device, generator: torch.Generator | None = None) -> torch.Te
     ``(2,)`` on ``device`` (default: torch's default generator of that device, so
     ``torch.manual_seed`` reproduces it). On CUDA it is drawn on the device: no sync."""
     device = check_device(device, "gencore: device")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"gencore: generator must be a torch.Generator or None, got {type(generator).__name__}")
+    check_generator(generator, "gencore: generator")
     if generator is not None and generator.device.type != device.type:
         raise ValueError(
             f"gencore: generator is on {generator.device}, the tensors on {device}: "
