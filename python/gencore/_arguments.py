@@ -110,6 +110,25 @@ def check_widths(v, name: str, *, allow_int: bool = True, allow_empty: bool = Fa
     return [check_size(w, f"{name}[{i}]") for i, w in enumerate(v)]
 
 
+def plain_config(v):
+    """A model's config in plain Python values, for JSON and :func:`gencore.models.build`:
+    numpy and 0-d tensor integers become ``int``, reals ``float``, numpy bools ``bool``,
+    arrays and tensors lists, recursively (a constructor takes ``np.int64(8)`` couplings;
+    its checkpoint must still be JSON)."""
+    v = _plain(v)
+    if isinstance(v, dict):
+        return {k: plain_config(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return type(v)(plain_config(x) for x in v)
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, numbers.Integral):
+        return int(v)
+    if isinstance(v, numbers.Real):
+        return float(v)
+    return v
+
+
 def check_choice(v, choices, name: str) -> str:
     """One of the strings ``choices`` (``TypeError`` for a non-string, which a ``dict``
     lookup would report as "unhashable")."""

@@ -9,12 +9,13 @@ are trained with them. Accuracies and recalls are fractions in [0, 1].
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from gencore._arguments import to_tensor
+from gencore._arguments import _plain, to_tensor
 from gencore.data.captions import CLASS_WORDS, SLANT_WORDS, STROKE_WORDS, encode_caption, token_id
 
 __all__ = ["embed", "linear_probe", "knn_accuracy", "retrieval_recall", "retrieval_chance", "semantic_arithmetic",
@@ -32,8 +33,9 @@ def embed(model, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         raise TypeError(f"embed: x must be a tensor, got {type(x).__name__}")
     if x.dim() < 1 or x.shape[0] == 0:
         raise ValueError(f"embed: x must be a non-empty batch (N, ...), got {tuple(x.shape)}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"embed: batch_size must be a positive int, got {batch_size!r}")
+    batch_size = int(batch_size)
     fn = getattr(model, "embed", None)
     if fn is None:
         if not callable(model):
@@ -100,7 +102,7 @@ def linear_probe(train_feats, train_y, test_feats, test_y, *, C: float = 1.0, ma
     a, ya = _features_labels(train_feats, train_y, "train", "linear_probe")
     b, yb = _features_labels(test_feats, test_y, "test", "linear_probe")
     _check_dims(a, b, "linear_probe")
-    if not (isinstance(C, (int, float)) and not isinstance(C, bool) and math.isfinite(C) and C > 0):
+    if not (isinstance(C, numbers.Real) and not isinstance(C, bool) and math.isfinite(C) and C > 0):
         raise ValueError(f"linear_probe: C must be a positive finite number, got {C!r}")
     if len(torch.unique(ya)) < 2:
         raise ValueError("linear_probe: train_y must hold at least two classes")
@@ -126,8 +128,9 @@ def knn_accuracy(train_feats, train_y, test_feats, test_y, k: int = 5) -> float:
     a, ya = _features_labels(train_feats, train_y, "train", "knn_accuracy")
     b, yb = _features_labels(test_feats, test_y, "test", "knn_accuracy")
     _check_dims(a, b, "knn_accuracy")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= a.shape[0]:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= a.shape[0]:
         raise ValueError(f"knn_accuracy: k must be an int in 1..{a.shape[0]} (the train size), got {k!r}")
+    k = int(k)
     sims = F.normalize(b.double(), dim=1) @ F.normalize(a.double(), dim=1).T
     top, idx = sims.topk(k, dim=1)
     n_classes = int(max(ya.max(), yb.max())) + 1
@@ -140,10 +143,14 @@ def knn_accuracy(train_feats, train_y, test_feats, test_y, k: int = 5) -> float:
 
 
 def _ks(k) -> tuple[int, ...]:
-    ks = (k,) if isinstance(k, int) else tuple(k)
-    if not ks or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in ks):
+    k = _plain(k)
+    try:
+        ks = (k,) if isinstance(k, numbers.Number) else tuple(k)
+    except TypeError:
+        ks = ()
+    if not ks or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in ks):
         raise ValueError(f"retrieval_recall: k must be a positive int or a sequence of them, got {k!r}")
-    return ks
+    return tuple(int(v) for v in ks)
 
 
 def _pair_ids(query_ids, key_ids, nq: int, nk: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,8 +222,9 @@ def nearest(query: torch.Tensor, candidates: torch.Tensor, k: int = 1) -> torch.
     if c.dim() != 2 or c.shape[0] == 0 or q.dim() != 2 or q.shape[1] != c.shape[1]:
         raise ValueError(f"nearest: query must be (Q, F) and candidates (M, F) with the same F, got "
                          f"{tuple(q.shape)} and {tuple(c.shape)}")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= c.shape[0]:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= c.shape[0]:
         raise ValueError(f"nearest: k must be an int in 1..{c.shape[0]}, got {k!r}")
+    k = int(k)
     sims = F.normalize(q.detach().double(), dim=1) @ F.normalize(c.detach().double(), dim=1).T
     return sims.topk(k, dim=1).indices
 

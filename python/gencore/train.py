@@ -806,21 +806,25 @@ class _BestKeeper:
 
 
 def _check_fit_args(model, steps, batch_size, lr, seed, weight_decay, eval_every, checkpoint_every, keep_best,
-                    eval_data, schedule, batch_transform, callback, checkpoint_dir) -> None:
+                    eval_data, schedule, batch_transform, callback, checkpoint_dir) -> dict:
+    """The numeric arguments checked, as plain Python numbers (numpy scalars such as
+    ``np.int64(100)`` steps are taken: they reach the checkpoint's JSON and the seed)."""
     if not hasattr(model, "loss"):
         raise TypeError(f"{type(model).__name__} has no loss(batch) method")
+    plain = {}
     for name, v, optional in (("steps", steps, False), ("batch_size", batch_size, False),
                               ("eval_every", eval_every, True), ("checkpoint_every", checkpoint_every, True)):
         if optional and v is None:
+            plain[name] = None
             continue
-        check_int(v, name)  # TypeError for a bool or a non-integer
+        plain[name] = check_int(v, name)  # TypeError for a bool or a non-integer
         if v < 1:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
-    check_int(seed, "seed")
-    check_real(lr, "lr")  # TypeError for a bool (True is not a learning rate) or a non-number
+    plain["seed"] = check_int(seed, "seed")
+    plain["lr"] = check_real(lr, "lr")  # TypeError for a bool (True is not a learning rate) or a non-number
     if not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-    check_real(weight_decay, "weight_decay")
+    plain["weight_decay"] = check_real(weight_decay, "weight_decay")
     if not (math.isfinite(weight_decay) and weight_decay >= 0):
         raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
     if keep_best and eval_data is None:
@@ -833,6 +837,7 @@ def _check_fit_args(model, steps, batch_size, lr, seed, weight_decay, eval_every
     if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
         raise TypeError(f"checkpoint_dir must be a folder path (str or PathLike) or None, got "
                         f"{type(checkpoint_dir).__name__} {checkpoint_dir!r}")
+    return plain
 
 
 def _optimizers(model: nn.Module, two_player: bool, lr: float, weight_decay: float) -> dict:
@@ -955,8 +960,10 @@ def fit(model: nn.Module, data, *, steps: int, batch_size: int = 128, lr: float 
         ``train_<name>`` for each number their ``train_step`` returns, in place of
         ``train_loss``).
     """
-    _check_fit_args(model, steps, batch_size, lr, seed, weight_decay, eval_every, checkpoint_every, keep_best,
-                    eval_data, schedule, batch_transform, callback, checkpoint_dir)
+    plain = _check_fit_args(model, steps, batch_size, lr, seed, weight_decay, eval_every, checkpoint_every,
+                            keep_best, eval_data, schedule, batch_transform, callback, checkpoint_dir)
+    steps, batch_size, lr, seed = plain["steps"], plain["batch_size"], plain["lr"], plain["seed"]
+    weight_decay, eval_every, checkpoint_every = plain["weight_decay"], plain["eval_every"], plain["checkpoint_every"]
     if metadata is not None:
         try:
             metadata = _jsonable(metadata)

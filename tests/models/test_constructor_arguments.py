@@ -176,7 +176,7 @@ def test_arrays_and_numpy_sizes_build_and_round_trip_through_the_config():
         "nice": models.NICE(np.int64(4), 2, hidden=np.int64(8)),
         "nsf": models.NeuralSplineFlow(np.int64(4), 2, hidden=np.array([8])),
         "ae": models.Autoencoder(np.int64(16), 2, hidden=np.array([8])),
-        "hvae": models.HierarchicalVAE(np.int64(16), (4, 2), (8,)),
+        "hvae": models.HierarchicalVAE(np.int64(16), np.array([4, 2]), (8,)),
     }
     for name, net in cases.items():
         config = json.loads(json.dumps(net.config))  # plain JSON
@@ -192,3 +192,49 @@ def test_a_vqvae_without_prior_keeps_its_unread_prior_arguments():
     assert net.prior is None and models.build("vqvae", net.config).prior is None
     with pytest.raises(ValueError, match="prior_width .30. must be divisible by prior_heads"):
         models.VQVAE(prior_width=30, prior_heads=4)
+
+
+def _is_plain(v) -> bool:
+    if isinstance(v, dict):
+        return all(_is_plain(x) for x in v.values())
+    if isinstance(v, (list, tuple)):
+        return all(_is_plain(x) for x in v)
+    return v is None or type(v) in (int, float, bool, str)
+
+
+def _numpy_versions(default):
+    """numpy scalars of the types numpy code hands over, for an int or float default."""
+    import numpy as np
+
+    if isinstance(default, bool):
+        return []
+    if isinstance(default, int):
+        return [np.int64(default), np.int32(default)]
+    if isinstance(default, float):
+        return [np.float32(default), np.float64(default)]
+    if isinstance(default, (tuple, list)) and default and all(type(x) is int for x in default):
+        return [tuple(np.int64(x) for x in default)]
+    return []
+
+
+NUMPY_CASES = [(cls, p.name) for cls in BASE for p in list(inspect.signature(cls.__init__).parameters.values())[1:]
+               if _numpy_versions(BASE[cls].get(p.name, p.default))]
+
+
+@pytest.mark.parametrize("cls, name", NUMPY_CASES, ids=[f"{c.__name__}-{n}" for c, n in NUMPY_CASES])
+def test_numpy_scalars_are_taken_and_the_config_stays_plain(cls, name):
+    """An argument given as the numpy scalar of its default builds (np.float32 clamps,
+    bounds, betas and np.int64 bins were refused as "must be a number" / "an int"), and a
+    model's config holds plain Python values (np.int64 couplings went into it as they
+    were, so the checkpoint's JSON failed)."""
+    import json
+
+    default = BASE[cls].get(name, inspect.signature(cls.__init__).parameters[name].default)
+    for value in _numpy_versions(default):
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            net = cls(**{**BASE[cls], name: value})
+        config = getattr(net, "config", None)
+        if isinstance(config, dict):
+            assert _is_plain(config), (name, type(value).__name__, config)
+            json.dumps(config)

@@ -241,3 +241,42 @@ def test_vqvae_nll_bound_checks_the_labels():
         vq.nll_bound(x, object())
     assert torch.isfinite(vq.nll_bound(x, torch.tensor([0, 1, 2, 0, 1]))).all()
     assert torch.equal(vq.nll_bound(x, [0, 1, 2, 0, 1]), vq.nll_bound(x, torch.tensor([0, 1, 2, 0, 1])))
+
+
+def test_numpy_scalars_reach_the_helpers_as_the_numbers_they_hold():
+    """Counts and rates from numpy code (np.int64 k, np.float32 C) give what the Python
+    numbers give: the helpers refused them as "must be a positive int" before."""
+    import numpy as np
+
+    from gencore import representation as rep
+    from gencore.data import encode_caption, load_dataset
+    from gencore.data.augment import random_erase, random_shift
+    from gencore.metrics import bits_per_dim
+
+    x, _ = load_dataset("8gaussians", "train", n=np.int64(7), seed=np.int64(1))
+    assert torch.equal(x, load_dataset("8gaussians", "train", n=7, seed=1)[0])
+    assert torch.equal(encode_caption("bold zero", length=np.int64(4)), encode_caption("bold zero", length=4))
+    img = torch.rand(3, 64)
+
+    def seeded(fn, **kw):
+        return fn(img, torch.Generator().manual_seed(0), **kw)
+
+    assert torch.equal(seeded(random_shift, max_shift=np.int64(2)), seeded(random_shift, max_shift=2))
+    assert torch.equal(seeded(random_erase, size=np.int32(2), prob=np.float32(0.5)),
+                       seeded(random_erase, size=2, prob=0.5))
+    assert bits_per_dim(np.float32(10.0), 4) == bits_per_dim(10.0, 4)
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(20, 3, generator=g), torch.randn(10, 3, generator=g)
+    ya, yb = torch.arange(20) % 2, torch.arange(10) % 2
+    assert rep.knn_accuracy(a, ya, b, yb, k=np.int64(3)) == rep.knn_accuracy(a, ya, b, yb, k=3)
+    assert rep.linear_probe(a, ya, b, yb, C=np.float32(0.5)) == rep.linear_probe(a, ya, b, yb, C=0.5)
+    assert rep.retrieval_recall(a[:10], b, k=np.array([1, 2])) == rep.retrieval_recall(a[:10], b, k=(1, 2))
+    assert rep.retrieval_recall(a[:10], b, k=np.int64(2)) == rep.retrieval_recall(a[:10], b, k=2)
+    assert torch.equal(rep.nearest(b, a, k=np.int64(2)), rep.nearest(b, a, k=2))
+    assert torch.equal(rep.embed(nn_identity, a, batch_size=np.int64(7)), a)
+    with pytest.raises(ValueError, match="k must be a positive int"):
+        rep.retrieval_recall(a[:10], b, k=np.array([1.5]))
+
+
+def nn_identity(x):
+    return x

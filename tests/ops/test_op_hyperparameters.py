@@ -32,12 +32,12 @@ def _float_calls(value):
     w, h, d = _spline_params(a.shape)
     return [
         ("clamp", lambda: ops.affine_coupling(a, a, b, clamp=value)),
-        ("clamp", lambda: ops.masked_affine_coupling(a, b, clamp=value)),
+        ("clamp", lambda: ops.masked_affine_coupling(a, b[:, :2], clamp=value)),
         ("logit_scale", lambda: ops.clip_loss(a, b, value)),
         ("temperature", lambda: ops.nt_xent_loss(a, b, temperature=value)),
         ("scale", lambda: ops.contrastive_cross_entropy(a, b, value, torch.arange(5))),
         ("logit_scale", lambda: ops.sigmoid_contrastive_loss(a, b, value, 0.0)),
-        ("logit_bias", lambda: ops.sigmoid_contrastive_loss(a, b, 1.0, -value)),
+        ("logit_bias", lambda: ops.sigmoid_contrastive_loss(a, b, 1.0, value)),
         ("2 \\* bound", lambda: ops.rq_spline(a, w, h, d, bound=value)),
     ]
 
@@ -140,6 +140,49 @@ def test_a_positive_offset_beyond_int64_is_refused(offset):
     a, b = _pair()
     with pytest.raises(ValueError, match="positive_offset must be in \\[-n, m\\]"):
         ops.sigmoid_contrastive_pairs(a, b, 1.0, 0.0, positive_offset=offset)
+
+
+@pytest.mark.parametrize("index", range(8))
+def test_numpy_scalars_are_taken_as_the_numbers_they_hold(index):
+    # np.float32(2.0) is a numbers.Real but not a Python float: refused as "must be a float,
+    # got float32" before, although the modules and models take it.
+    import numpy as np
+
+    _, python_call = _float_calls(1.5)[index]
+    expected = python_call()
+    for value in (np.float32(1.5), np.float64(1.5)):
+        _, call = _float_calls(value)[index]
+        for got, want in zip(torch.utils._pytree.tree_leaves(call()), torch.utils._pytree.tree_leaves(expected)):
+            assert torch.equal(got, want), (index, type(value).__name__)
+    _, call = _float_calls(np.int64(2))[index]
+    _, python_call = _float_calls(2)[index]
+    for got, want in zip(torch.utils._pytree.tree_leaves(call()), torch.utils._pytree.tree_leaves(python_call())):
+        assert torch.equal(got, want), (index, "int64")
+
+
+@pytest.mark.parametrize("index", range(8))
+def test_a_bool_is_not_a_float_hyper_parameter(index):
+    import numpy as np
+
+    for value in (True, np.bool_(True)):
+        name, call = _float_calls(value)[index]
+        name = name.replace("2 \\* ", "")
+        with pytest.raises(TypeError, match=f"{name} must be a float"):
+            call()
+
+
+def test_numpy_integer_counts_and_offsets_are_taken():
+    import numpy as np
+
+    a, b = _pair()
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    z1, _ = ops.reparameterize(a, b, n_samples=np.int64(2), generator=g1)
+    z2, _ = ops.reparameterize(a, b, n_samples=2, generator=g2)
+    assert torch.equal(z1, z2)
+    assert torch.equal(ops.sigmoid_contrastive_pairs(a, b, 1.0, 0.0, positive_offset=np.int32(-2)),
+                       ops.sigmoid_contrastive_pairs(a, b, 1.0, 0.0, positive_offset=-2))
+    with pytest.raises(TypeError, match="positive_offset must be an int"):
+        ops.sigmoid_contrastive_pairs(a, b, 1.0, 0.0, positive_offset=np.float32(1))
 
 
 CONTRASTIVE = {

@@ -53,6 +53,24 @@ def test_resume_gives_the_same_parameters(tmp_path):
     assert torch.equal(params(resumed.model), params(full.model))
 
 
+def test_numpy_arguments_train_and_resume_as_python_numbers(tmp_path):
+    # np.int64 steps / seed went on into fit as they were: the seed's reduction modulo 2^64
+    # overflowed ("Python int too large to convert to C long").
+    import numpy as np
+
+    x = data()
+    full = fit(make_flow(), x, steps=20, batch_size=64, lr=float(np.float32(3e-3)), seed=5, progress=False)
+    ckpt = tmp_path / "run"
+    kw = dict(batch_size=np.int64(64), lr=np.float32(3e-3), seed=np.int64(5), checkpoint_dir=ckpt,
+              checkpoint_every=np.int32(5), eval_every=np.int64(5), weight_decay=np.float64(0.0), progress=False)
+    fit(make_flow(), x, steps=np.int64(10), **kw)
+    meta = json.loads((ckpt / "checkpoint.json").read_text())
+    assert meta["step"] == 10
+    resumed = fit(make_flow(), x, steps=np.int64(20), **kw)
+    assert resumed.step == 20 and type(resumed.step) is int
+    assert torch.equal(params(resumed.model), params(full.model))
+
+
 def test_checkpoint_round_trip_rebuilds_the_model(tmp_path):
     flow = make_flow()
     fit(flow, data(), steps=20, batch_size=64, progress=False, checkpoint_dir=tmp_path)

@@ -30,6 +30,8 @@ and splits it into train / val / test with a fixed seed (:mod:`gencore.data.file
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import torch
 
@@ -148,7 +150,7 @@ def load_dataset(name, split: str = "train", seed: int = 0, *, dtype=torch.float
     """
     from gencore.metrics._checks import check_int
 
-    check_int(seed, "load_dataset: seed", 0)
+    seed = check_int(seed, "load_dataset: seed", 0)
     if split not in SPLITS:
         raise ValueError(f"load_dataset: split must be 'train', 'val', 'test' or 'fit', got {split!r}")
     if name in PAIRED_DATASETS:
@@ -167,8 +169,9 @@ def load_dataset(name, split: str = "train", seed: int = 0, *, dtype=torch.float
         if image:
             raise ValueError(f"load_dataset: image=True applies to digits, not to {name!r}")
         count = TOY_SIZES["train" if split == "fit" else split] if n is None else n
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count < 1:
             raise ValueError(f"load_dataset: n must be a positive int, got {n!r}")
+        count = int(count)
         s = {"test": _TEST_DEQUANT_SEED, "val": _VAL_SEED}.get(split, seed)
         g = torch.Generator().manual_seed(s)
         return sample_toy(name, count, generator=g).to(dtype), None

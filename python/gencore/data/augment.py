@@ -19,6 +19,7 @@ scaling (:func:`intensity_jitter`), pixel noise (:func:`add_noise`) and an erase
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -84,7 +85,7 @@ def _range(value, name: str, *, low: float | None = None) -> tuple[float, float]
 
 
 def _nonneg(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
         raise ValueError(f"augment: {name} must be a finite number >= 0, got {value!r}")
     return float(value)
 
@@ -100,8 +101,9 @@ def random_shift(x: torch.Tensor, generator: torch.Generator, max_shift: int = 1
     """
     img, shape = _images(x)
     _check_generator(generator, x)
-    if isinstance(max_shift, bool) or not isinstance(max_shift, int) or not 0 <= max_shift <= 7:
+    if isinstance(max_shift, bool) or not isinstance(max_shift, numbers.Integral) or not 0 <= max_shift <= 7:
         raise ValueError(f"random_shift: max_shift must be an int in 0..7, got {max_shift!r}")
+    max_shift = int(max_shift)
     if max_shift == 0:
         return x.clone()
     b, p = img.shape[0], max_shift
@@ -171,8 +173,9 @@ def random_erase(x: torch.Tensor, generator: torch.Generator, size: int = 3, pro
     (cutout). ``x``: ``(B, 64)`` or ``(B, 1, 8, 8)``; ``size`` in ``0..8``."""
     img, shape = _images(x)
     _check_generator(generator, x)
-    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= 8:
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or not 0 <= size <= 8:
         raise ValueError(f"random_erase: size must be an int in 0..8, got {size!r}")
+    size = int(size)
     prob = _nonneg(prob, "prob")
     if prob > 1:
         raise ValueError(f"random_erase: prob must be in [0, 1], got {prob!r}")

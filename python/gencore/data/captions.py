@@ -23,6 +23,7 @@ Vocabulary (fixed, :data:`VOCAB`; token ids are positions): ``0: <pad>``, ``1..1
 from __future__ import annotations
 
 import functools
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -73,8 +74,9 @@ def encode_caption(text: str | Sequence[str], length: int | None = None) -> torc
             raise ValueError("encode_caption: empty caption")
         rows.append([token_id(w) for w in words])
     width = max(len(r) for r in rows) if length is None else length
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+    if isinstance(width, bool) or not isinstance(width, numbers.Integral) or width < 1:
         raise ValueError(f"encode_caption: length must be a positive int, got {length!r}")
+    width = int(width)
     if any(len(r) > width for r in rows):
         raise ValueError(f"encode_caption: a caption has more than length={width} tokens")
     out = torch.zeros(len(rows), width, dtype=torch.int64)

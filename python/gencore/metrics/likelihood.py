@@ -5,6 +5,7 @@ perplexity. Log-likelihoods are in nats unless a name says bits.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -77,7 +78,8 @@ def bits_per_dim(nll_nats, dims: int, levels: int | None = None):
     if isinstance(nll_nats, torch.Tensor):
         if torch.isnan(nll_nats).any():
             raise ValueError("nll_nats contains NaN")
-    elif isinstance(nll_nats, (int, float)) and not isinstance(nll_nats, bool):
+    elif isinstance(nll_nats, numbers.Real) and not isinstance(nll_nats, bool):
+        nll_nats = float(nll_nats)
         if math.isnan(nll_nats):
             raise ValueError("nll_nats is NaN")
     else:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from gencore._arguments import check_choice, check_size, check_widths
+from gencore._arguments import check_choice, check_size, check_widths, plain_config
 from gencore.models._common import check_like_model, config_features, event_shape
 from gencore.nn import MLP
 
@@ -107,8 +107,8 @@ class Autoencoder(nn.Module):
             self.decoder = _conv_decoder(shape, hidden, latent_dim, act)
         self.event_shape = shape
         self.latent_dim = latent_dim
-        self.config = {"features": config_features(shape), "latent_dim": latent_dim,
-                       "hidden": list(hidden), "kind": kind, "activation": act_name}
+        self.config = plain_config({"features": config_features(shape), "latent_dim": latent_dim,
+                                    "hidden": list(hidden), "kind": kind, "activation": act_name})
 
     def _check(self, t: torch.Tensor, shape: tuple[int, ...], name: str) -> None:
         if not isinstance(t, torch.Tensor):

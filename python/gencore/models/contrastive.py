@@ -20,6 +20,7 @@ maps ``(B, 1, 8, 8)`` images (or ``(B, T)`` tokens) to ``(B, F)`` features can r
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -28,7 +29,7 @@ from torch import nn
 
 from gencore.data.augment import DEFAULT_AUGMENT, augment_digits, digit_images, digit_views
 from gencore.data.captions import VOCAB
-from gencore._arguments import check_bool, check_choice, check_size, check_widths
+from gencore._arguments import check_bool, check_choice, check_size, check_widths, plain_config
 from gencore.models._common import check_like_model
 from gencore.models._common import in_eval as _in_eval
 from gencore.nn import MLP, CLIPLoss, NTXentLoss, SigLIPLoss
@@ -140,10 +141,10 @@ class SimCLR(nn.Module):
         self.projection_dim = projection_dim
         self.projector = MLP(feature_dim, projection_dim, (projection_hidden,))
         self.criterion = NTXentLoss(temperature, distributed=distributed, learnable=learnable_temperature)
-        self.config = {"projection_dim": projection_dim, "feature_dim": feature_dim, **enc_config,
-                       "projection_hidden": projection_hidden, "temperature": float(temperature),
-                       "learnable_temperature": learnable_temperature, "augment": _jsonable(self.augment),
-                       "distributed": distributed}
+        self.config = plain_config({"projection_dim": projection_dim, "feature_dim": feature_dim, **enc_config,
+                                    "projection_hidden": projection_hidden, "temperature": float(temperature),
+                                    "learnable_temperature": learnable_temperature, "augment": _jsonable(self.augment),
+                                    "distributed": distributed})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The representation ``f(x)``: ``x (B, 64)`` or ``(B, 1, 8, 8)`` -> ``(B, feature_dim)``
@@ -221,7 +222,7 @@ class CLIP(nn.Module):
         check_bool(distributed, "CLIP: distributed")
         check_choice(loss, LOSSES, "CLIP: loss")
         check_size(vocab_size, "CLIP: vocab_size")
-        if isinstance(token_dropout, bool) or not isinstance(token_dropout, (int, float)) \
+        if isinstance(token_dropout, bool) or not isinstance(token_dropout, numbers.Real) \
                 or not 0 <= token_dropout < 1:
             raise ValueError(f"CLIP: token_dropout must be a number in [0, 1), got {token_dropout!r}")
         self.augment = None if augment is None else _augment_options(augment, "CLIP")
@@ -258,7 +259,7 @@ class CLIP(nn.Module):
                       token_dropout=self.token_dropout,
                       augment=None if self.augment is None else _jsonable(self.augment),
                       distributed=distributed, loss=loss)
-        self.config = config
+        self.config = plain_config(config)
 
     @property
     def logit_scale(self) -> torch.Tensor:

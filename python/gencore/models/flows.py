@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from gencore._arguments import check_depth, check_generator, check_size, check_widths
+from gencore._arguments import check_depth, check_generator, check_size, check_widths, plain_config
 from gencore.models._common import (check_context, check_like_model, config_features, event_shape, require_bool,
                                     require_int)
 from gencore.nn import (
@@ -312,10 +312,10 @@ class RealNVP(Flow):
         else:
             layers += _realnvp_scale(*shape, n_couplings, n_scales, _first(hidden), clamp, context_features)
         super().__init__(layers, shape, context_features, memory_efficient)
-        self.config = {"features": config_features(shape),
-                       "n_couplings": n_couplings, "hidden": _config_hidden(hidden, "RealNVP"),
-                       "clamp": clamp, "context_features": context_features, "actnorm": actnorm,
-                       "n_scales": n_scales, "memory_efficient": memory_efficient}
+        self.config = plain_config({"features": config_features(shape),
+                                    "n_couplings": n_couplings, "hidden": _config_hidden(hidden, "RealNVP"),
+                                    "clamp": clamp, "context_features": context_features, "actnorm": actnorm,
+                                    "n_scales": n_scales, "memory_efficient": memory_efficient})
 
 
 def _glow_step(c, cond, clamp):
@@ -370,10 +370,10 @@ class Glow(Flow):
                 raise ValueError(f"Glow: H and W must be divisible by 2**n_levels = {2 ** n_levels}, got {shape}")
             layers = _glow_level(c, h, w, steps, n_levels, _first(hidden), clamp, context_features)
         super().__init__(layers, shape, context_features, memory_efficient)
-        self.config = {"features": config_features(shape), "steps": steps,
-                       "n_levels": n_levels, "hidden": _config_hidden(hidden, "Glow"),
-                       "clamp": clamp, "context_features": context_features,
-                       "memory_efficient": memory_efficient}
+        self.config = plain_config({"features": config_features(shape), "steps": steps,
+                                    "n_levels": n_levels, "hidden": _config_hidden(hidden, "Glow"),
+                                    "clamp": clamp, "context_features": context_features,
+                                    "memory_efficient": memory_efficient})
 
 
 class NICE(Flow):
@@ -402,10 +402,10 @@ class NICE(Flow):
             layers.append(AdditiveCoupling(features, cond, mask="alternate", swap=swap))
         layers.append(DiagonalScale(features))
         super().__init__(layers, (features,), context_features, memory_efficient)
-        self.config = {"features": features, "n_couplings": n_couplings,
-                       "hidden": _config_hidden(hidden, "NICE"),
-                       "context_features": context_features, "actnorm": actnorm,
-                       "memory_efficient": memory_efficient}
+        self.config = plain_config({"features": features, "n_couplings": n_couplings,
+                                    "hidden": _config_hidden(hidden, "NICE"),
+                                    "context_features": context_features, "actnorm": actnorm,
+                                    "memory_efficient": memory_efficient})
 
 
 class NeuralSplineFlow(Flow):
@@ -470,8 +470,8 @@ class NeuralSplineFlow(Flow):
             layers.append(SplineCoupling(d, cond, bins=bins, bound=bound, mask="alternate", swap=swap,
                                          scale_by=scale_by))
         super().__init__(layers, shape, context_features, memory_efficient)
-        self.config = {"features": shape[0], "n_couplings": n_couplings, "hidden": hidden, "bins": bins,
-                       "bound": bound, "context_features": context_features, "actnorm": actnorm,
-                       "memory_efficient": memory_efficient}
+        self.config = plain_config({"features": shape[0], "n_couplings": n_couplings, "hidden": hidden, "bins": bins,
+                                    "bound": bound, "context_features": context_features, "actnorm": actnorm,
+                                    "memory_efficient": memory_efficient})
         if autoregressive:  # older checkpoints' configs have no key: the coupling form
             self.config["autoregressive"] = True

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gencore._arguments import check_generator, check_size, check_widths
+from gencore._arguments import check_generator, check_size, check_widths, plain_config
 from gencore.models._common import check_like_model, event_shape, require_int, require_real
 from gencore.nn import MLP
 
@@ -406,14 +406,14 @@ class GAN(nn.Module):
         if self.ema_decay > 0:
             self.generator_ema = copy.deepcopy(generator).requires_grad_(False)
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.int64))
-        self.config = {
+        self.config = plain_config({
             "loss": self.loss_kind, "n_critic": self.n_critic, "gp_weight": self.gp_weight,
             "r1_weight": self.r1_weight, "spectral_norm": spectral_norm, "ema_decay": self.ema_decay,
             "features": shape[0] if len(shape) == 1 else list(shape), "latent_dim": self.latent_dim,
             "hidden": hidden_cfg, "n_classes": self.n_classes, "arch": arch if not custom else None,
             "output": output, "betas": list(self.betas), "lr_ratio": self.lr_ratio,
             "networks": "custom" if custom else "default",
-        }
+        })
 
     @classmethod
     def from_config(cls, config: dict) -> "GAN":

@@ -39,7 +39,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from gencore._arguments import check_size, check_widths
+from gencore._arguments import _plain, check_size, check_widths, plain_config
 from gencore.models._common import (categorical_log_px, categorical_mean, config_features, event_shape, flat_batch,
                                     in_eval, require_int, require_nonneg_real)
 from gencore.ops import reparameterize
@@ -102,7 +102,8 @@ class HierarchicalVAE(nn.Module):
         super().__init__()
         owner = "HierarchicalVAE"
         shape = event_shape(features, owner)
-        if isinstance(latent_dims, (int, str)) or not isinstance(latent_dims, Sequence):
+        latent_dims = _plain(latent_dims)  # an array or tensor of sizes: a list
+        if isinstance(latent_dims, str) or not isinstance(latent_dims, Sequence):
             raise TypeError(f"{owner}: latent_dims must be a sequence of ints (z_1 first), got {latent_dims!r}")
         if not latent_dims:
             raise ValueError(f"{owner}: latent_dims must be one or more positive ints, got {latent_dims!r}")
@@ -137,9 +138,9 @@ class HierarchicalVAE(nn.Module):
             nn.init.zeros_(head[-1].weight)
             nn.init.zeros_(head[-1].bias)
         self.decoder = _mlp([latent_dims[0], *hidden[::-1], self.features * levels], batch_norm)
-        self.config = {"features": config_features(shape),
-                       "latent_dims": list(latent_dims), "hidden": hidden, "levels": levels,
-                       "batch_norm": batch_norm, "free_bits": free_bits, "beta": beta}
+        self.config = plain_config({"features": config_features(shape),
+                                    "latent_dims": list(latent_dims), "hidden": hidden, "levels": levels,
+                                    "batch_norm": batch_norm, "free_bits": free_bits, "beta": beta})
 
     @property
     def n_layers(self) -> int:

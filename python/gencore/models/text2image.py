@@ -42,7 +42,7 @@ from torch import nn
 
 from gencore.data.captions import CAPTION_LENGTH, CLASS_WORDS, SLANT_WORDS, STROKE_WORDS, VOCAB, encode_caption, \
     token_id
-from gencore._arguments import check_depth, check_size
+from gencore._arguments import check_depth, check_size, plain_config
 from gencore.models._common import batch_starts, in_eval, require_int, require_nonneg_real, require_real
 from gencore.models.contrastive import CLIP
 from gencore.models.vqvae import VQVAE, _Block
@@ -222,11 +222,11 @@ class TextToImage(nn.Module):
         self.clip = CLIP(kind="conv", embed_dim=clip_embed_dim, token_dropout=0.3) if clip_embed_dim else None
         self.token_dropout, self.caption_dropout = float(token_dropout), float(caption_dropout)
         self.clip_weight = float(clip_weight)
-        self.config = {"num_codes": num_codes, "code_dim": code_dim, "hidden": hidden, "width": width,
-                       "layers": layers, "heads": heads, "dropout": float(dropout),
-                       "token_dropout": self.token_dropout, "caption_dropout": self.caption_dropout,
-                       "clip_embed_dim": clip_embed_dim, "clip_weight": self.clip_weight, "levels": levels,
-                       "beta": float(beta), "ema_decay": ema_decay, "restart_dead_codes": restart_dead_codes}
+        self.config = plain_config({
+            "num_codes": num_codes, "code_dim": code_dim, "hidden": hidden, "width": width, "layers": layers,
+            "heads": heads, "dropout": float(dropout), "token_dropout": self.token_dropout,
+            "caption_dropout": self.caption_dropout, "clip_embed_dim": clip_embed_dim, "clip_weight": self.clip_weight,
+            "levels": levels, "beta": float(beta), "ema_decay": ema_decay, "restart_dead_codes": restart_dead_codes})
 
     @property
     def num_codes(self) -> int:

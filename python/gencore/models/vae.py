@@ -19,13 +19,14 @@ mixtures fitted to the same dequantized data (``gencore.metrics.bits_per_dim`` c
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gencore._arguments import check_shape, check_size, check_widths
+from gencore._arguments import check_shape, check_size, check_widths, plain_config
 from gencore.models._common import (batch_starts, categorical_log_px, categorical_mean, check_context, check_like_model,
                                     flat_batch, require_int, require_nonneg_real, require_real)
 from gencore.nn import MLP, Reparameterize
@@ -90,9 +91,10 @@ class VAE(nn.Module):
         self.encoder = MLP(self.features + context_features, 2 * latent_dim, hidden)
         self.decoder = MLP(latent_dim + context_features, self.features * per_pixel, hidden[::-1])
         self.reparameterize = Reparameterize()
-        self.config = {"features": features if isinstance(features, int) else shape, "latent_dim": latent_dim,
-                       "hidden": hidden, "likelihood": likelihood, "sigma": self.sigma, "levels": levels,
-                       "context_features": context_features, "beta": self.beta}
+        self.config = plain_config({
+            "features": shape[0] if isinstance(features, numbers.Integral) else shape, "latent_dim": latent_dim,
+            "hidden": hidden, "likelihood": likelihood, "sigma": self.sigma, "levels": levels,
+            "context_features": context_features, "beta": self.beta})
 
     # ---- input handling ----------------------------------------------------------------
 

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gencore._arguments import check_depth, check_shape, check_size, to_tensor
+from gencore._arguments import check_depth, check_shape, check_size, plain_config, to_tensor
 from gencore.models._common import (batch_starts, categorical_log_px, categorical_mean, check_like_model, in_eval,
                                     require_int, require_real)
 from gencore.nn import VectorQuantizer
@@ -230,10 +230,10 @@ class VQVAE(nn.Module):
         self.prior = CodePrior(num_codes, self.grid[0] * self.grid[1], prior_width, prior_layers, prior_heads,
                                classes) if prior else None
         self.classes = classes
-        self.config = {"features": shape, "num_codes": num_codes, "code_dim": code_dim, "hidden": hidden,
-                       "levels": levels, "beta": float(beta), "ema_decay": ema_decay,
-                       "restart_dead_codes": restart_dead_codes, "prior_width": prior_width,
-                       "prior_layers": prior_layers, "prior_heads": prior_heads, "classes": classes}
+        self.config = plain_config({
+            "features": shape, "num_codes": num_codes, "code_dim": code_dim, "hidden": hidden, "levels": levels,
+            "beta": float(beta), "ema_decay": ema_decay, "restart_dead_codes": restart_dead_codes,
+            "prior_width": prior_width, "prior_layers": prior_layers, "prior_heads": prior_heads, "classes": classes})
         if not prior:
             self.config["prior"] = False
 

@@ -34,6 +34,7 @@ for distributed training can be evaluated in one process.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -71,7 +72,7 @@ _F32_MAX = torch.finfo(torch.float32).max
 
 def _as_float(value) -> float:
     """``value`` as a float, inf for an int beyond any float, NaN for a non-number or bool."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return math.nan
     try:
         return float(value)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import nn
 
@@ -82,7 +84,7 @@ class AffineCoupling(nn.Module):
             raise ValueError(f"AffineCoupling: mask={mask!r} needs at least 2 features/channels, got {n}")
         if isinstance(clamp, bool):
             raise TypeError(f"AffineCoupling: clamp must be a number, got bool {clamp!r}")
-        if not isinstance(clamp, (int, float)) or not clamp >= 0 or clamp == float("inf"):
+        if not isinstance(clamp, numbers.Real) or not clamp >= 0 or clamp == float("inf"):
             raise ValueError(f"AffineCoupling: clamp must be a finite number >= 0, got {clamp!r}")
         if not isinstance(conditioner, nn.Module):
             raise TypeError(f"AffineCoupling: conditioner must be an nn.Module, got {type(conditioner).__name__}")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from gencore._arguments import check_bool, check_factory, check_size, check_widths
+from gencore._arguments import _plain, check_bool, check_factory, check_size, check_widths
 
 __all__ = ["MLP", "MaskedLinear", "MADE"]
 
@@ -126,13 +127,14 @@ class MADE(nn.Module):
             degrees = list(range(1, d + 1)) if order == "forward" else list(range(d, 0, -1))
         else:
             try:
-                degrees = list(order)
+                degrees = list(_plain(order))
             except TypeError:
                 raise ValueError(f"MADE: order must be 'forward', 'reverse' or a permutation of 1..{d}, "
                                  f"got {type(order).__name__} {order!r}") from None
-            if any(isinstance(v, bool) or not isinstance(v, int) for v in degrees) \
+            if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in degrees) \
                     or sorted(degrees) != list(range(1, d + 1)):
                 raise ValueError(f"MADE: order must be a permutation of 1..{d}, got {degrees!r}")
+            degrees = [int(v) for v in degrees]
         low = 0 if c else 1  # hidden units of degree 0 see the context alone
         if min(hidden) < d - low:
             top = low + min(hidden) - 1  # the highest hidden degree that has units

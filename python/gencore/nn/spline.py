@@ -5,10 +5,12 @@ fused op on every element)."""
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import nn
 
+from gencore._arguments import check_int, check_size
 from gencore.nn.layers import MADE
 from gencore.ops.spline import RQ_MAX_BINS, rq_spline
 from gencore.reference import RQ_MIN_DERIVATIVE, mask_parts, transformed_count
@@ -20,22 +22,23 @@ __all__ = ["SplineCoupling", "AutoregressiveSpline"]
 IDENTITY_DERIVATIVE = math.log(math.expm1(1 - RQ_MIN_DERIVATIVE))
 
 
-def _check_layer(owner: str, features, min_features: int, bins, bound, conditioner, scale_by) -> None:
-    for name, v, low in (("features", features, min_features), ("bins", bins, 1)):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"{owner}: {name} must be an int, got {type(v).__name__} {v!r}")
-        if v < low:
-            raise ValueError(f"{owner}: {name} must be an int >= {low}, got {v!r}")
+def _check_layer(owner: str, features, min_features: int, bins, bound, conditioner, scale_by):
+    """The layer's arguments checked, as plain Python ``(features, bins, bound, scale_by)``
+    (numpy scalars are taken)."""
+    features = check_size(features, f"{owner}: features", min_features)
+    bins = check_int(bins, f"{owner}: bins", 1)
     if bins > RQ_MAX_BINS:
         raise ValueError(f"{owner}: bins must be at most {RQ_MAX_BINS}, got {bins}")
-    if isinstance(bound, bool) or not isinstance(bound, (int, float)):
+    if isinstance(bound, bool) or not isinstance(bound, numbers.Real):
         raise TypeError(f"{owner}: bound must be a number, got {type(bound).__name__}")
     if not (math.isfinite(bound) and bound > 0):
         raise ValueError(f"{owner}: bound must be a finite number > 0, got {bound!r}")
     if not isinstance(conditioner, nn.Module):
         raise TypeError(f"{owner}: conditioner must be an nn.Module, got {type(conditioner).__name__}")
-    if scale_by is not None and (isinstance(scale_by, bool) or not isinstance(scale_by, int) or scale_by < 0):
+    if scale_by is not None and (isinstance(scale_by, bool) or not isinstance(scale_by, numbers.Integral)
+                                 or scale_by < 0):
         raise ValueError(f"{owner}: scale_by must be None or an int >= 0, got {scale_by!r}")
+    return features, bins, float(bound), None if scale_by is None else int(scale_by)
 
 
 def _split_parameters(h: torch.Tensor, k: int, scale: float):
@@ -102,7 +105,8 @@ class SplineCoupling(nn.Module):
     def __init__(self, features: int, conditioner: nn.Module, *, bins: int = 8, bound: float = 3.0,
                  mask: str = "alternate", swap: bool = False, scale_by: int | None = None) -> None:
         super().__init__()
-        _check_layer("SplineCoupling", features, 2, bins, bound, conditioner, scale_by)
+        features, bins, bound, scale_by = _check_layer("SplineCoupling", features, 2, bins, bound, conditioner,
+                                                       scale_by)
         if mask not in ("half", "alternate"):
             raise ValueError(f"SplineCoupling: mask must be 'half' or 'alternate', got {mask!r}")
         self.features, self.bins, self.bound = features, bins, float(bound)
@@ -190,7 +194,8 @@ class AutoregressiveSpline(nn.Module):
     def __init__(self, features: int, conditioner: MADE, *, bins: int = 8, bound: float = 3.0,
                  scale_by: int | None = None) -> None:
         super().__init__()
-        _check_layer("AutoregressiveSpline", features, 1, bins, bound, conditioner, scale_by)
+        features, bins, bound, scale_by = _check_layer("AutoregressiveSpline", features, 1, bins, bound,
+                                                       conditioner, scale_by)
         if not isinstance(conditioner, MADE):
             raise TypeError(f"AutoregressiveSpline: conditioner must be a gencore.nn.MADE (its masks make the "
                             f"layer invertible), got {type(conditioner).__name__}")

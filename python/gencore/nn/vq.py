@@ -14,6 +14,7 @@ codebook.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import NamedTuple
 
 import torch
@@ -49,7 +50,7 @@ class VQOutput(NamedTuple):
 
 
 def _check_number(value, name, low, high=math.inf, *, low_open=False, high_open=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
             or (value <= low if low_open else value < low) or (value >= high if high_open else value > high):
         lo, hi = "(" if low_open else "[", ")" if high_open else "]"
         raise ValueError(f"VectorQuantizer: {name} must be a number in {lo}{low}, {high}{hi}, got {value!r}")

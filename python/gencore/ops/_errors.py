@@ -9,7 +9,9 @@ message, and :func:`typed` re-raises it as ``TypeError`` without the tag.
 from __future__ import annotations
 
 import functools
+import numbers
 
+import numpy as np
 import torch
 
 _TAG = "[TypeError] "
@@ -37,6 +39,16 @@ def check_tensors(**tensors) -> None:
     for name, t in tensors.items():
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"gencore: {name} must be a tensor, got {type(t).__name__}")
+
+
+def check_scalar(value, name: str, what: str = "a float"):
+    """A Python number argument of an op (``TypeError`` naming ``name`` otherwise; ``bool``
+    is refused). A numpy scalar (``np.float32(2.0)``, ``np.int64(3)``) is taken as the
+    Python ``float`` it holds, so that the op's schema gets a ``float``; a symbolic float
+    under torch.compile is returned as it is."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, torch.SymFloat)):
+        raise TypeError(f"gencore: {name} must be {what}, got {type(value).__name__}")
+    return value if isinstance(value, (int, float, torch.SymFloat)) else float(value)
 
 
 def as_finite_float(value, name: str, what: str) -> float:

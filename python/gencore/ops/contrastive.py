@@ -13,11 +13,13 @@ matrices (``N = 65536``: 16 GiB each in float32). The schemas are in
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
 from gencore.ops._autograd import first_order, transforms_active
-from gencore.ops._errors import as_finite_float, check_representable, check_tensors, compute_dtype, typed
+from gencore.ops._errors import (as_finite_float, check_representable, check_scalar, check_tensors, compute_dtype,
+                                 typed)
 
 __all__ = ["clip_loss", "nt_xent_loss", "contrastive_cross_entropy", "sigmoid_contrastive_loss",
            "sigmoid_contrastive_pairs"]
@@ -46,11 +48,6 @@ def _scalar_tensor(value: torch.Tensor, name: str, like: torch.Tensor) -> torch.
     return value
 
 
-def _check_number(value, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, torch.SymFloat)):
-        raise TypeError(f"gencore: {name} must be a float or a 0-d tensor, got {type(value).__name__}")
-
-
 def _as_acc_tensor(value, name: str, like: torch.Tensor, low: float, what: str) -> torch.Tensor:
     """A Python number as a 0-d tensor of the accumulation dtype on ``like``'s device, after
     checking ``low < value`` (``low`` -inf for any finite value) and that it is finite in
@@ -76,7 +73,7 @@ def _as_scale(value, name: str, like: torch.Tensor, reciprocal: bool = False) ->
     ``reciprocal`` (a temperature) its reciprocal must be finite in the accumulation dtype."""
     if isinstance(value, torch.Tensor):
         return _scalar_tensor(value, name, like)
-    _check_number(value, name)
+    value = check_scalar(value, name, "a float or a 0-d tensor")
     scale = _as_acc_tensor(value, name, like, 0.0, "finite and > 0")
     dtype = scale.dtype
     lowest = 1.0 / torch.finfo(dtype).max
@@ -94,7 +91,7 @@ def _as_bias(value, like: torch.Tensor) -> torch.Tensor:
     shape, device and dtype; its value on CPU by the op)."""
     if isinstance(value, torch.Tensor):
         return _scalar_tensor(value, "logit_bias", like)
-    _check_number(value, "logit_bias")
+    value = check_scalar(value, "logit_bias", "a float or a 0-d tensor")
     return _as_acc_tensor(value, "logit_bias", like, -math.inf, "finite")
 
 
@@ -253,8 +250,9 @@ def sigmoid_contrastive_pairs(query: torch.Tensor, keys: torch.Tensor, logit_sca
         0-d loss, differentiable in ``query``, ``keys``, the scale and the bias.
     """
     check_tensors(image_features=query, text_features=keys)
-    if isinstance(positive_offset, bool) or not isinstance(positive_offset, int):
+    if isinstance(positive_offset, bool) or not isinstance(positive_offset, numbers.Integral):
         raise TypeError(f"gencore: positive_offset must be an int, got {type(positive_offset).__name__}")
+    positive_offset = int(positive_offset)
     if not -(1 << 63) <= positive_offset < (1 << 63):  # beyond the schema's int64; the op checks [-n, m]
         raise ValueError(f"gencore: positive_offset must be in [-n, m] (n, m the rows of query and keys), "
                          f"got {positive_offset}")

@@ -15,7 +15,7 @@ import torch
 
 from gencore import _C
 from gencore.ops._autograd import first_order, transforms_active
-from gencore.ops._errors import as_finite_float, check_representable, check_tensors, typed
+from gencore.ops._errors import as_finite_float, check_representable, check_scalar, check_tensors, typed
 from gencore.reference import transformed_count
 
 __all__ = ["affine_coupling", "masked_affine_coupling"]
@@ -77,8 +77,7 @@ def affine_coupling(
 
 
 def _check_clamp(clamp, x: torch.Tensor) -> float:
-    if not isinstance(clamp, (int, float, torch.SymFloat)) or isinstance(clamp, bool):
-        raise TypeError(f"gencore: clamp must be a float, got {type(clamp).__name__}")
+    clamp = check_scalar(clamp, "clamp")
     if torch.compiler.is_compiling():  # clamp may be symbolic (dynamic=True)
         _check_clamp_fake(clamp)
         return clamp

@@ -17,7 +17,7 @@ import math
 import torch
 
 from gencore.ops._autograd import first_order, transforms_active
-from gencore.ops._errors import as_finite_float, check_representable, check_tensors, typed
+from gencore.ops._errors import as_finite_float, check_representable, check_scalar, check_tensors, typed
 
 __all__ = ["rq_spline", "RQ_MAX_BINS"]
 
@@ -91,8 +91,7 @@ def rq_spline(x: torch.Tensor, widths: torch.Tensor, heights: torch.Tensor, deri
 
 
 def _check_bound(bound, x: torch.Tensor):
-    if isinstance(bound, bool) or not isinstance(bound, (int, float, torch.SymFloat)):
-        raise TypeError(f"gencore: bound must be a float, got {type(bound).__name__}")
+    bound = check_scalar(bound, "bound")
     if torch.compiler.is_compiling():
         _check_bound_fake(bound)
         return bound
