@@ -118,8 +118,8 @@ def plain_config(v):
     v = _plain(v)
     if isinstance(v, dict):
         return {k: plain_config(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return type(v)(plain_config(x) for x in v)
+    if isinstance(v, (list, tuple)):  # a tuple stays one; a namedtuple, torch.Size... a list
+        return (tuple if type(v) is tuple else list)(plain_config(x) for x in v)
     if isinstance(v, (bool, np.bool_)):
         return bool(v)
     if isinstance(v, numbers.Integral):

@@ -289,6 +289,9 @@ def caption_arithmetic(model, images: torch.Tensor, tokens: torch.Tensor, k: int
                          f"{tokens.dtype} {tuple(tokens.shape)}")
     if images.shape[0] != tokens.shape[0]:
         raise ValueError(f"caption_arithmetic: {images.shape[0]} images but {tokens.shape[0]} captions")
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= images.shape[0]:
+        raise ValueError(f"caption_arithmetic: k must be an int in 1..{images.shape[0]} (the images), got {k!r}")
+    k = int(k)  # reported in the result (JSON)
     cand = model.encode_image(images)
     labels = tokens[:, 2] - token_id(CLASS_WORDS[0])
     hits = {"property": [], "class": [], "both": []}

@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from gencore import distributed as gdist
+from gencore._arguments import plain_config
 from gencore.metrics._checks import check_int, check_real
 
 __all__ = ["fit", "FitResult", "save_checkpoint", "load_checkpoint", "record_run_extra", "CheckpointError",
@@ -442,7 +443,7 @@ def save_checkpoint(path, model: nn.Module, *, optimizer=None, step: int = 0, ex
     path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "version": VERSION, "model": model_name(model),
-            "config": getattr(model, "config", {}), "step": step, "extra": extra or {}}
+            "config": getattr(model, "config", {}), "step": step, "extra": plain_config(extra or {})}
     opt_tensors = None
     if isinstance(optimizer, dict):
         opt_tensors, meta["optimizers"] = {}, {}
@@ -718,7 +719,8 @@ def run_lock(folder):
 
 
 def _jsonable(v):
-    return json.loads(json.dumps(v))
+    """``v`` as JSON reads it back (numpy scalars and arrays as the Python values they hold)."""
+    return json.loads(json.dumps(plain_config(v)))
 
 
 def _changes(saved: dict, now: dict) -> list[str]:

@@ -238,3 +238,41 @@ def test_numpy_scalars_are_taken_and_the_config_stays_plain(cls, name):
         if isinstance(config, dict):
             assert _is_plain(config), (name, type(value).__name__, config)
             json.dumps(config)
+            key = next(k for k, c in models.MODELS.items() if c is cls)
+            with torch.device("meta"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                again = models.build(key, config)
+            assert again.config == config
+
+
+def test_build_bounds_numpy_ints_as_ints():
+    """A config read with numpy (np.int64 from an array) is bounded as its ints are: it
+    went past MAX_CONFIG_INT before, and the model's own checkpoint was then refused."""
+    import numpy as np
+
+    config = {"features": 4, "latent_dim": 2, "hidden": [8], "n_critic": np.int64(models.MAX_CONFIG_INT + 1)}
+    with pytest.raises(ValueError, match="n_critic = 1048577 exceeds the bound"):
+        models.build("gan", config)
+
+
+def test_plain_config_keeps_tuples_and_lists_the_rest():
+    from collections import namedtuple
+
+    import numpy as np
+
+    from gencore._arguments import plain_config
+
+    pair = namedtuple("pair", "a b")
+    out = plain_config({"t": (np.int64(1), 2.5), "n": pair(np.float32(0.5), None), "s": torch.Size([2, 3]),
+                        "x": torch.tensor([1, 2]), "b": np.bool_(True), "nested": {"k": [np.int32(3)]}})
+    assert out == {"t": (1, 2.5), "n": [0.5, None], "s": [2, 3], "x": [1, 2], "b": True, "nested": {"k": [3]}}
+    assert _is_plain(out) and type(out["t"]) is tuple and type(out["b"]) is bool
+
+
+def test_gan_networks_take_numpy_shapes():
+    import numpy as np
+
+    from gencore.models.gan import MLPDiscriminator, MLPGenerator
+
+    assert MLPGenerator(2, np.int64(4), (8,)).event_shape == (4,)
+    assert MLPDiscriminator(np.array([1, 8, 8]), (8,)).net[0].in_features == 64

@@ -265,6 +265,7 @@ def test_numpy_scalars_reach_the_helpers_as_the_numbers_they_hold():
     assert torch.equal(seeded(random_erase, size=np.int32(2), prob=np.float32(0.5)),
                        seeded(random_erase, size=2, prob=0.5))
     assert bits_per_dim(np.float32(10.0), 4) == bits_per_dim(10.0, 4)
+    assert type(bits_per_dim(10.0, np.int64(4), np.int64(17))) is float  # "same type as nll_nats"
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(20, 3, generator=g), torch.randn(10, 3, generator=g)
     ya, yb = torch.arange(20) % 2, torch.arange(10) % 2
@@ -276,6 +277,16 @@ def test_numpy_scalars_reach_the_helpers_as_the_numbers_they_hold():
     assert torch.equal(rep.embed(nn_identity, a, batch_size=np.int64(7)), a)
     with pytest.raises(ValueError, match="k must be a positive int"):
         rep.retrieval_recall(a[:10], b, k=np.array([1.5]))
+    import json
+
+    from gencore.data import load_dataset as load
+
+    images, tokens, _ = load("digits-captions", "val")
+    out = rep.caption_arithmetic(SMALL["clip"]().eval(), images[:40], tokens[:40], k=np.int64(3))
+    assert out["k"] == 3 and type(out["k"]) is int
+    json.dumps(out)
+    with pytest.raises(ValueError, match="k must be an int in 1..40"):
+        rep.caption_arithmetic(SMALL["clip"]().eval(), images[:40], tokens[:40], k=41)
 
 
 def nn_identity(x):

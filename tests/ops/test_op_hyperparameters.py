@@ -51,6 +51,12 @@ def test_a_float_beyond_float32_is_refused_for_float32_inputs(index):
         call()
 
 
+def test_a_negative_bias_beyond_float32_is_refused():
+    a, b = _pair()
+    with pytest.raises(ValueError, match="logit_bias = -1e\\+39 is not finite in float32"):
+        ops.sigmoid_contrastive_loss(a, b, 1.0, -1e39)
+
+
 @pytest.mark.parametrize("index", range(8))
 def test_an_int_beyond_any_float_is_refused(index):
     name, call = _float_calls(10**400)[index]

@@ -62,11 +62,14 @@ def test_numpy_arguments_train_and_resume_as_python_numbers(tmp_path):
     full = fit(make_flow(), x, steps=20, batch_size=64, lr=float(np.float32(3e-3)), seed=5, progress=False)
     ckpt = tmp_path / "run"
     kw = dict(batch_size=np.int64(64), lr=np.float32(3e-3), seed=np.int64(5), checkpoint_dir=ckpt,
-              checkpoint_every=np.int32(5), eval_every=np.int64(5), weight_decay=np.float64(0.0), progress=False)
+              checkpoint_every=np.int32(5), eval_every=np.int64(5), weight_decay=np.float64(0.0), progress=False,
+              metadata={"lr": np.float32(3e-3)})  # refused as not JSON before
     fit(make_flow(), x, steps=np.int64(10), **kw)
     meta = json.loads((ckpt / "checkpoint.json").read_text())
     assert meta["step"] == 10
-    resumed = fit(make_flow(), x, steps=np.int64(20), **kw)
+    evaluated = []
+    resumed = fit(make_flow(), x, steps=np.int64(20), callback=lambda m, rec: evaluated.append(rec["step"]), **kw)
+    assert evaluated == [15, 20]  # resumed at step 10, not trained again from 0
     assert resumed.step == 20 and type(resumed.step) is int
     assert torch.equal(params(resumed.model), params(full.model))
 

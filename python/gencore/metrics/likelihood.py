@@ -67,11 +67,11 @@ def bits_per_dim(nll_nats, dims: int, levels: int | None = None):
     Returns:
         Same type as ``nll_nats``: bits per dimension.
     """
-    check_int(dims, "dims")
+    dims = check_int(dims, "dims")
     if dims < 1:
         raise ValueError(f"dims must be a positive int, got {dims!r}")
     if levels is not None:
-        check_int(levels, "levels")
+        levels = check_int(levels, "levels")
         if levels < 2:
             raise ValueError(f"levels must be an int >= 2 or None, got {levels!r}")
     offset = dims * math.log(levels) if levels is not None else 0.0

@@ -4,6 +4,7 @@ and a JSON-serialisable ``config`` from which ``build(name, config)`` re-creates
 import torch
 
 from gencore._arguments import MAX_DEPTH as _MAX_DEPTH
+from gencore._arguments import plain_config
 from gencore.models.autoencoder import Autoencoder
 from gencore.models.contrastive import CLIP, SimCLR
 from gencore.models.flows import NICE, Flow, Glow, NeuralSplineFlow, RealNVP
@@ -82,6 +83,8 @@ def build(name: str, config: dict):
     an allocation failure or a hang."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
+    if isinstance(config, dict):
+        config = plain_config(config)  # numpy ints are bounded as the ints they are
     _check_config(name, config)
     n = _parameter_count(MODELS[name], config)
     if n is not None and n > MAX_PARAMETERS:

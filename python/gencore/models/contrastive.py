@@ -124,8 +124,8 @@ class SimCLR(nn.Module):
                  temperature: float = 0.5, learnable_temperature: bool = False, augment: dict | None = None,
                  distributed: bool = False) -> None:
         super().__init__()
-        check_size(projection_dim, "SimCLR: projection_dim")
-        check_size(projection_hidden, "SimCLR: projection_hidden")
+        projection_dim = check_size(projection_dim, "SimCLR: projection_dim")
+        projection_hidden = check_size(projection_hidden, "SimCLR: projection_hidden")
         check_bool(distributed, "SimCLR: distributed")
         check_bool(learnable_temperature, "SimCLR: learnable_temperature")
         self.augment = _augment_options(augment, "SimCLR")
@@ -218,10 +218,10 @@ class CLIP(nn.Module):
                  token_dim: int = 64, text_hidden: Sequence[int] = (128,), token_dropout: float = 0.0,
                  augment: dict | None = None, distributed: bool = False, loss: str = "softmax") -> None:
         super().__init__()
-        check_size(embed_dim, "CLIP: embed_dim")
+        embed_dim = check_size(embed_dim, "CLIP: embed_dim")
         check_bool(distributed, "CLIP: distributed")
         check_choice(loss, LOSSES, "CLIP: loss")
-        check_size(vocab_size, "CLIP: vocab_size")
+        vocab_size = check_size(vocab_size, "CLIP: vocab_size")
         if isinstance(token_dropout, bool) or not isinstance(token_dropout, numbers.Real) \
                 or not 0 <= token_dropout < 1:
             raise ValueError(f"CLIP: token_dropout must be a number in [0, 1), got {token_dropout!r}")
@@ -239,7 +239,7 @@ class CLIP(nn.Module):
         if text_encoder is None:
             text_feature_dim = check_size(128 if text_feature_dim is None else text_feature_dim,
                                           "CLIP: text_feature_dim")
-            check_size(token_dim, "CLIP: token_dim")
+            token_dim = check_size(token_dim, "CLIP: token_dim")
             text_hidden = check_widths(text_hidden, "CLIP: text_hidden", allow_empty=True)
             self.text_encoder = TokenEncoder(vocab_size, text_feature_dim, token_dim, text_hidden)
             config.update(token_dim=token_dim, text_hidden=text_hidden)

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gencore._arguments import check_generator, check_size, check_widths, plain_config
+from gencore._arguments import check_generator, check_shape, check_size, check_widths, plain_config
 from gencore.models._common import check_like_model, event_shape, require_int, require_real
 from gencore.nn import MLP
 
@@ -171,7 +171,7 @@ class MLPGenerator(nn.Module):
         if output not in _OUTPUTS:
             raise ValueError(f"output must be one of {', '.join(_OUTPUTS)}, got {output!r}")
         self.latent_dim, self.n_classes, self.output = latent_dim, n_classes, output
-        self.event_shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        self.event_shape = check_shape(shape, "MLPGenerator: shape", any_rank=True)
         self.net = MLP(latent_dim + n_classes, math.prod(self.event_shape), hidden, activation=nn.ReLU)
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
@@ -185,7 +185,7 @@ class MLPDiscriminator(nn.Module):
     def __init__(self, shape, hidden: Sequence[int] = (256, 256), n_classes: int = 0) -> None:
         super().__init__()
         self.n_classes = n_classes
-        d = shape if isinstance(shape, int) else math.prod(shape)
+        d = math.prod(check_shape(shape, "MLPDiscriminator: shape", any_rank=True))
         self.net = MLP(d + n_classes, 1, hidden, activation=_leaky)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:

@@ -111,7 +111,7 @@ class HierarchicalVAE(nn.Module):
         if len(latent_dims) > MAX_LAYERS:
             raise ValueError(f"{owner}: at most {MAX_LAYERS} stochastic layers, got {len(latent_dims)}")
         hidden = check_widths(hidden, f"{owner}: hidden", allow_int=False)
-        check_size(levels, f"{owner}: levels", 2)
+        levels = check_size(levels, f"{owner}: levels", 2)
         if not isinstance(batch_norm, bool):
             raise TypeError(f"{owner}: batch_norm must be a bool, got {batch_norm!r}")
         free_bits = require_nonneg_real(free_bits, "free_bits", owner)

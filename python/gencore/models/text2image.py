@@ -213,7 +213,7 @@ class TextToImage(nn.Module):
         for name, v in (("token_dropout", token_dropout), ("caption_dropout", caption_dropout)):
             if not 0 <= require_real(v, name, "TextToImage") < 1:
                 raise ValueError(f"TextToImage: {name} must lie in [0, 1), got {v!r}")
-        check_size(clip_embed_dim, "TextToImage: clip_embed_dim", 0)
+        clip_embed_dim = check_size(clip_embed_dim, "TextToImage: clip_embed_dim", 0)
         require_nonneg_real(clip_weight, "clip_weight", "TextToImage")
         self.vqvae = VQVAE(self.event_shape, num_codes, code_dim, hidden, levels=levels, beta=beta,
                            ema_decay=ema_decay, restart_dead_codes=restart_dead_codes, prior=False)

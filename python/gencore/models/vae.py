@@ -75,8 +75,8 @@ class VAE(nn.Module):
         require_real(sigma, "sigma", "VAE")
         if not (math.isfinite(sigma) and sigma > 0):
             raise ValueError(f"VAE: sigma must be a positive finite number, got {sigma!r}")
-        check_size(levels, "VAE: levels", 2)
-        check_size(context_features, "VAE: context_features", 0)
+        levels = check_size(levels, "VAE: levels", 2)
+        context_features = check_size(context_features, "VAE: context_features", 0)
         _check_beta(beta)
         hidden = check_widths(hidden, "VAE: hidden", allow_empty=True)
         self.event_shape = tuple(shape)

@@ -197,16 +197,16 @@ class VQVAE(nn.Module):
         shape = list(check_shape(features, "VQVAE: features", image_only=True))
         if shape[1] % 2 or shape[2] % 2:
             raise ValueError(f"VQVAE: features must be an image shape (C, H, W) with even H and W, got {features!r}")
-        for name, v in (("num_codes", num_codes), ("code_dim", code_dim), ("hidden", hidden)):
-            check_size(v, f"VQVAE: {name}")
-        check_size(levels, "VQVAE: levels", 2)
+        num_codes, code_dim, hidden = (check_size(v, f"VQVAE: {name}") for name, v in
+                                       (("num_codes", num_codes), ("code_dim", code_dim), ("hidden", hidden)))
+        levels = check_size(levels, "VQVAE: levels", 2)
         if not isinstance(prior, bool):
             raise TypeError(f"VQVAE: prior must be a bool, got {type(prior).__name__}")
         if prior:  # (prior=False keeps the arguments in the config unread, as before)
-            for name, v in (("prior_width", prior_width), ("prior_heads", prior_heads)):
-                check_size(v, f"VQVAE: {name}")
-            check_depth(prior_layers, "VQVAE: prior_layers")
-            check_size(classes, "VQVAE: classes", 0)
+            prior_width = check_size(prior_width, "VQVAE: prior_width")
+            prior_heads = check_size(prior_heads, "VQVAE: prior_heads")
+            prior_layers = check_depth(prior_layers, "VQVAE: prior_layers")
+            classes = check_size(classes, "VQVAE: classes", 0)
             if prior_width % prior_heads:
                 raise ValueError(f"VQVAE: prior_width ({prior_width}) must be divisible by prior_heads "
                                  f"({prior_heads})")
