@@ -635,12 +635,24 @@ __global__ void __launch_bounds__(kThreads, 2)
 //             columns' running (max, sum) merged chunk by chunk, in order)
 //   backward: R_c -> V_c = scale * W_c, then grad_q[c] += V_c k and grad_k += V_c^T q_c.
 // For float32 / float64, V_c overwrites R_c and the products are exact GEMMs of A. For
-// float16 / bfloat16, V_c goes to the GEMMs as two values of the input dtype, hi = round(v)
-// and lo = round(v - hi): hi k + lo k = V_c k to about 16 bits (one rounding, as
-// FlashAttention does with P, would leave 8), and every product runs on the tensor cores
-// with float32 accumulation. V_c k is short and wide (C x D out of a contraction over all
-// m keys): it runs split-K (plan_split_k, run_split_k) so that it fills the GPU.
-// Memory: the chunk (C m values of A, plus 2 C m of the input dtype) is capped at
+// float16 / bfloat16, every product runs on the tensor cores with float32 accumulation and
+// V_c goes to them as two values of the input dtype, hi = round(v) and lo = round(v - hi):
+// hi k + lo k = V_c k to about 16 bits, so that the gradients, rounded to the input dtype
+// on return, stay within the tests' bound (twice the error of rounding the exact result).
+// One rounding (FlashAttention's P) keeps 8 bits, which is not enough where the products
+// cancel: the log-sum-exp losses subtract their positive's term outside the products
+// (grad = V k - scale k_pos), and where the softmax puts its weight on the positive the two
+// nearly cancel (CLIP at N = 1: an error of 0.023 against an exact 0). The sigmoid loss's
+// weights are small numbers computed as such (the positive's sigmoid(L) - 1 as
+// -sigmoid(-L)), and with one rounding its gradients' worst error over 120 cases of up to
+// 1000 x 256 is 3.3 times the bound, where eager bfloat16's is 15 times
+// (tools/half_weights_error.py). What the second plane costs is two more products of the
+// chunk's size in a training step (five, against eager's three):
+// GENCORE_CONTRASTIVE_HALF_WEIGHTS=single (default: split) gives the sigmoid loss one
+// rounding, so that a GPU can measure the two side by side (bench/bench_siglip_chunks.py).
+// V_c k is short and wide (C x D out of a contraction over all m keys): it runs split-K
+// (plan_split_k, run_split_k) so that it fills the GPU.
+// Memory: the chunk (C m values of A, plus C m or 2 C m of the input dtype) is capped at
 // kChunkBytes, so the (n, m) matrix is never held; for the half types the spent logits'
 // storage also holds the chunk's split-K partials and V_c^T q_c, so the chunk is all there
 // is. Every sum is in a fixed order (per-row partials indexed by the global row for
@@ -690,13 +702,15 @@ __device__ __forceinline__ void block_lse_merge(A& m, A& s, A* red_m, A* red_s) 
   __syncthreads();
 }
 
-// V = scale * w into the chunk: in place (E = A), or as hi and lo of the input dtype E,
-// hi at vv[j] (the row's place in the (rows, m) plane of the hi values) and lo one plane
-// (rows * m values) further.
-template <typename A, typename E>
+// V = scale * w into the chunk: in place (E = A), or in the input dtype E at vv[j] (the
+// row's place in the (rows, m) plane of V), rounded once (kPlanes = 1), or as hi there and
+// lo one plane (rows * m values) further (kPlanes = 2).
+template <typename A, typename E, int kPlanes>
 __device__ __forceinline__ void store_weight(A* row, E* vv, int64_t plane, int64_t j, A v) {
   if constexpr (std::is_same_v<E, A>) {
     row[j] = v;
+  } else if constexpr (kPlanes == 1) {
+    vv[j] = static_cast<E>(v);
   } else {
     const E hi = static_cast<E>(v);
     vv[j] = hi;
@@ -725,10 +739,10 @@ __global__ void __launch_bounds__(kRowThreads)
 }
 
 // The sigmoid loss's weights of the chunk's row r: W = coef (sigmoid(L) - [positive]),
-// stored as V = scale W (store_weight); partial (nullptr: not wanted) gets the row's
-// sum(W * R) at [i] and sum(W) at [n + i]; row_sum (nullptr: not wanted) += the row's loss
-// sum(softplus(-z L)), as gemm_softplus_rows_kernel would add it.
-template <typename A, typename E>
+// stored as V = scale W (store_weight, in kPlanes planes); partial (nullptr: not wanted)
+// gets the row's sum(W * R) at [i] and sum(W) at [n + i]; row_sum (nullptr: not wanted) +=
+// the row's loss sum(softplus(-z L)), as gemm_softplus_rows_kernel would add it.
+template <typename A, typename E, int kPlanes>
 __global__ void __launch_bounds__(kRowThreads)
     gemm_sigmoid_weights_kernel(A* __restrict__ R, E* __restrict__ hilo, int64_t rows,
                                 int64_t m, int64_t n, int64_t r0, const A* __restrict__ scale_p,
@@ -750,7 +764,7 @@ __global__ void __launch_bounds__(kRowThreads)
     if (want_loss) loss += dev_softplus(j == pos ? -l : l);
     wr_sum += w * rv;
     w_sum += w;
-    store_weight<A, E>(row, vv, rows * m, j, scale * w);
+    store_weight<A, E, kPlanes>(row, vv, rows * m, j, scale * w);
   }
   if (want_loss) {
     loss = block_sum(loss, red);
@@ -821,8 +835,8 @@ __global__ void gemm_lse_finish_kernel(const A* __restrict__ col_m, const A* __r
 }
 
 // The log-sum-exp losses' weights of the chunk's row r: W = alpha_i P + beta_j C (the C
-// term only with col_lse), 0 at the excluded key; stored as V = scale W; partial
-// (nullptr: not wanted) gets the row's sum(W * R) at [i].
+// term only with col_lse), 0 at the excluded key; stored as V = scale W (hi and lo);
+// partial (nullptr: not wanted) gets the row's sum(W * R) at [i].
 template <typename A, typename E>
 __global__ void __launch_bounds__(kRowThreads)
     gemm_lse_weights_kernel(A* __restrict__ R, E* __restrict__ hilo, int64_t rows, int64_t m,
@@ -845,7 +859,7 @@ __global__ void __launch_bounds__(kRowThreads)
       if (st.col_lse != nullptr) w += st.beta[j] * dev_exp(l - st.col_lse[j]);
     }
     wr_sum += w * rv;
-    store_weight<A, E>(row, vv, rows * m, j, scale * w);
+    store_weight<A, E, 2>(row, vv, rows * m, j, scale * w);
   }
   if (partial == nullptr) return;  // uniform over the block
   wr_sum = block_sum(wr_sum, red);
@@ -1110,9 +1124,9 @@ void add_parts(A* dst, int64_t count, const Tensor& src, int64_t parts) {
 // Splits of the contraction below which a split-K product is not worth its extra sum.
 constexpr int64_t kMinSplitK = 256;
 
-// The split-K product gq += V k of a chunk. V = v (vrows, m) for float32 / float64, or for
-// the half types (halves = 2) v = [hi; lo] (2 rows, m) and V = hi + lo. The product is
-// short and wide: one GEMM would have only about (halves rows / 128) (D / 128) output tiles
+// The split-K product gq += V k of a chunk. V = v (vrows, m), or with two planes of the
+// half types (halves = 2) v = [hi; lo] (2 rows, m) and V = hi + lo. The product is short
+// and wide: one GEMM would have only about (halves rows / 128) (D / 128) output tiles
 // (hi and lo of a 512-row chunk at D = 256: 16 tiles for 132 SMs) and a contraction as long
 // as the number of keys. So the contraction is cut into S slices of kp keys that run as one
 // strided-batched GEMM (v's column blocks against k's row blocks: views, no copy), and the
@@ -1213,33 +1227,35 @@ Tensor chunk_view(const Tensor& all, int64_t chunk, int64_t rows,
 
 // grad_q (n, D) += V k and, with grad_k defined, grad_k (m, D) += V^T q, chunk by chunk:
 // weights(R, hilo, r0, rows) launches the kernel that turns the chunk's R = q_c k^T into
-// V = scale W, in place in R, or for the half types into hilo (2, rows, m): the planes of
-// hi and lo. Then V k (run_split_k; for the half types [hi; lo] k, summed by halves) and
-// V^T q_c (for the half types [hi; lo]^T [q_c; q_c], one GEMM whose contraction is the 2
-// rows of each key). For the half types R's float32 logits are spent once the weights are
-// out, so its C m values hold the split-K partials and then V^T q_c (when D <= C): the
-// chunk's memory is R and hilo, as chunk_rows counts it. For float32 / float64 R holds V
-// until both products are done, and the partials and V^T q_c take turns in one scratch
+// V = scale W, in place in R, or for the half types into hilo (kPlanes, rows, m) of the
+// input dtype: V rounded once, or the planes of hi and lo. Then V k (run_split_k; with two
+// planes [hi; lo] k, summed by halves) and V^T q_c (with two planes [hi; lo]^T [q_c; q_c],
+// one GEMM whose contraction is the 2 rows of each key). For the half types R's float32
+// logits are spent once the weights are out, so the C m values of R's storage (all of it,
+// also for a shorter last chunk) hold the split-K partials and then V^T q_c (when D <= C):
+// the chunk's memory is R and hilo, as chunk_rows counts it. For float32 / float64 R holds
+// V until both products are done, and the partials and V^T q_c take turns in one scratch
 // buffer. The buffers and the views the products need are made once, before the first
 // chunk (and again for a shorter last chunk): a chunk then costs the host one view (q_c),
-// its products (two to four), the weights and two sums, plus, for the half types, the
+// its products (two to four), the weights and two sums, plus, with two planes, the
 // concatenation [q_c; q_c]. grad_q and grad_k contiguous.
-template <typename T, typename Weights>
+template <typename T, int kPlanes, typename Weights>
 void gemm_backward(const Tensor& q, const Tensor& k, const Tensor& grad_q, const Tensor& grad_k,
                    const Weights& weights) {
   using A = opmath_t<T>;
-  constexpr bool kSplit = !std::is_same_v<T, A>;
-  constexpr int64_t halves = kSplit ? 2 : 1;
+  static_assert(kPlanes == 1 || kPlanes == 2, "V is rounded once or split into hi and lo");
+  constexpr bool kSplit = !std::is_same_v<T, A>;  // V in a buffer of the input dtype
+  constexpr int64_t halves = kSplit ? kPlanes : 1;
   const ScalarType acc = scalar_type_of<A>();
   const int64_t n = q.size(0), m = k.size(0), d = k.size(1);
   int sms = 0;
   GENCORE_CUDA_CHECK(
       cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, q.get_device()));
   const int64_t chunk =
-      chunk_rows(n, m, static_cast<int64_t>(sizeof(A) + (kSplit ? 2 * sizeof(T) : 0)));
+      chunk_rows(n, m, static_cast<int64_t>(sizeof(A) + (kSplit ? halves * sizeof(T) : 0)));
   const Tensor kt = aten::t(k);
   const Tensor r_all = empty({chunk, m}, q, acc);
-  const Tensor hilo_all = kSplit ? empty({2, chunk, m}, q) : Tensor();
+  const Tensor hilo_all = kSplit ? empty({halves, chunk, m}, q) : Tensor();
   Tensor scratch;  // float32 / float64: the split-K partials, then V^T q_c
   if constexpr (!kSplit) {
     const int64_t slots = split_k_slots(m, split_k_slices(chunk, m, d, sms, 0));
@@ -1257,11 +1273,14 @@ void gemm_backward(const Tensor& q, const Tensor& k, const Tensor& grad_q, const
     w.r = chunk_view(r_all, chunk, rows, {rows, m});
     Tensor v = w.r;
     if constexpr (kSplit) {
-      w.hilo = chunk_view(hilo_all, chunk, rows, {2, rows, m});
-      v = aten::call("aten::view", "", w.hilo, IntArrayRef(std::vector<int64_t>{2 * rows, m}));
+      w.hilo = chunk_view(hilo_all, chunk, rows, {halves, rows, m});
+      v = aten::call("aten::view", "", w.hilo,
+                     IntArrayRef(std::vector<int64_t>{halves * rows, m}));
     }
-    const Tensor& spent = kSplit ? w.r : scratch;
-    const int64_t fit = kSplit ? spent.numel() / std::max<int64_t>(1, 2 * rows * d) : 0;
+    // The half types' logits are spent once the weights are out: all of r_all, also where a
+    // shorter last chunk's R is only its first rows (V^T q_c would not fit in those).
+    const Tensor& spent = kSplit ? r_all : scratch;
+    const int64_t fit = kSplit ? spent.numel() / std::max<int64_t>(1, halves * rows * d) : 0;
     w.split = plan_split_k<A>(v, halves, k, split_k_slices(halves * rows, m, d, sms, fit), spent);
     if (grad_k.defined()) {
       w.vt = aten::t(v);
@@ -1284,13 +1303,13 @@ void gemm_backward(const Tensor& q, const Tensor& k, const Tensor& grad_q, const
     weights(w.r, w.hilo, r0, rows);
     run_split_k<A>(w.split, grad_q_data + r0 * d, rows * d);
     if (grad_k.defined()) {
-      matmul_acc_into(w.vt, kSplit ? aten::cat({qc, qc}) : qc, acc, w.prod);
+      matmul_acc_into(w.vt, halves == 2 ? aten::cat({qc, qc}) : qc, acc, w.prod);
       add_parts<A>(grad_k_data, m * d, w.prod, 1);
     }
   }
 }
 
-// The hi/lo buffer's pointer for the weights kernels: T for the half types, none for A.
+// The V (or hi/lo) buffer's pointer for the weights kernels: T for the half types, none for A.
 template <typename T>
 auto hilo_ptr(const Tensor& hl) {
   using A = opmath_t<T>;
@@ -1352,15 +1371,15 @@ void gemm_lse_backward(const Tensor& q, const Tensor& k, const Tensor& scale,
   A* part = partial.defined() ? partial.mutable_data_ptr<A>() : nullptr;
   const int64_t* ex = exclude.defined() ? exclude.const_data_ptr<int64_t>() : nullptr;
   const auto stream = cuda::current_stream();
-  gemm_backward<T>(q, k, grad_q, grad_k,
-                   [&](const Tensor& R, const Tensor& hl, int64_t r0, int64_t rows) {
-                     auto* vv = hilo_ptr<T>(hl);
-                     gemm_lse_weights_kernel<A, std::remove_pointer_t<decltype(vv)>>
-                         <<<static_cast<unsigned>(rows), kRowThreads, 0, stream>>>(
-                             R.mutable_data_ptr<A>(), vv, rows, m, r0, scale.const_data_ptr<A>(),
-                             ex, st, part);
-                     GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
-                   });
+  gemm_backward<T, 2>(
+      q, k, grad_q, grad_k, [&](const Tensor& R, const Tensor& hl, int64_t r0, int64_t rows) {
+        auto* vv = hilo_ptr<T>(hl);
+        gemm_lse_weights_kernel<A, std::remove_pointer_t<decltype(vv)>>
+            <<<static_cast<unsigned>(rows), kRowThreads, 0, stream>>>(
+                R.mutable_data_ptr<A>(), vv, rows, m, r0, scale.const_data_ptr<A>(), ex, st,
+                part);
+        GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
+      });
   if (partial.defined()) aten::add_into(grad_scale, aten::sum(partial));
 }
 
@@ -1386,34 +1405,63 @@ void gemm_sigmoid_forward(const Tensor& q, const Tensor& k, const Tensor& scale,
   }
 }
 
-// Backend::sigmoid_backward on the GEMM path; with row_sum defined also the forward's
-// row sums (Backend::sigmoid_forward_backward: the logits' GEMM serves both).
-template <typename T>
-void gemm_sigmoid_backward(const Tensor& q, const Tensor& k, const Tensor& scale,
-                           const Tensor& bias, int64_t offset, const Tensor& coef,
-                           const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_scale,
-                           const Tensor& grad_bias, const Tensor& row_sum) {
+// GENCORE_CONTRASTIVE_HALF_WEIGHTS=single|split: the sigmoid loss's weights on the GEMM
+// path, for float16 / bfloat16, rounded once or as hi and lo (the default; see the path's
+// notes above).
+bool half_weights_single() {
+  const char* env = std::getenv("GENCORE_CONTRASTIVE_HALF_WEIGHTS");
+  if (env == nullptr || env[0] == '\0') return false;
+  const std::string v(env);
+  GENCORE_CHECK_VALUE(v == "single" || v == "split",
+                      "gencore: GENCORE_CONTRASTIVE_HALF_WEIGHTS must be 'single' or 'split', ",
+                      "got '", v, "'");
+  return v == "single";
+}
+
+// Backend::sigmoid_backward on the GEMM path, V in kPlanes planes for the half types; with
+// row_sum defined also the forward's row sums (Backend::sigmoid_forward_backward: the
+// logits' GEMM serves both).
+template <typename T, int kPlanes>
+void gemm_sigmoid_backward_planes(const Tensor& q, const Tensor& k, const Tensor& scale,
+                                  const Tensor& bias, int64_t offset, const Tensor& coef,
+                                  const Tensor& grad_q, const Tensor& grad_k,
+                                  const Tensor& grad_scale, const Tensor& grad_bias,
+                                  const Tensor& row_sum) {
   using A = opmath_t<T>;
   const int64_t n = q.size(0), m = k.size(0);
   const Tensor partial = grad_scale.defined() ? empty({2 * n}, grad_q) : Tensor();
   A* part = partial.defined() ? partial.mutable_data_ptr<A>() : nullptr;
   A* loss_rows = row_sum.defined() ? row_sum.mutable_data_ptr<A>() : nullptr;
   const auto stream = cuda::current_stream();
-  gemm_backward<T>(q, k, grad_q, grad_k,
-                   [&](const Tensor& R, const Tensor& hl, int64_t r0, int64_t rows) {
-                     auto* vv = hilo_ptr<T>(hl);
-                     gemm_sigmoid_weights_kernel<A, std::remove_pointer_t<decltype(vv)>>
-                         <<<static_cast<unsigned>(rows), kRowThreads, 0, stream>>>(
-                             R.mutable_data_ptr<A>(), vv, rows, m, n, r0,
-                             scale.const_data_ptr<A>(),
-                             bias.const_data_ptr<A>(), coef.const_data_ptr<A>(), offset, part,
-                             loss_rows);
-                     GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
-                   });
+  gemm_backward<T, kPlanes>(
+      q, k, grad_q, grad_k, [&](const Tensor& R, const Tensor& hl, int64_t r0, int64_t rows) {
+        auto* vv = hilo_ptr<T>(hl);
+        gemm_sigmoid_weights_kernel<A, std::remove_pointer_t<decltype(vv)>, kPlanes>
+            <<<static_cast<unsigned>(rows), kRowThreads, 0, stream>>>(
+                R.mutable_data_ptr<A>(), vv, rows, m, n, r0, scale.const_data_ptr<A>(),
+                bias.const_data_ptr<A>(), coef.const_data_ptr<A>(), offset, part, loss_rows);
+        GENCORE_CUDA_KERNEL_LAUNCH_CHECK();
+      });
   if (partial.defined()) {
     aten::add_into(grad_scale, aten::sum(aten::narrow(partial, 0, 0, n)));
     aten::add_into(grad_bias, aten::sum(aten::narrow(partial, 0, n, n)));
   }
+}
+
+template <typename T>
+void gemm_sigmoid_backward(const Tensor& q, const Tensor& k, const Tensor& scale,
+                           const Tensor& bias, int64_t offset, const Tensor& coef,
+                           const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_scale,
+                           const Tensor& grad_bias, const Tensor& row_sum) {
+  if constexpr (!std::is_same_v<T, opmath_t<T>>) {
+    if (half_weights_single()) {
+      gemm_sigmoid_backward_planes<T, 1>(q, k, scale, bias, offset, coef, grad_q, grad_k,
+                                         grad_scale, grad_bias, row_sum);
+      return;
+    }
+  }
+  gemm_sigmoid_backward_planes<T, 2>(q, k, scale, bias, offset, coef, grad_q, grad_k, grad_scale,
+                                     grad_bias, row_sum);
 }
 
 template <typename T>

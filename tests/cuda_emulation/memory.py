@@ -85,11 +85,17 @@ def _run(args, emu) -> int:
              "",
              "| case | dtype | chunks | peak MiB (emulated) | of which the emulator's GEMM blocks, at most | eager on an H200 | ratio |",
              "|---|---|---:|---:|---:|---:|---:|"]
+    cases = []
     for name in args.dtypes.split(","):
         dt = getattr(torch, name)
-        peak = measure(emu, args.n, args.d, dt)
+        cases.append((name, dt, 2))
+        if dt in (torch.float16, torch.bfloat16):  # and with the weights rounded once
+            cases.append((f"{name}, weights rounded once", dt, 1))
+    for name, dt, planes in cases:
+        with mock.patch.dict(os.environ, {"GENCORE_CONTRASTIVE_HALF_WEIGHTS": "single" if planes == 1 else "split"}):
+            peak = measure(emu, args.n, args.d, dt)
         eager = EAGER_H200.get((args.n, args.d), {}).get(dt)
-        chunks = chunk_count(args.n, args.n, dt, DEFAULT_BUDGET_MIB << 20 if budget is None else int(budget))
+        chunks = chunk_count(args.n, args.n, dt, DEFAULT_BUDGET_MIB << 20 if budget is None else int(budget), planes)
         ratio = f"{peak / eager:.1%}" if eager else "–"
         line = (f"| siglip {args.n}×{args.d} | {name} | {chunks} | {peak:.1f} | {transient_mib(args.block, dt):.2f} | "
                 f"{f'{eager:.1f}' if eager else '–'} | {ratio} |")
@@ -100,7 +106,9 @@ def _run(args, emu) -> int:
               "gradients) on the GEMM path, the CUDA code under the SIMT emulator, allocations above "
               "what was live before (tests/cuda_emulation/memory.py)",
               "- eager on an H200: bench/bench_siglip.py's eager reference, full step, commit 23ddefd "
-              "(bench/results/siglip-cuda-*.md); ratio: the emulated peak over it"]
+              "(bench/results/siglip-cuda-*.md); ratio: the emulated peak over it",
+              "- weights rounded once: GENCORE_CONTRASTIVE_HALF_WEIGHTS=single (the sigmoid loss's weights "
+              "in one plane of the input dtype instead of hi and lo: 6 bytes per pair of a chunk, not 8)"]
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         path = args.out / "siglip-emulated-memory.md"

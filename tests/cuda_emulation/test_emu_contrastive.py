@@ -231,14 +231,20 @@ def test_extreme_scales_match_cpu(emu, dtype, scale):
 
 @pytest.mark.parametrize("var,value", [("GENCORE_CONTRASTIVE_PATH", "cublas"),
                                        ("GENCORE_CONTRASTIVE_CHUNK_BYTES", "0"),
-                                       ("GENCORE_CONTRASTIVE_CHUNK_BYTES", "64k")])
+                                       ("GENCORE_CONTRASTIVE_CHUNK_BYTES", "64k"),
+                                       ("GENCORE_CONTRASTIVE_HALF_WEIGHTS", "once")])
 def test_bad_path_settings_are_refused(emu, monkeypatch, var, value):
-    """A misspelt path or chunk budget is an error that names the variable, not a silent default."""
+    """A misspelt path, chunk budget or weights' form is an error that names the variable,
+    not a silent default."""
     monkeypatch.setenv("GENCORE_CONTRASTIVE_PATH", "gemm")
     monkeypatch.setenv(var, value)
-    a, b = features(8, 4, torch.float32, 1), features(8, 4, torch.float32, 2)
+    a, b = features(8, 4, torch.bfloat16, 1), features(8, 4, torch.bfloat16, 2)
+    s = scalar(2.0, torch.bfloat16)
     with pytest.raises(ValueError, match=var):
-        emu.call("clip_loss", a, b, scalar(2.0, torch.float32))
+        if var == "GENCORE_CONTRASTIVE_HALF_WEIGHTS":  # read by the sigmoid loss's half types only
+            emu.call("sigmoid_contrastive_loss_with_grads", a, b, s, scalar(-1.0, torch.bfloat16), 0)
+        else:
+            emu.call("clip_loss", a, b, s)
 
 
 def test_default_path_follows_the_problem_size(emu, monkeypatch):
@@ -284,8 +290,9 @@ def test_gemm_path_every_dtype(emu, monkeypatch, dt):
     check_all(outs, refs, dt, ("grad_image", "grad_text", "grad_scale", "grad_bias"))
 
 
-@pytest.mark.parametrize("dt", [torch.float32, torch.bfloat16], ids=str)
-def test_chunk_count_of_the_chunk_benchmark(emu, monkeypatch, dt):
+@pytest.mark.parametrize("dt, planes", [(torch.float32, 2), (torch.bfloat16, 2), (torch.bfloat16, 1)],
+                         ids=["float32", "bfloat16", "bfloat16-weights-rounded-once"])
+def test_chunk_count_of_the_chunk_benchmark(emu, monkeypatch, dt, planes):
     """bench/bench_siglip_chunks.py reports how many row chunks each budget gives; its rule
     (gencore.benchmarks.gemm_chunks.chunk_count) must be the C++ one. The training step's
     launches are affine in the number of chunks (a fixed count per chunk), so two budgets
@@ -293,6 +300,7 @@ def test_chunk_count_of_the_chunk_benchmark(emu, monkeypatch, dt):
     from gencore.benchmarks.gemm_chunks import chunk_count
 
     monkeypatch.setenv("GENCORE_CONTRASTIVE_PATH", "gemm")
+    monkeypatch.setenv("GENCORE_CONTRASTIVE_HALF_WEIGHTS", "single" if planes == 1 else "split")
     n, d = 60, 8
     q, k = features(n, d, dt, 21), features(n, d, dt, 22)
     s, bias = scalar(10.0, dt), scalar(-10.0, dt)
@@ -304,12 +312,13 @@ def test_chunk_count_of_the_chunk_benchmark(emu, monkeypatch, dt):
         return emu.launches() - before
 
     one, per_row = 1 << 30, 1
-    assert (chunk_count(n, n, dt, one), chunk_count(n, n, dt, per_row)) == (1, n)
+    assert (chunk_count(n, n, dt, one, planes), chunk_count(n, n, dt, per_row, planes)) == (1, n)
     base = launches(one)
     per_chunk = (launches(per_row) - base) / (n - 1)
     assert per_chunk >= 1 and per_chunk == int(per_chunk)
-    for budget in (1680, 4000, 9999):  # 7, 16 and 41 rows (float32), 3, 8 and 20 (bfloat16)
-        chunks = chunk_count(n, n, dt, budget)
+    # 7, 16 and 41 rows (float32), 3, 8 and 20 (bfloat16), 4, 11 and 27 (rounded once)
+    for budget in (1680, 4000, 9999):
+        chunks = chunk_count(n, n, dt, budget, planes)
         # strictly between the two budgets that fixed the line, or the check below repeats them
         assert 1 < chunks < n, (budget, chunks)
         assert launches(budget) == base + (chunks - 1) * per_chunk, budget
@@ -390,4 +399,86 @@ def test_gemm_path_half_types_hold_only_their_chunk(emu, monkeypatch, dt):
     # the row sums and the scale's and bias's per-row partials (12 bytes a row), the
     # emulated products' float32 blocks (40 KiB: csrc/contrastive/contrastive_cuda.cu), scalars
     slack = 12 * n + (40 << 10) + 1024
+    assert budget + accumulators <= peak <= budget + accumulators + q_twice + slack, peak / 2**20
+
+
+def _max_error(got, exact):
+    return (got.float() - exact).abs().max().item()
+
+
+@pytest.mark.parametrize("dt", LOW, ids=lambda d: str(d).removeprefix("torch."))
+def test_sigmoid_weights_rounded_once(emu, monkeypatch, dt):
+    """GENCORE_CONTRASTIVE_HALF_WEIGHTS=single: the sigmoid loss's GEMM path with its
+    weights rounded once to the input dtype (three products of the chunk's size in a
+    training step instead of five). Its gradients hold the GPU tests' bound, at most twice
+    the error of the eager reference run in the same dtype (tests/ops), over shapes where
+    one rounding breaks the tighter bound of the default (twice the error of rounding the
+    exact result: 1.5 times it at 17 x 33); the float32 outputs (loss, the scale's and
+    bias's gradients) are the default's. Its chunk holds 6 bytes per pair, not 8, and takes
+    no [q_c; q_c] (the whole step's peak is the chunk and the gradient accumulators)."""
+    from gencore import reference as R
+    from gencore.benchmarks.harness import peak_memory
+
+    monkeypatch.setenv("GENCORE_CONTRASTIVE_PATH", "gemm")
+    differed = False
+    for (n, d), scale in (((17, 33), 10.0), ((60, 8), 10.0), ((130, 64), 100.0), ((257, 1), 10.0)):
+        q, k = features(n, d, dt, 11), features(n, d, dt, 12)
+        s, bias = scalar(scale, dt), scalar(-10.0, dt)
+        monkeypatch.setenv("GENCORE_CONTRASTIVE_HALF_WEIGHTS", "split")
+        split = emu.call("sigmoid_contrastive_loss_with_grads", q, k, s, bias, 0)
+        monkeypatch.setenv("GENCORE_CONTRASTIVE_HALF_WEIGHTS", "single")
+        once = emu.call("sigmoid_contrastive_loss_with_grads", q, k, s, bias, 0)
+        x32, y32 = q.float().requires_grad_(), k.float().requires_grad_()
+        exact = torch.autograd.grad(R.sigmoid_contrastive_loss(x32, y32, scale, -10.0), (x32, y32))
+        xl, yl = q.clone().requires_grad_(), k.clone().requires_grad_()
+        eager = torch.autograd.grad(R.sigmoid_contrastive_loss(xl, yl, scale, -10.0), (xl, yl))
+        for name, got, theirs, e in zip(("grad_image", "grad_text"), once[1:3], eager, exact):
+            assert _max_error(got, e) <= 2 * _max_error(theirs, e) + 1e-6, (n, d, name)
+        for i in (0, 3, 4):  # loss, grad_scale, grad_bias: float32, from the weights before rounding
+            torch.testing.assert_close(once[i], split[i], rtol=0, atol=0)
+        differed |= not all(torch.equal(a, b) for a, b in zip(once[1:3], split[1:3]))
+    assert differed  # the setting took effect (float16's weights at scale 10 are subnormal: lo is 0)
+
+    n, d, rows = 512, 64, 64
+    budget = 6 * n * rows
+    monkeypatch.setenv("GENCORE_CONTRASTIVE_CHUNK_BYTES", str(budget))
+    q, k = features(n, d, dt, 31), features(n, d, dt, 32)
+    s, bias = scalar(10.0, dt), scalar(-10.0, dt)
+    peak = peak_memory(lambda: emu.ops.sigmoid_contrastive_loss_with_grads(q, k, s, bias, 0),
+                       torch.device("cpu")) * 2**20
+    accumulators = 2 * n * d * 4
+    slack = 12 * n + (40 << 10) + 1024  # as in test_gemm_path_half_types_hold_only_their_chunk
+    assert budget + accumulators <= peak <= budget + accumulators + slack, peak / 2**20
+
+
+@pytest.mark.parametrize("weights", ["split", "single"])
+def test_gemm_path_short_last_chunk_holds_no_more(emu, monkeypatch, weights):
+    """A last chunk shorter than the others (520 query rows in chunks of 64: 8 rows left)
+    keeps V^T q_c in the spent logits' storage of a full chunk, as the full chunks do: its
+    own R (8 x 512) is too small for the (512, 64) product, which took a buffer of its own
+    before (128 KiB here; 8 MiB at N = 8192 in bfloat16 with the weights rounded once, where
+    682-row chunks leave 8 rows)."""
+    from gencore.benchmarks.gemm_chunks import bytes_per_pair
+    from gencore.benchmarks.harness import peak_memory
+
+    dt = torch.bfloat16
+    monkeypatch.setenv("GENCORE_CONTRASTIVE_PATH", "gemm")
+    monkeypatch.setenv("GENCORE_CONTRASTIVE_HALF_WEIGHTS", weights)
+    planes = 1 if weights == "single" else 2
+    n, m, d, rows = 520, 512, 64, 64
+    budget = bytes_per_pair(dt, planes) * m * rows
+    monkeypatch.setenv("GENCORE_CONTRASTIVE_CHUNK_BYTES", str(budget))
+    q, k = features(n, d, dt, 33), features(m, d, dt, 34)
+    s, bias = scalar(10.0, dt), scalar(-10.0, dt)
+    outs = emu.call("sigmoid_contrastive_loss_with_grads", q, k, s, bias, 0)
+    refs = torch.ops.gencore.sigmoid_contrastive_loss_with_grads(q.float(), k.float(), s, bias, 0)
+    if weights == "split":
+        check_all(outs, refs, dt, ("loss", "grad_image", "grad_text", "grad_scale", "grad_bias"))
+    else:
+        check_all([outs[i] for i in (0, 3, 4)], [refs[i] for i in (0, 3, 4)], dt, ("loss", "grad_scale", "grad_bias"))
+    peak = peak_memory(lambda: emu.ops.sigmoid_contrastive_loss_with_grads(q, k, s, bias, 0),
+                       torch.device("cpu")) * 2**20
+    accumulators = (n + m) * d * 4
+    q_twice = 2 * rows * d * q.element_size() if planes == 2 else 0
+    slack = 12 * n + (40 << 10) + 1024  # as in test_gemm_path_half_types_hold_only_their_chunk
     assert budget + accumulators <= peak <= budget + accumulators + q_twice + slack, peak / 2**20

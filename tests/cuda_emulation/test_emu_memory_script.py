@@ -17,11 +17,13 @@ def test_memory_script_writes_its_table(emu, tmp_path, monkeypatch):
     assert emu_memory.main(["--n", "256", "--d", "16", "--dtypes", "float32,bfloat16", "--out", str(tmp_path)], emu=emu) == 0
     text = (tmp_path / "siglip-emulated-memory.md").read_text()
     rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| siglip 256×16")]
-    assert [r[1].strip() for r in rows] == ["float32", "bfloat16"]
+    assert [r[1].strip() for r in rows] == ["float32", "bfloat16", "bfloat16, weights rounded once"]
     chunks = {r[1].strip(): int(r[2]) for r in rows}
-    assert chunks == {"float32": 4, "bfloat16": 8}
+    # 4 bytes per pair in float32 (64 rows), 8 with hi and lo (32), 6 rounded once (42)
+    assert chunks == {"float32": 4, "bfloat16": 8, "bfloat16, weights rounded once": 7}
     for r in rows:
         # at least the chunk (64 KiB of pairs) and the float32 gradient accumulators (32 KiB)
         assert float(r[3]) >= 96 / 1024, r
     # the settings it measures under are its own, not left to the tests after it
     assert "GENCORE_CONTRASTIVE_PATH" not in os.environ and "GENCORE_EMU_GEMM_BLOCK" not in os.environ
+    assert "GENCORE_CONTRASTIVE_HALF_WEIGHTS" not in os.environ

@@ -26,5 +26,7 @@ def test_chunk_count_follows_the_budget():
     assert gemm_chunks.chunk_count(8192, 8192, torch.float32, 32 << 20) == 8   # 1024 rows
     assert gemm_chunks.chunk_count(8192, 8192, torch.bfloat16, 32 << 20) == 16  # 512 rows
     assert gemm_chunks.chunk_count(65536, 65536, torch.bfloat16, 32 << 20) == 1024
+    # the weights rounded once (GENCORE_CONTRASTIVE_HALF_WEIGHTS=single): 4 + 2 bytes, 682 rows
+    assert gemm_chunks.chunk_count(8192, 8192, torch.bfloat16, 32 << 20, planes=1) == 13
     assert gemm_chunks.chunk_count(10, 10, torch.float32, 1) == 10  # at least one row
     assert gemm_chunks.chunk_count(10, 10, torch.float32, 1 << 30) == 1

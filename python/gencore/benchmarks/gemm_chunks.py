@@ -19,6 +19,10 @@ exceeds the GPU's the device waits on the host. Each row reports:
 - ``peak MiB``: the allocator's peak above what was live before one step;
 - the number of chunks the budget gives (the C++ rule, mirrored in :func:`chunk_count`).
 
+For float16 / bfloat16 one more row runs the default budget with the weights rounded once
+(``GENCORE_CONTRASTIVE_HALF_WEIGHTS=single``) instead of as hi and lo: three products of the
+chunk's size in the step instead of five, at a larger error (see the GEMM path's notes).
+
 The chunk budget does not apply to the CPU kernels (they tile, and hold no chunk): on the CPU
 the script runs its rows for a smoke test of the harness only, and says so.
 """
@@ -48,17 +52,19 @@ EAGER_MATRICES = 4       # the eager reference holds about four (N, N) matrices 
 TILES_UP_TO = 32768      # the tile kernels are timed up to this N (beyond, seconds per step)
 
 
-def bytes_per_pair(dtype: torch.dtype) -> int:
+def bytes_per_pair(dtype: torch.dtype, planes: int = 2) -> int:
     """What the GEMM path's backward holds per (query, key) pair of a chunk: one logit in the
-    accumulation dtype and, for float16 / bfloat16, the weight's hi and lo in the input dtype."""
+    accumulation dtype and, for float16 / bfloat16, the weight in the input dtype as hi and
+    lo (``planes=2``, the default) or rounded once (``planes=1``: the sigmoid loss under
+    ``GENCORE_CONTRASTIVE_HALF_WEIGHTS=single``)."""
     acc = 8 if dtype == torch.float64 else 4
-    return acc + (2 * torch.finfo(dtype).bits // 8 if dtype in (torch.float16, torch.bfloat16) else 0)
+    return acc + (planes * torch.finfo(dtype).bits // 8 if dtype in (torch.float16, torch.bfloat16) else 0)
 
 
-def chunk_count(n: int, m: int, dtype: torch.dtype, budget_bytes: int) -> int:
+def chunk_count(n: int, m: int, dtype: torch.dtype, budget_bytes: int, planes: int = 2) -> int:
     """Chunks of the GEMM path's backward for n query rows and m keys: C = budget / (m x
-    bytes_per_pair(dtype)), at least 1 and at most n."""
-    rows = min(max(budget_bytes // (m * bytes_per_pair(dtype)), 1), n)
+    bytes_per_pair(dtype, planes)), at least 1 and at most n."""
+    rows = min(max(budget_bytes // (m * bytes_per_pair(dtype, planes)), 1), n)
     return math.ceil(n / rows)
 
 
@@ -103,6 +109,13 @@ def run(device: str, dtype: torch.dtype, cases, reps: int, budgets=BUDGETS_MIB, 
             fns[name] = _with_env({"GENCORE_CONTRASTIVE_PATH": "gemm",
                                    "GENCORE_CONTRASTIVE_CHUNK_BYTES": str(mib << 20)}, gencore_step)
             chunks[name] = chunk_count(n, n, dtype, mib << 20)
+        if dtype in (torch.float16, torch.bfloat16):
+            # The weights rounded once instead of hi and lo: three products of the chunk's size
+            # in the step instead of five (csrc/contrastive/contrastive_cuda.cu, the GEMM path).
+            name = f"gemm, {DEFAULT_BUDGET_MIB} MiB chunks, weights rounded once"
+            fns[name] = _with_env({"GENCORE_CONTRASTIVE_PATH": "gemm", "GENCORE_CONTRASTIVE_HALF_WEIGHTS": "single",
+                                   "GENCORE_CONTRASTIVE_CHUNK_BYTES": str(DEFAULT_BUDGET_MIB << 20)}, gencore_step)
+            chunks[name] = chunk_count(n, n, dtype, DEFAULT_BUDGET_MIB << 20, planes=1)
         if n <= TILES_UP_TO:
             fns["tile kernels"] = _with_env({"GENCORE_CONTRASTIVE_PATH": "tiles"}, gencore_step)
         eager_bytes = EAGER_MATRICES * n * n * max(torch.finfo(dtype).bits // 8, 4)
