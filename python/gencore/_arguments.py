@@ -42,6 +42,15 @@ def check_int(v, name: str, low: int | None = None, high: int | None = None) -> 
     return v
 
 
+def int_in(v, low: int | None = None, high: int | None = None) -> int | None:
+    """The ``int`` an integer argument holds (a numpy or Python int, not a ``bool``) when it
+    lies in ``[low, high]``, else ``None``: for the checks that word their own message."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        return None
+    v = int(v)
+    return None if (low is not None and v < low) or (high is not None and v > high) else v
+
+
 def check_bool(v, name: str) -> bool:
     """A flag (``TypeError`` for anything but a ``bool``: the string ``"no"`` is truthy)."""
     if not isinstance(v, bool):

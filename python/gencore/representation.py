@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from gencore._arguments import _plain, to_tensor
+from gencore._arguments import _plain, int_in, to_tensor
 from gencore.data.captions import CLASS_WORDS, SLANT_WORDS, STROKE_WORDS, encode_caption, token_id
 
 __all__ = ["embed", "linear_probe", "knn_accuracy", "retrieval_recall", "retrieval_chance", "semantic_arithmetic",
@@ -33,9 +33,9 @@ def embed(model, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         raise TypeError(f"embed: x must be a tensor, got {type(x).__name__}")
     if x.dim() < 1 or x.shape[0] == 0:
         raise ValueError(f"embed: x must be a non-empty batch (N, ...), got {tuple(x.shape)}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+    if (size := int_in(batch_size, 1)) is None:
         raise ValueError(f"embed: batch_size must be a positive int, got {batch_size!r}")
-    batch_size = int(batch_size)
+    batch_size = size
     fn = getattr(model, "embed", None)
     if fn is None:
         if not callable(model):
@@ -128,9 +128,9 @@ def knn_accuracy(train_feats, train_y, test_feats, test_y, k: int = 5) -> float:
     a, ya = _features_labels(train_feats, train_y, "train", "knn_accuracy")
     b, yb = _features_labels(test_feats, test_y, "test", "knn_accuracy")
     _check_dims(a, b, "knn_accuracy")
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= a.shape[0]:
+    if (kk := int_in(k, 1, a.shape[0])) is None:
         raise ValueError(f"knn_accuracy: k must be an int in 1..{a.shape[0]} (the train size), got {k!r}")
-    k = int(k)
+    k = kk
     sims = F.normalize(b.double(), dim=1) @ F.normalize(a.double(), dim=1).T
     top, idx = sims.topk(k, dim=1)
     n_classes = int(max(ya.max(), yb.max())) + 1
@@ -148,9 +148,10 @@ def _ks(k) -> tuple[int, ...]:
         ks = (k,) if isinstance(k, numbers.Number) else tuple(k)
     except TypeError:
         ks = ()
-    if not ks or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in ks):
+    ks = tuple(int_in(v, 1) for v in ks)
+    if not ks or None in ks:
         raise ValueError(f"retrieval_recall: k must be a positive int or a sequence of them, got {k!r}")
-    return tuple(int(v) for v in ks)
+    return ks
 
 
 def _pair_ids(query_ids, key_ids, nq: int, nk: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -222,9 +223,9 @@ def nearest(query: torch.Tensor, candidates: torch.Tensor, k: int = 1) -> torch.
     if c.dim() != 2 or c.shape[0] == 0 or q.dim() != 2 or q.shape[1] != c.shape[1]:
         raise ValueError(f"nearest: query must be (Q, F) and candidates (M, F) with the same F, got "
                          f"{tuple(q.shape)} and {tuple(c.shape)}")
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= c.shape[0]:
+    if (kk := int_in(k, 1, c.shape[0])) is None:
         raise ValueError(f"nearest: k must be an int in 1..{c.shape[0]}, got {k!r}")
-    k = int(k)
+    k = kk
     sims = F.normalize(q.detach().double(), dim=1) @ F.normalize(c.detach().double(), dim=1).T
     return sims.topk(k, dim=1).indices
 
@@ -289,9 +290,9 @@ def caption_arithmetic(model, images: torch.Tensor, tokens: torch.Tensor, k: int
                          f"{tokens.dtype} {tuple(tokens.shape)}")
     if images.shape[0] != tokens.shape[0]:
         raise ValueError(f"caption_arithmetic: {images.shape[0]} images but {tokens.shape[0]} captions")
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= images.shape[0]:
+    if (kk := int_in(k, 1, images.shape[0])) is None:
         raise ValueError(f"caption_arithmetic: k must be an int in 1..{images.shape[0]} (the images), got {k!r}")
-    k = int(k)  # reported in the result (JSON)
+    k = kk  # a Python int: reported in the result (JSON)
     cand = model.encode_image(images)
     labels = tokens[:, 2] - token_id(CLASS_WORDS[0])
     hits = {"property": [], "class": [], "both": []}

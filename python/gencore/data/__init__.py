@@ -30,11 +30,10 @@ and splits it into train / val / test with a fixed seed (:mod:`gencore.data.file
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import torch
 
+from gencore._arguments import int_in
 from gencore.data.augment import (
     DEFAULT_AUGMENT,
     add_noise,
@@ -169,9 +168,8 @@ def load_dataset(name, split: str = "train", seed: int = 0, *, dtype=torch.float
         if image:
             raise ValueError(f"load_dataset: image=True applies to digits, not to {name!r}")
         count = TOY_SIZES["train" if split == "fit" else split] if n is None else n
-        if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count < 1:
+        if (count := int_in(count, 1)) is None:
             raise ValueError(f"load_dataset: n must be a positive int, got {n!r}")
-        count = int(count)
         s = {"test": _TEST_DEQUANT_SEED, "val": _VAL_SEED}.get(split, seed)
         g = torch.Generator().manual_seed(s)
         return sample_toy(name, count, generator=g).to(dtype), None

@@ -24,6 +24,8 @@ import numbers
 import torch
 import torch.nn.functional as F
 
+from gencore._arguments import int_in
+
 __all__ = ["random_shift", "random_affine", "intensity_jitter", "add_noise", "random_erase", "augment_digits",
            "digit_views", "DEFAULT_AUGMENT"]
 
@@ -101,9 +103,9 @@ def random_shift(x: torch.Tensor, generator: torch.Generator, max_shift: int = 1
     """
     img, shape = _images(x)
     _check_generator(generator, x)
-    if isinstance(max_shift, bool) or not isinstance(max_shift, numbers.Integral) or not 0 <= max_shift <= 7:
+    if (shift := int_in(max_shift, 0, 7)) is None:
         raise ValueError(f"random_shift: max_shift must be an int in 0..7, got {max_shift!r}")
-    max_shift = int(max_shift)
+    max_shift = shift
     if max_shift == 0:
         return x.clone()
     b, p = img.shape[0], max_shift
@@ -173,9 +175,9 @@ def random_erase(x: torch.Tensor, generator: torch.Generator, size: int = 3, pro
     (cutout). ``x``: ``(B, 64)`` or ``(B, 1, 8, 8)``; ``size`` in ``0..8``."""
     img, shape = _images(x)
     _check_generator(generator, x)
-    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or not 0 <= size <= 8:
+    if (side := int_in(size, 0, 8)) is None:
         raise ValueError(f"random_erase: size must be an int in 0..8, got {size!r}")
-    size = int(size)
+    size = side
     prob = _nonneg(prob, "prob")
     if prob > 1:
         raise ValueError(f"random_erase: prob must be in [0, 1], got {prob!r}")

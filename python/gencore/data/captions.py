@@ -23,12 +23,11 @@ Vocabulary (fixed, :data:`VOCAB`; token ids are positions): ``0: <pad>``, ``1..1
 from __future__ import annotations
 
 import functools
-import numbers
 from collections.abc import Sequence
 
 import torch
 
-from gencore._arguments import to_tensor
+from gencore._arguments import int_in, to_tensor
 
 __all__ = ["VOCAB", "PAD", "CLASS_WORDS", "STROKE_WORDS", "SLANT_WORDS", "CAPTION_LENGTH", "encode_caption",
            "decode_caption", "digit_measures", "caption_thresholds", "caption_attributes", "caption_digits",
@@ -74,9 +73,8 @@ def encode_caption(text: str | Sequence[str], length: int | None = None) -> torc
             raise ValueError("encode_caption: empty caption")
         rows.append([token_id(w) for w in words])
     width = max(len(r) for r in rows) if length is None else length
-    if isinstance(width, bool) or not isinstance(width, numbers.Integral) or width < 1:
+    if (width := int_in(width, 1)) is None:
         raise ValueError(f"encode_caption: length must be a positive int, got {length!r}")
-    width = int(width)
     if any(len(r) > width for r in rows):
         raise ValueError(f"encode_caption: a caption has more than length={width} tokens")
     out = torch.zeros(len(rows), width, dtype=torch.int64)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import numbers
 import warnings
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from gencore._arguments import _plain, check_bool, check_factory, check_size, check_widths
+from gencore._arguments import _plain, check_bool, check_factory, check_size, check_widths, int_in
 
 __all__ = ["MLP", "MaskedLinear", "MADE"]
 
@@ -131,10 +130,10 @@ class MADE(nn.Module):
             except TypeError:
                 raise ValueError(f"MADE: order must be 'forward', 'reverse' or a permutation of 1..{d}, "
                                  f"got {type(order).__name__} {order!r}") from None
-            if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in degrees) \
-                    or sorted(degrees) != list(range(1, d + 1)):
+            ints = [int_in(v) for v in degrees]
+            if None in ints or sorted(ints) != list(range(1, d + 1)):
                 raise ValueError(f"MADE: order must be a permutation of 1..{d}, got {degrees!r}")
-            degrees = [int(v) for v in degrees]
+            degrees = ints
         low = 0 if c else 1  # hidden units of degree 0 see the context alone
         if min(hidden) < d - low:
             top = low + min(hidden) - 1  # the highest hidden degree that has units

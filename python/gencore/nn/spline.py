@@ -10,7 +10,7 @@ import numbers
 import torch
 from torch import nn
 
-from gencore._arguments import check_int, check_size
+from gencore._arguments import check_int, check_size, int_in
 from gencore.nn.layers import MADE
 from gencore.ops.spline import RQ_MAX_BINS, rq_spline
 from gencore.reference import RQ_MIN_DERIVATIVE, mask_parts, transformed_count
@@ -35,8 +35,7 @@ def _check_layer(owner: str, features, min_features: int, bins, bound, condition
         raise ValueError(f"{owner}: bound must be a finite number > 0, got {bound!r}")
     if not isinstance(conditioner, nn.Module):
         raise TypeError(f"{owner}: conditioner must be an nn.Module, got {type(conditioner).__name__}")
-    if scale_by is not None and (isinstance(scale_by, bool) or not isinstance(scale_by, numbers.Integral)
-                                 or scale_by < 0):
+    if scale_by is not None and int_in(scale_by, 0) is None:
         raise ValueError(f"{owner}: scale_by must be None or an int >= 0, got {scale_by!r}")
     return features, bins, float(bound), None if scale_by is None else int(scale_by)
 

@@ -13,10 +13,10 @@ matrices (``N = 65536``: 16 GiB each in float32). The schemas are in
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 
+from gencore._arguments import int_in
 from gencore.ops._autograd import first_order, transforms_active
 from gencore.ops._errors import (as_finite_float, check_representable, check_scalar, check_tensors, compute_dtype,
                                  typed)
@@ -250,9 +250,9 @@ def sigmoid_contrastive_pairs(query: torch.Tensor, keys: torch.Tensor, logit_sca
         0-d loss, differentiable in ``query``, ``keys``, the scale and the bias.
     """
     check_tensors(image_features=query, text_features=keys)
-    if isinstance(positive_offset, bool) or not isinstance(positive_offset, numbers.Integral):
+    if (offset := int_in(positive_offset)) is None:
         raise TypeError(f"gencore: positive_offset must be an int, got {type(positive_offset).__name__}")
-    positive_offset = int(positive_offset)
+    positive_offset = offset
     if not -(1 << 63) <= positive_offset < (1 << 63):  # beyond the schema's int64; the op checks [-n, m]
         raise ValueError(f"gencore: positive_offset must be in [-n, m] (n, m the rows of query and keys), "
                          f"got {positive_offset}")

@@ -11,11 +11,9 @@ stream's ``(seed, offset)``: no ``eps`` tensor is ever stored. The schema is in
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 
-from gencore._arguments import check_device, check_generator
+from gencore._arguments import check_device, check_generator, int_in
 from gencore.ops._autograd import first_order, transforms_active
 from gencore.ops._errors import typed
 
@@ -102,9 +100,9 @@ def reparameterize(
         tensor([1.5000, 1.5000])
     """
     if n_samples is not None:
-        if not isinstance(n_samples, numbers.Integral) or isinstance(n_samples, bool):
+        if (count := int_in(n_samples)) is None:
             raise TypeError(f"gencore: n_samples must be an int or None, got {type(n_samples).__name__}")
-        n_samples = int(n_samples)
+        n_samples = count
         if not 1 <= n_samples <= 0xFFFFFFFF:  # a 32-bit Philox counter word numbers the samples
             raise ValueError(f"gencore: n_samples must be in [1, 2^32 - 1] (or None), got {n_samples}")
     if not isinstance(mu, torch.Tensor) or not isinstance(logvar, torch.Tensor):
