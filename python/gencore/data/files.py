@@ -40,17 +40,23 @@ split depends only on N, so the held-out examples never change between runs or s
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import csv
+import hashlib
+import io
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from numpy.lib import format as npy_format
 
 __all__ = ["FORMATS", "DATA_KEYS", "LABEL_KEYS", "CSV_LABEL_COLUMNS", "MIN_EXAMPLES", "MAX_BYTES",
            "PIXEL_LEVELS", "SPLIT_SEED", "TEST_FRACTION", "VAL_FRACTION", "SPLITS", "UserData",
-           "is_data_path", "read_data", "data_files", "split_indices", "load_user_dataset"]
+           "is_data_path", "read_data", "read_once", "example_shape", "data_files", "split_indices", "load_user_dataset"]
 
 FORMATS = (".npy", ".npz", ".csv", ".safetensors")
 DATA_KEYS = ("x", "data", "images")
@@ -74,7 +80,9 @@ class UserData:
     """A data file as read and checked: ``x`` ``(N, D)`` or ``(N, C, H, W)`` (``uint8``
     when ``levels``, else float64), ``y`` int64 ``(N,)`` or None, ``classes`` the class
     names when the labels were names (PNG subfolders, strings), ``image`` whether ``x`` holds
-    images, ``levels`` whether it holds 8-bit pixel levels."""
+    images, ``levels`` whether it holds 8-bit pixel levels, ``sha256`` the fingerprint of
+    the bytes it was decoded from (of each file: its name (a file's own, a folder's images'
+    relative to the folder), size and contents' sha256)."""
 
     path: Path
     x: np.ndarray
@@ -82,6 +90,7 @@ class UserData:
     image: bool
     levels: bool
     classes: tuple | None = None
+    sha256: str | None = None
 
 
 def is_data_path(name) -> bool:
@@ -100,49 +109,165 @@ def is_data_path(name) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 def read_data(path) -> UserData:
-    """Read and check a data file or PNG folder (module docstring)."""
+    """Read and check a data file or PNG folder (module docstring). Every file is read once,
+    as bytes that are hashed (:attr:`UserData.sha256`) and decoded, so the fingerprint is
+    that of the data returned. Inside :func:`read_once`, a path read before is not read
+    again."""
     p = Path(path).expanduser()
     if not p.exists():
         import errno
 
         raise FileNotFoundError(errno.ENOENT, "no such data file or folder", str(p))
+    held = _HELD.get()
+    key = p.absolute()  # one spelling, one entry: the fingerprint names the files as given
+    if held is not None and key in held:
+        return held[key]
+    d = _read_data(p)
+    if held is not None:
+        held[key] = d
+    return d
+
+
+@contextlib.contextmanager
+def read_once():
+    """Within the block, :func:`read_data` (and so ``load_dataset(PATH, split)`` for every
+    split) reads each path once and returns that read again: the splits of one run come from
+    one read of the files, and its :attr:`UserData.sha256` fingerprints those very bytes
+    (``gencore train`` records it). The reads are released when the block ends; nested
+    blocks share the outer one's."""
+    if _HELD.get() is not None:
+        yield
+        return
+    held = {}
+    token = _HELD.set(held)
+    try:
+        yield
+    finally:
+        held.clear()  # also for a task or context copied inside the block
+        _HELD.reset(token)
+
+
+def example_shape(path) -> tuple[tuple[int, ...], bool]:
+    """The shape of one example of ``read_data(path).x`` (``(C, H, W)`` for images, ``(D,)``
+    for vectors) and whether it is an image, reading as little as it can: a PNG folder's
+    first image, a ``.npy`` file's header; other files (and a path :func:`read_once` holds)
+    as :func:`read_data` reads them. For the picture of a run's samples, not a check of the
+    data: the other files and examples are not read."""
+    p = Path(path).expanduser()
+    held = _HELD.get()
+    if held is not None and p.absolute() in held:
+        d = held[p.absolute()]
+        return tuple(d.x.shape[1:]), d.image
+    if p.is_dir():
+        files = _png_files(p)[0]
+        return _png_levels(files[0], _file_bytes(files[0])[0]).shape, True
+    if p.suffix.lower() == ".npy" and p.is_file():
+        shape = _npy_shape(p)
+        channels_last = shape is not None and len(shape) == 4 and shape[-1] in (1, 3, 4) and shape[1] not in (1, 3, 4)
+        if shape is not None and 2 <= len(shape) <= 4 and not channels_last:  # else read_data names the problem
+            return ((1, *shape[1:]) if len(shape) == 3 else tuple(shape[1:])), len(shape) >= 3
+    d = read_data(p)
+    return tuple(d.x.shape[1:]), d.image
+
+
+def _npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype] | None:
+    """``(shape, fortran_order, dtype)`` from a ``.npy`` header at ``f``'s position (left
+    just past it), or None for a header this reader does not know."""
+    try:
+        version = npy_format.read_magic(f)
+        read = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}
+        return read[version](f) if version in read else None
+    except Exception:  # not a .npy header
+        return None
+
+
+def _npy_shape(p: Path) -> tuple[int, ...] | None:
+    with open(p, "rb") as f:
+        header = _npy_header(f)
+    return None if header is None else tuple(header[0])
+
+
+_HELD: contextvars.ContextVar[dict | None] = contextvars.ContextVar("gencore_read_once", default=None)
+
+
+def _file_bytes(f: Path) -> tuple[bytes, str]:
+    """A file's contents and their sha256 (hex)."""
+    try:
+        buf = f.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as e:  # permissions, a device error...
+        raise ValueError(f"{f}: cannot be read ({e.strerror or e})") from None
+    return buf, hashlib.sha256(buf).hexdigest()
+
+
+def _fingerprint(root: Path, files: list[tuple[Path, int, str]]) -> str:
+    """The sha256 of a dataset: of each file, its name relative to ``root``, its size and
+    the sha256 of its contents."""
+    digest = hashlib.sha256()
+    for f, size, content in files:
+        name = f.name if f == root else str(f.relative_to(root))
+        digest.update(f"{name}\0{size}\0{content}\n".encode())
+    return digest.hexdigest()
+
+
+def _read_data(p: Path) -> UserData:
     if p.is_dir():
         return _read_png_folder(p)
     ext = p.suffix.lower()
     if ext not in FORMATS:
         raise ValueError(f"{p}: unsupported data format {ext or '(no extension)'!r}; gencore reads "
                          f"{', '.join(FORMATS)} files and folders of .png images")
-    if ext == ".npy":
-        arrays = {"x": _read_npy(p)}
-    elif ext == ".npz":
-        arrays = _read_npz(p)
-    elif ext == ".safetensors":
-        arrays = _read_safetensors(p)
+    buf, content = _file_bytes(p)
+    sha256 = _fingerprint(p, [(p, len(buf), content)])
+    if ext == ".csv":
+        x, y = _read_csv(p, buf)
     else:
-        return _read_csv(p)
-    x, y = _pick(arrays, p)
-    return _finish(p, x, y)
+        if ext == ".npy":  # a view of the bytes, not a copy
+            arrays = {"x": _read_npy(p, buf)}
+        elif ext == ".npz":
+            arrays = _read_npz(p, buf)
+        else:
+            arrays = _read_safetensors(p, buf)
+        x, y = _pick(arrays, p)
+        del arrays
+    # The bytes go before _finish's float64 copy (a .npy's array still holds them): the peak
+    # stays the array's and its copy's, as when numpy read the file itself.
+    del buf
+    d = _finish(p, x, y)
+    d.sha256 = sha256
+    return d
 
 
-def _read_npy(p: Path) -> np.ndarray:
-    with open(p, "rb") as f:
-        magic = f.read(6)
-    if magic != b"\x93NUMPY":
+def _read_npy(p: Path, buf: bytes) -> np.ndarray:
+    """The array of a ``.npy`` file's bytes: a read-only view of ``buf`` (so reading a file
+    takes its size once, as ``np.load`` of the path does), or ``np.load``'s copy for a header
+    version the view does not know."""
+    if buf[:6] != b"\x93NUMPY":
         raise ValueError(f"{p}: not a .npy file (no NumPy header)")
+    f = io.BytesIO(buf)
+    header = _npy_header(f)
+    if header is not None and not header[2].hasobject:
+        shape, fortran, dtype = header
+        count = math.prod(shape)
+        if len(buf) - f.tell() < count * dtype.itemsize:
+            raise ValueError(f"{p}: not a readable .npy file (truncated: its header announces {shape} {dtype} "
+                             f"values, {count * dtype.itemsize} bytes, and {len(buf) - f.tell()} follow)")
+        a = np.frombuffer(buf, dtype=dtype, count=count, offset=f.tell())
+        return a.reshape(shape[::-1]).transpose() if fortran else a.reshape(shape)
     try:
-        return np.load(p, allow_pickle=False)
+        return np.load(io.BytesIO(buf), allow_pickle=False)
     except ValueError as e:
         if "allow_pickle" in str(e):
             raise TypeError(f"{p}: holds Python objects (dtype object); save a numeric array") from None
         raise ValueError(f"{p}: not a readable .npy file ({e})") from None
 
 
-def _read_npz(p: Path) -> dict:
-    with open(p, "rb") as f:
-        if f.read(2) != b"PK":
-            raise ValueError(f"{p}: not a readable .npz file (not a zip archive)")
+def _read_npz(p: Path, buf: bytes) -> dict:
+    if buf[:2] != b"PK":
+        raise ValueError(f"{p}: not a readable .npz file (not a zip archive)")
     try:
-        with np.load(p, allow_pickle=False) as z:
+        with np.load(io.BytesIO(buf), allow_pickle=False) as z:
             out = {}
             for k in z.files:
                 try:
@@ -153,18 +278,18 @@ def _read_npz(p: Path) -> dict:
                                         "arrays") from None
                     raise
             return out
-    except (TypeError, FileNotFoundError):
+    except TypeError:
         raise
     except Exception as e:  # zipfile.BadZipFile, ValueError, OSError...
         raise ValueError(f"{p}: not a readable .npz file ({type(e).__name__}: {e})") from None
 
 
-def _read_safetensors(p: Path) -> dict:
+def _read_safetensors(p: Path, buf: bytes) -> dict:
     try:
-        from safetensors.torch import load_file
+        from safetensors.torch import load
 
-        tensors = load_file(str(p))
-    except Exception as e:  # SafetensorError, OSError...
+        tensors = load(buf)
+    except Exception as e:  # SafetensorError...
         raise ValueError(f"{p}: not a readable .safetensors file ({e})") from None
     out = {}
     for k, t in tensors.items():
@@ -201,12 +326,14 @@ def _number(s: str) -> float | None:
         return None
 
 
-def _read_csv(p: Path) -> UserData:
+def _read_csv(p: Path, buf: bytes) -> tuple[np.ndarray, np.ndarray | None]:
     try:
         # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first cell,
         # where it would hide a "label" header or make a numeric first row a "header".
-        with open(p, newline="", encoding="utf-8-sig") as f:
-            rows = [(i + 1, r) for i, r in enumerate(csv.reader(f)) if any(c.strip() for c in r)]
+        # newline="": the csv module sees the line endings as stored (quoted newlines). Decoded
+        # as it is parsed: the file's text is never held whole.
+        text = io.TextIOWrapper(io.BytesIO(buf), encoding="utf-8-sig", newline="")
+        rows = [(i + 1, r) for i, r in enumerate(csv.reader(text)) if any(c.strip() for c in r)]
     except UnicodeDecodeError:
         raise ValueError(f"{p}: not a text CSV file") from None
     except csv.Error as e:
@@ -250,18 +377,19 @@ def _read_csv(p: Path) -> UserData:
             raise ValueError(f"{p} line {line}: empty label")
         nums = [_number(s) for s in labels]
         y = np.array(nums, dtype=np.float64) if all(v is not None for v in nums) else np.array(labels)
-    return _finish(p, x, y)
+    return x, y
 
 
-def _png_levels(f: Path) -> np.ndarray:
-    """One PNG as 8-bit levels ``(C, H, W)``, C = 1 (grayscale) or 3 (RGB)."""
+def _png_levels(f: Path, buf: bytes) -> np.ndarray:
+    """One PNG (``f``, whose contents are ``buf``) as 8-bit levels ``(C, H, W)``, C = 1
+    (grayscale) or 3 (RGB)."""
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - Pillow comes with matplotlib
         Image = None
     if Image is not None and not _FORCE_MATPLOTLIB:
         try:
-            with Image.open(f) as im:
+            with Image.open(io.BytesIO(buf)) as im:
                 if im.format != "PNG":
                     raise ValueError(f"{f}: not a PNG image (a {im.format} file named .png)")
                 if im.mode in ("1", "L", "LA", "RGB", "RGBA", "P", "PA"):
@@ -281,7 +409,7 @@ def _png_levels(f: Path) -> np.ndarray:
         import matplotlib.image
 
         try:
-            a = matplotlib.image.imread(f, format="png")
+            a = matplotlib.image.imread(io.BytesIO(buf), format="png")
         except Exception as e:
             raise ValueError(f"{f}: not a readable PNG image ({e})") from None
         if a.dtype != np.uint8:  # floats k / 255 for 8-bit PNGs (k / 65535 for 16-bit ones)
@@ -347,14 +475,21 @@ def _read_png_folder(p: Path) -> UserData:
     if len(files) < MIN_EXAMPLES:
         raise ValueError(f"{p}: {len(files)} images; at least {MIN_EXAMPLES} are needed for the "
                          "train / val / test split")
-    first = _png_levels(files[0])
+    hashes = []
+
+    def levels(f):
+        buf, content = _file_bytes(f)
+        hashes.append((f, len(buf), content))
+        return _png_levels(f, buf)
+
+    first = levels(files[0])
     if len(files) * first.size * 4 > MAX_BYTES:
         raise ValueError(f"{p}: {len(files)} images of {first.shape} take more than {MAX_BYTES} bytes as "
                          "float32 (gencore.data.files.MAX_BYTES)")
     x = np.empty((len(files), *first.shape), dtype=np.uint8)
     x[0] = first
     for i, f in enumerate(files[1:], 1):
-        a = _png_levels(f)
+        a = levels(f)
         if a.shape != first.shape:
             def desc(s):
                 return f"{s[1]}x{s[2]} {'grayscale' if s[0] == 1 else 'RGB'}"
@@ -362,7 +497,7 @@ def _read_png_folder(p: Path) -> UserData:
                              "images must have one size and the same channels (grayscale or RGB)")
         x[i] = a
     y = None if labels is None else np.asarray(labels, dtype=np.int64)
-    return UserData(p, x, y, image=True, levels=True, classes=classes)
+    return UserData(p, x, y, image=True, levels=True, classes=classes, sha256=_fingerprint(p, hashes))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from gencore.data.files import read_once
 from gencore.runs import contrastive, flows, gan, latent, text2image, vqvae  # noqa: F401  (register the models)
 from gencore.runs.common import data_kind, is_user_data, resolve_data, run_record
 from gencore.runs.registry import OPTIONS, REGISTRY, ModelSpec, check_options, get, models
@@ -109,12 +110,10 @@ def train(model: str, data: str, out, *, steps: int | None = None, batch_size: i
             raise ValueError(f"train: {model} is fitted in closed form and takes no --steps")
         steps = 0
     elif steps is None:
-        x = None
-        if is_user_data(data) and not options.get("image"):  # own vectors outside [0, 1] take the toys' defaults
-            from gencore.data import load_dataset
-
-            x = load_dataset(data, "fit", seed=seed)[0]
-        steps = spec.default_steps(data_kind(data, bool(options.get("image")), x), options)
+        if not (is_user_data(data) and not options.get("image")):
+            steps = spec.default_steps(data_kind(data, bool(options.get("image"))), options)
+        # else None: your own vectors outside [0, 1] take the toys' defaults, so the family
+        # picks the default once it has read them (common.steps_for)
     else:
         steps = _positive_int(steps, "steps", MAX_STEPS)
     batch_size = spec.batch_size if batch_size is None else _positive_int(batch_size, "batch_size", MAX_BATCH_SIZE)
@@ -178,12 +177,13 @@ def sample(run, n: int, out_png, *, seed: int = 0, caption: str | None = None, c
     spec = get(meta["model"])
     if spec.sample is None:
         raise ValueError(f"sample: {spec.name} learns representations and has no generator to sample from")
-    g = torch.Generator().manual_seed(seed)
-    if spec.name == "text2image":
-        return spec.sample(run, net, meta, n, out_png, g, caption=caption, candidates=candidates)
-    if caption is not None or candidates != 1:
+    if spec.name != "text2image" and (caption is not None or candidates != 1):
         raise ValueError(f"sample: --caption and --candidates apply to text2image runs, not {spec.name}")
-    return spec.sample(run, net, meta, n, out_png, g)
+    g = torch.Generator().manual_seed(seed)
+    with read_once():  # your own data: one read for the pictures' shape and the examples drawn with them
+        if spec.name == "text2image":
+            return spec.sample(run, net, meta, n, out_png, g, caption=caption, candidates=candidates)
+        return spec.sample(run, net, meta, n, out_png, g)
 
 
 def figures(run, out_png) -> list[Path]:

@@ -56,27 +56,23 @@ def data_kind(data: str, image: bool = False, x: torch.Tensor | None = None) -> 
     return "digits"
 
 
+def steps_for(spec, steps: int | None, kind: str, options: dict) -> int:
+    """The steps to train: ``steps``, or, when it is None (no ``--steps`` for your own
+    vectors, whose default depends on their values: :func:`data_kind`), the model's default
+    for ``kind``."""
+    return spec.default_steps(kind, options) if steps is None else steps
+
+
 def data_fingerprint(data: str) -> str | None:
-    """The sha256 of your own data (of each file the loader reads, by relative path, size and
-    the sha256 of its contents), recorded with a run so that resuming it on data whose
-    contents changed under the same path is refused like any other change of data; None
-    for an embedded dataset."""
-    import hashlib
+    """The sha256 of your own data (:attr:`gencore.data.files.UserData.sha256`: of each file
+    the loader reads, its relative path, size and the sha256 of its contents), recorded with
+    a run so that resuming it on data whose contents changed under the same path is refused
+    like any other change of data; None for an embedded dataset. Inside
+    :func:`gencore.data.files.read_once` (where the runs load their splits) it is the
+    fingerprint of the very bytes the splits were decoded from."""
+    from gencore.data.files import read_data
 
-    from gencore.data.files import data_files
-
-    if not is_user_data(data):
-        return None
-    root = Path(data).expanduser()
-    digest = hashlib.sha256()
-    for f in data_files(root):
-        content = hashlib.sha256()
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                content.update(block)
-        name = f.name if f == root else str(f.relative_to(root))
-        digest.update(f"{name}\0{f.stat().st_size}\0{content.hexdigest()}\n".encode())
-    return digest.hexdigest()
+    return read_data(data).sha256 if is_user_data(data) else None
 
 
 def run_metadata(data: str, out, **fields) -> dict:
@@ -127,11 +123,11 @@ def picture_shape(data: str, xs: torch.Tensor) -> tuple[int, ...]:
         return tuple(xs.shape[1:])
     if not is_user_data(data):
         return (1, 8, 8)
-    from gencore.data.files import read_data
+    from gencore.data.files import example_shape
 
-    own = read_data(data)
-    if own.image and math.prod(own.x.shape[1:]) == xs.shape[1]:
-        return tuple(own.x.shape[1:]) if own.x.ndim == 4 else (1, *own.x.shape[1:])
+    shape, image = example_shape(data)  # a PNG folder: its first image, not the whole folder
+    if image and math.prod(shape) == xs.shape[1]:
+        return shape
     raise ValueError(f"sample: samples of {xs.shape[1]}-D vectors have no picture: {data} holds vectors, not images "
                      "(2-D data is drawn as a scatter, images as a grid)")
 

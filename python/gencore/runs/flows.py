@@ -16,6 +16,7 @@ import torch
 
 from gencore import metrics
 from gencore.data import DIGITS_LEVELS, EXACT_TOYS, TOYS, load_dataset, toy_entropy, toy_log_prob
+from gencore.data.files import read_once
 from gencore.models import build
 from gencore.runs.common import (
     best_record,
@@ -27,6 +28,7 @@ from gencore.runs.common import (
     picture_shape,
     run_metadata,
     run_record,
+    steps_for,
     write_eval,
 )
 from gencore.runs.registry import ModelSpec, register
@@ -74,9 +76,13 @@ def train(spec, data: str, out, *, steps: int, batch_size: int, lr: float | None
     # Digits train on a fresh dequantization of every batch (levels in, noise per step); your
     # own data as load_dataset returns it (8-bit images: one dequantization, drawn with the seed).
     digits = data == "digits"
-    x, y = load_dataset(data, "fit", seed=seed, image=image, **({"dequantized": False} if digits else {}))
-    xv, yv = load_dataset(data, "val", image=image)
+    with read_once():  # your own data: one read for both splits and the fingerprint
+        x, y = load_dataset(data, "fit", seed=seed, image=image, **({"dequantized": False} if digits else {}))
+        xv, yv = load_dataset(data, "val", image=image)
+        record = run_metadata(data, out, conditional=conditional, image=image)
     kind = data_kind(data, image, x)
+    steps = steps_for(spec, steps, kind, {"couplings": couplings, "hidden": hidden, "conditional": conditional,
+                                          "image": image, "autoregressive": autoregressive})
     if kind != "image" and x[0].numel() < 2:
         raise ValueError(f"train: {model} needs at least 2 features per example (its layers transform some "
                          f"features given the others); {data} has {x[0].numel()}")
@@ -92,7 +98,7 @@ def train(spec, data: str, out, *, steps: int, batch_size: int, lr: float | None
               seed=seed, eval_data=labelled(xv, yv, conditional), checkpoint_dir=out, progress=progress,
               eval_every=None if kind == "toy" else max(1, min(EVAL_EVERY, steps // 10)),
               schedule="cosine", batch_transform=fresh_dequantization if digits else None, keep_best=True,
-              metadata=run_metadata(data, out, conditional=conditional, image=image), allow_changes=allow_changes)
+              metadata=record, allow_changes=allow_changes)
     best = best_record(res.history, out)
     return {"model": model, "data": data, "steps": res.step, "best_val_nll_nats": best["eval_loss"],
             "best_step": best["step"]}

@@ -16,6 +16,7 @@ import torch
 
 from gencore import metrics
 from gencore.data import TOYS, load_dataset
+from gencore.data.files import read_once
 from gencore.models import build
 from gencore.runs.common import (
     best_record,
@@ -27,6 +28,7 @@ from gencore.runs.common import (
     picture_shape,
     run_metadata,
     run_record,
+    steps_for,
     write_eval,
 )
 from gencore.runs.registry import ModelSpec, register
@@ -67,9 +69,13 @@ def train(spec, data: str, out, *, steps: int, batch_size: int, lr: float | None
     if data in TOYS and (conditional or image):
         raise ValueError("train: --conditional and --image apply to labelled or image data, not to the 2-D toys")
     digits = data == "digits"  # your own data: as load_dataset returns it
-    x, y = load_dataset(data, "fit", seed=seed, image=image, **({"dequantized": False} if digits else {}))
-    xv, yv = load_dataset(data, "val", image=image)
+    with read_once():  # your own data: one read for both splits and the fingerprint
+        x, y = load_dataset(data, "fit", seed=seed, image=image, **({"dequantized": False} if digits else {}))
+        xv, yv = load_dataset(data, "val", image=image)
+        record = run_metadata(data, out, conditional=conditional, image=image)
     kind = data_kind(data, image, x)
+    steps = steps_for(spec, steps, kind, {"conditional": conditional, "image": image, "hidden": hidden, "ema": ema,
+                                          **gan_options})
     if conditional:
         one_hot(y)  # labels present and 0..9
     config = model_config(DEFAULTS[kind], x, image, hidden=hidden, ema_decay=ema, **gan_options)
@@ -97,7 +103,7 @@ def train(spec, data: str, out, *, steps: int, batch_size: int, lr: float | None
     res = fit(net, (x, y) if conditional else x, steps=steps, batch_size=batch_size,
               lr=LR[kind] if lr is None else lr, seed=seed, eval_data=(xv, yv) if conditional else xv,
               checkpoint_dir=out, progress=progress, batch_transform=fresh_dequantization if digits else None,
-              callback=snapshot, metadata=run_metadata(data, out, conditional=conditional, image=image),
+              callback=snapshot, metadata=record,
               allow_changes=allow_changes)
     last = best_record(res.history, out, last=True)
     return {"model": "gan", "data": data, "steps": res.step, "loss": net.loss_kind,

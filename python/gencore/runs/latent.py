@@ -31,9 +31,10 @@ import torch
 
 from gencore import metrics
 from gencore.data import DIGITS_LEVELS, dequantize, load_dataset
+from gencore.data.files import read_once
 from gencore.models import PCA, build
-from gencore.runs.common import (best_record, fresh_dequantization, labelled, one_hot, picture_shape, run_metadata,
-                                 run_record, write_eval)
+from gencore.runs.common import (best_record, data_kind, fresh_dequantization, labelled, one_hot, picture_shape,
+                                 run_metadata, run_record, steps_for, write_eval)
 from gencore.runs.registry import ModelSpec, register
 from gencore.train import _check_resume, _read_meta, fit, run_lock, save_checkpoint
 
@@ -72,16 +73,18 @@ def _train_pca(data: str, out, *, seed: int, allow_changes: bool, latent_dim: in
     g = torch.Generator().manual_seed(seed)
     chosen, scores = latent_dim, {}
     digits = data == "digits"
+    with read_once():  # your own data: one read for the three splits and the fingerprint
+        if latent_dim is None:
+            x_fit = _load(data, "fit", seed=seed, levels=True)[0]
+            xv, _ = _load(data, "val")
+        x = _load(data, "train", seed=seed, levels=True)[0]
+        run = run_metadata(data, out, conditional=False, image=False)
     if latent_dim is None:
-        x_fit = _load(data, "fit", seed=seed, levels=True)[0]
         x_fit = dequantize(x_fit, g) if digits else x_fit
-        xv, _ = _load(data, "val")
         scores = {k: PCA(k).fit(x_fit).score(xv) for k in _candidates(x_fit.shape[1])}
         chosen = max(scores, key=scores.get)
-    x = _load(data, "train", seed=seed, levels=True)[0]
     x = dequantize(x, torch.Generator().manual_seed(seed)) if digits else x
     net = PCA(chosen).fit(x)
-    run = run_metadata(data, out, conditional=False, image=False)
     if scores:
         run["val_log_likelihood_nats"] = {str(k): v for k, v in scores.items()}
     with run_lock(out):
@@ -108,8 +111,12 @@ def train(spec, data: str, out, *, steps: int, batch_size: int, lr: float | None
                    if v is not None})
     # Fit on "fit", select on "val" (both carved from "train"): the test split stays unseen
     # until eval.
-    x_levels, y = _load(data, "fit", seed=seed, image=image, levels=True)
-    xv, yv = _load(data, "val", image=image)
+    with read_once():  # your own data: one read for both splits and the fingerprint
+        x_levels, y = _load(data, "fit", seed=seed, image=image, levels=True)
+        xv, yv = _load(data, "val", image=image)
+        record = run_metadata(data, out, conditional=conditional, image=image)
+    steps = steps_for(spec, steps, data_kind(data, image, x_levels),
+                      {"latent_dim": latent_dim, "hidden": hidden, "conditional": conditional, "image": image})
     config["features"] = list(x_levels.shape[1:]) if image else x_levels.shape[1]
     if image:
         config["kind"] = "conv"
@@ -123,7 +130,7 @@ def train(spec, data: str, out, *, steps: int, batch_size: int, lr: float | None
               eval_every=max(1, min(EVAL_EVERY, steps // 10)),
               progress=progress, schedule="cosine", batch_transform=fresh_dequantization if digits else None,
               keep_best=True,
-              metadata=run_metadata(data, out, conditional=conditional, image=image), allow_changes=allow_changes)
+              metadata=record, allow_changes=allow_changes)
     best = best_record(res.history, out)
     return {"model": model, "data": data, "steps": res.step, "best_val_loss": best["eval_loss"],
             "best_step": best["step"]}
@@ -133,12 +140,14 @@ def train(spec, data: str, out, *, steps: int, batch_size: int, lr: float | None
 def evaluate(run, net, meta: dict, data: str, *, n_samples: int = 1000) -> dict:
     rec = run_record(meta)
     image = bool(rec.get("image"))
-    xt, yt = _load(data, "test", image=image)
+    name = meta["model"]
+    with read_once():  # your own data: one read for both splits
+        xt, yt = _load(data, "test", image=image)
+        x_train = _load(data, "train")[0] if name == "ae" else None  # (the PCA baseline's)
     expected = tuple(getattr(net, "event_shape", ())) or (getattr(net, "n_features_in_", xt.shape[1]),)
     if tuple(xt.shape[1:]) != expected:
         raise ValueError(f"eval: the model expects examples of shape {expected}, {data} has {tuple(xt.shape[1:])}")
     digits = data == "digits"
-    name = meta["model"]
     out: dict = {"model": name, "data": data, "step": meta["step"]}
     d = xt[0].numel()
     if name == "pca":
@@ -147,8 +156,7 @@ def evaluate(run, net, meta: dict, data: str, *, n_samples: int = 1000) -> dict:
                    n_components=net.n_components_)
     elif name == "ae":
         err = net.reconstruction_error(xt).mean().item()
-        x_train = _load(data, "train")[0].reshape(-1, d)
-        pca = PCA(min(net.latent_dim, d)).fit(x_train)
+        pca = PCA(min(net.latent_dim, d)).fit(x_train.reshape(-1, d))
         out.update(reconstruction_error=err,
                    pca_reconstruction_error=pca.reconstruction_error(xt.reshape(-1, d)).mean().item(),
                    latent_dim=net.latent_dim)

@@ -69,7 +69,10 @@ class ModelSpec:
             values reach the quality the docs report (docs/cli.md). None for a model fitted
             in closed form (pca), which takes no ``--steps``.
         train: ``(spec, data, out, *, steps, batch_size, lr, seed, progress, allow_changes,
-            **options) -> summary dict``.
+            **options) -> summary dict``. ``steps`` is None when ``--steps`` was not given for
+            your own vectors (the default depends on their values): the family reads the data
+            once (:func:`gencore.data.files.read_once`) and takes
+            :func:`gencore.runs.common.steps_for`.
         evaluate: ``(run, model, meta, data) -> dict`` (written to ``run/eval.json``).
         sample: ``(run, model, meta, n, out_png, generator) -> Path``, or None (no generator).
         figures: ``(run, meta, out_png) -> [Path]``: extra figures beside the samples.
