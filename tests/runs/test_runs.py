@@ -271,9 +271,17 @@ def test_defaults_need_no_steps(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_realnvp_defaults_reach_the_documented_checkerboard_quality(tmp_path):
     """docs/cli.md: `gencore train realnvp --data checkerboard --out d && gencore eval d` with
-    no other flag: gap to the true entropy <= 0.15 nats (measured 0.119; ~150 s on 2 cores)."""
-    assert train_cli("realnvp", "--data", "checkerboard", "--out", tmp_path / "d") == 0
-    assert cli.main(["eval", str(tmp_path / "d")]) == 0
+    no other flag: gap to the true entropy <= 0.15 nats (measured 0.119; ~150 s on 2 cores).
+    The documented run used two threads; the gap of seed 0 with one thread is 0.185 (docs/cli.md
+    gives the spread over seeds and thread counts), so the test fixes the threads rather than
+    inheriting a module fixture's one."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert train_cli("realnvp", "--data", "checkerboard", "--out", tmp_path / "d") == 0
+        assert cli.main(["eval", str(tmp_path / "d")]) == 0
+    finally:
+        torch.set_num_threads(n)
     res = json.loads((tmp_path / "d" / "eval.json").read_text())
     assert res["gap_to_entropy_nats"] <= 0.15
 
