@@ -101,6 +101,19 @@ def test_npy_files_read_as_numpy_reads_them(tmp_path, order, dtype):
     assert x.shape == want.shape and np.array_equal(x, want.astype(x.dtype))
 
 
+@pytest.mark.parametrize("shape", [(-1, 3), (30, -1), (-2, 3), (-1, -3)])
+def test_a_crafted_npy_header_with_negative_dimensions_is_refused(tmp_path, shape):
+    # A view of the bytes took -1 as "the rest": (-1, 3) read as (30, 3) instead of failing.
+    from numpy.lib import format as npy_format
+
+    with open(tmp_path / "a.npy", "wb") as f:
+        npy_format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        f.write(np.zeros(90, np.float32).tobytes())
+    for read in (files.read_data, files.example_shape):
+        with pytest.raises(ValueError, match=r"a\.npy: not a readable \.npy file .*negative dimensions"):
+            read(tmp_path / "a.npy")
+
+
 def test_a_truncated_npy_file_is_named(tmp_path):
     np.save(tmp_path / "a.npy", np.zeros((20, 3), np.float32))
     raw = (tmp_path / "a.npy").read_bytes()

@@ -184,7 +184,7 @@ def _npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype] | None:
 def _npy_shape(p: Path) -> tuple[int, ...] | None:
     with open(p, "rb") as f:
         header = _npy_header(f)
-    return None if header is None else tuple(header[0])
+    return None if header is None or any(n < 0 for n in header[0]) else tuple(header[0])
 
 
 _HELD: contextvars.ContextVar[dict | None] = contextvars.ContextVar("gencore_read_once", default=None)
@@ -249,6 +249,9 @@ def _read_npy(p: Path, buf: bytes) -> np.ndarray:
     header = _npy_header(f)
     if header is not None and not header[2].hasobject:
         shape, fortran, dtype = header
+        if any(n < 0 for n in shape):  # (a crafted header: frombuffer and reshape would take -1 as "the rest")
+            raise ValueError(f"{p}: not a readable .npy file (its header announces the shape {shape}: negative "
+                             "dimensions are not allowed)")
         count = math.prod(shape)
         if len(buf) - f.tell() < count * dtype.itemsize:
             raise ValueError(f"{p}: not a readable .npy file (truncated: its header announces {shape} {dtype} "
