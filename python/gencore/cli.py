@@ -159,12 +159,14 @@ def cmd_eval(args) -> int:
 
 def cmd_sample(args) -> int:
     from gencore import runs
+    from gencore.runs.common import writes_samples
 
     # _validate gave --out its suffix: matplotlib writes "X" as "X.png", reported as written.
     path = runs.sample(args.run, args.n, args.out, seed=args.seed, caption=args.caption, candidates=args.candidates)
     print(f"wrote {path}")
-    for extra in runs.figures(args.run, args.out):
-        print(f"wrote {extra}")
+    if not writes_samples(args.out):  # a picture: a GAN's figures go beside it
+        for extra in runs.figures(args.run, args.out):
+            print(f"wrote {extra}")
     return 0
 
 
@@ -226,7 +228,8 @@ def _check_folder(path, flag: str, command: str) -> None:
 
 def _png_path(path) -> Path:
     """The file ``sample --out`` writes: ``X`` becomes ``X.png`` (as matplotlib would write
-    it); not an existing folder, not under a file."""
+    it; ``.npy``, ``.npz`` and ``.csv`` files hold the samples as data); not an existing
+    folder, not under a file."""
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"sample: --out {path} is a folder; give a file name such as {path / 'samples.png'}")
@@ -275,14 +278,18 @@ def _validate(args) -> None:
         _check_data(args.data, "train")
         _check_folder(args.out, "--out", "train")
     elif args.command == "sample":
-        if not 1 <= args.n <= MAX_SAMPLES:
-            raise UsageError(f"sample: -n must be between 1 and {MAX_SAMPLES} (one PNG), got {args.n}")
+        from gencore.runs.common import writes_samples
+
+        args.out = str(_png_path(args.out))
+        most = runs.MAX_DRAWS if writes_samples(args.out) else MAX_SAMPLES
+        if not 1 <= args.n <= most:
+            raise UsageError(f"sample: -n must be between 1 and {most:,} "
+                             f"({'one data file' if most == runs.MAX_DRAWS else 'one PNG'}), got {args.n}")
         if args.candidates < 1:
             raise UsageError(f"sample: --candidates must be a positive int, got {args.candidates}")
         if args.n * args.candidates > runs.MAX_DRAWS:
             raise UsageError(f"sample: -n {args.n} times --candidates {args.candidates} is more than "
                              f"{runs.MAX_DRAWS:,} images")
-        args.out = str(_png_path(args.out))
     if args.command == "eval" and args.data is not None:
         _check_data(args.data, "eval")
     if args.command in ("eval", "sample"):
@@ -374,11 +381,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="an embedded dataset or a data file (default: the training dataset)")
     pe.set_defaults(fn=cmd_eval)
 
-    ps = command("sample", help="draw samples into a PNG (image grid or 2-D density plot); for a gan "
-                 "also <out>-ipm.png and, for 2-D data, <out>-snapshots.png")
+    ps = command("sample", help="draw samples into a PNG (image grid or 2-D density plot; for a gan "
+                 "also <out>-ipm.png and, for 2-D data, <out>-snapshots.png), or into a .npy, .npz or .csv "
+                 "data file")
     ps.add_argument("run")
-    ps.add_argument("-n", type=int, default=64, help=f"number of samples, 1 to {MAX_SAMPLES} (default: 64)")
-    ps.add_argument("--out", required=True, help="PNG file (.png is added to a name without a suffix)")
+    ps.add_argument("-n", type=int, default=64, help=f"number of samples, 1 to {MAX_SAMPLES:,} in a PNG, to "
+                    "100,000 in a data file (default: 64)")
+    ps.add_argument("--out", required=True, help="PNG file (.png is added to a name without a suffix), or a "
+                    ".npy / .npz / .csv file: the samples as data (load_dataset reads them back; .npz and .csv "
+                    "with the class of each sample of a conditional model)")
     ps.add_argument("--seed", type=int, default=0)
     ps.add_argument("--caption", default=None, help='text2image: the caption of every image, words of the '
                     'captions\' vocabulary, e.g. "bold upright seven" (default: one column per class)')

@@ -5,6 +5,7 @@ line and their errors."""
 import json
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -80,6 +81,14 @@ def test_train_eval_sample(tmp_path, capsys, monkeypatch):
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert run("sample", out, "-n", 10, "--out", tmp_path / "all") == 0
     assert (tmp_path / "all.png").exists()
+    # as data: one image per default caption 'regular upright <class>', labelled with the class
+    assert run("sample", out, "-n", 20, "--out", tmp_path / "all.npz") == 0
+    from gencore.data.files import read_data
+
+    d = read_data(tmp_path / "all.npz")
+    assert d.x.shape[0] == 20 and d.x[0].size == 64 and np.array_equal(d.y, np.arange(20) % 10)
+    assert run("sample", out, "--caption", "bold upright seven", "-n", 10, "--out", tmp_path / "seven.npz") == 0
+    assert read_data(tmp_path / "seven.npz").y is None  # one caption: no per-sample class to record
 
 
 def test_sample_errors(tmp_path, capsys):

@@ -157,10 +157,14 @@ def evaluate(run, data: str | None = None) -> dict:
 
 
 def sample(run, n: int, out_png, *, seed: int = 0, caption: str | None = None, candidates: int = 1) -> Path:
-    """Draw ``n`` samples into a PNG (an image grid, or a scatter for 2-D data); returns the
-    path written. ``caption`` and ``candidates`` (text2image only): draw every image for this
-    caption, each the best of ``candidates`` by the model's CLIP re-ranker (default: one
-    column per class, no re-ranking)."""
+    """Draw ``n`` samples into a PNG (an image grid, or a scatter for 2-D data), or, for an
+    ``out_png`` ending in ``.npy``, ``.npz`` or ``.csv``, into a data file that
+    :func:`gencore.data.load_dataset` reads back (the samples in the training data's units and,
+    for a class-conditional model, the class each was drawn for:
+    :func:`gencore.runs.common.save_samples`); returns the path written. ``caption`` and
+    ``candidates`` (text2image only): draw every image for this caption, each the best of
+    ``candidates`` by the model's CLIP re-ranker (default: one column per class, no
+    re-ranking)."""
     from gencore.metrics._checks import check_int
 
     check_int(n, "n")

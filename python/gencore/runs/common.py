@@ -132,6 +132,50 @@ def picture_shape(data: str, xs: torch.Tensor) -> tuple[int, ...]:
                      "(2-D data is drawn as a scatter, images as a grid)")
 
 
+#: ``sample --out`` suffixes that write the samples as data instead of a picture.
+SAMPLE_FORMATS = (".npy", ".npz", ".csv")
+
+
+def writes_samples(out) -> bool:
+    """Whether ``sample``'s output path asks for the samples as data (:data:`SAMPLE_FORMATS`)."""
+    return Path(out).suffix.lower() in SAMPLE_FORMATS
+
+
+def save_samples(xs: torch.Tensor, out, labels: torch.Tensor | None = None) -> Path:
+    """Write samples ``(N, ...)`` (and the class each was drawn for, ``(N,)``) as data, in the
+    formats :func:`gencore.data.load_dataset` reads back: ``.npy`` the samples as float32 in
+    their drawn shape (no labels); ``.npz`` arrays ``x`` and, with labels, ``y``; ``.csv`` one
+    flattened sample per row under a header ``x0, x1, ...`` and, with labels, a ``label``
+    column. Values are in the units of the training data as ``load_dataset`` returns it
+    (the digits and 8-bit images: dequantized, in [0, 1)). Written atomically; returns the path."""
+    import io
+
+    import numpy as np
+
+    from gencore.train import _atomic_write
+
+    out = Path(out)
+    x = xs.detach().to("cpu", torch.float32).numpy()
+    y = None if labels is None else labels.detach().to("cpu", torch.int64).numpy()
+    buf = io.BytesIO()
+    ext = out.suffix.lower()
+    if ext == ".npy":
+        np.save(buf, x)
+    elif ext == ".npz":
+        np.savez(buf, **({"x": x} if y is None else {"x": x, "y": y}))
+    elif ext == ".csv":
+        flat = x.reshape(len(x), -1)
+        head = [f"x{j}" for j in range(flat.shape[1])] + ([] if y is None else ["label"])
+        # %.9g: nine significant digits give every float32 back exactly
+        fmt = ["%.9g"] * flat.shape[1] + ([] if y is None else ["%d"])
+        table = flat if y is None else np.column_stack([flat.astype(np.float64), y])
+        np.savetxt(buf, table, fmt=fmt, delimiter=",", header=",".join(head), comments="")
+    else:
+        raise ValueError(f"sample: --out {out}: samples are written as {', '.join(SAMPLE_FORMATS)} files or a picture")
+    _atomic_write(out, buf.getvalue())
+    return out
+
+
 def model_config(defaults: dict, x: torch.Tensor, image: bool, **overrides) -> dict:
     """A model config: the defaults, the overrides that are set, and the data's feature size
     (``(C, H, W)`` for images, whose convolutional networks take one hidden width: the first

@@ -28,8 +28,10 @@ from gencore.runs.common import (
     picture_shape,
     run_metadata,
     run_record,
+    save_samples,
     steps_for,
     write_eval,
+    writes_samples,
 )
 from gencore.runs.registry import ModelSpec, register
 from gencore.train import fit
@@ -125,12 +127,15 @@ def evaluate(run, net, meta: dict, data: str) -> dict:
 
 
 def sample(run, net, meta: dict, n: int, out_png, generator: torch.Generator):
-    """An image grid for images, a scatter over the model's density for 2-D data."""
+    """An image grid for images, a scatter over the model's density for 2-D data; the
+    samples as data for a ``.npy`` / ``.npz`` / ``.csv`` path (:func:`common.save_samples`)."""
     from gencore.plotting import save_density_scatter, save_image_grid
 
     rec = run_record(meta)
     ctx = one_hot(torch.arange(n) % 10) if rec.get("conditional") else None
     xs = net.sample(n, generator=generator, context=ctx)
+    if writes_samples(out_png):
+        return save_samples(xs, out_png, None if ctx is None else ctx.argmax(1))
     data = rec.get("data", "")
     if data in TOYS or xs.shape[1:] == (2,):
         def density(points):

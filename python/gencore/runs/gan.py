@@ -28,8 +28,10 @@ from gencore.runs.common import (
     picture_shape,
     run_metadata,
     run_record,
+    save_samples,
     steps_for,
     write_eval,
+    writes_samples,
 )
 from gencore.runs.registry import ModelSpec, register
 from gencore.train import fit
@@ -144,11 +146,14 @@ def evaluate(run, net, meta: dict, data: str) -> dict:
 
 def sample(run, net, meta: dict, n: int, out_png, generator: torch.Generator) -> Path:
     """A scatter over held-out data for 2-D, else an image grid (for a class-conditional GAN,
-    label ``i % K`` for sample i: columns of classes)."""
+    label ``i % K`` for sample i: columns of classes); the samples as data for a ``.npy`` /
+    ``.npz`` / ``.csv`` path (:func:`common.save_samples`)."""
     from gencore.plotting import save_image_grid, save_scatter_over_data
 
     labels = torch.arange(n) % net.n_classes if net.n_classes else None
     xs = net.sample(n, labels=labels, generator=generator)
+    if writes_samples(out_png):
+        return save_samples(xs, out_png, labels)
     data = run_record(meta).get("data", "")
     if xs.shape[1:] == (2,):
         ref = load_dataset(data, "test")[0] if data in TOYS else None

@@ -34,7 +34,7 @@ from gencore.data import DIGITS_LEVELS, dequantize, load_dataset
 from gencore.data.files import read_once
 from gencore.models import PCA, build
 from gencore.runs.common import (best_record, data_kind, fresh_dequantization, labelled, one_hot, picture_shape,
-                                 run_metadata, run_record, steps_for, write_eval)
+                                 run_metadata, run_record, save_samples, steps_for, write_eval, writes_samples)
 from gencore.runs.registry import ModelSpec, register
 from gencore.train import _check_resume, _read_meta, fit, run_lock, save_checkpoint
 
@@ -186,12 +186,16 @@ def evaluate(run, net, meta: dict, data: str, *, n_samples: int = 1000) -> dict:
 @torch.no_grad()
 def sample(run, net, meta: dict, n: int, out_png, generator: torch.Generator) -> Path:
     """Model samples (pca, vae) or test examples over their reconstructions (ae): an image
-    grid for images, a scatter for 2-D data."""
+    grid for images, a scatter for 2-D data; the samples as data for a ``.npy`` / ``.npz`` /
+    ``.csv`` path (:func:`common.save_samples`; not for the ae, which has no generator)."""
     from gencore.plotting import save_image_grid, save_scatter_over_data
 
     name, rec = meta["model"], run_record(meta)
     data = rec.get("data", "digits")
     if name == "ae":
+        if writes_samples(out_png):
+            raise ValueError("sample: an auto-encoder has no generator (its picture shows held-out examples over "
+                             "their reconstructions): there are no samples to write as data")
         xt, _ = _load(data, "test", image=bool(rec.get("image")))
         k = max(1, min(n, 32, len(xt)))  # (a small test split may hold fewer)
         recon = net.reconstruct(xt[:k])
@@ -213,6 +217,8 @@ def sample(run, net, meta: dict, n: int, out_png, generator: torch.Generator) ->
         xs = net.sample(n, generator=generator, context=ctx)
         title = ("hierarchical VAE" if name == "hvae" else "VAE") + " samples (decoder means)" \
             + (" (classes 0-9 by column)" if ctx is not None else "")
+    if writes_samples(out_png):
+        return save_samples(xs, out_png, None if ctx is None else ctx.argmax(1))
     if xs[0].numel() == 2:
         return save_scatter_over_data(xs.reshape(n, 2), out_png, title=title)
     return save_image_grid(xs, out_png, nrow=10 if ctx is not None else None, title=title,

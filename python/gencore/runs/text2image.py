@@ -24,7 +24,7 @@ from gencore.data.captions import CLASS_WORDS, SLANT_WORDS, STROKE_WORDS, captio
 from gencore.models import build
 from gencore.models.text2image import caption_slots
 from gencore.representation import caption_ids, retrieval_chance, retrieval_recall
-from gencore.runs.common import best_record, fresh_dequantization, run_metadata, write_eval
+from gencore.runs.common import best_record, fresh_dequantization, run_metadata, save_samples, write_eval, writes_samples
 from gencore.runs.registry import ModelSpec, register
 from gencore.train import fit
 
@@ -261,6 +261,8 @@ def sample(run, net, meta: dict, n: int, out_png, generator: torch.Generator, *,
         captions = [caption] * n
         title = f"text to image: '{caption}'" + (f" (best of {candidates} by CLIP)" if candidates > 1 else "")
     xs = net.generate(captions, candidates=candidates, generator=generator, **SAMPLING)
+    if writes_samples(out_png):  # labels: the class each default caption names
+        return save_samples(xs, out_png, torch.arange(n) % 10 if caption is None else None)
     return save_image_grid(xs.reshape(n, -1), out_png, nrow=10 if caption is None else None, title=title,
                            shape=(8, 8))
 

@@ -21,7 +21,8 @@ import torch
 from gencore import metrics
 from gencore.data import DIGITS_LEVELS, load_dataset
 from gencore.models import build
-from gencore.runs.common import best_record, fresh_dequantization, run_metadata, run_record, write_eval
+from gencore.runs.common import (best_record, fresh_dequantization, run_metadata, run_record, save_samples,
+                                 write_eval, writes_samples)
 from gencore.runs.registry import ModelSpec, register
 from gencore.train import fit
 
@@ -76,6 +77,8 @@ def sample(run, net, meta: dict, n: int, out_png, generator: torch.Generator) ->
     conditional = bool(run_record(meta).get("conditional"))
     labels = torch.arange(n) % 10 if conditional else None
     xs = net.sample(n, generator=generator, labels=labels)
+    if writes_samples(out_png):
+        return save_samples(xs, out_png, labels)
     title = "VQ-VAE samples (prior codes, decoder means)" + (" (classes 0-9 by column)" if conditional else "")
     return save_image_grid(xs.reshape(n, -1), out_png, nrow=10 if conditional else None, title=title, shape=(8, 8))
 
