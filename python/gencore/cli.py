@@ -232,11 +232,18 @@ def _png_path(path) -> Path:
     folder, not under a file."""
     path = Path(path)
     if path.is_dir():
-        raise UsageError(f"sample: --out {path} is a folder; give a file name such as {path / 'samples.png'}")
+        example = "samples" + (path.suffix.lower() if path.suffix.lower() in _sample_formats() else ".png")
+        raise UsageError(f"sample: --out {path} is a folder; give a file name such as {path / example}")
     if not path.suffix:
         path = path.with_name(path.name + ".png")
     _check_folder(path.parent, "--out", "sample")
     return path
+
+
+def _sample_formats() -> tuple[str, ...]:
+    from gencore.runs.common import SAMPLE_FORMATS
+
+    return SAMPLE_FORMATS
 
 
 def _check_device(device: str) -> None:
@@ -281,10 +288,12 @@ def _validate(args) -> None:
         from gencore.runs.common import writes_samples
 
         args.out = str(_png_path(args.out))
-        most = runs.MAX_DRAWS if writes_samples(args.out) else MAX_SAMPLES
+        data = writes_samples(args.out)
+        most = runs.MAX_DRAWS if data else MAX_SAMPLES
         if not 1 <= args.n <= most:
-            raise UsageError(f"sample: -n must be between 1 and {most:,} "
-                             f"({'one data file' if most == runs.MAX_DRAWS else 'one PNG'}), got {args.n}")
+            where = "one data file" if data else \
+                f"one PNG; a .npy, .npz, .csv or .safetensors file takes up to {runs.MAX_DRAWS:,}"
+            raise UsageError(f"sample: -n must be between 1 and {most:,} ({where}), got {args.n}")
         if args.candidates < 1:
             raise UsageError(f"sample: --candidates must be a positive int, got {args.candidates}")
         if args.n * args.candidates > runs.MAX_DRAWS:
@@ -343,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     pb.set_defaults(fn=cmd_bench)
 
     from gencore.data import DATASETS, PAIRED_DATASETS
-    from gencore.runs import OPTIONS, REGISTRY, models
+    from gencore.runs import MAX_DRAWS, OPTIONS, REGISTRY, models
 
     pt = command("train", help="train a model on an embedded dataset or your own data (checkpoints in --out)",
                  description="Train a model into a run folder. Models: " + "; ".join(
@@ -382,14 +391,14 @@ def build_parser() -> argparse.ArgumentParser:
     pe.set_defaults(fn=cmd_eval)
 
     ps = command("sample", help="draw samples into a PNG (image grid or 2-D density plot; for a gan "
-                 "also <out>-ipm.png and, for 2-D data, <out>-snapshots.png), or into a .npy, .npz or .csv "
-                 "data file")
+                 "also <out>-ipm.png and, for 2-D data, <out>-snapshots.png), or into a .npy, .npz, .csv or "
+                 ".safetensors data file")
     ps.add_argument("run")
     ps.add_argument("-n", type=int, default=64, help=f"number of samples, 1 to {MAX_SAMPLES:,} in a PNG, to "
-                    "100,000 in a data file (default: 64)")
+                    f"{MAX_DRAWS:,} in a data file (default: 64)")
     ps.add_argument("--out", required=True, help="PNG file (.png is added to a name without a suffix), or a "
-                    ".npy / .npz / .csv file: the samples as data (load_dataset reads them back; .npz and .csv "
-                    "with the class of each sample of a conditional model)")
+                    ".npy / .npz / .csv / .safetensors file: the samples as data (load_dataset reads them back; "
+                    "all but .npy also hold the class of each sample of a conditional model)")
     ps.add_argument("--seed", type=int, default=0)
     ps.add_argument("--caption", default=None, help='text2image: the caption of every image, words of the '
                     'captions\' vocabulary, e.g. "bold upright seven" (default: one column per class)')

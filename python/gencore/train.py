@@ -362,15 +362,25 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(f: Path, data: bytes, *, sync_dir: bool = True) -> None:
+def _atomic_write(f: Path, data, *, sync_dir: bool = True) -> None:
     """Write ``data`` to ``f`` so that ``f`` is at every moment either its old content (or
-    absent) or the whole new content: write ``f.tmp``, fsync it, rename it over ``f``."""
+    absent) or the whole new content: write ``f.tmp``, fsync it, rename it over ``f``.
+    ``data``: bytes, or a function that writes the content into the binary file it is given
+    (streamed, never held whole); a failed write removes ``f.tmp``."""
+    f = Path(f)
     tmp = f.with_name(f.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, f)
+    try:
+        with open(tmp, "wb") as fh:
+            if callable(data):
+                data(fh)
+            else:
+                fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, f)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     if sync_dir:
         _fsync_dir(f.parent)
 

@@ -69,7 +69,7 @@ def test_bench_cuda_without_cuda():
 def test_sample_n_too_large(tiny_run, tmp_path):
     r = run("sample", tiny_run, "-n", 10**10, "--out", tmp_path / "s.png")
     assert_user_error(r, "-n", str(10**10))
-    assert f"between 1 and {cli.MAX_SAMPLES:,} (one PNG)" in r.stderr
+    assert f"between 1 and {cli.MAX_SAMPLES:,} (one PNG;" in r.stderr
     assert not (tmp_path / "s.png").exists()
 
 

@@ -86,9 +86,11 @@ def test_train_eval_sample(tmp_path, capsys, monkeypatch):
     from gencore.data.files import read_data
 
     d = read_data(tmp_path / "all.npz")
-    assert d.x.shape[0] == 20 and d.x[0].size == 64 and np.array_equal(d.y, np.arange(20) % 10)
+    assert d.x.shape == (20, 1, 8, 8) and np.array_equal(d.y, np.arange(20) % 10)
     assert run("sample", out, "--caption", "bold upright seven", "-n", 10, "--out", tmp_path / "seven.npz") == 0
-    assert read_data(tmp_path / "seven.npz").y is None  # one caption: no per-sample class to record
+    assert np.array_equal(read_data(tmp_path / "seven.npz").y, np.full(10, 7))  # the class its caption names
+    assert run("sample", out, "--caption", "bold upright", "-n", 10, "--out", tmp_path / "open.npz") == 0
+    assert read_data(tmp_path / "open.npz").y is None  # no class word: no class to record
 
 
 def test_sample_errors(tmp_path, capsys):

@@ -27,15 +27,15 @@ def blobs3(tmp_path_factory):
     return folder / "b.npz"
 
 
-def _drawn(out, n, seed=0):
-    """What the run's model draws for ``sample -n n --seed seed`` (conditional: class i % 10)."""
+def _drawn(out, n, seed=0, classes=10):
+    """What the run's model draws for ``sample -n n --seed seed`` (conditional: class i % classes)."""
     net, meta = runs.load_run(out)
     g = torch.Generator().manual_seed(seed)
-    conditional = bool(meta["extra"]["run"].get("conditional"))
+    labels = torch.arange(n) % classes if meta["extra"]["run"].get("conditional") else None
     with torch.no_grad():
         if meta["model"] == "gan":
-            return net.sample(n, labels=torch.arange(n) % 10 if conditional else None, generator=g)
-        return net.sample(n, generator=g, context=one_hot(torch.arange(n) % 10) if conditional else None)
+            return net.sample(n, labels=labels, generator=g)
+        return net.sample(n, generator=g, context=None if labels is None else one_hot(labels))
 
 
 @pytest.mark.parametrize("model", ["realnvp", "gan", "vae"])
@@ -44,9 +44,11 @@ def test_conditional_samples_as_npz_csv_and_npy(blobs3, tmp_path, capsys, model,
     assert run("train", model, "--data", blobs3, "--conditional", "--steps", 2, "--batch-size", 16, "--hidden", 8,
                "--out", out, "--no-progress") == 0
     capsys.readouterr()
-    want = _drawn(out, 23, seed=4).float()
-    labels = np.arange(23) % 10
-    for name in ("s.npz", "s.csv", "s.npy"):
+    # The data has classes 0 and 1: samples for the ten classes the model's one-hot has
+    # would label eight in ten with classes it never saw.
+    want = _drawn(out, 23, seed=4, classes=2).float()
+    labels = np.arange(23) % 2
+    for name in ("s.npz", "s.csv", "s.npy", "s.safetensors"):
         assert run("sample", out, "-n", 23, "--seed", 4, "--out", tmp_path / name) == 0
         printed = capsys.readouterr().out.split("\n")
         assert printed[:2] == [f"wrote {tmp_path / name}", ""]  # no GAN figures beside data
@@ -82,6 +84,12 @@ def test_image_samples_keep_their_shape_and_the_data_units(tmp_path, capsys, one
     assert x.shape == (10, 3, 4, 4) and x.dtype == np.float32
     assert np.array_equal(x, _drawn(out, 10).numpy())
     assert read_data(tmp_path / "s.npy").image
+    # a model that learned the PNGs as flat vectors draws vectors
+    flat = tmp_path / "flat"
+    assert run("train", "realnvp", "--data", tmp_path / "pngs", "--steps", 1, "--batch-size", 4, "--couplings", 1,
+               "--hidden", 4, "--out", flat, "--no-progress") == 0
+    assert run("sample", flat, "-n", 10, "--out", tmp_path / "new" / "folder" / "f.npy") == 0  # folders made
+    assert np.load(tmp_path / "new" / "folder" / "f.npy").shape == (10, 48)
 
 
 def test_pca_and_vqvae_samples(blobs3, tmp_path, capsys, one_thread):
@@ -92,8 +100,7 @@ def test_pca_and_vqvae_samples(blobs3, tmp_path, capsys, one_thread):
                "--no-progress") == 0
     assert run("sample", tmp_path / "v", "-n", 12, "--out", tmp_path / "v.npz") == 0
     d = read_data(tmp_path / "v.npz")
-    assert d.x.shape[0] == 12 and d.x[0].size == 64 and np.array_equal(d.y, np.arange(12) % 10)
-    assert 0 <= d.x.min() and d.x.max() < 1  # the digits' units: dequantized, in [0, 1)
+    assert d.x.shape == (12, 1, 8, 8) and np.array_equal(d.y, np.arange(12) % 10)  # the digits: 10 classes
 
 
 def test_errors(blobs3, tmp_path, capsys, one_thread):
@@ -103,10 +110,50 @@ def test_errors(blobs3, tmp_path, capsys, one_thread):
     assert run("sample", out, "--out", tmp_path / "a.npy") == 2
     assert "auto-encoder has no generator" in capsys.readouterr().err and not (tmp_path / "a.npy").exists()
     assert run("sample", out, "-n", 20000, "--out", tmp_path / "a.png") == 2
-    assert "between 1 and 10,000 (one PNG)" in capsys.readouterr().err
+    assert "between 1 and 10,000 (one PNG; a .npy, .npz, .csv or .safetensors file takes up to 100,000)" \
+        in capsys.readouterr().err
     assert run("sample", out, "-n", 100_001, "--out", tmp_path / "a.npz") == 2
     assert "between 1 and 100,000 (one data file)" in capsys.readouterr().err
     (tmp_path / "d.npy").mkdir()
     assert run("sample", out, "--out", tmp_path / "d.npy") == 2
-    assert "is a folder" in capsys.readouterr().err
+    assert f"is a folder; give a file name such as {tmp_path / 'd.npy' / 'samples.npy'}" in capsys.readouterr().err
     assert json.loads((out / "checkpoint.json").read_text())["model"] == "ae"
+
+
+def test_samples_with_nan_are_refused_and_nothing_is_written(blobs3, tmp_path, capsys, monkeypatch, one_thread):
+    from gencore.models import RealNVP
+
+    out = tmp_path / "r"
+    assert run("train", "realnvp", "--data", blobs3, "--steps", 1, "--hidden", 4, "--couplings", 1, "--out", out,
+               "--no-progress") == 0
+    capsys.readouterr()
+    real = RealNVP.sample
+
+    def diverged(self, n, **kw):
+        xs = real(self, n, **kw)
+        xs[3, 1] = float("nan")
+        xs[5, 0] = float("inf")
+        return xs
+
+    monkeypatch.setattr(RealNVP, "sample", diverged)
+    for name in ("s.csv", "s.npz"):
+        assert run("sample", out, "-n", 12, "--out", tmp_path / name) == 2
+        err = capsys.readouterr().err
+        assert "2 of the 12 samples hold NaN or infinite values, the first sample 3" in err, err
+        assert not list(tmp_path.glob("s.*"))  # neither the file nor its .tmp
+
+
+def test_a_failed_write_leaves_neither_the_file_nor_its_tmp(blobs3, tmp_path, capsys, monkeypatch, one_thread):
+    out = tmp_path / "r"
+    assert run("train", "realnvp", "--data", blobs3, "--steps", 1, "--hidden", 4, "--couplings", 1, "--out", out,
+               "--no-progress") == 0
+    capsys.readouterr()
+
+    def disk_full(fh, *arrays, **named):
+        fh.write(b"PK\x03\x04 partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", disk_full)
+    assert run("sample", out, "-n", 12, "--out", tmp_path / "s.npz") == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert not list(tmp_path.glob("s.*"))

@@ -56,7 +56,8 @@ from numpy.lib import format as npy_format
 
 __all__ = ["FORMATS", "DATA_KEYS", "LABEL_KEYS", "CSV_LABEL_COLUMNS", "MIN_EXAMPLES", "MAX_BYTES",
            "PIXEL_LEVELS", "SPLIT_SEED", "TEST_FRACTION", "VAL_FRACTION", "SPLITS", "UserData",
-           "is_data_path", "read_data", "read_once", "example_shape", "data_files", "split_indices", "load_user_dataset"]
+           "is_data_path", "read_data", "read_once", "example_shape", "data_files", "split_indices",
+           "load_user_dataset"]
 
 FORMATS = (".npy", ".npz", ".csv", ".safetensors")
 DATA_KEYS = ("x", "data", "images")

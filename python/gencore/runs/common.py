@@ -129,11 +129,13 @@ def picture_shape(data: str, xs: torch.Tensor) -> tuple[int, ...]:
     if image and math.prod(shape) == xs.shape[1]:
         return shape
     raise ValueError(f"sample: samples of {xs.shape[1]}-D vectors have no picture: {data} holds vectors, not images "
-                     "(2-D data is drawn as a scatter, images as a grid)")
+                     "(2-D data is drawn as a scatter, images as a grid); write them as data instead: --out "
+                     "samples.npy, .npz, .csv or .safetensors")
 
 
-#: ``sample --out`` suffixes that write the samples as data instead of a picture.
-SAMPLE_FORMATS = (".npy", ".npz", ".csv")
+#: ``sample --out`` suffixes that write the samples as data instead of a picture: the
+#: formats :func:`gencore.data.load_dataset` reads.
+SAMPLE_FORMATS = (".npy", ".npz", ".csv", ".safetensors")
 
 
 def writes_samples(out) -> bool:
@@ -141,38 +143,70 @@ def writes_samples(out) -> bool:
     return Path(out).suffix.lower() in SAMPLE_FORMATS
 
 
+def class_count(data: str) -> int:
+    """The classes a class-conditional run on ``data`` draws samples for: the embedded
+    datasets' 10; your own data's labels ``0..K-1`` (its largest label + 1; ``--conditional``
+    takes at most :data:`N_CLASSES`), so that no sample is drawn for a class the model never
+    saw."""
+    if not is_user_data(data):
+        return N_CLASSES
+    from gencore.data.files import read_data
+
+    y = read_data(data).y
+    return N_CLASSES if y is None or not len(y) else min(N_CLASSES, int(y.max()) + 1)
+
+
 def save_samples(xs: torch.Tensor, out, labels: torch.Tensor | None = None) -> Path:
     """Write samples ``(N, ...)`` (and the class each was drawn for, ``(N,)``) as data, in the
-    formats :func:`gencore.data.load_dataset` reads back: ``.npy`` the samples as float32 in
-    their drawn shape (no labels); ``.npz`` arrays ``x`` and, with labels, ``y``; ``.csv`` one
-    flattened sample per row under a header ``x0, x1, ...`` and, with labels, a ``label``
-    column. Values are in the units of the training data as ``load_dataset`` returns it
-    (the digits and 8-bit images: dequantized, in [0, 1)). Written atomically; returns the path."""
-    import io
-
+    formats :func:`gencore.data.load_dataset` reads back, streamed and atomically: ``.npy``
+    the samples as float32 in the shape the model draws them (no labels); ``.npz`` and
+    ``.safetensors`` arrays ``x`` and, with labels, ``y``; ``.csv`` one flattened sample per
+    row under a header ``x0, x1, ...`` and, with labels, a ``label`` column, with nine
+    significant digits (every float32 back exactly). The values are the model's, on the
+    scale of its training data and not clipped. Missing folders are created; samples with
+    NaN or infinite values are refused (nothing is written). Returns the path."""
     import numpy as np
 
     from gencore.train import _atomic_write
 
     out = Path(out)
-    x = xs.detach().to("cpu", torch.float32).numpy()
+    # contiguous: safetensors writes a strided view's buffer as it lies (a VAE's decoder means are one)
+    x = np.ascontiguousarray(xs.detach().to("cpu", torch.float32).numpy())
+    bad = ~np.isfinite(x.reshape(len(x), -1))
+    if bad.any():
+        row = int(np.flatnonzero(bad.any(1))[0])
+        raise ValueError(f"sample: {int(bad.any(1).sum())} of the {len(x)} samples hold NaN or infinite values, the "
+                         f"first sample {row} (has the model diverged?); nothing written to {out}")
     y = None if labels is None else labels.detach().to("cpu", torch.int64).numpy()
-    buf = io.BytesIO()
+    arrays = {"x": x} if y is None else {"x": x, "y": y}
     ext = out.suffix.lower()
     if ext == ".npy":
-        np.save(buf, x)
+        def write(fh):
+            np.save(fh, x)
     elif ext == ".npz":
-        np.savez(buf, **({"x": x} if y is None else {"x": x, "y": y}))
+        def write(fh):
+            np.savez(fh, **arrays)
+    elif ext == ".safetensors":
+        from safetensors.numpy import save
+
+        def write(fh):
+            fh.write(save(arrays))
     elif ext == ".csv":
         flat = x.reshape(len(x), -1)
         head = [f"x{j}" for j in range(flat.shape[1])] + ([] if y is None else ["label"])
-        # %.9g: nine significant digits give every float32 back exactly
-        fmt = ["%.9g"] * flat.shape[1] + ([] if y is None else ["%d"])
-        table = flat if y is None else np.column_stack([flat.astype(np.float64), y])
-        np.savetxt(buf, table, fmt=fmt, delimiter=",", header=",".join(head), comments="")
+        fmt = ",".join(["%.9g"] * flat.shape[1] + ([] if y is None else ["%d"]))
+
+        def write(fh):
+            fh.write((",".join(head) + "\n").encode())
+            for start in range(0, len(flat), 4096):  # blocks of rows: never the whole text at once
+                block = flat[start:start + 4096]
+                rows = block.tolist() if y is None else [[*r, int(c)] for r, c in zip(block.tolist(),
+                                                                                      y[start:start + 4096])]
+                fh.write("".join(fmt % tuple(r) + "\n" for r in rows).encode())
     else:
         raise ValueError(f"sample: --out {out}: samples are written as {', '.join(SAMPLE_FORMATS)} files or a picture")
-    _atomic_write(out, buf.getvalue())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out, write)
     return out
 
 

@@ -20,6 +20,7 @@ from gencore.data.files import read_once
 from gencore.models import build
 from gencore.runs.common import (
     best_record,
+    class_count,
     data_kind,
     fresh_dequantization,
     labelled,
@@ -128,15 +129,18 @@ def evaluate(run, net, meta: dict, data: str) -> dict:
 
 def sample(run, net, meta: dict, n: int, out_png, generator: torch.Generator):
     """An image grid for images, a scatter over the model's density for 2-D data; the
-    samples as data for a ``.npy`` / ``.npz`` / ``.csv`` path (:func:`common.save_samples`)."""
+    samples as data for a ``.npy`` / ``.npz`` / ``.csv`` / ``.safetensors`` path
+    (:func:`common.save_samples`); a class-conditional run draws sample i for class i % K
+    over its data's K classes (:func:`common.class_count`)."""
     from gencore.plotting import save_density_scatter, save_image_grid
 
     rec = run_record(meta)
-    ctx = one_hot(torch.arange(n) % 10) if rec.get("conditional") else None
+    data = rec.get("data", "")
+    k = class_count(data) if rec.get("conditional") else None  # sample i: class i % k
+    ctx = one_hot(torch.arange(n) % k) if k else None
     xs = net.sample(n, generator=generator, context=ctx)
     if writes_samples(out_png):
         return save_samples(xs, out_png, None if ctx is None else ctx.argmax(1))
-    data = rec.get("data", "")
     if data in TOYS or xs.shape[1:] == (2,):
         def density(points):
             with torch.no_grad():
@@ -146,8 +150,8 @@ def sample(run, net, meta: dict, n: int, out_png, generator: torch.Generator):
         return save_density_scatter(xs, out_png, density=density, true_density=exact,
                                     title=f"{meta['model']} on {data or '2-D data'}: {n} samples")
     shape = picture_shape(data, xs)
-    title = f"{meta['model']} samples" + (" (rows of classes 0-9)" if ctx is not None else "")
-    return save_image_grid(xs, out_png, nrow=10 if ctx is not None else None, title=title, shape=shape)
+    title = f"{meta['model']} samples" + (f" (rows of classes 0-{k - 1})" if k else "")
+    return save_image_grid(xs, out_png, nrow=k, title=title, shape=shape)
 
 
 _COMMON = dict(family="flow", datasets=(*TOYS, "digits"), user_data=True, batch_size=256,

@@ -20,6 +20,7 @@ from gencore.data.files import read_once
 from gencore.models import build
 from gencore.runs.common import (
     best_record,
+    class_count,
     data_kind,
     fresh_dequantization,
     is_user_data,
@@ -146,22 +147,24 @@ def evaluate(run, net, meta: dict, data: str) -> dict:
 
 def sample(run, net, meta: dict, n: int, out_png, generator: torch.Generator) -> Path:
     """A scatter over held-out data for 2-D, else an image grid (for a class-conditional GAN,
-    label ``i % K`` for sample i: columns of classes); the samples as data for a ``.npy`` /
-    ``.npz`` / ``.csv`` path (:func:`common.save_samples`)."""
+    label ``i % K`` for sample i over the data's K classes: columns of classes); the samples
+    as data for a ``.npy`` / ``.npz`` / ``.csv`` / ``.safetensors`` path
+    (:func:`common.save_samples`)."""
     from gencore.plotting import save_image_grid, save_scatter_over_data
 
-    labels = torch.arange(n) % net.n_classes if net.n_classes else None
+    data = run_record(meta).get("data", "")
+    k = min(net.n_classes, class_count(data)) if net.n_classes else None  # sample i: class i % k
+    labels = torch.arange(n) % k if k else None
     xs = net.sample(n, labels=labels, generator=generator)
     if writes_samples(out_png):
         return save_samples(xs, out_png, labels)
-    data = run_record(meta).get("data", "")
     if xs.shape[1:] == (2,):
         ref = load_dataset(data, "test")[0] if data in TOYS else None
         return save_scatter_over_data(xs, out_png, data=ref,
                                       title=f"GAN ({net.loss_kind}) on {data or '2-D data'}: {n} samples")
     shape = picture_shape(data, xs)
-    title = "GAN samples" + (" (rows of classes 0-9)" if labels is not None else "")
-    return save_image_grid(xs, out_png, nrow=net.n_classes or None, title=title, shape=shape)
+    title = "GAN samples" + (f" (rows of classes 0-{k - 1})" if k else "")
+    return save_image_grid(xs, out_png, nrow=k, title=title, shape=shape)
 
 
 def figures(run, meta: dict, out_png) -> list[Path]:

@@ -33,8 +33,9 @@ from gencore import metrics
 from gencore.data import DIGITS_LEVELS, dequantize, load_dataset
 from gencore.data.files import read_once
 from gencore.models import PCA, build
-from gencore.runs.common import (best_record, data_kind, fresh_dequantization, labelled, one_hot, picture_shape,
-                                 run_metadata, run_record, save_samples, steps_for, write_eval, writes_samples)
+from gencore.runs.common import (best_record, class_count, data_kind, fresh_dequantization, labelled, one_hot,
+                                 picture_shape, run_metadata, run_record, save_samples, steps_for, write_eval,
+                                 writes_samples)
 from gencore.runs.registry import ModelSpec, register
 from gencore.train import _check_resume, _read_meta, fit, run_lock, save_checkpoint
 
@@ -187,7 +188,8 @@ def evaluate(run, net, meta: dict, data: str, *, n_samples: int = 1000) -> dict:
 def sample(run, net, meta: dict, n: int, out_png, generator: torch.Generator) -> Path:
     """Model samples (pca, vae) or test examples over their reconstructions (ae): an image
     grid for images, a scatter for 2-D data; the samples as data for a ``.npy`` / ``.npz`` /
-    ``.csv`` path (:func:`common.save_samples`; not for the ae, which has no generator)."""
+    ``.csv`` / ``.safetensors`` path (:func:`common.save_samples`; not for the ae, which has
+    no generator)."""
     from gencore.plotting import save_image_grid, save_scatter_over_data
 
     name, rec = meta["model"], run_record(meta)
@@ -206,22 +208,23 @@ def sample(run, net, meta: dict, n: int, out_png, generator: torch.Generator) ->
         pics = torch.cat([xt[:k].reshape(k, -1), recon.reshape(k, -1)])
         return save_image_grid(pics, out_png, nrow=k if k <= 16 else 16, shape=shape,
                                title="held-out examples (top rows) and their reconstructions (bottom rows)")
-    ctx = None
+    ctx = k = None
     if name == "pca":
         chol = torch.linalg.cholesky(net.get_covariance().double())
         z = torch.randn(n, chol.shape[0], generator=generator, dtype=torch.float64)
         xs = (net.mean_.double() + z @ chol.T).float()
         title = f"probabilistic PCA (r={net.n_components_}) samples"
     else:
-        ctx = one_hot(torch.arange(n) % 10) if rec.get("conditional") else None
+        k = class_count(data) if rec.get("conditional") else None  # sample i: class i % k
+        ctx = one_hot(torch.arange(n) % k) if k else None
         xs = net.sample(n, generator=generator, context=ctx)
         title = ("hierarchical VAE" if name == "hvae" else "VAE") + " samples (decoder means)" \
-            + (" (classes 0-9 by column)" if ctx is not None else "")
+            + (f" (classes 0-{k - 1} by column)" if k else "")
     if writes_samples(out_png):
         return save_samples(xs, out_png, None if ctx is None else ctx.argmax(1))
     if xs[0].numel() == 2:
         return save_scatter_over_data(xs.reshape(n, 2), out_png, title=title)
-    return save_image_grid(xs, out_png, nrow=10 if ctx is not None else None, title=title,
+    return save_image_grid(xs, out_png, nrow=k, title=title,
                            shape=picture_shape(data, xs))
 
 

@@ -24,7 +24,8 @@ from gencore.data.captions import CLASS_WORDS, SLANT_WORDS, STROKE_WORDS, captio
 from gencore.models import build
 from gencore.models.text2image import caption_slots
 from gencore.representation import caption_ids, retrieval_chance, retrieval_recall
-from gencore.runs.common import best_record, fresh_dequantization, run_metadata, save_samples, write_eval, writes_samples
+from gencore.runs.common import (best_record, fresh_dequantization, run_metadata, save_samples, write_eval,
+                                 writes_samples)
 from gencore.runs.registry import ModelSpec, register
 from gencore.train import fit
 
@@ -255,14 +256,16 @@ def sample(run, net, meta: dict, n: int, out_png, generator: torch.Generator, *,
     if caption is None:
         captions = [f"{s} {t} {CLASS_WORDS[k]}" for k in range(10) for s, t in (("regular", "upright"),)]
         captions = [captions[i % 10] for i in range(n)]
+        labels = torch.arange(n) % 10
         title = "text to image: 'regular upright <class>', classes 0-9 by column"
     else:
-        caption_slots(caption)  # a clear error for an unknown word
+        slot = int(caption_slots(caption)[0, 2])  # (a clear error for an unknown word); 0: no class word
+        labels = torch.full((n,), slot - int(encode_caption(CLASS_WORDS[0])[0])) if slot else None
         captions = [caption] * n
         title = f"text to image: '{caption}'" + (f" (best of {candidates} by CLIP)" if candidates > 1 else "")
     xs = net.generate(captions, candidates=candidates, generator=generator, **SAMPLING)
-    if writes_samples(out_png):  # labels: the class each default caption names
-        return save_samples(xs, out_png, torch.arange(n) % 10 if caption is None else None)
+    if writes_samples(out_png):  # labels: the class each caption names, if it names one
+        return save_samples(xs, out_png, labels)
     return save_image_grid(xs.reshape(n, -1), out_png, nrow=10 if caption is None else None, title=title,
                            shape=(8, 8))
 
