@@ -157,3 +157,19 @@ def test_a_failed_write_leaves_neither_the_file_nor_its_tmp(blobs3, tmp_path, ca
     assert run("sample", out, "-n", 12, "--out", tmp_path / "s.npz") == 2
     assert "No space left on device" in capsys.readouterr().err
     assert not list(tmp_path.glob("s.*"))
+
+
+def test_a_conditional_run_on_png_class_folders_draws_their_classes(tmp_path, capsys, one_thread):
+    Image = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        d = tmp_path / "pngs" / ("cat", "dog", "emu")[i % 3]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, size=(4, 4), dtype=np.uint8)).save(d / f"{i}.png")
+    out = tmp_path / "r"
+    assert run("train", "realnvp", "--data", tmp_path / "pngs", "--image", "--conditional", "--steps", 1,
+               "--batch-size", 4, "--couplings", 1, "--hidden", 4, "--out", out, "--no-progress") == 0
+    assert run("sample", out, "-n", 10, "--out", tmp_path / "s.npz") == 0
+    d = read_data(tmp_path / "s.npz")
+    assert d.x.shape == (10, 1, 4, 4) and np.array_equal(d.y, np.arange(10) % 3)
+    assert np.array_equal(d.x.astype(np.float32), _drawn(out, 10, classes=3).numpy())

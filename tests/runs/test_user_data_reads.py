@@ -175,14 +175,18 @@ def test_train_eval_and_sample_read_your_data_once(tmp_path, reads, model, one_t
         assert reads == []
 
 
-def test_a_png_folder_is_decoded_once_per_run(tmp_path, reads, one_thread):
+@pytest.mark.parametrize("conditional", [False, True])
+def test_a_png_folder_is_decoded_once_per_run(tmp_path, reads, one_thread, conditional):
     folder = _pngs(tmp_path / "pngs")
     out = tmp_path / "run"
-    runs.train("realnvp", str(folder), out, steps=1, batch_size=4, couplings=1, hidden=[4], progress=False)
+    runs.train("realnvp", str(folder), out, steps=1, batch_size=4, couplings=1, hidden=[4], progress=False,
+               conditional=conditional)
     assert sorted(reads) == sorted(f"{i:02d}.png" for i in range(12))
     reads.clear()
-    runs.sample(out, 4, tmp_path / "s.png")  # the picture's shape comes from the folder
-    assert reads == ["01.png"]  # only the first image (a/01.png), for its shape
+    # the picture's shape comes from the folder's first image (a/01.png), its classes
+    # (conditional: columns of classes 0-1) from the listing
+    runs.sample(out, 4, tmp_path / "s.png")
+    assert reads == ["01.png"]
 
 
 @pytest.mark.parametrize("model, module", [("realnvp", "flows"), ("gan", "gan"), ("ae", "latent")])

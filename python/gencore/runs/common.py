@@ -150,9 +150,12 @@ def class_count(data: str) -> int:
     saw."""
     if not is_user_data(data):
         return N_CLASSES
-    from gencore.data.files import read_data
+    from gencore.data import files
 
-    y = read_data(data).y
+    if Path(data).expanduser().is_dir():  # a PNG folder: its class subfolders, without decoding an image
+        classes = files._png_files(Path(data).expanduser())[2]
+        return min(N_CLASSES, len(classes)) if classes else N_CLASSES
+    y = files.read_data(data).y
     return N_CLASSES if y is None or not len(y) else min(N_CLASSES, int(y.max()) + 1)
 
 
