@@ -228,8 +228,8 @@ def _check_folder(path, flag: str, command: str) -> None:
 
 def _png_path(path) -> Path:
     """The file ``sample --out`` writes: ``X`` becomes ``X.png`` (as matplotlib would write
-    it; ``.npy``, ``.npz`` and ``.csv`` files hold the samples as data); not an existing
-    folder, not under a file."""
+    it; ``.npy``, ``.npz``, ``.csv`` and ``.safetensors`` files hold the samples as data); not
+    an existing folder, not under a file."""
     path = Path(path)
     if path.is_dir():
         example = "samples" + (path.suffix.lower() if path.suffix.lower() in _sample_formats() else ".png")

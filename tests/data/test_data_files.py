@@ -363,6 +363,16 @@ def test_is_data_path(tmp_path):
     assert not files.is_data_path("mnist") and not files.is_data_path("")
 
 
+def test_docs_read_once_example(tmp_path, monkeypatch, doc_block):
+    # docs/data.md, after the first example (which writes points.npy and imports load_dataset).
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(doc_block("docs/data.md", "points.npy"), scope)  # noqa: S102 - our own documentation
+    exec(doc_block("docs/data.md", "with read_once():"), scope)  # noqa: S102
+    assert scope["x"].shape == (720, 2) and scope["xv"].shape == (80, 2)
+    assert scope["digest"] == files.read_data("points.npy").sha256 and len(scope["digest"]) == 64
+
+
 def test_docs_data_example(tmp_path, monkeypatch, doc_block):
     # docs/data.md, "Your own data".
     block = doc_block("docs/data.md", "points.npy")

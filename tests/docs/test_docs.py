@@ -17,6 +17,7 @@ TESTED = {
     ("README.md", "AffineCoupling(8, MLP("): "tests/docs/test_readme.py::test_readme_example",
     ("docs/models/contrastive.md", "SimCLR("): "tests/docs/test_readme.py::test_docs_contrastive_example",
     ("docs/data.md", "points.npy"): "tests/data/test_data_files.py::test_docs_data_example",
+    ("docs/data.md", "with read_once():"): "tests/data/test_data_files.py::test_docs_read_once_example",
     ("docs/models/flows.md", "RealNVP(2, n_couplings=16"): "tests/docs/test_docs.py::test_docs_flows_example",
     ("docs/models/latent.md", "VAE(64, latent_dim=16"): "tests/docs/test_docs.py::test_docs_vae_examples",
     ("docs/models/latent.md", "HierarchicalVAE(64, latent_dims"): "tests/docs/test_docs.py::test_docs_vae_examples",
