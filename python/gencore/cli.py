@@ -232,18 +232,14 @@ def _png_path(path) -> Path:
     an existing folder, not under a file."""
     path = Path(path)
     if path.is_dir():
-        example = "samples" + (path.suffix.lower() if path.suffix.lower() in _sample_formats() else ".png")
+        from gencore.runs.common import writes_samples
+
+        example = "samples" + (path.suffix.lower() if writes_samples(path) else ".png")
         raise UsageError(f"sample: --out {path} is a folder; give a file name such as {path / example}")
     if not path.suffix:
         path = path.with_name(path.name + ".png")
     _check_folder(path.parent, "--out", "sample")
     return path
-
-
-def _sample_formats() -> tuple[str, ...]:
-    from gencore.runs.common import SAMPLE_FORMATS
-
-    return SAMPLE_FORMATS
 
 
 def _check_device(device: str) -> None:

@@ -119,14 +119,20 @@ def read_data(path) -> UserData:
         import errno
 
         raise FileNotFoundError(errno.ENOENT, "no such data file or folder", str(p))
-    held = _HELD.get()
-    key = p.absolute()  # one spelling, one entry: the fingerprint names the files as given
-    if held is not None and key in held:
-        return held[key]
-    d = _read_data(p)
-    if held is not None:
-        held[key] = d
+    d = _held_read(p)
+    if d is None:
+        d = _read_data(p)
+        held = _HELD.get()
+        if held is not None:
+            held[p.absolute()] = d
     return d
+
+
+def _held_read(p: Path) -> UserData | None:
+    """The read of ``p`` that a :func:`read_once` block holds, or None. One spelling, one
+    entry: the fingerprint names the files as given."""
+    held = _HELD.get()
+    return None if held is None else held.get(p.absolute())
 
 
 @contextlib.contextmanager
@@ -155,9 +161,8 @@ def example_shape(path) -> tuple[tuple[int, ...], bool]:
     as :func:`read_data` reads them. For the picture of a run's samples, not a check of the
     data: the other files and examples are not read."""
     p = Path(path).expanduser()
-    held = _HELD.get()
-    if held is not None and p.absolute() in held:
-        d = held[p.absolute()]
+    d = _held_read(p)
+    if d is not None:
         return tuple(d.x.shape[1:]), d.image
     if p.is_dir():
         files = _png_files(p)[0]
